@@ -1,0 +1,189 @@
+/* cnf/net.h — the dynamics network f(z, t; theta) of a CNF block, with exact
+ * hand-written derivatives.
+ *
+ * An MLP of L = n_hidden + 1 layers applied to a batch z (B x D, row-major).
+ * Layer j maps h_j (width n_j) to n_{j+1}, with n_0 = n_L = D and the hidden
+ * widths in between; every layer but the last is followed by the activation.
+ * Layer types, with t the scalar time (DESIGN.md section 3):
+ *
+ *   concatsquash (default): y = (W h + b) * sigmoid(g_w * t + g_b) + c_w * t
+ *   concat:                 y = W [h, t] + b   (time is W's last column)
+ *   ignore:                 y = W h + b
+ *
+ * Activations: tanh, softplus log(1+e^x), elu (alpha = 1), swish x*sigmoid(x).
+ *
+ * Parameters. theta is one contiguous double vector of length P owned by the
+ * caller (a flow concatenates its blocks' vectors; the optimizer, gradients
+ * and files see one vector). Order: layer 0, layer 1, ..., and inside a layer
+ *     W   (out x in, row-major; concat: out x (in+1), time column last)
+ *     b   (out)
+ *     g_w, g_b, c_w (out each; concatsquash only)
+ * cnf_net_layer_view() gives the offsets. The network object holds only the
+ * architecture; workspaces live in cnf_net_work, one per thread.
+ *
+ * Derivatives. Forward mode: with K tangent directions v_k (per sample), the
+ * forward pass also returns jv_k = J(z) v_k where J = df/dz. With v = NULL and
+ * K = D the directions are the unit vectors e_1..e_D (exact trace:
+ * div = sum_i (J e_i)_i); with K = 1 and v = eps it is Hutchinson's
+ * eps^T J eps. Reverse mode: cnf_net_backward sweeps back through the last
+ * forward pass (values and tangents) for the scalar
+ *     S = sum(fbar .* f) + sum(jvbar .* jv)
+ * and accumulates dS/dz, dS/dtheta and dS/dt. With jvbar_k = c .* e_k (exact)
+ * or c .* eps (Hutchinson) this differentiates the divergence; with
+ * jvbar = 2 lambda J eps the Jacobian-Frobenius regularizer. It is the single
+ * primitive the adjoint needs.
+ *
+ * Typical call:
+ *
+ *     cnf_net_config cfg;
+ *     cnf_net_config_default(&cfg, 2);                 // D = 2, 64-64-64
+ *     cnf_net *net = cnf_net_alloc(&cfg);
+ *     double *theta = malloc(cnf_net_num_params(net) * sizeof *theta);
+ *     cnf_net_init(net, theta, rng, 0);
+ *     cnf_net_work *w = cnf_net_work_alloc(net, B, 2); // exact trace: K = D
+ *     cnf_net_forward(net, w, theta, t, z, B, 2, NULL, f, jv);
+ *     cnf_net_trace_unit(jv, B, 2, div);
+ *
+ * Shapes in comments use B batch, D data dimension, H hidden width, K tangent
+ * directions, P parameter count.
+ */
+#ifndef CNF_NET_H
+#define CNF_NET_H
+
+#include <stddef.h>
+
+#include <gsl/gsl_rng.h>
+
+#include "cnf/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CNF_NET_MAX_HIDDEN 16
+
+typedef enum {
+    CNF_LAYER_CONCATSQUASH = 0,
+    CNF_LAYER_CONCAT,
+    CNF_LAYER_IGNORE
+} cnf_layer_type;
+
+typedef enum {
+    CNF_ACT_TANH = 0,
+    CNF_ACT_SOFTPLUS,
+    CNF_ACT_ELU,
+    CNF_ACT_SWISH
+} cnf_activation;
+
+/* Names as used in files and on the command line: "concatsquash", "concat",
+ * "ignore"; "tanh", "softplus", "elu", "swish". The _from_name functions give
+ * CNF_EINVAL with a message listing the valid names. */
+const char *cnf_layer_type_name(cnf_layer_type type);
+cnf_status cnf_layer_type_from_name(const char *name, cnf_layer_type *type);
+const char *cnf_activation_name(cnf_activation act);
+cnf_status cnf_activation_from_name(const char *name, cnf_activation *act);
+
+typedef struct {
+    size_t dim;                          /* D: input and output width */
+    size_t n_hidden;                     /* hidden layers (L - 1), >= 0 */
+    size_t hidden[CNF_NET_MAX_HIDDEN];   /* their widths */
+    cnf_layer_type layer_type;
+    cnf_activation activation;
+} cnf_net_config;
+
+/* D as given, hidden 64-64-64, concatsquash, tanh (FFJORD's toy network). */
+void cnf_net_config_default(cnf_net_config *cfg, size_t dim);
+/* Parse hidden widths such as "64-64-64" (or "" for none) into cfg. */
+cnf_status cnf_net_config_parse_hidden(cnf_net_config *cfg, const char *widths);
+/* Write the widths as "64-64-64" into buf (size n). */
+void cnf_net_config_format_hidden(const cnf_net_config *cfg, char *buf, size_t n);
+
+typedef struct cnf_net cnf_net;
+
+/* NULL on invalid configuration (message says which field) or no memory. */
+cnf_net *cnf_net_alloc(const cnf_net_config *cfg);
+void cnf_net_free(cnf_net *net);                       /* NULL is fine */
+const cnf_net_config *cnf_net_get_config(const cnf_net *net);  /* borrowed */
+size_t cnf_net_num_params(const cnf_net *net);         /* P */
+size_t cnf_net_num_layers(const cnf_net *net);         /* L = n_hidden + 1 */
+
+#define CNF_NET_ABSENT ((size_t)-1)
+
+/* Where layer j's parameters sit in theta. Absent ones are CNF_NET_ABSENT. */
+typedef struct {
+    size_t in, out;     /* widths n_j, n_{j+1} */
+    size_t W_cols;      /* in, or in + 1 for concat */
+    size_t W, b, g_w, g_b, c_w;   /* offsets into theta */
+} cnf_net_layer_view;
+
+cnf_status cnf_net_layer_view(const cnf_net *net, size_t j, cnf_net_layer_view *view);
+
+/* PyTorch's nn.Linear default: every weight and bias uniform on
+ * +-1/sqrt(fan_in), with fan_in the width of the input it multiplies (W, b:
+ * in, or in + 1 for concat; g_w, g_b, c_w: 1, as FFJORD's hyper-networks).
+ * With zero_last_layer the last layer's parameters are all zero (f = 0 at
+ * the start of training). theta: P. */
+void cnf_net_init(const cnf_net *net, double *theta, gsl_rng *rng, int zero_last_layer);
+
+/* Multiply-add count of one forward pass with K tangents, per sample
+ * (for GFLOP/s figures: 2 * this * B floating-point operations). */
+double cnf_net_flops_per_sample(const cnf_net *net, size_t K);
+
+/* Workspace (caches of the forward pass, buffers of the reverse sweep) for
+ * batches of up to max_batch samples and up to max_tangents directions. */
+typedef struct cnf_net_work cnf_net_work;
+
+cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t max_tangents);
+void cnf_net_work_free(cnf_net_work *work);            /* NULL is fine */
+
+/* f = net(z, t) and, for K > 0, jv_k = J(z) v_k.
+ *   theta: P            z: B x D            f: B x D
+ *   v: K x B x D (direction k of sample b at v[(k*B + b)*D]), or NULL for
+ *      the unit vectors (requires K == D)
+ *   jv: K x B x D (may be NULL only when K == 0)
+ * Keeps what cnf_net_backward needs in work. Does not allocate. */
+cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double *theta,
+                           double t, const double *z, size_t B, size_t K,
+                           const double *v, double *f, double *jv);
+
+/* Reverse sweep through the last cnf_net_forward on work (same theta), for
+ * S = sum(fbar .* f) + sum(jvbar .* jv). Accumulates (adds to) its outputs:
+ *   zbar: B x D += dS/dz        thetabar: P += dS/dtheta     *tbar += dS/dt
+ * Inputs fbar (B x D) and jvbar (K x B x D) may be NULL for zero; outputs
+ * may be NULL when not wanted (their work is then skipped). The directions v
+ * are treated as constants. Does not allocate. */
+cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double *theta,
+                            const double *fbar, const double *jvbar,
+                            double *zbar, double *thetabar, double *tbar);
+
+/* Divergence estimators and regularizers, per sample (out: B). */
+
+typedef enum {
+    CNF_DIV_EXACT = 0,      /* sum_i e_i^T J e_i, K = D tangents */
+    CNF_DIV_GAUSSIAN,       /* eps^T J eps, eps ~ N(0, I), K = 1 */
+    CNF_DIV_RADEMACHER      /* eps^T J eps, eps uniform on {-1, +1}^D, K = 1 */
+} cnf_divergence;
+
+/* "exact", "gaussian", "rademacher". */
+const char *cnf_divergence_name(cnf_divergence kind);
+cnf_status cnf_divergence_from_name(const char *name, cnf_divergence *kind);
+
+/* Fill eps (n values) with Hutchinson noise of the given kind from rng.
+ * Drawing is sequential in index order, so a seed fixes the draw. */
+void cnf_noise_draw(cnf_divergence kind, gsl_rng *rng, size_t n, double *eps);
+
+/* div_b = sum_i jv[i][b][i] (jv from unit directions, K = D). */
+void cnf_net_trace_unit(const double *jv, size_t B, size_t D, double *div);
+/* div_b = eps_b . jv_b (jv from the single direction eps). */
+void cnf_net_trace_hutchinson(const double *eps, const double *jv, size_t B, size_t D,
+                              double *div);
+/* out_b = sum over the K directions and D components of x[k][b][d]^2: the
+ * kinetic energy ||f_b||^2 (K = 1, x = f) or the Jacobian-Frobenius estimate
+ * ||J eps||^2 (K = 1) — exactly ||J||_F^2 with the unit directions (K = D). */
+void cnf_net_sq_norm(const double *x, size_t K, size_t B, size_t D, double *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CNF_NET_H */

@@ -1,0 +1,182 @@
+/* cnf/ode.h — the one ODE solver core of cnf.
+ *
+ * Training, sampling and density evaluation all integrate
+ *
+ *     dy/dt = f(t, y),   y(t0) given,   y in R^n,
+ *
+ * with explicit Runge-Kutta methods, forwards (t1 > t0) or backwards
+ * (t1 < t0) in time. The state is one flat double array; a batch of B samples
+ * of dimension D is simply n = B*D (plus any quadrature components) and shares
+ * one step size.
+ *
+ * Methods (cnf_ode_method):
+ *   adaptive: dopri5 (Dormand-Prince 5(4), FSAL; the default, as in FFJORD),
+ *             and GSL odeiv2's rkf45, rkck, rk8pd through the same interface;
+ *   fixed step: euler, midpoint, rk4 (step size opt.h0, the last step
+ *             shortened to land on t1).
+ *
+ * Error control (adaptive methods). With e the stepper's error estimate,
+ *
+ *     err = sqrt( (1/m) sum_{i in mask} ( e_i / (atol + rtol*max(|y_i|,|ynew_i|)) )^2 )
+ *
+ * where m is the number of components in the mask (all of them when mask is
+ * NULL). A step is accepted when err <= 1; the next step is
+ * h * clamp(safety * err^(-1/(q+1)), min_factor, max_factor) with q the lower
+ * order of the pair. The mask lets a backward pass leave its quadrature
+ * components (the parameter gradient) out of the norm: the seminorm of
+ * Kidger, Chen and Lyons (2021), which cuts backward steps.
+ *
+ * The right-hand side follows the CVODES contract:
+ *     return 0   success;
+ *     return > 0 recoverable: the step is rejected and retried with a smaller
+ *                step (return it for NaN/Inf in the output, for example);
+ *     return < 0 fatal: the solve stops with CNF_ERHS.
+ * The solver also treats a non-finite f or non-finite new state as
+ * recoverable. Ends other than success:
+ *     CNF_ESTEP_UNDERFLOW  |h| fell below hmin (or below what t can resolve);
+ *     CNF_EMAX_STEPS       more than max_steps steps (accepted + rejected);
+ *     CNF_ENONFINITE       the state stayed non-finite through max_retries
+ *                          consecutive step halvings;
+ *     CNF_ERHS             the right-hand side returned < 0.
+ * Each sets a message (cnf_last_error) with the time reached and the step.
+ *
+ * Dense output: when a cnf_ode_record is passed to cnf_ode_solve, every
+ * accepted step's (t, y, f) is appended to it, and cnf_ode_record_eval()
+ * interpolates y(t) anywhere inside the recorded span by cubic Hermite
+ * interpolation. The checkpointed adjoint uses this to recover z(t) while it
+ * integrates backwards.
+ *
+ * Typical call:
+ *
+ *     cnf_ode_options opt;
+ *     cnf_ode_options_default(&opt);        // dopri5, rtol = atol = 1e-6
+ *     opt.rtol = opt.atol = 1e-8;
+ *     cnf_ode_solver *s = cnf_ode_solver_alloc(n, &opt);
+ *     cnf_ode_stats st;
+ *     cnf_status rc = cnf_ode_solve(s, rhs, params, 0.0, 1.0, y, NULL, &st);
+ *     ...
+ *     cnf_ode_solver_free(s);
+ *
+ * A solver holds all its workspaces (allocated once in _alloc), so a solve
+ * does not allocate, except for growing a record. A solver is not
+ * thread-safe; use one per thread.
+ */
+#ifndef CNF_ODE_H
+#define CNF_ODE_H
+
+#include <stddef.h>
+
+#include "cnf/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    CNF_ODE_DOPRI5 = 0, /* Dormand-Prince 5(4), FSAL, adaptive (default) */
+    CNF_ODE_RKF45,      /* GSL odeiv2 Runge-Kutta-Fehlberg 4(5), adaptive */
+    CNF_ODE_RKCK,       /* GSL odeiv2 Cash-Karp 4(5), adaptive */
+    CNF_ODE_RK8PD,      /* GSL odeiv2 Prince-Dormand 8(9), adaptive */
+    CNF_ODE_EULER,      /* explicit Euler, fixed step, order 1 */
+    CNF_ODE_MIDPOINT,   /* explicit midpoint, fixed step, order 2 */
+    CNF_ODE_RK4,        /* classical Runge-Kutta, fixed step, order 4 */
+    CNF_ODE_NUM_METHODS
+} cnf_ode_method;
+
+/* Name of a method ("dopri5", "rkf45", "rkck", "rk8pd", "euler", "midpoint",
+ * "rk4") and the reverse look-up (CNF_EINVAL with a message listing the valid
+ * names for an unknown one). */
+const char *cnf_ode_method_name(cnf_ode_method method);
+cnf_status cnf_ode_method_from_name(const char *name, cnf_ode_method *method);
+/* 1 for adaptive methods, 0 for fixed-step ones. */
+int cnf_ode_method_is_adaptive(cnf_ode_method method);
+/* Order of the method (the higher order of an embedded pair: 5 for dopri5). */
+int cnf_ode_method_order(cnf_ode_method method);
+
+/* Right-hand side: write f(t, y) into dydt (both length n). See the return
+ * contract above. */
+typedef int (*cnf_ode_rhs)(double t, const double *y, double *dydt, void *params);
+
+typedef struct {
+    cnf_ode_method method;      /* default CNF_ODE_DOPRI5 */
+    double rtol;                /* relative tolerance, default 1e-6 */
+    double atol;                /* absolute tolerance, default 1e-6 */
+    double h0;                  /* adaptive: first step (0 = automatic, the
+                                   default); fixed-step: the step size
+                                   (must be > 0) */
+    double hmin;                /* smallest |h| allowed, default 0 (then only
+                                   the resolution of t limits it) */
+    double hmax;                /* largest |h|, default 0 = no limit */
+    size_t max_steps;           /* accepted + rejected steps, default 100000 */
+    int max_retries;            /* consecutive halvings on non-finite values
+                                   before CNF_ENONFINITE, default 20 */
+    double safety;              /* step controller safety factor, default 0.9 */
+    double min_factor;          /* smallest step shrink, default 0.2 */
+    double max_factor;          /* largest step growth, default 10 */
+    const unsigned char *error_mask; /* length n; nonzero = component enters
+                                   the error norm; NULL = all (default).
+                                   Borrowed: must outlive the solves. */
+} cnf_ode_options;
+
+void cnf_ode_options_default(cnf_ode_options *opt);
+
+/* Statistics of one solve (cnf_ode_solve resets them at its start). */
+typedef struct {
+    size_t nfe;        /* right-hand side evaluations */
+    size_t accepted;   /* accepted steps */
+    size_t rejected;   /* rejected steps (error too large or non-finite) */
+    double h_last;     /* the last accepted step size (signed) */
+} cnf_ode_stats;
+
+/* Add b's counters into a (h_last taken from b). */
+void cnf_ode_stats_add(cnf_ode_stats *a, const cnf_ode_stats *b);
+
+typedef struct cnf_ode_solver cnf_ode_solver;
+
+/* A solver for states of length n with the given options (copied; the mask
+ * pointer is kept, borrowed). NULL on failure (cnf_last_error says why:
+ * invalid options or out of memory). */
+cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt);
+void cnf_ode_solver_free(cnf_ode_solver *solver);   /* NULL is fine */
+
+/* Replace the options (same n). The adjoint uses this to switch tolerances
+ * or the mask between the forward and backward passes. */
+cnf_status cnf_ode_solver_set_options(cnf_ode_solver *solver, const cnf_ode_options *opt);
+size_t cnf_ode_solver_dim(const cnf_ode_solver *solver);
+
+/* A growing list of accepted steps (t, y, f) for dense output. */
+typedef struct cnf_ode_record cnf_ode_record;
+
+cnf_ode_record *cnf_ode_record_alloc(size_t n);
+void cnf_ode_record_free(cnf_ode_record *record);   /* NULL is fine */
+/* Forget the points but keep the memory, so that repeated solves of the same
+ * size stop allocating once the record has grown. */
+void cnf_ode_record_clear(cnf_ode_record *record);
+size_t cnf_ode_record_size(const cnf_ode_record *record);   /* points kept */
+/* Point i: time, state and derivative (borrowed, valid until the record next
+ * changes). */
+double cnf_ode_record_time(const cnf_ode_record *record, size_t i);
+const double *cnf_ode_record_state(const cnf_ode_record *record, size_t i);
+const double *cnf_ode_record_deriv(const cnf_ode_record *record, size_t i);
+/* y(t) by cubic Hermite interpolation between the two recorded points that
+ * bracket t (either direction of integration). t outside the recorded span
+ * (beyond a relative slack of 1e-12) gives CNF_EINVAL. Only the first m
+ * components are written (m <= n), so a caller can interpolate just z out of
+ * an augmented state [z, q]. */
+cnf_status cnf_ode_record_eval(const cnf_ode_record *record, double t, size_t m, double *y);
+
+/* Integrate from t0 to t1 (t1 < t0 integrates backwards). y holds y(t0) on
+ * entry and y(t1) on success; on failure it holds the last accepted state.
+ * record (may be NULL) receives the initial point and every accepted step;
+ * it is not cleared first, so that consecutive solves can append to it (a
+ * repeated time point at a junction is kept once). stats (may be NULL) gets
+ * this solve's counters. */
+cnf_status cnf_ode_solve(cnf_ode_solver *solver, cnf_ode_rhs rhs, void *params,
+                         double t0, double t1, double *y,
+                         cnf_ode_record *record, cnf_ode_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CNF_ODE_H */

@@ -1,0 +1,53 @@
+/* testutil.c — see testutil.h. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void tu_fd_gradient(tu_scalar_fn fn, void *ctx, double *x, size_t n, double h, double *grad)
+{
+    for (size_t i = 0; i < n; i++) {
+        double xi = x[i];
+        double step = h * fmax(1.0, fabs(xi));
+        x[i] = xi + step;
+        double fp = fn(x, ctx);
+        x[i] = xi - step;
+        double fm = fn(x, ctx);
+        x[i] = xi;
+        grad[i] = (fp - fm) / (2.0 * step);
+    }
+}
+
+double tu_max_rel_error(const char *name, const double *a, const double *b, size_t n,
+                        double floor, double tol)
+{
+    double worst = 0.0;
+    int shown = 0;
+    for (size_t i = 0; i < n; i++) {
+        double scale = fmax(fmax(fabs(a[i]), fabs(b[i])), floor);
+        double rel = fabs(a[i] - b[i]) / scale;
+        if (!(rel <= worst))
+            worst = isnan(rel) ? INFINITY : rel;
+        if (!(rel <= tol) && shown < 5) {
+            fprintf(stderr, "%s[%zu]: %.12g vs %.12g (rel %.3g)\n", name, i, a[i], b[i], rel);
+            shown++;
+        }
+    }
+    return worst;
+}
+
+int tu_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+const char *tu_shared_path(char *buf, size_t n, const char *relative)
+{
+    snprintf(buf, n, "%s/%s", CNF_SHARED_DIR, relative);
+    return buf;
+}

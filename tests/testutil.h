@@ -1,0 +1,29 @@
+/* testutil.h — helpers shared by the Check suites: finite-difference
+ * gradient checks, array comparison that prints the first mismatches, and
+ * paths to shared test data. */
+#ifndef CNF_TESTUTIL_H
+#define CNF_TESTUTIL_H
+
+#include <stddef.h>
+
+#include <check.h>
+
+/* A scalar function of n parameters for gradient checks. */
+typedef double (*tu_scalar_fn)(const double *x, void *ctx);
+
+/* Central differences of fn at x (n values; x is perturbed and restored)
+ * with step h * max(1, |x_i|), written to grad (n). */
+void tu_fd_gradient(tu_scalar_fn fn, void *ctx, double *x, size_t n, double h, double *grad);
+
+/* Largest relative error |a - b| / max(|a|, |b|, floor) over n entries.
+ * Prints the first few mismatches above tol (with name) to stderr. */
+double tu_max_rel_error(const char *name, const double *a, const double *b, size_t n,
+                        double floor, double tol);
+
+/* Runs a suite with CK_NORMAL output; returns the process exit status. */
+int tu_run_suite(Suite *s);
+
+/* Path under ../shared (CNF_SHARED_DIR) written into buf. */
+const char *tu_shared_path(char *buf, size_t n, const char *relative);
+
+#endif

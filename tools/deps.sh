@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what cnf needs to build and test, from Debian's packages, skipping
+# what is already there. Safe to run any number of times. Needs root (or sudo)
+# only when something is missing.
+set -euo pipefail
+
+packages=(build-essential cmake pkg-config libgsl-dev libopenblas-dev libhdf5-dev
+          hdf5-tools check libpng-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+        || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "cnf: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "cnf: need root to install: ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
