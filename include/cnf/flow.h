@@ -13,8 +13,12 @@
  * theta_k is block k's network vector (layout in cnf/net.h), followed by the
  * K end times. Gradients and optimizer moments use the same layout.
  *
- * This part of the header is the flow's structure; evaluation, sampling and
- * the adjoint gradient follow below it.
+ * Typical call:
+ *
+ *     cnf_flow_options opt;
+ *     cnf_flow_options_default(&opt);
+ *     cnf_flow_work *w = cnf_flow_work_alloc(flow, 1000, &opt);
+ *     cnf_flow_log_likelihood(flow, w, X, N, rng, loglik, &stats);
  */
 #ifndef CNF_FLOW_H
 #define CNF_FLOW_H
@@ -61,6 +65,77 @@ void cnf_flow_init_params(cnf_flow *flow, gsl_rng *rng, int zero_last_layer);
 /* Set mean and scale from data X (N x D): column means and standard
  * deviations (a zero deviation becomes 1). CNF_EDATA if X has N < 2. */
 cnf_status cnf_flow_fit_preprocess(cnf_flow *flow, const double *X, size_t N);
+
+/* ---- Evaluation, sampling and the likelihood gradient ------------------
+ *
+ * All functions take data-space points (N x D row-major) and work through
+ * them in chunks of at most the work's max_batch rows. Each solve of a chunk
+ * draws its Hutchinson noise once from rng (held fixed for the whole solve
+ * and for its backward pass); rng may be NULL with the exact divergence.
+ */
+
+typedef struct {
+    cnf_ode_options solver;          /* forward solves; default dopri5,
+                                        rtol = atol = 1e-5 */
+    cnf_ode_options adjoint_solver;  /* backward (adjoint) solves; default the
+                                        same as solver */
+    cnf_divergence divergence;       /* default CNF_DIV_EXACT */
+    int backsolve;                   /* 0 (default): z(t) on the way back from
+                                        the forward solve's checkpoints (cubic
+                                        Hermite); 1: integrate z backwards
+                                        alongside the adjoint (torchdiffeq) */
+    int seminorm;                    /* 1: leave the parameter-gradient
+                                        quadrature out of the backward error
+                                        norm; default 0 */
+    double reg_kinetic;              /* lambda_K of lambda_K ||f||^2, default 0 */
+    double reg_jacobian;             /* lambda_J of lambda_J ||J eps||^2, default 0 */
+} cnf_flow_options;
+
+void cnf_flow_options_default(cnf_flow_options *opt);
+
+/* Statistics of the solves of one call, summed over blocks and chunks. */
+typedef struct {
+    cnf_ode_stats forward;
+    cnf_ode_stats backward;
+} cnf_flow_stats;
+
+typedef struct cnf_flow_work cnf_flow_work;
+
+/* Workspaces (solvers, network workspaces, checkpoints, noise) for chunks of
+ * up to max_batch rows. Options are copied. NULL on failure. */
+cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
+                                   const cnf_flow_options *opt);
+void cnf_flow_work_free(cnf_flow_work *work);            /* NULL is fine */
+cnf_status cnf_flow_work_set_options(cnf_flow_work *work, const cnf_flow_options *opt);
+
+/* Per-row log-likelihood in data space (loglik: N), including the
+ * preprocessing's -sum_i log scale_i. */
+cnf_status cnf_flow_log_likelihood(const cnf_flow *flow, cnf_flow_work *work,
+                                   const double *X, size_t N, gsl_rng *rng,
+                                   double *loglik, cnf_flow_stats *stats);
+
+/* x -> z (standardise, then blocks 0..K-1 forwards). Z: N x D. */
+cnf_status cnf_flow_encode(const cnf_flow *flow, cnf_flow_work *work, const double *X,
+                           size_t N, double *Z, cnf_flow_stats *stats);
+
+/* z -> x (blocks K-1..0, each from T_k back to 0, then undo the
+ * standardisation). X: N x D. */
+cnf_status cnf_flow_decode(const cnf_flow *flow, cnf_flow_work *work, const double *Z,
+                           size_t N, double *X, cnf_flow_stats *stats);
+
+/* Z (N x D) from the base N(0, I), drawn in index order from rng. */
+void cnf_flow_draw_latent(gsl_rng *rng, size_t N, size_t D, double *Z);
+
+/* For a minibatch X (B x D, B <= max_batch): the mean negative
+ * log-likelihood in data space (*nll), the training loss (*loss = *nll plus
+ * the regularizers' integrals) and its gradient with respect to every entry
+ * of the flow's parameter vector (grad: P, overwritten; the T_k entries hold
+ * dloss/dT_k) by the integral-loss adjoint over the blocks in reverse order.
+ * Training and the gradient check share this function. Any of nll, loss,
+ * stats may be NULL. */
+cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *work, const double *X,
+                             size_t B, gsl_rng *rng, double *nll, double *loss,
+                             double *grad, cnf_flow_stats *stats);
 
 #ifdef __cplusplus
 }
