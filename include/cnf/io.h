@@ -1,0 +1,162 @@
+/* cnf/io.h — model files and gradient files (DESIGN.md section 5).
+ *
+ * A model is one HDF5 file that any HDF5 client (h5py, h5dump) can read:
+ *
+ *   /                       attributes format = "cnf-model" (variable-length
+ *                           UTF-8 string), version = 1, dim = D (int64)
+ *   /preprocess/mean        (D) float64      x_std = (x - mean) / scale
+ *   /preprocess/scale       (D) float64
+ *   /blocks/<k>             k = 0..K-1, attributes T (float64, end time),
+ *                           layer_type ("concatsquash" | "concat" | "ignore"),
+ *                           activation ("tanh" | "softplus" | "elu" | "swish")
+ *   /blocks/<k>/layers/<j>  j = 0..L-1, float64 data sets
+ *       W    (out, in)       or (out, in + 1) for concat, time column last
+ *       b    (out)
+ *       g_w, g_b, c_w (out)  concatsquash only
+ *   /training               optional (cnf_model_extra): see below
+ *
+ * The architecture is not stored separately: on loading, the number of
+ * blocks and layers comes from the groups, each layer's widths from its W
+ * (hidden widths = out of every layer but the last), so a file written by
+ * another program (e.g. h5py) in this layout loads as it is. This is
+ * exactly the layout of ../shared/reference/case*_model.h5.
+ *
+ * Training record (optional, for `cnf info` and `--resume`):
+ *   /training/config        group whose string attributes are the key/value
+ *                           pairs of cnf_model_extra's configuration (the
+ *                           resolved preset and options, results, ...)
+ *   /training               attributes n_params, seed, iteration, lr,
+ *                           has_best, best_val_nll, best_iteration,
+ *                           last_val_nll, bad_validations (the scalar fields
+ *                           of cnf_train_state; sizes as int64, the rest
+ *                           float64; +inf/NaN stored as they are)
+ *   /training/params        (P) current parameters (not the best)
+ *   /training/adam_m        (P) Adam first moment
+ *   /training/adam_v        (P) Adam second moment
+ *   /training/best_params   (P) present when has_best = 1
+ *   /training/rng_state     (bytes) uint8, the gsl_rng's raw state, with
+ *                           attribute rng_type (gsl name, e.g. "mt19937")
+ * All (P) vectors use the flow's parameter layout (cnf/flow.h). The group is
+ * written only when there is something in it; files without it (the
+ * reference models) load fine.
+ *
+ * Gradient files (`cnf grad --out G.h5`): root attributes format =
+ * "cnf-grad", version = 1, dim = D, and the gradient in the model's own
+ * layout: /blocks/<k>/layers/<j>/W, b, ... (same shapes as the model) and
+ * /blocks/<k>/T (a scalar data set: dloss/dT_k). The same layout under a
+ * group prefix ("/grad") is what ../shared/reference/case*_expected.h5 hold.
+ *
+ * Errors of cnf_model_load (each message names the file and the object):
+ *   CNF_EIO      file missing or unreadable
+ *   CNF_EFORMAT  not an HDF5 file; "not a cnf model file" (format attribute
+ *                missing or other than "cnf-model"); a version other than 1
+ *                ("written by a newer cnf? this build reads version 1");
+ *                a missing group, data set or attribute; shapes that do not
+ *                chain (layer j's input width vs layer j-1's output, D);
+ *                unknown layer_type or activation; a bad /training group
+ *   CNF_EDATA    a non-finite parameter, mean or scale, or scale <= 0
+ *   CNF_ENOMEM   out of memory
+ * Writing goes through cnf_h5_writer (cnf/data.h): temporary file, renamed
+ * over the target only when complete; on failure the target is untouched.
+ *
+ * Typical calls:
+ *
+ *     cnf_model_extra ex;
+ *     cnf_model_extra_init(&ex);
+ *     cnf_model_extra_set(&ex, "flow", "toy2d");
+ *     ex.state = state;                           // borrowed for saving
+ *     cnf_status s = cnf_model_save("M.h5", flow, &ex);
+ *     ex.state = NULL;                            // not ours to free
+ *     cnf_model_extra_clear(&ex);
+ *
+ *     cnf_flow *flow;
+ *     cnf_model_extra ex;                         // filled by the load
+ *     if (cnf_model_load("M.h5", &flow, &ex) != CNF_OK) ... cnf_last_error();
+ *     ... cnf_model_extra_get(&ex, "flow"), ex.state (NULL if none) ...
+ *     cnf_model_extra_clear(&ex);                 // frees ex.state too
+ *     cnf_flow_free(flow);
+ */
+#ifndef CNF_IO_H
+#define CNF_IO_H
+
+#include <stddef.h>
+
+#include "cnf/data.h"
+#include "cnf/flow.h"
+#include "cnf/status.h"
+#include "cnf/train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CNF_MODEL_FORMAT "cnf-model"
+#define CNF_GRAD_FORMAT "cnf-grad"
+#define CNF_MODEL_VERSION 1
+
+/* The optional training record of a model file. */
+typedef struct {
+    size_t n_config;         /* number of key/value pairs */
+    char **config_keys;      /* n_config strings, owned (malloc'd) */
+    char **config_values;    /* n_config strings, owned (malloc'd) */
+    cnf_train_state *state;  /* NULL if none. Saving: read only (borrowed).
+                                Loading: allocated by cnf_model_load and
+                                owned by the struct (cnf_model_extra_clear
+                                frees it; set it to NULL first to keep it). */
+} cnf_model_extra;
+
+/* An empty record (no configuration, no state). */
+void cnf_model_extra_init(cnf_model_extra *extra);
+/* Free the configuration and the state, and empty the record. NULL is fine. */
+void cnf_model_extra_clear(cnf_model_extra *extra);
+/* Set key to value (both copied; an existing key is overwritten, order of
+ * first insertion kept). Keys must be non-empty and must not contain '/'
+ * (they become HDF5 attribute names). */
+cnf_status cnf_model_extra_set(cnf_model_extra *extra, const char *key, const char *value);
+/* The value of key (borrowed), or NULL if absent. */
+const char *cnf_model_extra_get(const cnf_model_extra *extra, const char *key);
+
+/* Write flow (and extra, which may be NULL) to path atomically. CNF_EDATA
+ * if a parameter, mean or scale is non-finite (such a model could not be
+ * loaded); CNF_EDIM if extra->state's n_params differs from the flow's P;
+ * CNF_EIO if the directory is missing or the file cannot be written (an
+ * existing path is then untouched). */
+cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
+                          const cnf_model_extra *extra);
+
+/* Read a model. *flow is a new flow (owned by the caller, cnf_flow_free)
+ * with the file's architecture, parameters, T, mean and scale; NULL on
+ * failure. extra may be NULL (the training record is then not read at all);
+ * otherwise it is initialised here (its previous contents are NOT freed)
+ * and filled with the configuration and, if the file has one, the state
+ * (extra->state, whose rng is a generator of the saved type restored to the
+ * saved bytes). */
+cnf_status cnf_model_load(const char *path, cnf_flow **flow, cnf_model_extra *extra);
+
+/* ---- Gradients in the model's layout ----------------------------------- */
+
+/* Write grad (P, the flow's parameter layout) into an open writer under the
+ * group prefix ("" or "/" for the root, or e.g. "/grad"):
+ *   <prefix>/blocks/<k>/layers/<j>/W, b[, g_w, g_b, c_w]   model shapes
+ *   <prefix>/blocks/<k>/T                                   scalar
+ * No attributes are written. */
+cnf_status cnf_h5_writer_grad(cnf_h5_writer *w, const char *prefix, const cnf_flow *flow,
+                              const double *grad);
+
+/* A gradient file at path, atomically: root attributes format = "cnf-grad",
+ * version = 1, dim = D, and the gradient at the root (cnf_h5_writer_grad
+ * with prefix ""). */
+cnf_status cnf_model_write_grad(const char *path, const cnf_flow *flow, const double *grad);
+
+/* Read a gradient written in the layout above under prefix ("" for the
+ * root of a `cnf grad` file, "/grad" for the reference files) into grad
+ * (P, the flow's layout). Shapes must match the flow's architecture
+ * (CNF_EFORMAT naming the data set otherwise). Attributes are not checked. */
+cnf_status cnf_model_read_grad(const char *path, const char *prefix, const cnf_flow *flow,
+                               double *grad);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CNF_IO_H */
