@@ -1,0 +1,480 @@
+/* train.c — maximum-likelihood training of a flow: minibatch gradients from
+ * cnf_flow_nll_grad (the integral-loss adjoint, DESIGN.md section 2), Adam
+ * (Kingma and Ba 2015) with L2 weight decay exactly as torch.optim.Adam,
+ * which FFJORD (Grathwohl et al. 2019, train_toy.py / train_tabular.py)
+ * uses, learned end times through T = s^2 as FFJORD's sqrt_end_time,
+ * gradient clipping as torch.nn.utils.clip_grad_norm_, validation with
+ * best-parameter keeping and early stopping. The optimizer step is its own
+ * function so that a data-parallel run can reduce gradients before it
+ * (DESIGN.md section 7). Everything random comes from the state's gsl_rng. */
+#include "cnf/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Mean of the last minibatch NLLs reported as the final training NLL. */
+#define TRAIN_NLL_WINDOW 50
+
+void cnf_train_options_default(cnf_train_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->iters = 1000;
+    opt->batch = 100;
+    opt->lr = 1e-3;
+    opt->weight_decay = 1e-5;
+    opt->beta1 = 0.9;
+    opt->beta2 = 0.999;
+    opt->eps = 1e-8;
+    opt->learn_T = 1;
+    opt->lr_decay = 1.0;
+    opt->lr_decay_every = 0;
+    opt->clip_norm = 0.0;
+    opt->val_every = 100;
+    opt->patience = 0;
+    opt->seed = 1;
+    opt->val_divergence = CNF_TRAIN_VAL_AUTO;
+    opt->max_val_rows = 0;
+    opt->val_batch = 0;
+    cnf_flow_options_default(&opt->flow);
+    opt->callback = NULL;
+    opt->callback_ctx = NULL;
+}
+
+cnf_status cnf_train_options_check(const cnf_train_options *opt)
+{
+    if (!opt)
+        return cnf_error(CNF_EINVAL, "training options are NULL");
+    if (opt->batch == 0)
+        return cnf_error(CNF_EINVAL, "batch size must be at least 1");
+    if (!(opt->lr > 0.0) || !isfinite(opt->lr))
+        return cnf_error(CNF_EINVAL, "learning rate lr = %g must be positive and finite", opt->lr);
+    if (!(opt->weight_decay >= 0.0) || !isfinite(opt->weight_decay))
+        return cnf_error(CNF_EINVAL, "weight_decay = %g must be >= 0 and finite", opt->weight_decay);
+    if (!(opt->beta1 >= 0.0 && opt->beta1 < 1.0))
+        return cnf_error(CNF_EINVAL, "Adam beta1 = %g must be in [0, 1)", opt->beta1);
+    if (!(opt->beta2 >= 0.0 && opt->beta2 < 1.0))
+        return cnf_error(CNF_EINVAL, "Adam beta2 = %g must be in [0, 1)", opt->beta2);
+    if (!(opt->eps > 0.0) || !isfinite(opt->eps))
+        return cnf_error(CNF_EINVAL, "Adam eps = %g must be positive and finite", opt->eps);
+    if (!(opt->lr_decay > 0.0) || !isfinite(opt->lr_decay))
+        return cnf_error(CNF_EINVAL, "lr_decay = %g must be positive and finite", opt->lr_decay);
+    if (!(opt->clip_norm >= 0.0) || !isfinite(opt->clip_norm))
+        return cnf_error(CNF_EINVAL, "clip_norm = %g must be >= 0 (0 = off) and finite",
+                         opt->clip_norm);
+    if (opt->val_divergence != CNF_TRAIN_VAL_AUTO && opt->val_divergence != CNF_TRAIN_VAL_EXACT
+        && opt->val_divergence != CNF_TRAIN_VAL_AS_TRAINING)
+        return cnf_error(CNF_EINVAL, "val_divergence = %d is not a valid choice",
+                         (int)opt->val_divergence);
+    return CNF_OK;
+}
+
+/* ---- State ------------------------------------------------------------- */
+
+cnf_train_state *cnf_train_state_alloc(size_t n_params, unsigned long seed)
+{
+    if (n_params == 0) {
+        cnf_error(CNF_EINVAL, "a training state needs at least one parameter");
+        return NULL;
+    }
+    cnf_train_state *st = calloc(1, sizeof *st);
+    if (!st)
+        goto nomem;
+    st->n_params = n_params;
+    st->seed = seed;
+    st->params = calloc(n_params, sizeof *st->params);
+    st->adam_m = calloc(n_params, sizeof *st->adam_m);
+    st->adam_v = calloc(n_params, sizeof *st->adam_v);
+    st->best_params = calloc(n_params, sizeof *st->best_params);
+    st->rng = gsl_rng_alloc(gsl_rng_mt19937);
+    if (!st->params || !st->adam_m || !st->adam_v || !st->best_params || !st->rng)
+        goto nomem;
+    gsl_rng_set(st->rng, seed);
+    st->best_val_nll = INFINITY;
+    st->last_val_nll = NAN;
+    return st;
+
+nomem:
+    cnf_train_state_free(st);
+    cnf_error(CNF_ENOMEM, "out of memory allocating a training state of %zu parameters", n_params);
+    return NULL;
+}
+
+void cnf_train_state_free(cnf_train_state *state)
+{
+    if (!state)
+        return;
+    free(state->params);
+    free(state->adam_m);
+    free(state->adam_v);
+    free(state->best_params);
+    if (state->rng)
+        gsl_rng_free(state->rng);
+    free(state);
+}
+
+const void *cnf_train_state_rng_bytes(const cnf_train_state *state, size_t *size)
+{
+    if (size)
+        *size = gsl_rng_size(state->rng);
+    return gsl_rng_state(state->rng);
+}
+
+const char *cnf_train_state_rng_type(const cnf_train_state *state)
+{
+    return gsl_rng_name(state->rng);
+}
+
+cnf_status cnf_train_state_set_rng_bytes(cnf_train_state *state, const void *bytes, size_t size)
+{
+    size_t want = gsl_rng_size(state->rng);
+    if (!bytes || size != want)
+        return cnf_error(CNF_EFORMAT,
+                         "random number generator state has %zu bytes, %s needs %zu", size,
+                         gsl_rng_name(state->rng), want);
+    memcpy(gsl_rng_state(state->rng), bytes, size);
+    return CNF_OK;
+}
+
+/* ---- Optimizer ---------------------------------------------------------- */
+
+void cnf_adam_step(double *p, const double *grad, double *m, double *v, size_t n, size_t t,
+                   double lr, double beta1, double beta2, double eps, double weight_decay)
+{
+    /* torch.optim.Adam's arithmetic, in its order, so that runs can be
+     * compared with FFJORD's. */
+    double bc1 = 1.0 - pow(beta1, (double)t);
+    double bc2_sqrt = sqrt(1.0 - pow(beta2, (double)t));
+    double step = lr / bc1;
+    for (size_t i = 0; i < n; i++) {
+        double g = grad[i] + weight_decay * p[i];
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
+        double denom = sqrt(v[i]) / bc2_sqrt + eps;
+        p[i] -= step * m[i] / denom;
+    }
+}
+
+double cnf_train_lr(const cnf_train_options *opt, size_t iteration)
+{
+    if (opt->lr_decay_every == 0 || iteration == 0)
+        return opt->lr;
+    size_t steps = (iteration - 1) / opt->lr_decay_every;
+    return opt->lr * pow(opt->lr_decay, (double)steps);
+}
+
+cnf_status cnf_train_apply_gradient(cnf_flow *flow, cnf_train_state *state,
+                                    const cnf_train_options *opt, double lr, double *grad,
+                                    double *grad_norm)
+{
+    size_t P = cnf_flow_num_params(flow);
+    size_t K = cnf_flow_num_blocks(flow);
+    if (state->n_params != P)
+        return cnf_error(CNF_EDIM, "training state has %zu parameters, the flow %zu",
+                         state->n_params, P);
+    double *p = cnf_flow_params(flow);             /* P */
+    size_t nth = cnf_flow_T_index(flow, 0);        /* network parameters before T_0 */
+
+    /* End times through s = sqrt(T): dL/ds = 2 s dL/dT. Fixed ones get no
+     * gradient and, below, no update at all (not even weight decay). */
+    for (size_t k = 0; k < K; k++) {
+        size_t i = cnf_flow_T_index(flow, k);
+        grad[i] = opt->learn_T ? 2.0 * sqrt(p[i]) * grad[i] : 0.0;
+    }
+    double ss = 0.0;
+    for (size_t i = 0; i < P; i++)
+        ss += grad[i] * grad[i];
+    double norm = sqrt(ss);
+    if (grad_norm)
+        *grad_norm = norm;
+    if (!isfinite(norm))
+        return cnf_error(CNF_ENONFINITE, "iteration %zu: the gradient is not finite",
+                         state->iteration + 1);
+    if (opt->clip_norm > 0.0) {
+        /* clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1 */
+        double coef = opt->clip_norm / (norm + 1e-6);
+        if (coef < 1.0)
+            for (size_t i = 0; i < P; i++)
+                grad[i] *= coef;
+    }
+
+    size_t t = state->iteration + 1;
+    cnf_adam_step(p, grad, state->adam_m, state->adam_v, nth, t, lr, opt->beta1, opt->beta2,
+                  opt->eps, opt->weight_decay);
+    if (opt->learn_T) {
+        /* The T entries are contiguous after the networks (cnf/flow.h). */
+        for (size_t k = 0; k < K; k++)
+            p[nth + k] = sqrt(p[nth + k]);
+        cnf_adam_step(p + nth, grad + nth, state->adam_m + nth, state->adam_v + nth, K, t, lr,
+                      opt->beta1, opt->beta2, opt->eps, opt->weight_decay);
+        for (size_t k = 0; k < K; k++)
+            p[nth + k] = p[nth + k] * p[nth + k];
+    }
+    state->iteration = t;
+    state->lr = lr;
+    memcpy(state->params, p, P * sizeof *p);
+    return CNF_OK;
+}
+
+/* ---- The loop ----------------------------------------------------------- */
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static cnf_status check_finite_rows(const char *what, const double *X, size_t N, size_t D)
+{
+    for (size_t i = 0; i < N; i++)
+        for (size_t d = 0; d < D; d++)
+            if (!isfinite(X[i * D + d]))
+                return cnf_error(CNF_EDATA, "%s row %zu, column %zu is not finite (%g)", what, i,
+                                 d, X[i * D + d]);
+    return CNF_OK;
+}
+
+/* Everything cnf_train allocates, freed in one place. */
+typedef struct {
+    cnf_flow_work *work;      /* training chunks of B rows */
+    cnf_flow_work *vwork;     /* validation chunks */
+    gsl_rng *vrng;            /* validation noise (NULL with exact validation) */
+    double *Xb;               /* B x D minibatch */
+    double *grad;             /* P */
+    double *loglik;           /* Nv validation log-likelihoods */
+} train_mem;
+
+static void train_mem_free(train_mem *m)
+{
+    cnf_flow_work_free(m->work);
+    cnf_flow_work_free(m->vwork);
+    if (m->vrng)
+        gsl_rng_free(m->vrng);
+    free(m->Xb);
+    free(m->grad);
+    free(m->loglik);
+}
+
+/* Mean validation NLL; the noise generator (if any) restarts from the
+ * state's seed each time so that every validation sees the same noise. */
+static cnf_status validate(const cnf_flow *flow, train_mem *m, const cnf_train_state *st,
+                           const double *Xval, size_t Nv, double *nll, size_t *nfe)
+{
+    if (m->vrng)
+        gsl_rng_set(m->vrng, st->seed ^ 0x5a17c0deUL);
+    cnf_flow_stats stats;
+    memset(&stats, 0, sizeof stats);
+    cnf_status s = cnf_flow_log_likelihood(flow, m->vwork, Xval, Nv, m->vrng, m->loglik, &stats);
+    if (s != CNF_OK)
+        return s;
+    double sum = 0.0;
+    for (size_t i = 0; i < Nv; i++)
+        sum += m->loglik[i];
+    *nll = -sum / (double)Nv;
+    *nfe += stats.forward.nfe;
+    return CNF_OK;
+}
+
+/* A workspace allocation failed: keep the flow's message (invalid solver
+ * options or no memory), say which workspace. */
+static cnf_status work_failure(const char *what, size_t rows)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", cnf_last_error());
+    cnf_status s = strstr(msg, "memory") ? CNF_ENOMEM : CNF_EINVAL;
+    return cnf_error(s, "%s workspace for %zu rows: %s", what, rows, msg);
+}
+
+/* On the way out: the best parameters if a validation ran, else the last. */
+static void restore_best(cnf_flow *flow, const cnf_train_state *st)
+{
+    memcpy(cnf_flow_params(flow), st->has_best ? st->best_params : st->params,
+           st->n_params * sizeof *st->params);
+}
+
+cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const double *Xval,
+                     size_t Nval, const cnf_train_options *opt, cnf_train_state *state,
+                     cnf_train_result *result)
+{
+    double t_start = now_seconds();
+    cnf_train_result res;
+    memset(&res, 0, sizeof res);
+    res.train_nll = NAN;
+    res.val_nll = NAN;
+    res.best_val_nll = NAN;
+    if (result)
+        *result = res;
+
+    if (!flow || !state)
+        return cnf_error(CNF_EINVAL, "cnf_train: flow and state must not be NULL");
+    cnf_status s = cnf_train_options_check(opt);
+    if (s != CNF_OK)
+        return s;
+    size_t D = cnf_flow_dim(flow), P = cnf_flow_num_params(flow), K = cnf_flow_num_blocks(flow);
+    size_t B = opt->batch;
+    if (state->n_params != P)
+        return cnf_error(CNF_EDIM, "training state has %zu parameters, the flow %zu",
+                         state->n_params, P);
+    if (!Xtrain || Ntrain == 0)
+        return cnf_error(CNF_EDATA, "no training data");
+    if (Ntrain < B)
+        return cnf_error(CNF_EDATA, "%zu training rows are fewer than a batch of %zu", Ntrain, B);
+    if (Nval > 0 && !Xval)
+        return cnf_error(CNF_EINVAL, "validation data are NULL but Nval = %zu", Nval);
+    if ((s = check_finite_rows("training data", Xtrain, Ntrain, D)) != CNF_OK)
+        return s;
+    size_t Nv = Nval;
+    if (opt->max_val_rows > 0 && Nv > opt->max_val_rows)
+        Nv = opt->max_val_rows;
+    if ((s = check_finite_rows("validation data", Xval, Nv, D)) != CNF_OK)
+        return s;
+    int do_val = opt->val_every > 0 && Nv > 0;
+
+    train_mem m;
+    memset(&m, 0, sizeof m);
+    m.work = cnf_flow_work_alloc(flow, B, &opt->flow);
+    m.Xb = malloc(B * D * sizeof *m.Xb);
+    m.grad = malloc(P * sizeof *m.grad);
+    if (!m.work) {
+        train_mem_free(&m);
+        return work_failure("training", B);
+    }
+    if (do_val) {
+        cnf_flow_options vopt = opt->flow;
+        int exact = opt->val_divergence == CNF_TRAIN_VAL_EXACT
+                    || (opt->val_divergence == CNF_TRAIN_VAL_AUTO && D <= 4);
+        if (exact)
+            vopt.divergence = CNF_DIV_EXACT;
+        size_t chunk = opt->val_batch > 0 ? opt->val_batch : 1000;
+        if (chunk > Nv)
+            chunk = Nv;
+        m.vwork = cnf_flow_work_alloc(flow, chunk, &vopt);
+        m.loglik = malloc(Nv * sizeof *m.loglik);
+        if (vopt.divergence != CNF_DIV_EXACT)
+            m.vrng = gsl_rng_alloc(gsl_rng_mt19937);
+        if (!m.vwork) {
+            train_mem_free(&m);
+            return work_failure("validation", chunk);
+        }
+        if (!m.loglik || (vopt.divergence != CNF_DIV_EXACT && !m.vrng)) {
+            train_mem_free(&m);
+            return cnf_error(CNF_ENOMEM, "out of memory for validation of %zu rows", Nv);
+        }
+    }
+    if (!m.Xb || !m.grad) {
+        train_mem_free(&m);
+        return cnf_error(CNF_ENOMEM, "out of memory for a batch of %zu rows", B);
+    }
+
+    double *p = cnf_flow_params(flow);             /* P */
+    if (state->iteration > 0)
+        memcpy(p, state->params, P * sizeof *p);   /* resume */
+    else
+        memcpy(state->params, p, P * sizeof *p);
+
+    double window[TRAIN_NLL_WINDOW];
+    size_t n_window = 0;
+    size_t nfe_val = 0;
+    int stop = 0;
+    while (!stop && state->iteration < opt->iters) {
+        size_t it = state->iteration + 1;
+        for (size_t b = 0; b < B; b++) {
+            size_t r = (size_t)gsl_rng_uniform_int(state->rng, (unsigned long)Ntrain);
+            memcpy(m.Xb + b * D, Xtrain + r * D, D * sizeof *m.Xb);
+        }
+        double nll = NAN, loss = NAN;
+        cnf_flow_stats stats;
+        memset(&stats, 0, sizeof stats);
+        s = cnf_flow_nll_grad(flow, m.work, m.Xb, B, state->rng, &nll, &loss, m.grad, &stats);
+        if (s == CNF_OK && !(isfinite(loss) && isfinite(nll)))
+            s = cnf_error(CNF_ENONFINITE, "iteration %zu: the training loss is not finite (%g)",
+                          it, loss);
+        if (s != CNF_OK)
+            break;
+        double lr = cnf_train_lr(opt, it);
+        double gnorm = 0.0;
+        s = cnf_train_apply_gradient(flow, state, opt, lr, m.grad, &gnorm);
+        if (s != CNF_OK) {
+            memcpy(p, state->params, P * sizeof *p);   /* undo nothing half-done */
+            break;
+        }
+        res.iters_run++;
+        res.nfe_forward += stats.forward.nfe;
+        res.nfe_backward += stats.backward.nfe;
+        window[n_window % TRAIN_NLL_WINDOW] = nll;
+        n_window++;
+
+        int validated = 0;
+        if (do_val && (it % opt->val_every == 0 || it == opt->iters)) {
+            double vnll = NAN;
+            s = validate(flow, &m, state, Xval, Nv, &vnll, &nfe_val);
+            if (s != CNF_OK)
+                break;
+            validated = 1;
+            state->last_val_nll = vnll;
+            if (vnll < state->best_val_nll) {
+                state->best_val_nll = vnll;
+                state->best_iteration = it;
+                state->has_best = 1;
+                state->bad_validations = 0;
+                memcpy(state->best_params, p, P * sizeof *p);
+            } else {
+                state->bad_validations++;
+                if (opt->patience > 0 && state->bad_validations >= opt->patience) {
+                    res.stopped_early = 1;
+                    stop = 1;
+                }
+            }
+        }
+
+        if (opt->callback) {
+            cnf_train_progress pr;
+            pr.iteration = it;
+            pr.iters = opt->iters;
+            pr.loss = loss;
+            pr.nll = nll;
+            pr.grad_norm = gnorm;
+            pr.lr = lr;
+            pr.nfe_forward = stats.forward.nfe;
+            pr.nfe_backward = stats.backward.nfe;
+            pr.elapsed = now_seconds() - t_start;
+            pr.validated = validated;
+            pr.val_nll = state->last_val_nll;
+            pr.best_val_nll = state->has_best ? state->best_val_nll : NAN;
+            pr.best_iteration = state->best_iteration;
+            pr.n_blocks = K;
+            pr.T = p + cnf_flow_T_index(flow, 0);
+            if (opt->callback(&pr, opt->callback_ctx)) {
+                res.interrupted = 1;
+                stop = 1;
+            }
+        }
+    }
+
+    restore_best(flow, state);
+    train_mem_free(&m);
+
+    res.iters = state->iteration;
+    size_t nw = n_window < TRAIN_NLL_WINDOW ? n_window : TRAIN_NLL_WINDOW;
+    if (nw > 0) {
+        double sum = 0.0;
+        for (size_t i = 0; i < nw; i++)
+            sum += window[i];
+        res.train_nll = sum / (double)nw;
+    }
+    res.val_nll = state->last_val_nll;
+    res.best_val_nll = state->has_best ? state->best_val_nll : NAN;
+    res.best_iteration = state->best_iteration;
+    res.seconds = now_seconds() - t_start;
+    if (res.iters_run > 0) {
+        res.nfe_forward_mean = (double)res.nfe_forward / (double)res.iters_run;
+        res.nfe_backward_mean = (double)res.nfe_backward / (double)res.iters_run;
+    }
+    res.nfe_validation = nfe_val;
+    if (result)
+        *result = res;
+    return s;
+}
