@@ -109,14 +109,20 @@ size_t cnf_net_num_layers(const cnf_net *net);         /* L = n_hidden + 1 */
 
 #define CNF_NET_ABSENT ((size_t)-1)
 
-/* Where layer j's parameters sit in theta. Absent ones are CNF_NET_ABSENT. */
-typedef struct {
+/* Where layer j's parameters sit in theta. Absent ones are CNF_NET_ABSENT.
+ * (C gives a typedef and a function one namespace, so the type is the struct
+ * tag `struct cnf_net_layer_view`, or the typedef cnf_net_layer; the function
+ * keeps the name cnf_net_layer_view.)
+ *
+ *     cnf_net_layer lv;
+ *     cnf_net_layer_view(net, j, &lv);    // W at theta + lv.W, out x lv.W_cols */
+typedef struct cnf_net_layer_view {
     size_t in, out;     /* widths n_j, n_{j+1} */
     size_t W_cols;      /* in, or in + 1 for concat */
     size_t W, b, g_w, g_b, c_w;   /* offsets into theta */
-} cnf_net_layer_view;
+} cnf_net_layer;
 
-cnf_status cnf_net_layer_view(const cnf_net *net, size_t j, cnf_net_layer_view *view);
+cnf_status cnf_net_layer_view(const cnf_net *net, size_t j, cnf_net_layer *view);
 
 /* PyTorch's nn.Linear default: every weight and bias uniform on
  * +-1/sqrt(fan_in), with fan_in the width of the input it multiplies (W, b:
@@ -125,8 +131,10 @@ cnf_status cnf_net_layer_view(const cnf_net *net, size_t j, cnf_net_layer_view *
  * the start of training). theta: P. */
 void cnf_net_init(const cnf_net *net, double *theta, gsl_rng *rng, int zero_last_layer);
 
-/* Multiply-add count of one forward pass with K tangents, per sample
- * (for GFLOP/s figures: 2 * this * B floating-point operations). */
+/* Multiply-add count of the dgemms of one forward pass with K tangents, per
+ * sample (for GFLOP/s figures: 2 * this * B floating-point operations).
+ * K == D counts the unit directions (v == NULL), whose first layer needs no
+ * products for the tangents. */
 double cnf_net_flops_per_sample(const cnf_net *net, size_t K);
 
 /* Workspace (caches of the forward pass, buffers of the reverse sweep) for
@@ -169,7 +177,8 @@ const char *cnf_divergence_name(cnf_divergence kind);
 cnf_status cnf_divergence_from_name(const char *name, cnf_divergence *kind);
 
 /* Fill eps (n values) with Hutchinson noise of the given kind from rng.
- * Drawing is sequential in index order, so a seed fixes the draw. */
+ * Drawing is sequential in index order, so a seed fixes the draw.
+ * CNF_DIV_EXACT draws nothing: eps and rng are left untouched. */
 void cnf_noise_draw(cnf_divergence kind, gsl_rng *rng, size_t n, double *eps);
 
 /* div_b = sum_i jv[i][b][i] (jv from unit directions, K = D). */

@@ -1,0 +1,694 @@
+/* net.c — the dynamics network f(z, t; theta): architecture, parameter
+ * layout, initialisation, the batched forward pass with forward-mode
+ * tangents, and one reverse sweep through both.
+ *
+ * Method. The MLP is FFJORD's (Grathwohl et al. 2019, "FFJORD: Free-form
+ * continuous dynamics for scalable reversible generative models", layers
+ * ConcatSquashLinear / ConcatLinear / IgnoreLinear of its diffeq_layers.py).
+ * Derivatives are written by hand: the tangents J v_k are pushed forward
+ * beside the values (forward mode, Griewank & Walther, "Evaluating
+ * Derivatives", 2nd ed., ch. 3), and the reverse sweep is the adjoint of that
+ * combined value-and-tangent computation (ch. 4). So one sweep gives the
+ * gradient of any linear functional of f and J v, in particular of the
+ * divergence, a second derivative of f.
+ *
+ * Layer j with input h (B x in), tangents dh_k (B x in), gate s and shift c
+ * (out; s = 1, c = 0 unless concatsquash):
+ *     u    = W h + beta         beta = b, or b + t W[:, in] for concat
+ *     y    = u .* s + c         (concatsquash: s = logistic(g_w t + g_b), c = c_w t)
+ *     du_k = W dh_k,  dy_k = du_k .* s
+ *     hidden: h' = sigma(y), dh'_k = sigma'(y) .* dy_k
+ * Values and tangents multiply the same W, so they are stacked into one
+ * ((K+1)B x in) matrix, rows [h ; dh_1 ; ... ; dh_K], and one dgemm per layer
+ * computes [u ; du_k]. With the unit directions the first layer's tangents
+ * W e_k are W's columns: no product is needed for them.
+ *
+ * Reverse sweep for S = sum(fbar.f) + sum(jvbar.jv), with ybar, dybar_k the
+ * cotangents of y, dy_k, going back through a hidden activation:
+ *     dybar_k = sigma'(y) .* dhbar'_k
+ *     ybar    = sigma'(y) .* hbar' + sum_k sigma''(y) .* dy_k .* dhbar'_k
+ * and through the gated affine map (ubar = ybar .* s, dubar_k = dybar_k .* s):
+ *     Wbar += [ubar ; dubar_k]^T [h ; dh_k]      (one dgemm)
+ *     [hbar ; dhbar_k] = [ubar ; dubar_k] W       (one dgemm)
+ *     bbar += sum_b ubar,   c_w bar += t sum_b ybar,
+ *     gbar = s(1-s) .* sum over value AND tangent rows of (ybar .* u, dybar_k .* du_k),
+ *     g_w bar += t gbar,  g_b bar += gbar,  tbar += g_w.gbar + c_w.sum_b ybar
+ *     (concat: W[:, in] bar += t sum_b ybar, tbar += W[:, in].sum_b ybar).
+ * The forward pass caches the stacked inputs, the products u (for the gate
+ * gradient), sigma' and sigma'' (each activation is evaluated once).
+ */
+#include "cnf/net.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "net_act.h"
+
+#define MAX_LAYERS (CNF_NET_MAX_HIDDEN + 1)
+/* Widths beyond this are surely a typo; it also keeps every size product
+ * far from overflow and every dgemm dimension within an int. */
+#define MAX_WIDTH ((size_t)1 << 20)
+
+struct cnf_net {
+    cnf_net_config cfg;
+    size_t n_layers;                      /* L */
+    size_t n_params;                      /* P */
+    size_t width[MAX_LAYERS + 1];         /* n_0 = D, hidden..., n_L = D */
+    cnf_net_layer view[MAX_LAYERS];
+};
+
+struct cnf_net_work {
+    size_t n_layers;
+    size_t width[MAX_LAYERS + 1];
+    size_t max_batch, max_tangents, max_width;
+
+    /* The last forward pass. */
+    int ready;
+    size_t B, K;
+    int unit;                  /* directions were the unit vectors (v == NULL) */
+    double t;
+
+    /* Stacked rows: values at rows 0..B-1, tangent k at rows (k+1)B..(k+2)B-1. */
+    double *X[MAX_LAYERS];     /* layer j input, (K+1)B x n_j (unit: row 0 only for j = 0) */
+    double *U[MAX_LAYERS];     /* u and du_k, (K+1)B x n_{j+1} (unit, j = 0: values only) */
+    double *S1[MAX_LAYERS];    /* sigma'(y), B x n_{j+1}, hidden layers */
+    double *S2[MAX_LAYERS];    /* sigma''(y), B x n_{j+1}, hidden layers */
+    double *gate[MAX_LAYERS];  /* s, n_{j+1} */
+    double *shift[MAX_LAYERS]; /* c, n_{j+1} */
+    double *Wt;                /* unit directions: du_k = W e_k = W[:, k], K x n_1 */
+
+    /* Reverse sweep. */
+    double *cot[2];            /* cotangents, (K+1)B x max width, ping-pong */
+    double *colsum;            /* sum_b ybar, max width */
+    double *gatesum;           /* sum of ybar.u over all rows, max width */
+    double *tmp;               /* max width */
+
+    double *mem;               /* the one allocation behind every array above */
+};
+
+/* ---------------------------------------------------------------- config */
+
+void cnf_net_config_default(cnf_net_config *cfg, size_t dim)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->dim = dim;
+    cfg->n_hidden = 3;
+    cfg->hidden[0] = cfg->hidden[1] = cfg->hidden[2] = 64;
+    cfg->layer_type = CNF_LAYER_CONCATSQUASH;
+    cfg->activation = CNF_ACT_TANH;
+}
+
+static cnf_status check_config(const cnf_net_config *cfg)
+{
+    if (!cfg)
+        return cnf_error(CNF_EINVAL, "network configuration is NULL");
+    if (cfg->dim < 1 || cfg->dim > MAX_WIDTH)
+        return cnf_error(CNF_EINVAL, "network dim %zu is out of range (1..%zu)", cfg->dim,
+                         MAX_WIDTH);
+    if (cfg->n_hidden > CNF_NET_MAX_HIDDEN)
+        return cnf_error(CNF_EINVAL, "network has %zu hidden layers, at most %d allowed",
+                         cfg->n_hidden, CNF_NET_MAX_HIDDEN);
+    for (size_t i = 0; i < cfg->n_hidden; i++)
+        if (cfg->hidden[i] < 1 || cfg->hidden[i] > MAX_WIDTH)
+            return cnf_error(CNF_EINVAL, "network hidden width %zu (layer %zu) is out of range "
+                             "(1..%zu)", cfg->hidden[i], i, MAX_WIDTH);
+    if ((unsigned)cfg->layer_type > CNF_LAYER_IGNORE)
+        return cnf_error(CNF_EINVAL, "network layer_type %d is not a known layer type",
+                         (int)cfg->layer_type);
+    if ((unsigned)cfg->activation > CNF_ACT_SWISH)
+        return cnf_error(CNF_EINVAL, "network activation %d is not a known activation",
+                         (int)cfg->activation);
+    return CNF_OK;
+}
+
+/* ---------------------------------------------------------------- network */
+
+cnf_net *cnf_net_alloc(const cnf_net_config *cfg)
+{
+    if (check_config(cfg) != CNF_OK)
+        return NULL;
+    cnf_net *net = calloc(1, sizeof *net);
+    if (!net) {
+        cnf_error(CNF_ENOMEM, "cannot allocate the network");
+        return NULL;
+    }
+    net->cfg = *cfg;
+    net->n_layers = cfg->n_hidden + 1;
+    net->width[0] = cfg->dim;
+    for (size_t i = 0; i < cfg->n_hidden; i++)
+        net->width[i + 1] = cfg->hidden[i];
+    net->width[net->n_layers] = cfg->dim;
+
+    size_t off = 0;
+    for (size_t j = 0; j < net->n_layers; j++) {
+        cnf_net_layer *v = &net->view[j];
+        v->in = net->width[j];
+        v->out = net->width[j + 1];
+        v->W_cols = v->in + (cfg->layer_type == CNF_LAYER_CONCAT ? 1 : 0);
+        v->W = off;
+        off += v->out * v->W_cols;
+        v->b = off;
+        off += v->out;
+        if (cfg->layer_type == CNF_LAYER_CONCATSQUASH) {
+            v->g_w = off;
+            v->g_b = off + v->out;
+            v->c_w = off + 2 * v->out;
+            off += 3 * v->out;
+        } else {
+            v->g_w = v->g_b = v->c_w = CNF_NET_ABSENT;
+        }
+    }
+    net->n_params = off;
+    return net;
+}
+
+void cnf_net_free(cnf_net *net)
+{
+    free(net);
+}
+
+const cnf_net_config *cnf_net_get_config(const cnf_net *net)
+{
+    return &net->cfg;
+}
+
+size_t cnf_net_num_params(const cnf_net *net)
+{
+    return net->n_params;
+}
+
+size_t cnf_net_num_layers(const cnf_net *net)
+{
+    return net->n_layers;
+}
+
+cnf_status cnf_net_layer_view(const cnf_net *net, size_t j, cnf_net_layer *view)
+{
+    if (j >= net->n_layers)
+        return cnf_error(CNF_EINVAL, "layer %zu does not exist (the network has %zu layers)", j,
+                         net->n_layers);
+    *view = net->view[j];
+    return CNF_OK;
+}
+
+static void fill_uniform(double *x, size_t n, double bound, gsl_rng *rng)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = bound * (2.0 * gsl_rng_uniform(rng) - 1.0);
+}
+
+void cnf_net_init(const cnf_net *net, double *theta, gsl_rng *rng, int zero_last_layer)
+{
+    /* Draws in theta order, so a seed fixes the parameters. */
+    for (size_t j = 0; j < net->n_layers; j++) {
+        const cnf_net_layer *v = &net->view[j];
+        size_t end = (j + 1 < net->n_layers) ? net->view[j + 1].W : net->n_params;
+        if (zero_last_layer && j + 1 == net->n_layers) {
+            memset(theta + v->W, 0, (end - v->W) * sizeof *theta);
+            continue;
+        }
+        double bound = 1.0 / sqrt((double)v->W_cols);
+        fill_uniform(theta + v->W, v->out * v->W_cols, bound, rng);
+        fill_uniform(theta + v->b, v->out, bound, rng);
+        if (v->g_w != CNF_NET_ABSENT)
+            fill_uniform(theta + v->g_w, 3 * v->out, 1.0, rng);   /* g_w, g_b, c_w */
+    }
+}
+
+double cnf_net_flops_per_sample(const cnf_net *net, size_t K)
+{
+    /* Multiply-adds of the dgemms: every layer multiplies 1 + K rows per
+     * sample, except that the unit directions (K == D) need none in layer 0. */
+    int unit = (K == net->cfg.dim);
+    double total = 0.0;
+    for (size_t j = 0; j < net->n_layers; j++) {
+        double rows = 1.0 + ((unit && j == 0) ? 0.0 : (double)K);
+        total += rows * (double)net->view[j].in * (double)net->view[j].out;
+    }
+    return total;
+}
+
+/* ---------------------------------------------------------------- workspace */
+
+cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t max_tangents)
+{
+    if (!net) {
+        cnf_error(CNF_EINVAL, "cnf_net_work_alloc: network is NULL");
+        return NULL;
+    }
+    if (max_batch < 1 || max_batch > (size_t)INT_MAX / (max_tangents + 1)
+        || max_tangents > MAX_WIDTH) {
+        cnf_error(CNF_EINVAL, "cnf_net_work_alloc: max_batch %zu with max_tangents %zu is out "
+                  "of range", max_batch, max_tangents);
+        return NULL;
+    }
+    cnf_net_work *w = calloc(1, sizeof *w);
+    if (!w) {
+        cnf_error(CNF_ENOMEM, "cannot allocate the network workspace");
+        return NULL;
+    }
+    size_t L = net->n_layers;
+    w->n_layers = L;
+    memcpy(w->width, net->width, sizeof w->width);
+    w->max_batch = max_batch;
+    w->max_tangents = max_tangents;
+    size_t maxw = 0;
+    for (size_t j = 0; j <= L; j++)
+        maxw = net->width[j] > maxw ? net->width[j] : maxw;
+    w->max_width = maxw;
+
+    size_t rows = (max_tangents + 1) * max_batch;
+    if ((double)rows * (double)maxw * (double)(4 * L + 2) > (double)SIZE_MAX / 16.0) {
+        free(w);
+        cnf_error(CNF_ENOMEM, "network workspace for max_batch %zu is too large", max_batch);
+        return NULL;
+    }
+    /* Carve every array from one block; sizes first, then pointers. */
+    size_t total = 0;
+    for (size_t j = 0; j < L; j++) {
+        total += rows * net->width[j] + rows * net->width[j + 1];
+        if (j + 1 < L)
+            total += 2 * max_batch * net->width[j + 1];
+        total += 2 * net->width[j + 1];
+    }
+    total += max_tangents * net->width[1] + 2 * rows * maxw + 3 * maxw;
+    w->mem = malloc(total * sizeof *w->mem);
+    if (!w->mem) {
+        free(w);
+        cnf_error(CNF_ENOMEM, "cannot allocate %zu doubles of network workspace", total);
+        return NULL;
+    }
+    double *p = w->mem;
+    for (size_t j = 0; j < L; j++) {
+        w->X[j] = p;
+        p += rows * net->width[j];
+        w->U[j] = p;
+        p += rows * net->width[j + 1];
+        if (j + 1 < L) {
+            w->S1[j] = p;
+            p += max_batch * net->width[j + 1];
+            w->S2[j] = p;
+            p += max_batch * net->width[j + 1];
+        }
+        w->gate[j] = p;
+        p += net->width[j + 1];
+        w->shift[j] = p;
+        p += net->width[j + 1];
+    }
+    w->Wt = p;
+    p += max_tangents * net->width[1];
+    w->cot[0] = p;
+    p += rows * maxw;
+    w->cot[1] = p;
+    p += rows * maxw;
+    w->colsum = p;
+    p += maxw;
+    w->gatesum = p;
+    p += maxw;
+    w->tmp = p;
+    return w;
+}
+
+void cnf_net_work_free(cnf_net_work *work)
+{
+    if (!work)
+        return;
+    free(work->mem);
+    free(work);
+}
+
+static cnf_status check_work(const cnf_net *net, const cnf_net_work *w, const char *fn)
+{
+    if (w->n_layers != net->n_layers
+        || memcmp(w->width, net->width, (net->n_layers + 1) * sizeof w->width[0]) != 0)
+        return cnf_error(CNF_EDIM, "%s: the workspace was made for a network of other widths",
+                         fn);
+    return CNF_OK;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* Row of du_k for sample b in layer j (n_{j+1} values). */
+static inline const double *tangent_row(const cnf_net_work *w, size_t j, size_t k, size_t b)
+{
+    size_t out = w->width[j + 1];
+    if (w->unit && j == 0)
+        return w->Wt + k * out;
+    return w->U[j] + ((k + 1) * w->B + b) * out;
+}
+
+/* The value rows of a hidden layer: u = U + beta (kept in U for the gate
+ * gradient), y = u s + c, h' = sigma(y) and its two derivatives. One loop per
+ * activation so that each vectorises. U, H, D1, D2: B x n. */
+static void activate_values(cnf_activation act, size_t B, size_t n, double *U,
+                            const double *beta, const double *s, const double *c, double *H,
+                            double *D1, double *D2)
+{
+    switch (act) {
+    case CNF_ACT_TANH:
+        for (size_t b = 0; b < B; b++) {
+            double *u = U + b * n, *h = H + b * n, *d1 = D1 + b * n, *d2 = D2 + b * n;
+            for (size_t o = 0; o < n; o++) {
+                double ub = u[o] + beta[o];
+                u[o] = ub;
+                cnf_act_tanh(fma(ub, s[o], c[o]), &h[o], &d1[o], &d2[o]);
+            }
+        }
+        break;
+    case CNF_ACT_SOFTPLUS:
+        for (size_t b = 0; b < B; b++) {
+            double *u = U + b * n, *h = H + b * n, *d1 = D1 + b * n, *d2 = D2 + b * n;
+            for (size_t o = 0; o < n; o++) {
+                double ub = u[o] + beta[o];
+                u[o] = ub;
+                cnf_act_softplus_d(fma(ub, s[o], c[o]), &h[o], &d1[o], &d2[o]);
+            }
+            /* log1p has no vector kernel here; softplus is not the default. */
+            for (size_t o = 0; o < n; o++) {
+                double y = fma(u[o], s[o], c[o]);
+                h[o] = log1p(h[o]) + (y > 0.0 ? y : 0.0);
+            }
+        }
+        break;
+    case CNF_ACT_ELU:
+        for (size_t b = 0; b < B; b++) {
+            double *u = U + b * n, *h = H + b * n, *d1 = D1 + b * n, *d2 = D2 + b * n;
+            for (size_t o = 0; o < n; o++) {
+                double ub = u[o] + beta[o];
+                u[o] = ub;
+                cnf_act_elu(fma(ub, s[o], c[o]), &h[o], &d1[o], &d2[o]);
+            }
+        }
+        break;
+    case CNF_ACT_SWISH:
+        for (size_t b = 0; b < B; b++) {
+            double *u = U + b * n, *h = H + b * n, *d1 = D1 + b * n, *d2 = D2 + b * n;
+            for (size_t o = 0; o < n; o++) {
+                double ub = u[o] + beta[o];
+                u[o] = ub;
+                cnf_act_swish(fma(ub, s[o], c[o]), &h[o], &d1[o], &d2[o]);
+            }
+        }
+        break;
+    }
+}
+
+static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const double *theta,
+                          double *f, double *jv)
+{
+    const cnf_net_layer *lv = &net->view[j];
+    size_t in = lv->in, out = lv->out, ldw = lv->W_cols;
+    size_t B = w->B, K = w->K;
+    int first_unit = w->unit && j == 0;
+    size_t rows = first_unit ? B : (K + 1) * B;
+    const double *W = theta + lv->W, *bias = theta + lv->b;
+    double *X = w->X[j], *U = w->U[j], *s = w->gate[j], *c = w->shift[j], *beta = w->tmp;
+    double t = w->t;
+
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0, X,
+                (int)in, W, (int)ldw, 0.0, U, (int)out);
+    if (first_unit)
+        for (size_t k = 0; k < K; k++)
+            for (size_t o = 0; o < out; o++)
+                w->Wt[k * out + o] = W[o * ldw + k];
+
+    switch (net->cfg.layer_type) {
+    case CNF_LAYER_CONCATSQUASH: {
+        const double *gw = theta + lv->g_w, *gb = theta + lv->g_b, *cw = theta + lv->c_w;
+        for (size_t o = 0; o < out; o++) {
+            s[o] = cnf_act_logistic(fma(gw[o], t, gb[o]));
+            c[o] = cw[o] * t;
+            beta[o] = bias[o];
+        }
+        break;
+    }
+    case CNF_LAYER_CONCAT:
+        for (size_t o = 0; o < out; o++) {
+            s[o] = 1.0;
+            c[o] = 0.0;
+            beta[o] = fma(t, W[o * ldw + in], bias[o]);
+        }
+        break;
+    case CNF_LAYER_IGNORE:
+        for (size_t o = 0; o < out; o++) {
+            s[o] = 1.0;
+            c[o] = 0.0;
+            beta[o] = bias[o];
+        }
+        break;
+    }
+
+    if (j + 1 < net->n_layers) {
+        double *Xn = w->X[j + 1], *D1 = w->S1[j];
+        activate_values(net->cfg.activation, B, out, U, beta, s, c, Xn, D1, w->S2[j]);
+        for (size_t k = 0; k < K; k++)
+            for (size_t b = 0; b < B; b++) {
+                const double *du = tangent_row(w, j, k, b), *d1 = D1 + b * out;
+                double *dh = Xn + ((k + 1) * B + b) * out;
+                for (size_t o = 0; o < out; o++)
+                    dh[o] = d1[o] * du[o] * s[o];
+            }
+    } else {
+        for (size_t b = 0; b < B; b++) {
+            double *u = U + b * out, *fb = f + b * out;
+            for (size_t o = 0; o < out; o++) {
+                double ub = u[o] + beta[o];
+                u[o] = ub;
+                fb[o] = fma(ub, s[o], c[o]);
+            }
+        }
+        for (size_t k = 0; k < K; k++)
+            for (size_t b = 0; b < B; b++) {
+                const double *du = tangent_row(w, j, k, b);
+                double *jb = jv + (k * B + b) * out;
+                for (size_t o = 0; o < out; o++)
+                    jb[o] = du[o] * s[o];
+            }
+    }
+}
+
+cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double *theta,
+                           double t, const double *z, size_t B, size_t K, const double *v,
+                           double *f, double *jv)
+{
+    if (!net || !work || !theta || !z || !f)
+        return cnf_error(CNF_EINVAL, "cnf_net_forward: net, work, theta, z and f must be given");
+    cnf_status st = check_work(net, work, "cnf_net_forward");
+    if (st != CNF_OK)
+        return st;
+    size_t D = net->cfg.dim;
+    if (B > work->max_batch)
+        return cnf_error(CNF_EINVAL, "cnf_net_forward: batch B = %zu exceeds the workspace's "
+                         "max_batch %zu", B, work->max_batch);
+    if (K > work->max_tangents)
+        return cnf_error(CNF_EINVAL, "cnf_net_forward: K = %zu tangents exceed the workspace's "
+                         "max_tangents %zu", K, work->max_tangents);
+    if (K > 0 && !jv)
+        return cnf_error(CNF_EINVAL, "cnf_net_forward: jv must be given when K = %zu > 0", K);
+    if (K > 0 && !v && K != D)
+        return cnf_error(CNF_EINVAL, "cnf_net_forward: unit directions (v = NULL) need K = D = "
+                         "%zu, got K = %zu", D, K);
+    work->ready = 0;
+    work->B = B;
+    work->K = K;
+    work->unit = (K > 0 && !v);
+    work->t = t;
+    if (B > 0) {
+        memcpy(work->X[0], z, B * D * sizeof *z);
+        if (K > 0 && v)
+            memcpy(work->X[0] + B * D, v, K * B * D * sizeof *v);
+        for (size_t j = 0; j < net->n_layers; j++)
+            layer_forward(net, work, j, theta, f, jv);
+    }
+    work->ready = 1;
+    return CNF_OK;
+}
+
+/* ---------------------------------------------------------------- reverse */
+
+/* Y (rows x out) holds [ybar ; dybar_k] of layer j's output. Sums what the
+ * bias, time and gate gradients need (colsum = sum_b ybar, gatesum = sum of
+ * Y .* [u ; du_k] over all rows) and turns Y into [ubar ; dubar_k] = Y .* s. */
+static void gate_backward(const cnf_net *net, cnf_net_work *w, size_t j, size_t Kb, double *Y)
+{
+    size_t out = net->view[j].out, B = w->B;
+    const double *s = w->gate[j], *U = w->U[j];
+    double *cs = w->colsum, *gs = w->gatesum;
+    int gated = net->cfg.layer_type == CNF_LAYER_CONCATSQUASH;
+    for (size_t o = 0; o < out; o++)
+        cs[o] = gs[o] = 0.0;
+    for (size_t b = 0; b < B; b++) {
+        double *y = Y + b * out;
+        const double *u = U + b * out;
+        for (size_t o = 0; o < out; o++) {
+            cs[o] += y[o];
+            gs[o] += y[o] * u[o];
+        }
+    }
+    if (!gated)
+        return;
+    for (size_t k = 0; k < Kb; k++)
+        for (size_t b = 0; b < B; b++) {
+            double *y = Y + ((k + 1) * B + b) * out;
+            const double *du = tangent_row(w, j, k, b);
+            for (size_t o = 0; o < out; o++)
+                gs[o] += y[o] * du[o];
+        }
+    size_t rows = (Kb + 1) * B;
+    for (size_t r = 0; r < rows; r++) {
+        double *y = Y + r * out;
+        for (size_t o = 0; o < out; o++)
+            y[o] *= s[o];
+    }
+}
+
+/* Gradients of layer j's bias, gate and time parameters, and of t. */
+static void affine_param_backward(const cnf_net *net, const cnf_net_work *w, size_t j,
+                                  const double *theta, double *thetabar, double *tbar)
+{
+    const cnf_net_layer *lv = &net->view[j];
+    size_t out = lv->out, in = lv->in, ldw = lv->W_cols;
+    const double *cs = w->colsum, *gs = w->gatesum, *s = w->gate[j];
+    double t = w->t, tb = 0.0;
+    switch (net->cfg.layer_type) {
+    case CNF_LAYER_CONCATSQUASH: {
+        const double *gw = theta + lv->g_w, *cw = theta + lv->c_w;
+        for (size_t o = 0; o < out; o++) {
+            double g = s[o] * (1.0 - s[o]) * gs[o];
+            if (thetabar) {
+                thetabar[lv->b + o] += s[o] * cs[o];
+                thetabar[lv->g_w + o] += t * g;
+                thetabar[lv->g_b + o] += g;
+                thetabar[lv->c_w + o] += t * cs[o];
+            }
+            tb += gw[o] * g + cw[o] * cs[o];
+        }
+        break;
+    }
+    case CNF_LAYER_CONCAT: {
+        const double *W = theta + lv->W;
+        for (size_t o = 0; o < out; o++) {
+            if (thetabar) {
+                thetabar[lv->b + o] += cs[o];
+                thetabar[lv->W + o * ldw + in] += t * cs[o];
+            }
+            tb += W[o * ldw + in] * cs[o];
+        }
+        break;
+    }
+    case CNF_LAYER_IGNORE:
+        if (thetabar)
+            for (size_t o = 0; o < out; o++)
+                thetabar[lv->b + o] += cs[o];
+        break;
+    }
+    if (tbar)
+        *tbar += tb;
+}
+
+/* From the cotangents Xb = [hbar' ; dhbar'_k] of hidden layer j's output
+ * (rows x n), in place, the cotangents [ybar ; dybar_k] of its pre-activation. */
+static void activation_backward(cnf_net_work *w, size_t j, size_t Kb, double *Xb)
+{
+    size_t n = w->width[j + 1], B = w->B;
+    const double *D1 = w->S1[j], *D2 = w->S2[j], *s = w->gate[j];
+    /* values first: they read the tangent rows before those are rescaled */
+    for (size_t b = 0; b < B; b++) {
+        double *x = Xb + b * n;
+        const double *d1 = D1 + b * n;
+        for (size_t o = 0; o < n; o++)
+            x[o] *= d1[o];
+    }
+    for (size_t k = 0; k < Kb; k++)
+        for (size_t b = 0; b < B; b++) {
+            double *x = Xb + b * n;
+            const double *dx = Xb + ((k + 1) * B + b) * n;
+            const double *d2 = D2 + b * n, *du = tangent_row(w, j, k, b);
+            for (size_t o = 0; o < n; o++)
+                x[o] += d2[o] * du[o] * s[o] * dx[o];
+        }
+    for (size_t k = 0; k < Kb; k++)
+        for (size_t b = 0; b < B; b++) {
+            double *dx = Xb + ((k + 1) * B + b) * n;
+            const double *d1 = D1 + b * n;
+            for (size_t o = 0; o < n; o++)
+                dx[o] *= d1[o];
+        }
+}
+
+cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double *theta,
+                            const double *fbar, const double *jvbar, double *zbar,
+                            double *thetabar, double *tbar)
+{
+    if (!net || !work || !theta)
+        return cnf_error(CNF_EINVAL, "cnf_net_backward: net, work and theta must be given");
+    cnf_status st = check_work(net, work, "cnf_net_backward");
+    if (st != CNF_OK)
+        return st;
+    if (!work->ready)
+        return cnf_error(CNF_EINVAL, "cnf_net_backward: no forward pass on this workspace");
+    if ((!zbar && !thetabar && !tbar) || (!fbar && !jvbar) || work->B == 0)
+        return CNF_OK;
+
+    size_t B = work->B, D = net->cfg.dim, L = net->n_layers;
+    /* Zero tangent cotangents stay zero all the way back: skip those rows. */
+    size_t Kb = jvbar ? work->K : 0;
+    size_t rows = (Kb + 1) * B;
+    double *Y = work->cot[0], *Xb = work->cot[1];
+
+    if (fbar)
+        memcpy(Y, fbar, B * D * sizeof *Y);
+    else
+        memset(Y, 0, B * D * sizeof *Y);
+    if (Kb > 0)
+        memcpy(Y + B * D, jvbar, Kb * B * D * sizeof *Y);
+
+    for (size_t jj = L; jj-- > 0;) {
+        const cnf_net_layer *lv = &net->view[jj];
+        size_t in = lv->in, out = lv->out, ldw = lv->W_cols;
+        const double *W = theta + lv->W;
+        int first_unit = work->unit && jj == 0;
+
+        gate_backward(net, work, jj, Kb, Y);
+        affine_param_backward(net, work, jj, theta, thetabar, tbar);
+        if (thetabar) {
+            size_t grows = first_unit ? B : rows;
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)grows,
+                        1.0, Y, (int)out, work->X[jj], (int)in, 1.0, thetabar + lv->W,
+                        (int)ldw);
+            if (first_unit) {
+                /* dh_k = e_k: W[:, k] collects sum_b dubar_k */
+                double *acc = work->tmp;
+                for (size_t k = 0; k < Kb; k++) {
+                    for (size_t o = 0; o < out; o++)
+                        acc[o] = 0.0;
+                    for (size_t b = 0; b < B; b++) {
+                        const double *y = Y + ((k + 1) * B + b) * out;
+                        for (size_t o = 0; o < out; o++)
+                            acc[o] += y[o];
+                    }
+                    for (size_t o = 0; o < out; o++)
+                        thetabar[lv->W + o * ldw + k] += acc[o];
+                }
+            }
+        }
+        if (jj > 0) {
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)in, (int)out,
+                        1.0, Y, (int)out, W, (int)ldw, 0.0, Xb, (int)in);
+            activation_backward(work, jj - 1, Kb, Xb);
+            double *swap = Y;
+            Y = Xb;
+            Xb = swap;
+        } else if (zbar) {
+            /* the directions v are constants: only the value rows reach z */
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)in, (int)out,
+                        1.0, Y, (int)out, W, (int)ldw, 1.0, zbar, (int)D);
+        }
+    }
+    return CNF_OK;
+}
