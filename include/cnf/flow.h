@@ -107,6 +107,8 @@ cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
                                    const cnf_flow_options *opt);
 void cnf_flow_work_free(cnf_flow_work *work);            /* NULL is fine */
 cnf_status cnf_flow_work_set_options(cnf_flow_work *work, const cnf_flow_options *opt);
+/* The largest chunk the work was made for. */
+size_t cnf_flow_work_max_batch(const cnf_flow_work *work);
 
 /* Per-row log-likelihood in data space (loglik: N), including the
  * preprocessing's -sum_i log scale_i. */

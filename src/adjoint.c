@@ -1,0 +1,230 @@
+/* adjoint.c — the adjoint method over the solver core: the backward state
+ * [a, g] (and z when backsolving), jumps at observation times, the end-time
+ * gradients. Derivation and sign conventions in include/cnf/adjoint.h
+ * (DESIGN.md section 2; Chen et al. 2018; the checkpointed variant after
+ * CVODES' adjoint module, the seminorm after Kidger, Chen and Lyons 2021). */
+#include "cnf/adjoint.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cnf_adjoint {
+    size_t n, p;               /* state, parameters */
+    size_t nb;                 /* backward state: n + p (+ n when backsolving) */
+    cnf_adjoint_options opt;
+    cnf_ode_solver *solver;    /* state nb */
+    unsigned char *mask;       /* nb: the seminorm's error mask */
+    double *y;                 /* nb: [a | g | z] */
+    double *z;                 /* n: z(t) interpolated from the record */
+    double *f;                 /* n: f(z(t_i)) for the end-time gradients */
+    /* set per solve for the right-hand side */
+    const cnf_adjoint_problem *prob;
+    const cnf_ode_record *record;
+    cnf_status inner;          /* a failure inside the rhs (interpolation) */
+    double inner_t;
+};
+
+void cnf_adjoint_options_default(cnf_adjoint_options *opt)
+{
+    cnf_ode_options_default(&opt->solver);
+    opt->backsolve = 0;
+    opt->seminorm = 0;
+}
+
+/* (Re)build the solver for the current options: the backward state's size
+ * depends on backsolve and the mask on seminorm. */
+static cnf_status adjoint_setup(cnf_adjoint *adj)
+{
+    size_t n = adj->n, p = adj->p;
+    size_t nb = n + p + (adj->opt.backsolve ? n : 0);
+    if (nb != adj->nb || !adj->solver) {
+        cnf_ode_solver_free(adj->solver);
+        adj->solver = NULL;
+        free(adj->mask);
+        free(adj->y);
+        adj->nb = nb;
+        adj->mask = malloc(nb);
+        adj->y = malloc(nb * sizeof *adj->y);
+        if (!adj->mask || !adj->y)
+            return cnf_error(CNF_ENOMEM, "out of memory for an adjoint state of %zu", nb);
+    }
+    /* a and z always enter the norm; g only without the seminorm */
+    for (size_t i = 0; i < nb; i++)
+        adj->mask[i] = (i >= n && i < n + p) ? (unsigned char)!adj->opt.seminorm : 1;
+    cnf_ode_options so = adj->opt.solver;
+    so.error_mask = adj->opt.seminorm ? adj->mask : NULL;
+    if (adj->solver)
+        return cnf_ode_solver_set_options(adj->solver, &so);
+    adj->solver = cnf_ode_solver_alloc(nb, &so);
+    if (!adj->solver) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", cnf_last_error());
+        return cnf_error(CNF_EINVAL, "adjoint solver for a state of %zu: %s", nb, msg);
+    }
+    return CNF_OK;
+}
+
+cnf_adjoint *cnf_adjoint_alloc(size_t n, size_t p, const cnf_adjoint_options *opt)
+{
+    if (n == 0) {
+        cnf_error(CNF_EINVAL, "adjoint: the state dimension n must be at least 1");
+        return NULL;
+    }
+    cnf_adjoint *adj = calloc(1, sizeof *adj);
+    if (!adj) {
+        cnf_error(CNF_ENOMEM, "out of memory allocating an adjoint");
+        return NULL;
+    }
+    adj->n = n;
+    adj->p = p;
+    if (opt)
+        adj->opt = *opt;
+    else
+        cnf_adjoint_options_default(&adj->opt);
+    adj->z = malloc(n * sizeof *adj->z);
+    adj->f = malloc(n * sizeof *adj->f);
+    if (!adj->z || !adj->f) {
+        cnf_adjoint_free(adj);
+        cnf_error(CNF_ENOMEM, "out of memory allocating an adjoint of n = %zu", n);
+        return NULL;
+    }
+    if (adjoint_setup(adj) != CNF_OK) {
+        cnf_adjoint_free(adj);
+        return NULL;
+    }
+    return adj;
+}
+
+void cnf_adjoint_free(cnf_adjoint *adj)
+{
+    if (!adj)
+        return;
+    cnf_ode_solver_free(adj->solver);
+    free(adj->mask);
+    free(adj->y);
+    free(adj->z);
+    free(adj->f);
+    free(adj);
+}
+
+cnf_status cnf_adjoint_set_options(cnf_adjoint *adj, const cnf_adjoint_options *opt)
+{
+    adj->opt = *opt;
+    return adjoint_setup(adj);
+}
+
+size_t cnf_adjoint_dim(const cnf_adjoint *adj) { return adj->n; }
+size_t cnf_adjoint_num_params(const cnf_adjoint *adj) { return adj->p; }
+
+/* d/dt [a, g, z] = [-(a^T f_z + l_z), -(a^T f_theta + l_theta), f]. */
+static int adjoint_rhs(double t, const double *y, double *dy, void *params)
+{
+    cnf_adjoint *adj = params;
+    const cnf_adjoint_problem *pb = adj->prob;
+    size_t n = adj->n, p = adj->p;
+    const double *a = y;
+    const double *z;
+    double *dz = NULL;
+    if (adj->opt.backsolve) {
+        z = y + n + p;
+        dz = dy + n + p;
+    } else {
+        cnf_status s = cnf_ode_record_eval(adj->record, t, n, adj->z);
+        if (s != CNF_OK) {
+            adj->inner = s;
+            adj->inner_t = t;
+            return -1;
+        }
+        z = adj->z;
+    }
+    memset(dy, 0, (n + p) * sizeof *dy);
+    int rc = pb->vjp(t, z, a, dz, NULL, dy, p ? dy + n : NULL, pb->ctx);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n + p; i++)
+        dy[i] = -dy[i];
+    return 0;
+}
+
+cnf_status cnf_adjoint_solve(cnf_adjoint *adj, const cnf_adjoint_problem *prob,
+                             const cnf_ode_record *record, double t0, size_t n_obs,
+                             const double *t_obs, const double *z_obs, const double *dz_obs,
+                             double *a, double *grad, double *dt_obs, cnf_ode_stats *stats)
+{
+    size_t n = adj->n, p = adj->p;
+    if (prob->n != n || prob->p != p)
+        return cnf_error(CNF_EDIM, "adjoint: problem has n = %zu, p = %zu but the adjoint was made for n = %zu, p = %zu",
+                         prob->n, prob->p, n, p);
+    if (n_obs == 0 || !t_obs || !z_obs)
+        return cnf_error(CNF_EINVAL, "adjoint: at least one observation time with its state is needed");
+    if (!(t_obs[0] >= t0))
+        return cnf_error(CNF_EINVAL, "adjoint: first observation time %g precedes the start time %g",
+                         t_obs[0], t0);
+    for (size_t i = 1; i < n_obs; i++)
+        if (!(t_obs[i] > t_obs[i - 1]))
+            return cnf_error(CNF_EINVAL, "adjoint: observation times must increase (t[%zu] = %g, t[%zu] = %g)",
+                             i - 1, t_obs[i - 1], i, t_obs[i]);
+    if (!adj->opt.backsolve && !record)
+        return cnf_error(CNF_EINVAL, "adjoint: checkpoint mode needs the forward solve's record");
+
+    if (stats)
+        memset(stats, 0, sizeof *stats);
+    adj->prob = prob;
+    adj->record = record;
+    adj->inner = CNF_OK;
+
+    /* End-time gradients first, so that a may alias a row of dz_obs. */
+    if (dt_obs) {
+        for (size_t i = 0; i < n_obs; i++) {
+            const double *zi = z_obs + i * n;
+            const double *ai = dz_obs ? dz_obs + i * n : NULL;
+            double l = 0.0;
+            int last = (i + 1 == n_obs);
+            int rc = prob->vjp(t_obs[i], zi, ai, adj->f, last ? &l : NULL, NULL, NULL, prob->ctx);
+            if (rc != 0)
+                return cnf_error(rc > 0 ? CNF_ENONFINITE : CNF_ERHS,
+                                 "adjoint: dynamics failed (%d) at observation time %g", rc, t_obs[i]);
+            double s = last ? l : 0.0;
+            if (ai)
+                for (size_t j = 0; j < n; j++)
+                    s += ai[j] * adj->f[j];
+            dt_obs[i] = s;
+        }
+    }
+
+    double *y = adj->y;
+    memset(y, 0, (n + p) * sizeof *y);
+    for (size_t ii = n_obs; ii-- > 0;) {
+        /* the jump at t_i, then the interval down to t_{i-1} (or t0) */
+        if (dz_obs)
+            for (size_t j = 0; j < n; j++)
+                y[j] += dz_obs[ii * n + j];
+        if (adj->opt.backsolve)
+            memcpy(y + n + p, z_obs + ii * n, n * sizeof *y);
+        double t_from = t_obs[ii];
+        double t_to = ii > 0 ? t_obs[ii - 1] : t0;
+        if (t_to == t_from)
+            continue;
+        cnf_ode_stats st;
+        cnf_status s = cnf_ode_solve(adj->solver, adjoint_rhs, adj, t_from, t_to, y, NULL, &st);
+        if (stats)
+            cnf_ode_stats_add(stats, &st);
+        if (s != CNF_OK) {
+            char msg[512];
+            if (adj->inner != CNF_OK) {
+                snprintf(msg, sizeof msg, "%s", cnf_last_error());
+                return cnf_error(adj->inner, "adjoint: z(t) at t = %.17g not available from the forward record: %s",
+                                 adj->inner_t, msg);
+            }
+            snprintf(msg, sizeof msg, "%s", cnf_last_error());
+            return cnf_error(s, "adjoint: backward solve from t = %.17g to %.17g failed: %s", t_from, t_to,
+                             msg);
+        }
+    }
+    memcpy(a, y, n * sizeof *a);
+    if (p)
+        memcpy(grad, y + n, p * sizeof *grad);
+    return CNF_OK;
+}

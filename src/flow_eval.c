@@ -1,0 +1,655 @@
+/* flow_eval.c — evaluating a continuous normalizing flow: the augmented
+ * right-hand side [dz/dt, dq/dt, regularizers] over the dynamics network,
+ * log-likelihood, encode, decode (sampling), and the mean-NLL gradient by
+ * the integral-loss adjoint over the blocks in reverse order.
+ *
+ * Method: FFJORD (Grathwohl et al. 2019) — instantaneous change of variables
+ * with exact or Hutchinson divergence, one noise draw per block solve;
+ * regularizers of RNODE (Finlay et al. 2020) as integral losses; the adjoint
+ * of Chen et al. (2018) in the form of DESIGN.md section 2 (cnf/adjoint.h),
+ * z(t) from the forward checkpoints by default.
+ *
+ * The forward state of a chunk of B rows is y = [z (B x D) | q (B) | rK rJ]
+ * with dq_b/dt = div_b, drK/dt = lambda_K sum_b ||f_b||^2 and
+ * drJ/dt = lambda_J sum_b ||J eps_b||^2 (the last two only when training).
+ * q carries on from block to block, so after the last block
+ * log p(x_std) = log N(z) + q.
+ */
+#include "cnf/flow.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gsl/gsl_randist.h>
+
+#include "cnf/adjoint.h"
+
+#define N_SLOTS 6       /* cached forward solvers, keyed by state size */
+#define N_FIXED_SLOTS 3 /* the first three (max_batch sizes) are kept */
+
+typedef enum { MODE_Z = 0, MODE_LOGLIK, MODE_TRAIN } fwd_mode;
+
+/* What one block's right-hand side and vector-Jacobian product need. */
+typedef struct {
+    const cnf_net *net;
+    cnf_net_work *nw;
+    const double *theta;       /* P_k */
+    size_t B, D, K;            /* K tangent directions: 0, 1 or D */
+    const double *v;           /* K x B x D Hutchinson noise, NULL for unit vectors */
+    int n_reg;                 /* 2 when the regularizer accumulators are in the state */
+    double lam_k, lam_j;
+    double *jv;                /* K x B x D */
+    double *fbuf;              /* B x D */
+    double *fbar;              /* B x D */
+    double *jvbar;             /* K x B x D */
+    const double *jvbar0;      /* K x B x D: cotangent of the divergence term of l */
+    double *sq;                /* B */
+    cnf_status net_status;
+} block_ctx;
+
+typedef struct {
+    size_t n;
+    cnf_ode_solver *solver;
+} solver_slot;
+
+struct cnf_flow_work {
+    size_t D, n_blocks, max_batch;
+    cnf_flow_options opt;
+    cnf_net_work **nw;         /* n_blocks */
+    double *y;                 /* max_batch*(D+1) + 2: forward state */
+    double *zs;                /* (n_blocks+1) x B x D: block inputs/outputs */
+    double *eps;               /* n_blocks x max_batch x D: noise per block */
+    double *jv;                /* D x max_batch x D */
+    double *fbuf;              /* max_batch x D */
+    double *fbar;              /* max_batch x D */
+    double *jvbar;             /* D x max_batch x D */
+    double *jvbar0;            /* D x max_batch x D */
+    double *sq;                /* max_batch */
+    double *a;                 /* max_batch x D: adjoint handed between blocks */
+    solver_slot slots[N_SLOTS];
+    size_t next_slot;
+    cnf_ode_record **rec;      /* n_blocks, state rec_n */
+    size_t rec_n;
+    cnf_adjoint **adj;         /* n_blocks, for batches of adj_B */
+    size_t adj_B;
+};
+
+void cnf_flow_options_default(cnf_flow_options *opt)
+{
+    cnf_ode_options_default(&opt->solver);
+    opt->solver.method = CNF_ODE_DOPRI5;
+    opt->solver.rtol = 1e-5;
+    opt->solver.atol = 1e-5;
+    opt->adjoint_solver = opt->solver;
+    opt->divergence = CNF_DIV_EXACT;
+    opt->backsolve = 0;
+    opt->seminorm = 0;
+    opt->reg_kinetic = 0.0;
+    opt->reg_jacobian = 0.0;
+}
+
+static size_t state_size(fwd_mode mode, size_t B, size_t D)
+{
+    switch (mode) {
+    case MODE_Z: return B * D;
+    case MODE_LOGLIK: return B * (D + 1);
+    default: return B * (D + 1) + 2;
+    }
+}
+
+static void adjoint_options_of(const cnf_flow_options *opt, cnf_adjoint_options *ao)
+{
+    ao->solver = opt->adjoint_solver;
+    ao->backsolve = opt->backsolve;
+    ao->seminorm = opt->seminorm;
+}
+
+/* The forward solver for a state of n, from the cache; allocating only when
+ * a new size turns up (a short last chunk, a different training batch). */
+static cnf_ode_solver *get_solver(cnf_flow_work *w, size_t n)
+{
+    for (size_t i = 0; i < N_SLOTS; i++)
+        if (w->slots[i].solver && w->slots[i].n == n)
+            return w->slots[i].solver;
+    size_t i;
+    for (i = 0; i < N_SLOTS; i++)
+        if (!w->slots[i].solver)
+            break;
+    if (i == N_SLOTS) {
+        i = N_FIXED_SLOTS + w->next_slot;
+        w->next_slot = (w->next_slot + 1) % (N_SLOTS - N_FIXED_SLOTS);
+        cnf_ode_solver_free(w->slots[i].solver);
+        w->slots[i].solver = NULL;
+    }
+    cnf_ode_solver *s = cnf_ode_solver_alloc(n, &w->opt.solver);
+    if (!s)
+        return NULL;
+    w->slots[i].n = n;
+    w->slots[i].solver = s;
+    return s;
+}
+
+/* Records and adjoints sized for training batches of B rows. */
+static cnf_status ensure_train(cnf_flow_work *w, const cnf_flow *flow, size_t B)
+{
+    size_t rn = state_size(MODE_TRAIN, B, w->D);
+    if (w->rec_n != rn) {
+        for (size_t k = 0; k < w->n_blocks; k++) {
+            cnf_ode_record_free(w->rec[k]);
+            w->rec[k] = cnf_ode_record_alloc(rn);
+            if (!w->rec[k]) {
+                w->rec_n = 0;
+                return cnf_error(CNF_ENOMEM, "out of memory for the checkpoints of block %zu", k);
+            }
+        }
+        w->rec_n = rn;
+    }
+    if (w->adj_B != B) {
+        cnf_adjoint_options ao;
+        adjoint_options_of(&w->opt, &ao);
+        for (size_t k = 0; k < w->n_blocks; k++) {
+            cnf_adjoint_free(w->adj[k]);
+            w->adj[k] = cnf_adjoint_alloc(B * w->D, cnf_net_num_params(cnf_flow_block_net(flow, k)), &ao);
+            if (!w->adj[k]) {
+                w->adj_B = 0;
+                char msg[512];
+                snprintf(msg, sizeof msg, "%s", cnf_last_error());
+                return cnf_error(CNF_ENOMEM, "block %zu: cannot set up the adjoint: %s", k, msg);
+            }
+        }
+        w->adj_B = B;
+    }
+    return CNF_OK;
+}
+
+cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
+                                   const cnf_flow_options *opt)
+{
+    if (max_batch == 0) {
+        cnf_error(CNF_EINVAL, "flow work: max_batch must be at least 1");
+        return NULL;
+    }
+    cnf_flow_work *w = calloc(1, sizeof *w);
+    if (!w) {
+        cnf_error(CNF_ENOMEM, "out of memory allocating a flow workspace");
+        return NULL;
+    }
+    size_t D = cnf_flow_dim(flow), K = cnf_flow_num_blocks(flow), Bm = max_batch;
+    w->D = D;
+    w->n_blocks = K;
+    w->max_batch = Bm;
+    if (opt)
+        w->opt = *opt;
+    else
+        cnf_flow_options_default(&w->opt);
+    w->nw = calloc(K, sizeof *w->nw);
+    w->rec = calloc(K, sizeof *w->rec);
+    w->adj = calloc(K, sizeof *w->adj);
+    w->y = malloc((Bm * (D + 1) + 2) * sizeof *w->y);
+    w->zs = malloc((K + 1) * Bm * D * sizeof *w->zs);
+    w->eps = malloc(K * Bm * D * sizeof *w->eps);
+    w->jv = malloc(D * Bm * D * sizeof *w->jv);
+    w->fbuf = malloc(Bm * D * sizeof *w->fbuf);
+    w->fbar = malloc(Bm * D * sizeof *w->fbar);
+    w->jvbar = malloc(D * Bm * D * sizeof *w->jvbar);
+    w->jvbar0 = malloc(D * Bm * D * sizeof *w->jvbar0);
+    w->sq = malloc(Bm * sizeof *w->sq);
+    w->a = malloc(Bm * D * sizeof *w->a);
+    if (!w->nw || !w->rec || !w->adj || !w->y || !w->zs || !w->eps || !w->jv || !w->fbuf ||
+        !w->fbar || !w->jvbar || !w->jvbar0 || !w->sq || !w->a) {
+        cnf_flow_work_free(w);
+        cnf_error(CNF_ENOMEM, "out of memory allocating a flow workspace for %zu rows", max_batch);
+        return NULL;
+    }
+    for (size_t k = 0; k < K; k++) {
+        w->nw[k] = cnf_net_work_alloc(cnf_flow_block_net(flow, k), Bm, D);
+        if (!w->nw[k]) {
+            cnf_flow_work_free(w);
+            return NULL;
+        }
+    }
+    /* everything a full batch needs, so that solves do not allocate */
+    for (int m = MODE_Z; m <= MODE_TRAIN; m++) {
+        if (!get_solver(w, state_size((fwd_mode)m, Bm, D))) {
+            cnf_flow_work_free(w);
+            return NULL;
+        }
+    }
+    if (ensure_train(w, flow, Bm) != CNF_OK) {
+        cnf_flow_work_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void cnf_flow_work_free(cnf_flow_work *w)
+{
+    if (!w)
+        return;
+    for (size_t k = 0; k < w->n_blocks; k++) {
+        if (w->nw)
+            cnf_net_work_free(w->nw[k]);
+        if (w->rec)
+            cnf_ode_record_free(w->rec[k]);
+        if (w->adj)
+            cnf_adjoint_free(w->adj[k]);
+    }
+    for (size_t i = 0; i < N_SLOTS; i++)
+        cnf_ode_solver_free(w->slots[i].solver);
+    free(w->nw);
+    free(w->rec);
+    free(w->adj);
+    free(w->y);
+    free(w->zs);
+    free(w->eps);
+    free(w->jv);
+    free(w->fbuf);
+    free(w->fbar);
+    free(w->jvbar);
+    free(w->jvbar0);
+    free(w->sq);
+    free(w->a);
+    free(w);
+}
+
+cnf_status cnf_flow_work_set_options(cnf_flow_work *w, const cnf_flow_options *opt)
+{
+    w->opt = *opt;
+    for (size_t i = 0; i < N_SLOTS; i++)
+        if (w->slots[i].solver) {
+            cnf_status s = cnf_ode_solver_set_options(w->slots[i].solver, &w->opt.solver);
+            if (s != CNF_OK)
+                return s;
+        }
+    cnf_adjoint_options ao;
+    adjoint_options_of(&w->opt, &ao);
+    for (size_t k = 0; k < w->n_blocks; k++)
+        if (w->adj[k]) {
+            cnf_status s = cnf_adjoint_set_options(w->adj[k], &ao);
+            if (s != CNF_OK)
+                return s;
+        }
+    return CNF_OK;
+}
+
+size_t cnf_flow_work_max_batch(const cnf_flow_work *w) { return w->max_batch; }
+
+/* ---- right-hand sides ------------------------------------------------ */
+
+static int all_finite(const double *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
+}
+
+static double sum_sq_norm(const double *x, size_t K, size_t B, size_t D, double *tmp)
+{
+    cnf_net_sq_norm(x, K, B, D, tmp);
+    double s = 0.0;
+    for (size_t b = 0; b < B; b++)
+        s += tmp[b];
+    return s;
+}
+
+static void divergence(const block_ctx *c, double *div)
+{
+    if (c->v)
+        cnf_net_trace_hutchinson(c->v, c->jv, c->B, c->D, div);
+    else
+        cnf_net_trace_unit(c->jv, c->B, c->D, div);
+}
+
+/* d/dt [z, q, rK, rJ] (the tail as far as the state reaches). */
+static int block_rhs(double t, const double *y, double *dy, void *params)
+{
+    block_ctx *c = params;
+    size_t B = c->B, D = c->D, BD = B * D;
+    cnf_status s = cnf_net_forward(c->net, c->nw, c->theta, t, y, B, c->K, c->v, dy,
+                                   c->K ? c->jv : NULL);
+    if (s != CNF_OK) {
+        c->net_status = s;
+        return -1;
+    }
+    size_t n = BD;
+    if (c->K) {
+        divergence(c, dy + BD);
+        n += B;
+    }
+    if (c->n_reg) {
+        dy[BD + B] = c->lam_k > 0.0 ? c->lam_k * sum_sq_norm(dy, 1, B, D, c->sq) : 0.0;
+        dy[BD + B + 1] = c->lam_j > 0.0 ? c->lam_j * sum_sq_norm(c->jv, c->K, B, D, c->sq) : 0.0;
+        n += 2;
+    }
+    return all_finite(dy, n) ? 0 : 1;   /* non-finite: retry with a smaller step */
+}
+
+/* The CNF's vector-Jacobian product for the adjoint (cnf/adjoint.h), with
+ * l = -(1/B) sum div + (lambda_K/B) sum ||f||^2 + (lambda_J/B) sum ||J eps||^2:
+ * one forward pass with tangents and one reverse sweep for
+ * S = a.f + l, i.e. fbar = a + 2 lambda_K f / B and
+ * jvbar = jvbar0 + 2 lambda_J jv / B, jvbar0 = -e_k/B (exact) or -eps/B. */
+static int block_vjp(double t, const double *z, const double *a, double *f, double *l,
+                     double *zbar, double *thetabar, void *params)
+{
+    block_ctx *c = params;
+    size_t B = c->B, D = c->D, K = c->K, BD = B * D;
+    double *fo = f ? f : c->fbuf;
+    cnf_status s = cnf_net_forward(c->net, c->nw, c->theta, t, z, B, K, c->v, fo, c->jv);
+    if (s != CNF_OK) {
+        c->net_status = s;
+        return -1;
+    }
+    if (!all_finite(fo, BD) || !all_finite(c->jv, K * BD))
+        return 1;
+    double invB = 1.0 / (double)B;
+    if (l) {
+        divergence(c, c->sq);
+        double sdiv = 0.0;
+        for (size_t b = 0; b < B; b++)
+            sdiv += c->sq[b];
+        double v = -sdiv * invB;
+        if (c->lam_k > 0.0)
+            v += c->lam_k * invB * sum_sq_norm(fo, 1, B, D, c->sq);
+        if (c->lam_j > 0.0)
+            v += c->lam_j * invB * sum_sq_norm(c->jv, K, B, D, c->sq);
+        *l = v;
+    }
+    if (!zbar && !thetabar)
+        return 0;
+    const double *fbar = a;
+    if (c->lam_k > 0.0) {
+        double ck = 2.0 * c->lam_k * invB;
+        for (size_t i = 0; i < BD; i++)
+            c->fbar[i] = (a ? a[i] : 0.0) + ck * fo[i];
+        fbar = c->fbar;
+    }
+    const double *jvbar = c->jvbar0;
+    if (c->lam_j > 0.0) {
+        double cj = 2.0 * c->lam_j * invB;
+        for (size_t i = 0; i < K * BD; i++)
+            c->jvbar[i] = c->jvbar0[i] + cj * c->jv[i];
+        jvbar = c->jvbar;
+    }
+    s = cnf_net_backward(c->net, c->nw, c->theta, fbar, jvbar, zbar, thetabar, NULL);
+    if (s != CNF_OK) {
+        c->net_status = s;
+        return -1;
+    }
+    return 0;
+}
+
+static void block_ctx_init(block_ctx *c, const cnf_flow *flow, cnf_flow_work *w, size_t k,
+                           size_t B, size_t K, int n_reg)
+{
+    memset(c, 0, sizeof *c);
+    c->net = cnf_flow_block_net(flow, k);
+    c->nw = w->nw[k];
+    c->theta = cnf_flow_params_const(flow) + cnf_flow_block_offset(flow, k);
+    c->B = B;
+    c->D = w->D;
+    c->K = K;
+    c->v = (K == 1) ? w->eps + k * w->max_batch * w->D : NULL;
+    c->n_reg = n_reg;
+    c->lam_k = n_reg ? w->opt.reg_kinetic : 0.0;
+    c->lam_j = n_reg ? w->opt.reg_jacobian : 0.0;
+    c->jv = w->jv;
+    c->fbuf = w->fbuf;
+    c->fbar = w->fbar;
+    c->jvbar = w->jvbar;
+    c->jvbar0 = w->jvbar0;
+    c->sq = w->sq;
+    c->net_status = CNF_OK;
+}
+
+/* A failed block solve: keep the solver's (or the network's) message and
+ * say where. */
+static cnf_status block_failure(cnf_status s, const block_ctx *c, const char *what, size_t k,
+                                size_t row0, size_t B)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", cnf_last_error());
+    if (c->net_status != CNF_OK)
+        s = c->net_status;
+    return cnf_error(s, "%s of block %zu failed on the chunk of rows %zu-%zu: %s", what, k, row0,
+                     row0 + B - 1, msg);
+}
+
+static double block_end_time(const cnf_flow *flow, size_t k)
+{
+    return cnf_flow_params_const(flow)[cnf_flow_T_index(flow, k)];
+}
+
+static cnf_status check_end_times(const cnf_flow *flow)
+{
+    for (size_t k = 0; k < cnf_flow_num_blocks(flow); k++) {
+        double T = block_end_time(flow, k);
+        if (!(T >= 0.0) || !isfinite(T))
+            return cnf_error(CNF_EINVAL, "block %zu: end time T = %g must be finite and >= 0", k, T);
+    }
+    return CNF_OK;
+}
+
+static size_t tangents_of(const cnf_flow_work *w)
+{
+    return w->opt.divergence == CNF_DIV_EXACT ? w->D : 1;
+}
+
+/* Forward through every block for one chunk X (B x D, data space). On
+ * success w->zs holds the block boundaries (zs[k] = input of block k) and
+ * w->y the final augmented state. Records are filled in MODE_TRAIN when
+ * checkpointing. */
+static cnf_status forward_chunk(const cnf_flow *flow, cnf_flow_work *w, const double *X, size_t B,
+                                size_t row0, fwd_mode mode, gsl_rng *rng, cnf_flow_stats *stats)
+{
+    size_t D = w->D, BD = B * D;
+    const double *mean = cnf_flow_mean_const(flow), *scale = cnf_flow_scale_const(flow);
+    size_t n = state_size(mode, B, D);
+    size_t K = mode == MODE_Z ? 0 : tangents_of(w);
+    if (K == 1 && !rng)
+        return cnf_error(CNF_EINVAL, "the %s divergence estimate needs a random number generator (rng is NULL)",
+                         cnf_divergence_name(w->opt.divergence));
+    cnf_ode_solver *solver = get_solver(w, n);
+    if (!solver)
+        return CNF_ENOMEM;
+    double *y = w->y;
+    for (size_t b = 0; b < B; b++)
+        for (size_t i = 0; i < D; i++)
+            y[b * D + i] = (X[b * D + i] - mean[i]) / scale[i];
+    memset(y + BD, 0, (n - BD) * sizeof *y);
+    memcpy(w->zs, y, BD * sizeof *y);
+    int record = (mode == MODE_TRAIN && !w->opt.backsolve);
+    for (size_t k = 0; k < w->n_blocks; k++) {
+        block_ctx c;
+        block_ctx_init(&c, flow, w, k, B, K, mode == MODE_TRAIN ? 2 : 0);
+        if (K == 1)
+            cnf_noise_draw(w->opt.divergence, rng, BD, w->eps + k * w->max_batch * D);
+        cnf_ode_record *rec = NULL;
+        if (record) {
+            rec = w->rec[k];
+            cnf_ode_record_clear(rec);
+        }
+        double T = block_end_time(flow, k);
+        if (T > 0.0) {
+            cnf_ode_stats st;
+            cnf_status s = cnf_ode_solve(solver, block_rhs, &c, 0.0, T, y, rec, &st);
+            if (stats)
+                cnf_ode_stats_add(&stats->forward, &st);
+            if (s != CNF_OK)
+                return block_failure(s, &c, "forward solve", k, row0, B);
+        }
+        memcpy(w->zs + (k + 1) * BD, y, BD * sizeof *y);
+    }
+    return CNF_OK;
+}
+
+static double log_normal(const double *z, size_t D)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < D; i++)
+        s += z[i] * z[i];
+    return -0.5 * s - 0.5 * (double)D * log(2.0 * 3.14159265358979323846);
+}
+
+static double sum_log_scale(const cnf_flow *flow)
+{
+    const double *scale = cnf_flow_scale_const(flow);
+    double s = 0.0;
+    for (size_t i = 0; i < cnf_flow_dim(flow); i++)
+        s += log(scale[i]);
+    return s;
+}
+
+/* ---- public entry points ---------------------------------------------- */
+
+cnf_status cnf_flow_log_likelihood(const cnf_flow *flow, cnf_flow_work *w, const double *X,
+                                   size_t N, gsl_rng *rng, double *loglik, cnf_flow_stats *stats)
+{
+    if (stats)
+        memset(stats, 0, sizeof *stats);
+    cnf_status s = check_end_times(flow);
+    if (s != CNF_OK)
+        return s;
+    size_t D = w->D;
+    double lscale = sum_log_scale(flow);
+    for (size_t row0 = 0; row0 < N; row0 += w->max_batch) {
+        size_t B = N - row0 < w->max_batch ? N - row0 : w->max_batch;
+        s = forward_chunk(flow, w, X + row0 * D, B, row0, MODE_LOGLIK, rng, stats);
+        if (s != CNF_OK)
+            return s;
+        const double *z = w->y, *q = w->y + B * D;
+        for (size_t b = 0; b < B; b++)
+            loglik[row0 + b] = log_normal(z + b * D, D) + q[b] - lscale;
+    }
+    return CNF_OK;
+}
+
+cnf_status cnf_flow_encode(const cnf_flow *flow, cnf_flow_work *w, const double *X, size_t N,
+                           double *Z, cnf_flow_stats *stats)
+{
+    if (stats)
+        memset(stats, 0, sizeof *stats);
+    cnf_status s = check_end_times(flow);
+    if (s != CNF_OK)
+        return s;
+    size_t D = w->D;
+    for (size_t row0 = 0; row0 < N; row0 += w->max_batch) {
+        size_t B = N - row0 < w->max_batch ? N - row0 : w->max_batch;
+        s = forward_chunk(flow, w, X + row0 * D, B, row0, MODE_Z, NULL, stats);
+        if (s != CNF_OK)
+            return s;
+        memcpy(Z + row0 * D, w->y, B * D * sizeof *Z);
+    }
+    return CNF_OK;
+}
+
+cnf_status cnf_flow_decode(const cnf_flow *flow, cnf_flow_work *w, const double *Z, size_t N,
+                           double *X, cnf_flow_stats *stats)
+{
+    if (stats)
+        memset(stats, 0, sizeof *stats);
+    cnf_status s = check_end_times(flow);
+    if (s != CNF_OK)
+        return s;
+    size_t D = w->D;
+    const double *mean = cnf_flow_mean_const(flow), *scale = cnf_flow_scale_const(flow);
+    for (size_t row0 = 0; row0 < N; row0 += w->max_batch) {
+        size_t B = N - row0 < w->max_batch ? N - row0 : w->max_batch;
+        cnf_ode_solver *solver = get_solver(w, B * D);
+        if (!solver)
+            return CNF_ENOMEM;
+        double *y = w->y;
+        memcpy(y, Z + row0 * D, B * D * sizeof *y);
+        for (size_t k = w->n_blocks; k-- > 0;) {
+            block_ctx c;
+            block_ctx_init(&c, flow, w, k, B, 0, 0);
+            double T = block_end_time(flow, k);
+            if (T > 0.0) {
+                cnf_ode_stats st;
+                s = cnf_ode_solve(solver, block_rhs, &c, T, 0.0, y, NULL, &st);
+                if (stats)
+                    cnf_ode_stats_add(&stats->forward, &st);
+                if (s != CNF_OK)
+                    return block_failure(s, &c, "reverse solve", k, row0, B);
+            }
+        }
+        for (size_t b = 0; b < B; b++)
+            for (size_t i = 0; i < D; i++)
+                X[(row0 + b) * D + i] = y[b * D + i] * scale[i] + mean[i];
+    }
+    return CNF_OK;
+}
+
+void cnf_flow_draw_latent(gsl_rng *rng, size_t N, size_t D, double *Z)
+{
+    for (size_t i = 0; i < N * D; i++)
+        Z[i] = gsl_ran_gaussian(rng, 1.0);
+}
+
+cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const double *X, size_t B,
+                             gsl_rng *rng, double *nll, double *loss, double *grad,
+                             cnf_flow_stats *stats)
+{
+    if (stats)
+        memset(stats, 0, sizeof *stats);
+    if (B == 0 || B > w->max_batch)
+        return cnf_error(CNF_EDIM, "gradient batch of %zu rows: must be between 1 and the workspace's max_batch %zu",
+                         B, w->max_batch);
+    cnf_status s = check_end_times(flow);
+    if (s != CNF_OK)
+        return s;
+    s = ensure_train(w, flow, B);
+    if (s != CNF_OK)
+        return s;
+    size_t D = w->D, BD = B * D, Kt = tangents_of(w);
+    s = forward_chunk(flow, w, X, B, 0, MODE_TRAIN, rng, stats);
+    if (s != CNF_OK)
+        return s;
+
+    /* loss = Phi + int l: Phi = -(1/B) sum log N(z(T)), the integrals of
+     * l are -(1/B) sum q + (rK + rJ)/B, plus the constant sum log scale. */
+    const double *zT = w->zs + w->n_blocks * BD, *q = w->y + BD;
+    double invB = 1.0 / (double)B, snll = 0.0;
+    for (size_t b = 0; b < B; b++)
+        snll -= log_normal(zT + b * D, D) + q[b];
+    double mean_nll = snll * invB + sum_log_scale(flow);
+    if (nll)
+        *nll = mean_nll;
+    if (loss)
+        *loss = mean_nll + (w->y[BD + B] + w->y[BD + B + 1]) * invB;
+
+    memset(grad, 0, cnf_flow_num_params(flow) * sizeof *grad);
+    double *a = w->a;
+    for (size_t i = 0; i < BD; i++)
+        a[i] = zT[i] * invB;   /* dPhi/dz(T) */
+    for (size_t k = w->n_blocks; k-- > 0;) {
+        block_ctx c;
+        block_ctx_init(&c, flow, w, k, B, Kt, 2);
+        /* the divergence term's constant cotangent on the tangent outputs */
+        if (Kt == 1) {
+            for (size_t i = 0; i < BD; i++)
+                w->jvbar0[i] = -c.v[i] * invB;
+        } else {
+            memset(w->jvbar0, 0, Kt * BD * sizeof *w->jvbar0);
+            for (size_t kk = 0; kk < Kt; kk++)
+                for (size_t b = 0; b < B; b++)
+                    w->jvbar0[(kk * B + b) * D + kk] = -invB;
+        }
+        double T = block_end_time(flow, k);
+        size_t Tidx = cnf_flow_T_index(flow, k);
+        cnf_adjoint_problem pb = { BD, cnf_net_num_params(c.net), block_vjp, &c };
+        double dT = 0.0;
+        cnf_ode_stats st;
+        s = cnf_adjoint_solve(w->adj[k], &pb, w->rec[k], 0.0, 1, &T, w->zs + (k + 1) * BD, a, a,
+                              grad + cnf_flow_block_offset(flow, k), &dT, &st);
+        if (stats)
+            cnf_ode_stats_add(&stats->backward, &st);
+        if (s != CNF_OK)
+            return block_failure(s, &c, "adjoint solve", k, 0, B);
+        grad[Tidx] = dT;
+    }
+    return CNF_OK;
+}
