@@ -161,6 +161,9 @@ cnf_status cnf_h5_writer_attr_int(cnf_h5_writer *w, const char *obj_path, const 
                                   long long value);
 cnf_status cnf_h5_writer_attr_double(cnf_h5_writer *w, const char *obj_path,
                                      const char *name, double value);
+/* An unsigned 64-bit integer attribute (seeds). */
+cnf_status cnf_h5_writer_attr_uint(cnf_h5_writer *w, const char *obj_path,
+                                   const char *name, unsigned long long value);
 cnf_status cnf_h5_writer_attr_doubles(cnf_h5_writer *w, const char *obj_path,
                                       const char *name, const double *values, size_t n);
 

@@ -1,0 +1,893 @@
+/* data.c — N x D data sets in HDF5 files, read through row-block hyperslabs,
+ * and the atomic writer behind every output file (DESIGN.md section 5).
+ *
+ * Reading follows the HDF5 user guide's partial I/O pattern (a hyperslab of
+ * the file space paired with a memory space of the same block), converting
+ * any float type to native double inside H5Dread. Writing follows the usual
+ * "write a temporary file, then rename(2) over the target" idiom (POSIX
+ * rename is atomic within one file system), so a reader never sees a
+ * half-written file and a failure leaves the old one in place. */
+#define _POSIX_C_SOURCE 200809L
+
+#include "cnf/data.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "h5_impl.h"
+
+/* ---- Private helpers (h5_impl.h) ---------------------------------------- */
+
+void cnf_h5_quiet_begin(cnf_h5_quiet *q)
+{
+    q->func = NULL;
+    q->data = NULL;
+    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+void cnf_h5_quiet_end(const cnf_h5_quiet *q)
+{
+    H5Eset_auto2(H5E_DEFAULT, q->func, q->data);
+}
+
+cnf_status cnf_h5_open_read(const char *file, hid_t *fid)
+{
+    *fid = H5I_INVALID_HID;
+    struct stat st;
+    if (stat(file, &st) != 0)
+        return cnf_error(CNF_EIO, "cannot open '%s': %s", file, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return cnf_error(CNF_EIO, "cannot open '%s': it is a directory", file);
+    FILE *f = fopen(file, "rb");
+    if (!f)
+        return cnf_error(CNF_EIO, "cannot open '%s': %s", file, strerror(errno));
+    fclose(f);
+    if (H5Fis_hdf5(file) <= 0)
+        return cnf_error(CNF_EFORMAT, "'%s' is not an HDF5 file", file);
+    hid_t id = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (id < 0)
+        return cnf_error(CNF_EIO, "cannot open HDF5 file '%s' (damaged or locked?)", file);
+    *fid = id;
+    return CNF_OK;
+}
+
+int cnf_h5_exists(hid_t loc, const char *path)
+{
+    /* H5Lexists fails rather than answering "no" when an intermediate
+     * component is missing, so walk the components one by one. */
+    size_t n = strlen(path);
+    char *buf = malloc(n + 1);
+    if (!buf)
+        return 0;
+    memcpy(buf, path, n + 1);
+    int ok = 1;
+    for (size_t i = 1; i <= n && ok; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        if (buf[i - 1] == '/')
+            continue;                       /* "//" or a trailing "/" */
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (strcmp(buf, "/") != 0 && strcmp(buf, ".") != 0 && H5Lexists(loc, buf, H5P_DEFAULT) <= 0)
+            ok = 0;
+        buf[i] = saved;
+    }
+    free(buf);
+    return ok;
+}
+
+typedef struct {
+    char *buf;
+    size_t n, used;
+} name_list;
+
+static herr_t collect_name(hid_t g, const char *name, const H5L_info_t *info, void *ctx)
+{
+    (void)g;
+    (void)info;
+    name_list *l = ctx;
+    int w = snprintf(l->buf + l->used, l->n - l->used, "%s/%s", l->used ? ", " : "", name);
+    if (w < 0 || (size_t)w >= l->n - l->used) {
+        l->used = l->n - 1;
+        return 1;   /* full: stop */
+    }
+    l->used += (size_t)w;
+    return 0;
+}
+
+/* "/train, /val" (the root's members) for "no such data set" messages. */
+static void root_members(hid_t fid, char *buf, size_t n)
+{
+    name_list l = {buf, n, 0};
+    buf[0] = '\0';
+    hsize_t idx = 0;
+    H5Literate(fid, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_name, &l);
+    if (!buf[0])
+        snprintf(buf, n, "nothing");
+}
+
+cnf_status cnf_h5_float_shape(hid_t fid, const char *file, const char *path, int *rank,
+                              hsize_t dims[2])
+{
+    if (!path || !path[0])
+        return cnf_error(CNF_EINVAL, "%s: empty data set path", file);
+    if (!cnf_h5_exists(fid, path)) {
+        char members[256];
+        root_members(fid, members, sizeof members);
+        return cnf_error(CNF_EFORMAT, "%s: no data set %s (the file's root holds %s)", file,
+                         path, members);
+    }
+    hid_t obj = H5Oopen(fid, path, H5P_DEFAULT);
+    if (obj < 0)
+        return cnf_error(CNF_EFORMAT, "%s:%s cannot be opened", file, path);
+    H5I_type_t kind = H5Iget_type(obj);
+    H5Oclose(obj);
+    if (kind != H5I_DATASET)
+        return cnf_error(CNF_EFORMAT, "%s:%s is a %s, not a data set", file, path,
+                         kind == H5I_GROUP ? "group" : "named type");
+    hid_t ds = H5Dopen2(fid, path, H5P_DEFAULT);
+    if (ds < 0)
+        return cnf_error(CNF_EFORMAT, "%s:%s cannot be opened as a data set", file, path);
+    cnf_status s = CNF_OK;
+    hid_t type = H5Dget_type(ds);
+    hid_t space = H5Dget_space(ds);
+    H5T_class_t cls = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
+    if (cls != H5T_FLOAT) {
+        const char *what = cls == H5T_INTEGER  ? "an integer"
+                           : cls == H5T_STRING ? "a string"
+                           : cls == H5T_COMPOUND ? "a compound"
+                                                 : "a non-float";
+        s = cnf_error(CNF_EFORMAT, "%s:%s has %s type; expected float32 or float64", file, path,
+                      what);
+    } else if (space < 0 || H5Sget_simple_extent_type(space) == H5S_NULL) {
+        s = cnf_error(CNF_EFORMAT, "%s:%s has no data space (empty)", file, path);
+    } else {
+        int r = H5Sget_simple_extent_ndims(space);
+        *rank = r;
+        if (r >= 0 && r <= 2) {
+            hsize_t d[2] = {0, 0};
+            H5Sget_simple_extent_dims(space, d, NULL);
+            dims[0] = d[0];
+            dims[1] = d[1];
+        }
+    }
+    if (space >= 0)
+        H5Sclose(space);
+    if (type >= 0)
+        H5Tclose(type);
+    H5Dclose(ds);
+    return s;
+}
+
+cnf_status cnf_h5_read_doubles(hid_t fid, const char *file, const char *path, double *buf,
+                               size_t n)
+{
+    hid_t ds = H5Dopen2(fid, path, H5P_DEFAULT);
+    if (ds < 0)
+        return cnf_error(CNF_EFORMAT, "%s:%s cannot be opened as a data set", file, path);
+    cnf_status s = CNF_OK;
+    hid_t fspace = H5Dget_space(ds);
+    int rank = H5Sget_simple_extent_ndims(fspace);
+    hssize_t total = H5Sget_simple_extent_npoints(fspace);
+    if (rank < 0 || total < 0 || (size_t)total != n) {
+        s = cnf_error(CNF_EFORMAT, "%s:%s holds %lld values, expected %zu", file, path,
+                      (long long)total, n);
+    } else if (n == 0) {
+        /* nothing to read */
+    } else if (rank != 2) {
+        if (H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
+            s = cnf_error(CNF_EIO, "%s:%s: read failed", file, path);
+    } else {
+        hsize_t dims[2];
+        H5Sget_simple_extent_dims(fspace, dims, NULL);
+        /* Row blocks: bounded conversion work per call, and the memory space
+         * of each block maps straight into its rows of buf. */
+        for (hsize_t r0 = 0; r0 < dims[0] && s == CNF_OK; r0 += CNF_DATA_READ_BLOCK) {
+            hsize_t cnt[2] = {dims[0] - r0 < CNF_DATA_READ_BLOCK ? dims[0] - r0
+                                                                 : CNF_DATA_READ_BLOCK,
+                              dims[1]};
+            hsize_t start[2] = {r0, 0};
+            hid_t mspace = H5Screate_simple(2, cnt, NULL);
+            if (mspace < 0 ||
+                H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, cnt, NULL) < 0 ||
+                H5Dread(ds, H5T_NATIVE_DOUBLE, mspace, fspace, H5P_DEFAULT,
+                        buf + (size_t)r0 * (size_t)dims[1]) < 0)
+                s = cnf_error(CNF_EIO, "%s:%s: read of rows %llu..%llu failed", file, path,
+                              (unsigned long long)r0,
+                              (unsigned long long)(r0 + cnt[0] - 1));
+            if (mspace >= 0)
+                H5Sclose(mspace);
+        }
+    }
+    H5Sclose(fspace);
+    H5Dclose(ds);
+    return s;
+}
+
+/* Open a scalar (or one-element) attribute; -1 missing/not scalar */
+static int attr_open(hid_t obj, const char *name, hid_t *attr)
+{
+    htri_t e = H5Aexists(obj, name);
+    if (e == 0)
+        return 1;
+    if (e < 0)
+        return -1;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0)
+        return -1;
+    hid_t sp = H5Aget_space(a);
+    hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (np != 1) {
+        H5Aclose(a);
+        return -1;
+    }
+    *attr = a;
+    return 0;
+}
+
+int cnf_h5_attr_string(hid_t obj, const char *name, char *buf, size_t n)
+{
+    hid_t a;
+    int rc = attr_open(obj, name, &a);
+    if (rc != 0)
+        return rc;
+    rc = -1;
+    hid_t ft = H5Aget_type(a);
+    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING) {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        if (H5Tis_variable_str(ft) > 0) {
+            char *s = NULL;
+            H5Tset_size(mt, H5T_VARIABLE);
+            H5Tset_cset(mt, H5Tget_cset(ft));
+            if (H5Aread(a, mt, &s) >= 0 && s) {
+                snprintf(buf, n, "%s", s);
+                H5free_memory(s);
+                rc = 0;
+            }
+        } else {
+            size_t sz = H5Tget_size(ft);
+            char *tmp = malloc(sz + 1);
+            if (tmp) {
+                H5Tset_size(mt, sz + 1);
+                H5Tset_strpad(mt, H5T_STR_NULLTERM);
+                H5Tset_cset(mt, H5Tget_cset(ft));
+                if (H5Aread(a, mt, tmp) >= 0) {
+                    tmp[sz] = '\0';
+                    snprintf(buf, n, "%s", tmp);
+                    rc = 0;
+                }
+                free(tmp);
+            }
+        }
+        H5Tclose(mt);
+    }
+    if (ft >= 0)
+        H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
+static int attr_numeric(hid_t obj, const char *name, hid_t memtype, void *value,
+                        int integer_only)
+{
+    hid_t a;
+    int rc = attr_open(obj, name, &a);
+    if (rc != 0)
+        return rc;
+    rc = -1;
+    hid_t ft = H5Aget_type(a);
+    H5T_class_t c = ft >= 0 ? H5Tget_class(ft) : H5T_NO_CLASS;
+    if ((c == H5T_INTEGER || (!integer_only && c == H5T_FLOAT)) && H5Aread(a, memtype, value) >= 0)
+        rc = 0;
+    if (ft >= 0)
+        H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
+int cnf_h5_attr_double(hid_t obj, const char *name, double *value)
+{
+    return attr_numeric(obj, name, H5T_NATIVE_DOUBLE, value, 0);
+}
+
+int cnf_h5_attr_llong(hid_t obj, const char *name, long long *value)
+{
+    /* A float attribute holding an integral value (some writers store
+     * everything as float64) is accepted too. */
+    int rc = attr_numeric(obj, name, H5T_NATIVE_LLONG, value, 1);
+    if (rc == -1) {
+        double d;
+        if (attr_numeric(obj, name, H5T_NATIVE_DOUBLE, &d, 0) == 0 && d == floor(d) &&
+            fabs(d) < 9.0e15) {
+            *value = (long long)d;
+            rc = 0;
+        }
+    }
+    return rc;
+}
+
+int cnf_h5_attr_ullong(hid_t obj, const char *name, unsigned long long *value)
+{
+    return attr_numeric(obj, name, H5T_NATIVE_ULLONG, value, 1);
+}
+
+/* ---- Addresses ---------------------------------------------------------- */
+
+cnf_status cnf_data_address_parse(const char *text, const char *default_path,
+                                  cnf_data_address *addr)
+{
+    if (!text || !text[0])
+        return cnf_error(CNF_EINVAL, "empty data address (expected file.h5:/path)");
+    const char *sep = NULL;
+    for (const char *p = text; (p = strchr(p, ':')) != NULL; p++)
+        if (p[1] == '/')
+            sep = p;
+    size_t flen = sep ? (size_t)(sep - text) : strlen(text);
+    const char *path = sep ? sep + 1 : default_path;
+    if (flen == 0)
+        return cnf_error(CNF_EINVAL, "data address '%s' has no file name (expected file.h5:/path)",
+                         text);
+    if (!path || !path[0])
+        return cnf_error(CNF_EINVAL,
+                         "data address '%s' names no data set (expected file.h5:/path)", text);
+    if (flen >= sizeof addr->file)
+        return cnf_error(CNF_EINVAL, "file name in '%s' is too long", text);
+    int w = path[0] == '/' ? snprintf(addr->path, sizeof addr->path, "%s", path)
+                           : snprintf(addr->path, sizeof addr->path, "/%s", path);
+    if (w < 0 || (size_t)w >= sizeof addr->path)
+        return cnf_error(CNF_EINVAL, "data set path in '%s' is too long", text);
+    memcpy(addr->file, text, flen);
+    addr->file[flen] = '\0';
+    return CNF_OK;
+}
+
+/* ---- Reading ------------------------------------------------------------ */
+
+static cnf_status data_shape(hid_t fid, const char *file, const char *path, hsize_t dims[2])
+{
+    int rank = -1;
+    cnf_status s = cnf_h5_float_shape(fid, file, path, &rank, dims);
+    if (s != CNF_OK)
+        return s;
+    if (rank == 1)
+        return cnf_error(CNF_EDIM,
+                         "%s:%s has rank 1 (shape (%llu)); a data set must be 2-D, N x D "
+                         "(store N one-dimensional points as N x 1)",
+                         file, path, (unsigned long long)dims[0]);
+    if (rank != 2)
+        return cnf_error(CNF_EDIM, "%s:%s has rank %d; a data set must be 2-D, N x D", file, path,
+                         rank);
+    if (dims[0] == 0)
+        return cnf_error(CNF_EDIM, "%s:%s has zero rows", file, path);
+    if (dims[1] == 0)
+        return cnf_error(CNF_EDIM, "%s:%s has zero columns", file, path);
+    return CNF_OK;
+}
+
+cnf_status cnf_data_shape(const char *file, const char *path, size_t *N, size_t *D)
+{
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    hid_t fid;
+    hsize_t dims[2] = {0, 0};
+    cnf_status s = cnf_h5_open_read(file, &fid);
+    if (s == CNF_OK) {
+        s = data_shape(fid, file, path, dims);
+        H5Fclose(fid);
+    }
+    cnf_h5_quiet_end(&q);
+    if (N)
+        *N = s == CNF_OK ? (size_t)dims[0] : 0;
+    if (D)
+        *D = s == CNF_OK ? (size_t)dims[1] : 0;
+    return s;
+}
+
+cnf_status cnf_data_read(const char *file, const char *path, double **X, size_t *N,
+                         size_t *D)
+{
+    *X = NULL;
+    *N = *D = 0;
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    hid_t fid;
+    cnf_status s = cnf_h5_open_read(file, &fid);
+    if (s != CNF_OK) {
+        cnf_h5_quiet_end(&q);
+        return s;
+    }
+    hsize_t dims[2] = {0, 0};
+    double *buf = NULL;
+    s = data_shape(fid, file, path, dims);
+    if (s == CNF_OK) {
+        if (dims[1] > SIZE_MAX / sizeof(double) / dims[0]) {
+            s = cnf_error(CNF_ENOMEM, "%s:%s: %llu x %llu values do not fit in memory", file,
+                          path, (unsigned long long)dims[0], (unsigned long long)dims[1]);
+        } else {
+            size_t n = (size_t)dims[0] * (size_t)dims[1];
+            buf = malloc(n * sizeof *buf);
+            if (!buf)
+                s = cnf_error(CNF_ENOMEM, "%s:%s: out of memory for %llu x %llu values", file,
+                              path, (unsigned long long)dims[0], (unsigned long long)dims[1]);
+            else
+                s = cnf_h5_read_doubles(fid, file, path, buf, n);
+        }
+    }
+    H5Fclose(fid);
+    cnf_h5_quiet_end(&q);
+    if (s != CNF_OK) {
+        free(buf);
+        return s;
+    }
+    *X = buf;
+    *N = (size_t)dims[0];
+    *D = (size_t)dims[1];
+    return CNF_OK;
+}
+
+cnf_status cnf_data_read_address(const char *text, const char *default_path, double **X,
+                                 size_t *N, size_t *D)
+{
+    *X = NULL;
+    *N = *D = 0;
+    cnf_data_address *a = malloc(sizeof *a);
+    if (!a)
+        return cnf_error(CNF_ENOMEM, "out of memory");
+    cnf_status s = cnf_data_address_parse(text, default_path, a);
+    if (s == CNF_OK)
+        s = cnf_data_read(a->file, a->path, X, N, D);
+    free(a);
+    return s;
+}
+
+cnf_status cnf_data_read_vector(const char *file, const char *path, double **x, size_t *n)
+{
+    *x = NULL;
+    *n = 0;
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    hid_t fid;
+    cnf_status s = cnf_h5_open_read(file, &fid);
+    if (s != CNF_OK) {
+        cnf_h5_quiet_end(&q);
+        return s;
+    }
+    int rank = -1;
+    hsize_t dims[2] = {0, 0};
+    double *buf = NULL;
+    size_t len = 0;
+    s = cnf_h5_float_shape(fid, file, path, &rank, dims);
+    if (s == CNF_OK && rank > 1)
+        s = cnf_error(CNF_EDIM, "%s:%s has rank %d; expected a vector (rank 1)", file, path,
+                      rank);
+    if (s == CNF_OK) {
+        len = rank == 0 ? 1 : (size_t)dims[0];
+        buf = malloc((len ? len : 1) * sizeof *buf);
+        if (!buf)
+            s = cnf_error(CNF_ENOMEM, "%s:%s: out of memory", file, path);
+        else
+            s = cnf_h5_read_doubles(fid, file, path, buf, len);
+    }
+    H5Fclose(fid);
+    cnf_h5_quiet_end(&q);
+    if (s != CNF_OK) {
+        free(buf);
+        return s;
+    }
+    *x = buf;
+    *n = len;
+    return CNF_OK;
+}
+
+cnf_status cnf_data_check_finite(const double *X, size_t N, size_t D, const char *name)
+{
+    for (size_t r = 0; r < N; r++)
+        for (size_t c = 0; c < D; c++) {
+            double v = X[r * D + c];
+            if (!isfinite(v))
+                return cnf_error(CNF_EDATA, "%s: row %zu, column %zu is %s (rows and columns "
+                                 "counted from 0)",
+                                 name ? name : "data", r, c,
+                                 isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"));
+        }
+    return CNF_OK;
+}
+
+/* ---- Output paths ------------------------------------------------------- */
+
+cnf_status cnf_data_check_output_path(const char *path)
+{
+    if (!path || !path[0])
+        return cnf_error(CNF_EINVAL, "empty output file name");
+    size_t n = strlen(path);
+    if (path[n - 1] == '/')
+        return cnf_error(CNF_EIO, "output '%s' names a directory, not a file", path);
+    char *dir = malloc(n + 2);
+    if (!dir)
+        return cnf_error(CNF_ENOMEM, "out of memory");
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == path)
+        strcpy(dir, "/");
+    else {
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = '\0';
+    }
+    cnf_status s = CNF_OK;
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        s = cnf_error(CNF_EIO, "output directory '%s' does not exist (for '%s')", dir, path);
+    else if (!S_ISDIR(st.st_mode))
+        s = cnf_error(CNF_EIO, "'%s' is not a directory (for output '%s')", dir, path);
+    else if (access(dir, W_OK | X_OK) != 0)
+        s = cnf_error(CNF_EIO, "cannot write in output directory '%s': %s", dir, strerror(errno));
+    else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        s = cnf_error(CNF_EIO, "output '%s' is a directory", path);
+    free(dir);
+    return s;
+}
+
+/* ---- The atomic writer -------------------------------------------------- */
+
+struct cnf_h5_writer {
+    char *final_path;     /* target, owned */
+    char *tmp_path;       /* "<target>.tmp.<pid>", owned */
+    hid_t fid;
+    cnf_status failed;    /* first failure, CNF_OK if none */
+    char message[512];    /* its message, to repeat at commit */
+};
+
+hid_t cnf_h5_writer_fid(const cnf_h5_writer *w)
+{
+    return w->fid;
+}
+
+const char *cnf_h5_writer_path(const cnf_h5_writer *w)
+{
+    return w->final_path;
+}
+
+static void writer_dispose(cnf_h5_writer *w, int remove_tmp)
+{
+    if (w->fid >= 0)
+        H5Fclose(w->fid);
+    w->fid = H5I_INVALID_HID;
+    if (remove_tmp && w->tmp_path)
+        unlink(w->tmp_path);
+    free(w->final_path);
+    free(w->tmp_path);
+    free(w);
+}
+
+cnf_h5_writer *cnf_h5_writer_open(const char *final_path)
+{
+    if (cnf_data_check_output_path(final_path) != CNF_OK)
+        return NULL;
+    cnf_h5_writer *w = calloc(1, sizeof *w);
+    if (!w) {
+        cnf_error(CNF_ENOMEM, "out of memory");
+        return NULL;
+    }
+    w->fid = H5I_INVALID_HID;
+    size_t n = strlen(final_path);
+    w->final_path = malloc(n + 1);
+    w->tmp_path = malloc(n + 32);
+    if (!w->final_path || !w->tmp_path) {
+        writer_dispose(w, 0);
+        cnf_error(CNF_ENOMEM, "out of memory");
+        return NULL;
+    }
+    memcpy(w->final_path, final_path, n + 1);
+    snprintf(w->tmp_path, n + 32, "%s.tmp.%ld", final_path, (long)getpid());
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    w->fid = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    cnf_h5_quiet_end(&q);
+    if (w->fid < 0) {
+        cnf_error(CNF_EIO, "cannot create '%s' (temporary file for '%s')", w->tmp_path,
+                  final_path);
+        writer_dispose(w, 1);
+        return NULL;
+    }
+    return w;
+}
+
+/* Record the first failure so that commit refuses; returns status. */
+static cnf_status writer_fail(cnf_h5_writer *w, cnf_status status)
+{
+    if (w->failed == CNF_OK) {
+        w->failed = status;
+        snprintf(w->message, sizeof w->message, "%s", cnf_last_error());
+    }
+    return status;
+}
+
+static cnf_status writer_ready(cnf_h5_writer *w)
+{
+    if (!w)
+        return cnf_error(CNF_EINVAL, "no writer");
+    if (w->failed != CNF_OK)
+        return cnf_error(w->failed, "%s", w->message);
+    return CNF_OK;
+}
+
+/* Create the groups along path; with last = 0 the last component is left
+ * alone (it is the object about to be created). */
+static cnf_status make_groups(cnf_h5_writer *w, const char *path, int last)
+{
+    size_t n = strlen(path);
+    char *buf = malloc(n + 2);
+    if (!buf)
+        return cnf_error(CNF_ENOMEM, "out of memory");
+    snprintf(buf, n + 2, "%s", path);
+    size_t end = n;
+    if (!last) {
+        char *slash = strrchr(buf, '/');
+        end = slash ? (size_t)(slash - buf) : 0;
+    }
+    cnf_status s = CNF_OK;
+    for (size_t i = 1; i <= end && s == CNF_OK; i++) {
+        if (i < end && buf[i] != '/')
+            continue;
+        if (buf[i - 1] == '/')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        htri_t e = H5Lexists(w->fid, buf, H5P_DEFAULT);
+        if (e < 0) {
+            s = cnf_error(CNF_EIO, "%s: cannot look up %s", w->final_path, buf);
+        } else if (e == 0) {
+            hid_t g = H5Gcreate2(w->fid, buf, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            if (g < 0)
+                s = cnf_error(CNF_EIO, "%s: cannot create group %s", w->final_path, buf);
+            else
+                H5Gclose(g);
+        }
+        buf[i] = saved;
+    }
+    free(buf);
+    return s;
+}
+
+cnf_status cnf_h5_writer_group(cnf_h5_writer *w, const char *path)
+{
+    cnf_status s = writer_ready(w);
+    if (s != CNF_OK)
+        return s;
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    s = make_groups(w, path, 1);
+    cnf_h5_quiet_end(&q);
+    return s == CNF_OK ? s : writer_fail(w, s);
+}
+
+static cnf_status write_dataset(cnf_h5_writer *w, const char *path, hid_t filetype,
+                                hid_t memtype, const void *data, int rank,
+                                const hsize_t *dims)
+{
+    cnf_status s = writer_ready(w);
+    if (s != CNF_OK)
+        return s;
+    if (!path || path[0] != '/')
+        return writer_fail(w, cnf_error(CNF_EINVAL, "%s: data set path '%s' must start with '/'",
+                                        w->final_path, path ? path : ""));
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    s = make_groups(w, path, 0);
+    if (s == CNF_OK) {
+        hid_t space = rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(rank, dims, NULL);
+        hid_t ds = space >= 0 ? H5Dcreate2(w->fid, path, filetype, space, H5P_DEFAULT,
+                                           H5P_DEFAULT, H5P_DEFAULT)
+                              : H5I_INVALID_HID;
+        hssize_t npts = space >= 0 ? H5Sget_simple_extent_npoints(space) : 0;
+        if (ds < 0)
+            s = cnf_error(CNF_EIO, "%s: cannot create data set %s", w->final_path, path);
+        else if (npts > 0 && H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+            s = cnf_error(CNF_EIO, "%s: cannot write data set %s", w->final_path, path);
+        if (ds >= 0)
+            H5Dclose(ds);
+        if (space >= 0)
+            H5Sclose(space);
+    }
+    cnf_h5_quiet_end(&q);
+    return s == CNF_OK ? s : writer_fail(w, s);
+}
+
+cnf_status cnf_h5_writer_write_1d(cnf_h5_writer *w, const char *path, const double *x,
+                                  size_t n)
+{
+    hsize_t dims[1] = {n};
+    return write_dataset(w, path, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, x, 1, dims);
+}
+
+cnf_status cnf_h5_writer_write_2d(cnf_h5_writer *w, const char *path, const double *X,
+                                  size_t rows, size_t cols)
+{
+    hsize_t dims[2] = {rows, cols};
+    return write_dataset(w, path, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, X, 2, dims);
+}
+
+cnf_status cnf_h5_writer_write_scalar(cnf_h5_writer *w, const char *path, double value)
+{
+    return write_dataset(w, path, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value, 0, NULL);
+}
+
+cnf_status cnf_h5_writer_write_bytes(cnf_h5_writer *w, const char *path,
+                                     const unsigned char *bytes, size_t n)
+{
+    hsize_t dims[1] = {n};
+    return write_dataset(w, path, H5T_STD_U8LE, H5T_NATIVE_UCHAR, bytes, 1, dims);
+}
+
+static cnf_status write_attr(cnf_h5_writer *w, const char *obj_path, const char *name,
+                             hid_t filetype, hid_t memtype, const void *value, size_t n,
+                             int scalar)
+{
+    cnf_status s = writer_ready(w);
+    if (s != CNF_OK)
+        return s;
+    if (!name || !name[0])
+        return writer_fail(w, cnf_error(CNF_EINVAL, "%s: empty attribute name", w->final_path));
+    const char *obj = obj_path && obj_path[0] ? obj_path : "/";
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    if (strcmp(obj, "/") != 0 && !cnf_h5_exists(w->fid, obj))
+        s = make_groups(w, obj, 1);
+    hid_t o = s == CNF_OK ? H5Oopen(w->fid, obj, H5P_DEFAULT) : H5I_INVALID_HID;
+    if (s == CNF_OK && o < 0)
+        s = cnf_error(CNF_EIO, "%s: cannot open %s for attribute %s", w->final_path, obj, name);
+    if (s == CNF_OK) {
+        if (H5Aexists(o, name) > 0)
+            H5Adelete(o, name);
+        hsize_t dims[1] = {n};
+        hid_t space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL);
+        hid_t a = space >= 0 ? H5Acreate2(o, name, filetype, space, H5P_DEFAULT, H5P_DEFAULT)
+                             : H5I_INVALID_HID;
+        if (a < 0 || ((scalar || n > 0) && H5Awrite(a, memtype, value) < 0))
+            s = cnf_error(CNF_EIO, "%s: cannot write attribute %s of %s", w->final_path, name,
+                          obj);
+        if (a >= 0)
+            H5Aclose(a);
+        if (space >= 0)
+            H5Sclose(space);
+    }
+    if (o >= 0)
+        H5Oclose(o);
+    cnf_h5_quiet_end(&q);
+    return s == CNF_OK ? s : writer_fail(w, s);
+}
+
+cnf_status cnf_h5_writer_attr_string(cnf_h5_writer *w, const char *obj_path,
+                                     const char *name, const char *value)
+{
+    /* Variable-length UTF-8, as h5py stores a Python str. */
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    const char *v = value ? value : "";
+    cnf_status s = write_attr(w, obj_path, name, t, t, &v, 1, 1);
+    H5Tclose(t);
+    return s;
+}
+
+cnf_status cnf_h5_writer_attr_int(cnf_h5_writer *w, const char *obj_path, const char *name,
+                                  long long value)
+{
+    return write_attr(w, obj_path, name, H5T_STD_I64LE, H5T_NATIVE_LLONG, &value, 1, 1);
+}
+
+cnf_status cnf_h5_writer_attr_uint(cnf_h5_writer *w, const char *obj_path,
+                                   const char *name, unsigned long long value)
+{
+    return write_attr(w, obj_path, name, H5T_STD_U64LE, H5T_NATIVE_ULLONG, &value, 1, 1);
+}
+
+cnf_status cnf_h5_writer_attr_double(cnf_h5_writer *w, const char *obj_path,
+                                     const char *name, double value)
+{
+    return write_attr(w, obj_path, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value, 1, 1);
+}
+
+cnf_status cnf_h5_writer_attr_doubles(cnf_h5_writer *w, const char *obj_path,
+                                      const char *name, const double *values, size_t n)
+{
+    return write_attr(w, obj_path, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, values, n, 0);
+}
+
+cnf_status cnf_h5_writer_commit(cnf_h5_writer *w)
+{
+    if (!w)
+        return cnf_error(CNF_EINVAL, "no writer to commit");
+    if (w->failed != CNF_OK) {
+        cnf_status s = cnf_error(w->failed, "%s", w->message);
+        writer_dispose(w, 1);
+        return s;
+    }
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    herr_t rc = H5Fclose(w->fid);
+    cnf_h5_quiet_end(&q);
+    w->fid = H5I_INVALID_HID;
+    if (rc < 0) {
+        cnf_status s = cnf_error(CNF_EIO, "cannot finish writing '%s' (disk full?)", w->tmp_path);
+        writer_dispose(w, 1);
+        return s;
+    }
+    /* The data must be on disk before the name points at it, or a crash
+     * right after the rename could leave an empty file under the target. */
+    int fd = open(w->tmp_path, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) {
+        cnf_status s = cnf_error(CNF_EIO, "cannot flush '%s': %s", w->tmp_path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        writer_dispose(w, 1);
+        return s;
+    }
+    close(fd);
+    if (rename(w->tmp_path, w->final_path) != 0) {
+        cnf_status s = cnf_error(CNF_EIO, "cannot rename '%s' to '%s': %s", w->tmp_path,
+                                 w->final_path, strerror(errno));
+        writer_dispose(w, 1);
+        return s;
+    }
+    writer_dispose(w, 0);
+    return CNF_OK;
+}
+
+void cnf_h5_writer_abort(cnf_h5_writer *w)
+{
+    if (!w)
+        return;
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    writer_dispose(w, 1);
+    cnf_h5_quiet_end(&q);
+}
+
+/* ---- Data files --------------------------------------------------------- */
+
+cnf_status cnf_data_write_splits(const char *file, const double *train, size_t n_train,
+                                 const double *val, size_t n_val, const double *test,
+                                 size_t n_test, size_t D, const char *source,
+                                 const char *preprocessing)
+{
+    if (D == 0)
+        return cnf_error(CNF_EDIM, "%s: data dimension must be at least 1", file);
+    cnf_h5_writer *w = cnf_h5_writer_open(file);
+    if (!w)
+        return CNF_EIO;
+    cnf_status s = cnf_h5_writer_write_2d(w, "/train", train, n_train, D);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_write_2d(w, "/val", val, n_val, D);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_write_2d(w, "/test", test, n_test, D);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_string(w, "/", "source", source ? source : "");
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_string(w, "/", "preprocessing", preprocessing ? preprocessing : "");
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "dim", (long long)D);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "n_train", (long long)n_train);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "n_val", (long long)n_val);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "n_test", (long long)n_test);
+    if (s != CNF_OK) {
+        cnf_h5_writer_abort(w);
+        return s;
+    }
+    return cnf_h5_writer_commit(w);
+}
