@@ -1,0 +1,638 @@
+/* ode.c — the solver core: options, error norm, step-size controller, the
+ * accept/reject loop with its counters, the driver, and recorded steps with
+ * cubic Hermite dense output. The steppers live in ode_<method>.c.
+ *
+ * Sources: error norm, controller and the automatic initial step follow
+ * Hairer, Norsett and Wanner, Solving ODEs I (2nd ed.), section II.4 ("Automatic
+ * step size control", "Starting step size", the routine HINIT), in the form
+ * scipy.integrate uses (select_initial_step, RK45): RMS norm of
+ * err_i / (atol + rtol*max(|y_i|, |ynew_i|)), factor safety*err^(-1/(q+1))
+ * clamped to [min_factor, max_factor], no growth right after a rejection. The
+ * right-hand-side return contract is CVODES's (0 ok, > 0 recoverable, < 0
+ * fatal). The optional mask is the seminorm of Kidger, Chen and Lyons, "Hey,
+ * that's not an ODE" (2021). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnf/ode.h"
+#include "ode_impl.h"
+
+/* ---- the stepper table ------------------------------------------------ */
+
+static const cnf_ode_stepper_type *const stepper_table[CNF_ODE_NUM_METHODS] = {
+    [CNF_ODE_DOPRI5] = &cnf_ode_dopri5_type,
+    [CNF_ODE_RKF45] = &cnf_ode_rkf45_type,
+    [CNF_ODE_RKCK] = &cnf_ode_rkck_type,
+    [CNF_ODE_RK8PD] = &cnf_ode_rk8pd_type,
+    [CNF_ODE_EULER] = &cnf_ode_euler_type,
+    [CNF_ODE_MIDPOINT] = &cnf_ode_midpoint_type,
+    [CNF_ODE_RK4] = &cnf_ode_rk4_type,
+};
+
+static const cnf_ode_stepper_type *stepper_of(cnf_ode_method method)
+{
+    if ((int)method < 0 || method >= CNF_ODE_NUM_METHODS)
+        return NULL;
+    return stepper_table[method];
+}
+
+const char *cnf_ode_method_name(cnf_ode_method method)
+{
+    const cnf_ode_stepper_type *st = stepper_of(method);
+    return st ? st->name : "unknown";
+}
+
+cnf_status cnf_ode_method_from_name(const char *name, cnf_ode_method *method)
+{
+    if (!name || !method)
+        return cnf_error(CNF_EINVAL, "cnf_ode_method_from_name: NULL argument");
+    for (int m = 0; m < CNF_ODE_NUM_METHODS; m++) {
+        if (strcmp(name, stepper_table[m]->name) == 0) {
+            *method = (cnf_ode_method)m;
+            return CNF_OK;
+        }
+    }
+    return cnf_error(CNF_EINVAL,
+                     "unknown ODE method '%s' (valid: dopri5, rkf45, rkck, rk8pd, euler, "
+                     "midpoint, rk4)",
+                     name);
+}
+
+int cnf_ode_method_is_adaptive(cnf_ode_method method)
+{
+    const cnf_ode_stepper_type *st = stepper_of(method);
+    return st ? st->err_order > 0 : 0;
+}
+
+int cnf_ode_method_order(cnf_ode_method method)
+{
+    const cnf_ode_stepper_type *st = stepper_of(method);
+    return st ? st->order : 0;
+}
+
+/* ---- options and statistics ------------------------------------------- */
+
+void cnf_ode_options_default(cnf_ode_options *opt)
+{
+    if (!opt)
+        return;
+    opt->method = CNF_ODE_DOPRI5;
+    opt->rtol = 1e-6;
+    opt->atol = 1e-6;
+    opt->h0 = 0.0;
+    opt->hmin = 0.0;
+    opt->hmax = 0.0;
+    opt->max_steps = 100000;
+    opt->max_retries = 20;
+    opt->safety = 0.9;
+    opt->min_factor = 0.2;
+    opt->max_factor = 10.0;
+    opt->error_mask = NULL;
+}
+
+void cnf_ode_stats_add(cnf_ode_stats *a, const cnf_ode_stats *b)
+{
+    if (!a || !b)
+        return;
+    a->nfe += b->nfe;
+    a->accepted += b->accepted;
+    a->rejected += b->rejected;
+    a->h_last = b->h_last;
+}
+
+/* Check every option, naming the first bad one. (Comparisons are written so
+ * that NaN fails them.) */
+static cnf_status check_options(const cnf_ode_options *opt)
+{
+    if (!opt)
+        return cnf_error(CNF_EINVAL, "ODE options: NULL");
+    const cnf_ode_stepper_type *st = stepper_of(opt->method);
+    if (!st)
+        return cnf_error(CNF_EINVAL, "ODE options: unknown method %d", (int)opt->method);
+    if (st->err_order > 0) {
+        if (!(opt->rtol >= 0.0) || !(opt->atol >= 0.0) || !(opt->rtol + opt->atol > 0.0) ||
+            isinf(opt->rtol) || isinf(opt->atol))
+            return cnf_error(CNF_EINVAL,
+                             "ODE options: rtol = %g, atol = %g (need finite, >= 0, not both 0)",
+                             opt->rtol, opt->atol);
+        if (!(opt->h0 >= 0.0) || isinf(opt->h0))
+            return cnf_error(CNF_EINVAL, "ODE options: h0 = %g (need >= 0; 0 = automatic)",
+                             opt->h0);
+    } else if (!(opt->h0 > 0.0) || isinf(opt->h0)) {
+        return cnf_error(CNF_EINVAL,
+                         "ODE options: fixed-step method %s needs a step h0 > 0 (got %g)",
+                         st->name, opt->h0);
+    }
+    if (!(opt->hmin >= 0.0) || isinf(opt->hmin))
+        return cnf_error(CNF_EINVAL, "ODE options: hmin = %g (need finite, >= 0)", opt->hmin);
+    if (!(opt->hmax >= 0.0))
+        return cnf_error(CNF_EINVAL, "ODE options: hmax = %g (need >= 0; 0 = no limit)",
+                         opt->hmax);
+    if (opt->hmax > 0.0 && opt->hmax < opt->hmin)
+        return cnf_error(CNF_EINVAL, "ODE options: hmax = %g is below hmin = %g", opt->hmax,
+                         opt->hmin);
+    if (opt->max_steps < 1)
+        return cnf_error(CNF_EINVAL, "ODE options: max_steps = 0 (need >= 1)");
+    if (opt->max_retries < 0)
+        return cnf_error(CNF_EINVAL, "ODE options: max_retries = %d (need >= 0)",
+                         opt->max_retries);
+    if (!(opt->safety > 0.0 && opt->safety <= 1.0))
+        return cnf_error(CNF_EINVAL, "ODE options: safety = %g (need 0 < safety <= 1)",
+                         opt->safety);
+    if (!(opt->min_factor > 0.0 && opt->min_factor <= 1.0))
+        return cnf_error(CNF_EINVAL, "ODE options: min_factor = %g (need 0 < min_factor <= 1)",
+                         opt->min_factor);
+    if (!(opt->max_factor >= 1.0) || isinf(opt->max_factor))
+        return cnf_error(CNF_EINVAL, "ODE options: max_factor = %g (need finite, >= 1)",
+                         opt->max_factor);
+    return CNF_OK;
+}
+
+/* ---- the solver object ------------------------------------------------ */
+
+struct cnf_ode_solver {
+    size_t n;
+    cnf_ode_options opt;
+    const cnf_ode_stepper_type *type;
+    void *state;  /* the stepper's workspaces */
+    size_t m;     /* components in the error norm */
+    double *ynew; /* n: trial state */
+    double *yerr; /* n: error estimate of the trial step */
+    double *fa;   /* n: f at the current point or the trial point (swapped) */
+    double *fb;   /* n */
+};
+
+static void solver_set(cnf_ode_solver *s, const cnf_ode_options *opt)
+{
+    s->opt = *opt;
+    s->m = s->n;
+    if (opt->error_mask) {
+        s->m = 0;
+        for (size_t i = 0; i < s->n; i++)
+            s->m += opt->error_mask[i] != 0;
+    }
+}
+
+cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt)
+{
+    if (n == 0) {
+        cnf_error(CNF_EINVAL, "cnf_ode_solver_alloc: state length n = 0");
+        return NULL;
+    }
+    if (check_options(opt) != CNF_OK)
+        return NULL;
+    cnf_ode_solver *s = calloc(1, sizeof *s);
+    if (!s)
+        goto nomem;
+    s->n = n;
+    s->type = stepper_of(opt->method);
+    s->ynew = malloc(4 * n * sizeof(double));
+    if (!s->ynew)
+        goto nomem;
+    s->yerr = s->ynew + n;
+    s->fa = s->yerr + n;
+    s->fb = s->fa + n;
+    s->state = s->type->alloc(n);
+    if (!s->state)
+        goto nomem;
+    solver_set(s, opt);
+    return s;
+nomem:
+    cnf_ode_solver_free(s);
+    cnf_error(CNF_ENOMEM, "cnf_ode_solver_alloc: out of memory for a state of length %zu", n);
+    return NULL;
+}
+
+void cnf_ode_solver_free(cnf_ode_solver *s)
+{
+    if (!s)
+        return;
+    if (s->state)
+        s->type->free(s->state);
+    free(s->ynew);
+    free(s);
+}
+
+cnf_status cnf_ode_solver_set_options(cnf_ode_solver *s, const cnf_ode_options *opt)
+{
+    if (!s)
+        return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_options: NULL solver");
+    cnf_status rc = check_options(opt);
+    if (rc != CNF_OK)
+        return rc;
+    const cnf_ode_stepper_type *type = stepper_of(opt->method);
+    if (type != s->type) {
+        /* a new method needs its own workspaces; allocate before letting go
+         * of the old ones so that a failure leaves the solver as it was */
+        void *state = type->alloc(s->n);
+        if (!state)
+            return cnf_error(CNF_ENOMEM, "cnf_ode_solver_set_options: out of memory for %s",
+                             type->name);
+        s->type->free(s->state);
+        s->type = type;
+        s->state = state;
+    }
+    solver_set(s, opt);
+    return CNF_OK;
+}
+
+size_t cnf_ode_solver_dim(const cnf_ode_solver *s)
+{
+    return s ? s->n : 0;
+}
+
+/* ---- the record (dense output) ---------------------------------------- */
+
+struct cnf_ode_record {
+    size_t n, size, cap;
+    double *t; /* cap */
+    double *y; /* cap x n */
+    double *f; /* cap x n */
+};
+
+cnf_ode_record *cnf_ode_record_alloc(size_t n)
+{
+    if (n == 0) {
+        cnf_error(CNF_EINVAL, "cnf_ode_record_alloc: state length n = 0");
+        return NULL;
+    }
+    cnf_ode_record *r = calloc(1, sizeof *r);
+    if (!r) {
+        cnf_error(CNF_ENOMEM, "cnf_ode_record_alloc: out of memory");
+        return NULL;
+    }
+    r->n = n;
+    return r;
+}
+
+void cnf_ode_record_free(cnf_ode_record *r)
+{
+    if (!r)
+        return;
+    free(r->t);
+    free(r->y);
+    free(r->f);
+    free(r);
+}
+
+void cnf_ode_record_clear(cnf_ode_record *r)
+{
+    if (r)
+        r->size = 0;
+}
+
+size_t cnf_ode_record_size(const cnf_ode_record *r)
+{
+    return r ? r->size : 0;
+}
+
+double cnf_ode_record_time(const cnf_ode_record *r, size_t i)
+{
+    return (r && i < r->size) ? r->t[i] : NAN;
+}
+
+const double *cnf_ode_record_state(const cnf_ode_record *r, size_t i)
+{
+    return (r && i < r->size) ? r->y + i * r->n : NULL;
+}
+
+const double *cnf_ode_record_deriv(const cnf_ode_record *r, size_t i)
+{
+    return (r && i < r->size) ? r->f + i * r->n : NULL;
+}
+
+/* Geometric growth, so that a solve of k steps reallocates O(log k) times;
+ * realloc keeps the old block on failure, so the record stays valid. */
+static cnf_status record_reserve(cnf_ode_record *r, size_t need)
+{
+    if (need <= r->cap)
+        return CNF_OK;
+    size_t cap = r->cap ? r->cap : 16;
+    while (cap < need)
+        cap *= 2;
+    double *t = realloc(r->t, cap * sizeof(double));
+    if (!t)
+        goto nomem;
+    r->t = t;
+    double *y = realloc(r->y, cap * r->n * sizeof(double));
+    if (!y)
+        goto nomem;
+    r->y = y;
+    double *f = realloc(r->f, cap * r->n * sizeof(double));
+    if (!f)
+        goto nomem;
+    r->f = f;
+    r->cap = cap;
+    return CNF_OK;
+nomem:
+    return cnf_error(CNF_ENOMEM, "ODE record: out of memory growing to %zu points of length %zu",
+                     cap, r->n);
+}
+
+static cnf_status record_push(cnf_ode_record *r, double t, const double *y, const double *f)
+{
+    cnf_status rc = record_reserve(r, r->size + 1);
+    if (rc != CNF_OK)
+        return rc;
+    r->t[r->size] = t;
+    memcpy(r->y + r->size * r->n, y, r->n * sizeof(double));
+    memcpy(r->f + r->size * r->n, f, r->n * sizeof(double));
+    r->size++;
+    return CNF_OK;
+}
+
+cnf_status cnf_ode_record_eval(const cnf_ode_record *r, double t, size_t m, double *y)
+{
+    if (!r || !y)
+        return cnf_error(CNF_EINVAL, "cnf_ode_record_eval: NULL argument");
+    if (m > r->n)
+        return cnf_error(CNF_EINVAL, "cnf_ode_record_eval: m = %zu exceeds the state length %zu",
+                         m, r->n);
+    if (r->size == 0)
+        return cnf_error(CNF_EINVAL, "cnf_ode_record_eval: the record is empty");
+    size_t last = r->size - 1;
+    double ta = r->t[0], tb = r->t[last];
+    double slack = 1e-12 * fmax(fabs(tb - ta), fmax(fabs(ta), fabs(tb)));
+    double lo = fmin(ta, tb), hi = fmax(ta, tb);
+    if (!(t >= lo - slack && t <= hi + slack))
+        return cnf_error(CNF_EINVAL,
+                         "cnf_ode_record_eval: t = %.17g is outside the recorded span [%.17g, "
+                         "%.17g]",
+                         t, lo, hi);
+    if (last == 0) {
+        memcpy(y, r->y, m * sizeof(double));
+        return CNF_OK;
+    }
+    /* times run monotonically one way or the other: let d = +-1 orient them
+     * increasingly and find the last i with d*t_i <= d*t (i < last) */
+    double d = tb >= ta ? 1.0 : -1.0;
+    size_t a = 0, b = last; /* invariant: answer in [a, b) */
+    while (b - a > 1) {
+        size_t mid = a + (b - a) / 2;
+        if (d * r->t[mid] <= d * t)
+            a = mid;
+        else
+            b = mid;
+    }
+    size_t i = a;
+    double t0 = r->t[i], h = r->t[i + 1] - t0;
+    const double *y0 = r->y + i * r->n, *y1 = y0 + r->n;
+    const double *f0 = r->f + i * r->n, *f1 = f0 + r->n;
+    if (h == 0.0) {
+        memcpy(y, y0, m * sizeof(double));
+        return CNF_OK;
+    }
+    double s = (t - t0) / h, s2 = s * s, s3 = s2 * s;
+    double h00 = 2 * s3 - 3 * s2 + 1, h10 = s3 - 2 * s2 + s;
+    double h01 = -2 * s3 + 3 * s2, h11 = s3 - s2;
+    for (size_t k = 0; k < m; k++)
+        y[k] = h00 * y0[k] + h10 * h * f0[k] + h01 * y1[k] + h11 * h * f1[k];
+    return CNF_OK;
+}
+
+/* ---- error norm and initial step -------------------------------------- */
+
+static int all_finite(const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return 0;
+    return 1;
+}
+
+/* RMS over the masked components of e_i / (atol + rtol*max(|a_i|, |b_i|)). */
+static double weighted_rms(const cnf_ode_solver *s, const double *e, const double *a,
+                           const double *b)
+{
+    const unsigned char *mask = s->opt.error_mask;
+    double atol = s->opt.atol, rtol = s->opt.rtol, sum = 0.0;
+    if (s->m == 0)
+        return 0.0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (mask && !mask[i])
+            continue;
+        if (e[i] == 0.0)
+            continue;
+        double q = e[i] / (atol + rtol * fmax(fabs(a[i]), fabs(b[i])));
+        sum += q * q;
+    }
+    return sqrt(sum / (double)s->m);
+}
+
+/* Starting step of Hairer-Norsett-Wanner (HINIT), as scipy's
+ * select_initial_step: an explicit Euler probe of one evaluation estimates
+ * the second derivative. Scales use y0 only. Returns |h| > 0. */
+static double initial_step(cnf_ode_solver *s, const cnf_ode_eval *ev, double t0, double t1,
+                           const double *y0, const double *f0, int *fatal)
+{
+    double *y1 = s->ynew, *f1 = s->fb, *w = s->yerr;
+    double dir = t1 > t0 ? 1.0 : -1.0, span = fabs(t1 - t0);
+    double d0 = weighted_rms(s, y0, y0, y0), d1 = weighted_rms(s, f0, y0, y0);
+    double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+    h0 = fmin(h0, span);
+    for (size_t i = 0; i < s->n; i++)
+        y1[i] = y0[i] + h0 * dir * f0[i];
+    int rc = cnf_ode_eval_call(ev, t0 + h0 * dir, y1, f1);
+    if (rc < 0) {
+        *fatal = rc;
+        return h0;
+    }
+    if (rc > 0 || !all_finite(f1, s->n))
+        return h0; /* no curvature estimate; the cautious probe step will do */
+    for (size_t i = 0; i < s->n; i++)
+        w[i] = f1[i] - f0[i];
+    double d2 = weighted_rms(s, w, y0, y0) / h0;
+    double h1;
+    if (d1 <= 1e-15 && d2 <= 1e-15)
+        h1 = fmax(1e-6, h0 * 1e-3);
+    else
+        h1 = pow(0.01 / fmax(d1, d2), 1.0 / (s->type->err_order + 1));
+    double h = fmin(fmin(100 * h0, h1), span);
+    if (s->opt.hmax > 0.0)
+        h = fmin(h, s->opt.hmax);
+    return h;
+}
+
+/* ---- the driver -------------------------------------------------------- */
+
+cnf_status cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, double t0,
+                         double t1, double *y, cnf_ode_record *record, cnf_ode_stats *stats)
+{
+    cnf_ode_stats st = {0, 0, 0, 0.0};
+    cnf_status status = CNF_OK;
+    if (stats)
+        *stats = st;
+    if (!s || !rhs || !y)
+        return cnf_error(CNF_EINVAL, "cnf_ode_solve: NULL solver, right-hand side or state");
+    if (!isfinite(t0) || !isfinite(t1))
+        return cnf_error(CNF_EINVAL, "cnf_ode_solve: times t0 = %g, t1 = %g must be finite", t0,
+                         t1);
+    if (record && record->n != s->n)
+        return cnf_error(CNF_EDIM, "cnf_ode_solve: record of length %zu for a state of length %zu",
+                         record->n, s->n);
+    const size_t n = s->n;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(y[i]))
+            return cnf_error(CNF_EINVAL, "cnf_ode_solve: initial state y[%zu] = %g is not finite",
+                             i, y[i]);
+
+    const cnf_ode_options *opt = &s->opt;
+    const cnf_ode_stepper_type *type = s->type;
+    const char *name = type->name;
+    const int adaptive = type->err_order > 0;
+    const double expo = adaptive ? -1.0 / (type->err_order + 1) : 0.0;
+    cnf_ode_eval ev = {rhs, params, &st.nfe};
+    double *f0 = s->fa, *fnew = s->fb; /* f at the current and the trial point */
+    double t = t0;
+
+    int rc = cnf_ode_eval_call(&ev, t0, y, f0);
+    if (rc < 0) {
+        status = cnf_error(CNF_ERHS, "%s: right-hand side failed (code %d) at the initial "
+                                     "point t = %.17g", name, rc, t0);
+        goto done;
+    }
+    if (rc > 0 || !all_finite(f0, n)) {
+        status = cnf_error(CNF_ENONFINITE, "%s: right-hand side is not finite at the initial "
+                                           "point t = %.17g (code %d); no step can avoid it",
+                           name, t0, rc);
+        goto done;
+    }
+    /* a junction with a previous solve is kept once */
+    if (record && !(record->size > 0 && record->t[record->size - 1] == t0)) {
+        if ((status = record_push(record, t0, y, f0)) != CNF_OK)
+            goto done;
+    }
+    if (t1 == t0)
+        goto done;
+
+    const double dir = t1 > t0 ? 1.0 : -1.0;
+    double habs; /* the size of the next attempt */
+    if (!adaptive || opt->h0 > 0.0) {
+        habs = opt->h0;
+    } else {
+        int fatal = 0;
+        habs = initial_step(s, &ev, t0, t1, y, f0, &fatal);
+        if (fatal) {
+            status = cnf_error(CNF_ERHS, "%s: right-hand side failed (code %d) while choosing "
+                                         "the first step at t = %.17g",
+                               name, fatal, t0);
+            goto done;
+        }
+    }
+    if (adaptive && opt->hmax > 0.0)
+        habs = fmin(habs, opt->hmax);
+
+    /* fixed steps advance t as base + k*h, so that N steps of h0 land on t1
+     * without a sliver of a step from accumulated rounding */
+    double base = t0;
+    size_t k = 0;
+    int retries = 0;     /* consecutive non-finite failures */
+    int rejected = 0;    /* a rejection since the last accepted step */
+
+    for (;;) {
+        if (st.accepted + st.rejected >= opt->max_steps) {
+            status = cnf_error(CNF_EMAX_STEPS,
+                               "%s: step limit max_steps = %zu reached at t = %.17g of [%g, %g] "
+                               "(h = %.3g)",
+                               name, opt->max_steps, t, t0, t1, dir * habs);
+            goto done;
+        }
+        if (habs < opt->hmin) {
+            status = cnf_error(CNF_ESTEP_UNDERFLOW,
+                               "%s: step size underflow at t = %.17g: |h| = %.3g < hmin = %.3g",
+                               name, t, habs, opt->hmin);
+            goto done;
+        }
+        /* the last step: a relative stretch of 1e-8 beats a sliver step */
+        const int last = dir * (t1 - t) <= habs * (1.0 + 1e-8);
+        const double h = last ? t1 - t : dir * habs;
+        if (!(t + h != t)) {
+            status = cnf_error(CNF_ESTEP_UNDERFLOW,
+                               "%s: step size underflow at t = %.17g: h = %.3g no longer moves t",
+                               name, t, h);
+            goto done;
+        }
+        const double tnew =
+            last ? t1 : (!adaptive && h == dir * opt->h0) ? base + (double)(k + 1) * h : t + h;
+
+        rc = type->apply(s->state, n, &ev, t, h, y, f0, s->ynew, s->yerr, fnew);
+        if (rc < 0)
+            goto rhs_fatal;
+        int failed = rc > 0 || !all_finite(s->ynew, n) || (type->fsal && !all_finite(fnew, n));
+        double err = 0.0;
+        if (!failed && adaptive) {
+            err = weighted_rms(s, s->yerr, y, s->ynew);
+            failed = !isfinite(err);
+        }
+        if (!failed && adaptive && err > 1.0) {
+            st.rejected++;
+            rejected = 1;
+            habs = fabs(h) * fmax(opt->min_factor, opt->safety * pow(err, expo));
+            continue;
+        }
+        /* f at the new point: FSAL methods have it; the others need it as the
+         * next step's first stage or for the record */
+        if (!failed && !type->fsal && (record || !last)) {
+            rc = cnf_ode_eval_call(&ev, tnew, s->ynew, fnew);
+            if (rc < 0)
+                goto rhs_fatal;
+            failed = rc > 0 || !all_finite(fnew, n);
+        }
+        if (failed) {
+            st.rejected++;
+            rejected = 1;
+            if (++retries > opt->max_retries) {
+                status = cnf_error(CNF_ENONFINITE,
+                                   "%s: state or right-hand side not finite (code %d) through %d "
+                                   "consecutive step halvings at t = %.17g (last h = %.3g)",
+                                   name, rc, retries, t, h);
+                goto done;
+            }
+            habs = 0.5 * fabs(h);
+            continue;
+        }
+
+        /* accept */
+        memcpy(y, s->ynew, n * sizeof(double));
+        double *tmp = f0;
+        f0 = fnew;
+        fnew = tmp;
+        if (!adaptive && h != dir * opt->h0) {
+            base = tnew; /* a halved retry shifted the grid */
+            k = 0;
+        } else {
+            k++;
+        }
+        t = tnew;
+        st.accepted++;
+        st.h_last = h;
+        retries = 0;
+        if (record && (status = record_push(record, t, y, f0)) != CNF_OK)
+            goto done;
+        if (last)
+            goto done;
+        if (adaptive) {
+            double factor = err == 0.0 ? opt->max_factor
+                                       : fmin(opt->max_factor,
+                                              fmax(opt->min_factor, opt->safety * pow(err, expo)));
+            if (rejected)
+                factor = fmin(factor, 1.0);
+            habs = fabs(h) * factor;
+            if (opt->hmax > 0.0)
+                habs = fmin(habs, opt->hmax);
+        } else {
+            habs = opt->h0;
+        }
+        rejected = 0;
+    }
+
+rhs_fatal:
+    status = cnf_error(CNF_ERHS, "%s: right-hand side failed (code %d) in a step from t = %.17g "
+                                 "(h = %.3g)",
+                       name, rc, t, dir * habs);
+done:
+    if (stats)
+        *stats = st;
+    return status;
+}
