@@ -1,0 +1,751 @@
+/* io.c — model and gradient files in the HDF5 layout of DESIGN.md section 5
+ * (the layout is spelled out in cnf/io.h; ../shared/reference/case*_model.h5
+ * are files written by an independent program in it).
+ *
+ * The architecture is inferred from the data sets' shapes on loading rather
+ * than stored twice, so the file can never contradict itself; every shape is
+ * checked against the chain D -> hidden -> D before a single value is read.
+ * Writing goes through the atomic writer of data.c. */
+#include "cnf/io.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h5_impl.h"
+
+/* ---- The training record ---------------------------------------------- */
+
+void cnf_model_extra_init(cnf_model_extra *extra)
+{
+    extra->n_config = 0;
+    extra->config_keys = NULL;
+    extra->config_values = NULL;
+    extra->state = NULL;
+}
+
+void cnf_model_extra_clear(cnf_model_extra *extra)
+{
+    if (!extra)
+        return;
+    for (size_t i = 0; i < extra->n_config; i++) {
+        free(extra->config_keys[i]);
+        free(extra->config_values[i]);
+    }
+    free(extra->config_keys);
+    free(extra->config_values);
+    cnf_train_state_free(extra->state);
+    cnf_model_extra_init(extra);
+}
+
+static char *dup_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+cnf_status cnf_model_extra_set(cnf_model_extra *extra, const char *key, const char *value)
+{
+    if (!key || !key[0] || strchr(key, '/'))
+        return cnf_error(CNF_EINVAL, "configuration key '%s' must be non-empty and contain no '/'",
+                         key ? key : "");
+    char *v = dup_string(value ? value : "");
+    if (!v)
+        return cnf_error(CNF_ENOMEM, "out of memory");
+    for (size_t i = 0; i < extra->n_config; i++)
+        if (strcmp(extra->config_keys[i], key) == 0) {
+            free(extra->config_values[i]);
+            extra->config_values[i] = v;
+            return CNF_OK;
+        }
+    char *k = dup_string(key);
+    char **nk = realloc(extra->config_keys, (extra->n_config + 1) * sizeof *nk);
+    if (nk)
+        extra->config_keys = nk;
+    char **nv = nk ? realloc(extra->config_values, (extra->n_config + 1) * sizeof *nv) : NULL;
+    if (nv)
+        extra->config_values = nv;
+    if (!k || !nk || !nv) {
+        free(k);
+        free(v);
+        return cnf_error(CNF_ENOMEM, "out of memory");
+    }
+    extra->config_keys[extra->n_config] = k;
+    extra->config_values[extra->n_config] = v;
+    extra->n_config++;
+    return CNF_OK;
+}
+
+const char *cnf_model_extra_get(const cnf_model_extra *extra, const char *key)
+{
+    for (size_t i = 0; extra && i < extra->n_config; i++)
+        if (strcmp(extra->config_keys[i], key) == 0)
+            return extra->config_values[i];
+    return NULL;
+}
+
+/* ---- Paths of the layout ------------------------------------------------ */
+
+/* "<prefix>/blocks/<k>[/layers/<j>[/<name>]]" into buf; prefix "" or "/"
+ * means the root. */
+static const char *block_path(char *buf, size_t n, const char *prefix, size_t k)
+{
+    const char *p = prefix && strcmp(prefix, "/") != 0 ? prefix : "";
+    snprintf(buf, n, "%s/blocks/%zu", p, k);
+    return buf;
+}
+
+static const char *layer_path(char *buf, size_t n, const char *prefix, size_t k, size_t j,
+                              const char *name)
+{
+    const char *p = prefix && strcmp(prefix, "/") != 0 ? prefix : "";
+    snprintf(buf, n, "%s/blocks/%zu/layers/%zu/%s", p, k, j, name);
+    return buf;
+}
+
+/* The parameter arrays of one layer: name, offset into theta, rank, shape. */
+typedef struct {
+    const char *name;
+    size_t offset;
+    int rank;
+    size_t rows, cols;
+} layer_array;
+
+/* The 2 or 5 arrays of layer lv (concatsquash has g_w, g_b, c_w). */
+static size_t layer_arrays(const cnf_net_layer *lv, layer_array out[5])
+{
+    size_t n = 0;
+    out[n++] = (layer_array){"W", lv->W, 2, lv->out, lv->W_cols};
+    out[n++] = (layer_array){"b", lv->b, 1, lv->out, 1};
+    if (lv->g_w != CNF_NET_ABSENT)
+        out[n++] = (layer_array){"g_w", lv->g_w, 1, lv->out, 1};
+    if (lv->g_b != CNF_NET_ABSENT)
+        out[n++] = (layer_array){"g_b", lv->g_b, 1, lv->out, 1};
+    if (lv->c_w != CNF_NET_ABSENT)
+        out[n++] = (layer_array){"c_w", lv->c_w, 1, lv->out, 1};
+    return n;
+}
+
+/* Write the flow's per-layer arrays of vec (P, the flow's layout) under
+ * prefix; with with_T the end-time entries as scalar data sets T. */
+static cnf_status write_layers(cnf_h5_writer *w, const char *prefix, const cnf_flow *flow,
+                               const double *vec, int with_T)
+{
+    char path[256];
+    size_t K = cnf_flow_num_blocks(flow);
+    for (size_t k = 0; k < K; k++) {
+        const cnf_net *net = cnf_flow_block_net(flow, k);
+        const double *theta = vec + cnf_flow_block_offset(flow, k);
+        for (size_t j = 0; j < cnf_net_num_layers(net); j++) {
+            cnf_net_layer lv;
+            cnf_status s = cnf_net_layer_view(net, j, &lv);
+            if (s != CNF_OK)
+                return s;
+            layer_array arr[5];
+            size_t na = layer_arrays(&lv, arr);
+            for (size_t a = 0; a < na; a++) {
+                layer_path(path, sizeof path, prefix, k, j, arr[a].name);
+                s = arr[a].rank == 2
+                        ? cnf_h5_writer_write_2d(w, path, theta + arr[a].offset, arr[a].rows,
+                                                 arr[a].cols)
+                        : cnf_h5_writer_write_1d(w, path, theta + arr[a].offset, arr[a].rows);
+                if (s != CNF_OK)
+                    return s;
+            }
+        }
+        if (with_T) {
+            char tpath[280];
+            snprintf(tpath, sizeof tpath, "%s/T", block_path(path, sizeof path, prefix, k));
+            cnf_status s = cnf_h5_writer_write_scalar(w, tpath, vec[cnf_flow_T_index(flow, k)]);
+            if (s != CNF_OK)
+                return s;
+        }
+    }
+    return CNF_OK;
+}
+
+/* ---- Saving ------------------------------------------------------------- */
+
+static cnf_status check_finite_vec(const char *path, const char *what, const double *x,
+                                   size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return cnf_error(CNF_EDATA, "%s: %s entry %zu is %g; refusing to save a model that "
+                             "could not be loaded", path, what, i, x[i]);
+    return CNF_OK;
+}
+
+static cnf_status write_training(cnf_h5_writer *w, const cnf_flow *flow,
+                                 const cnf_model_extra *extra)
+{
+    cnf_status s = CNF_OK;
+    if (extra->n_config > 0)
+        s = cnf_h5_writer_group(w, "/training/config");
+    for (size_t i = 0; i < extra->n_config && s == CNF_OK; i++)
+        s = cnf_h5_writer_attr_string(w, "/training/config", extra->config_keys[i],
+                                      extra->config_values[i]);
+    const cnf_train_state *st = extra->state;
+    if (s != CNF_OK || !st)
+        return s;
+    size_t P = st->n_params;
+    const char *g = "/training";
+    s = cnf_h5_writer_attr_int(w, g, "n_params", (long long)P);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_uint(w, g, "seed", (unsigned long long)st->seed);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, g, "iteration", (long long)st->iteration);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_double(w, g, "lr", st->lr);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, g, "has_best", st->has_best ? 1 : 0);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_double(w, g, "best_val_nll", st->best_val_nll);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, g, "best_iteration", (long long)st->best_iteration);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_double(w, g, "last_val_nll", st->last_val_nll);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, g, "bad_validations", (long long)st->bad_validations);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_write_1d(w, "/training/params", st->params, P);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_write_1d(w, "/training/adam_m", st->adam_m, P);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_write_1d(w, "/training/adam_v", st->adam_v, P);
+    if (s == CNF_OK && st->has_best)
+        s = cnf_h5_writer_write_1d(w, "/training/best_params", st->best_params, P);
+    if (s == CNF_OK && st->rng) {
+        size_t nbytes = 0;
+        const void *bytes = cnf_train_state_rng_bytes(st, &nbytes);
+        s = cnf_h5_writer_write_bytes(w, "/training/rng_state", bytes, nbytes);
+        if (s == CNF_OK)
+            s = cnf_h5_writer_attr_string(w, "/training/rng_state", "rng_type",
+                                          cnf_train_state_rng_type(st));
+    }
+    (void)flow;
+    return s;
+}
+
+cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
+                          const cnf_model_extra *extra)
+{
+    size_t D = cnf_flow_dim(flow), K = cnf_flow_num_blocks(flow);
+    size_t P = cnf_flow_num_params(flow);
+    const double *params = cnf_flow_params_const(flow);
+    const double *mean = cnf_flow_mean_const(flow), *scale = cnf_flow_scale_const(flow);
+    cnf_status s = check_finite_vec(path, "parameter", params, P);
+    if (s == CNF_OK)
+        s = check_finite_vec(path, "preprocessing mean", mean, D);
+    if (s == CNF_OK)
+        s = check_finite_vec(path, "preprocessing scale", scale, D);
+    if (s != CNF_OK)
+        return s;
+    if (extra && extra->state && extra->state->n_params != P)
+        return cnf_error(CNF_EDIM, "%s: training state has %zu parameters, the flow %zu", path,
+                         extra->state->n_params, P);
+
+    cnf_h5_writer *w = cnf_h5_writer_open(path);
+    if (!w)
+        return CNF_EIO;
+    s = cnf_h5_writer_attr_string(w, "/", "format", CNF_MODEL_FORMAT);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "version", CNF_MODEL_VERSION);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "dim", (long long)D);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_write_1d(w, "/preprocess/mean", mean, D);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_write_1d(w, "/preprocess/scale", scale, D);
+    char bpath[64];
+    for (size_t k = 0; k < K && s == CNF_OK; k++) {
+        const cnf_net_config *cfg = cnf_net_get_config(cnf_flow_block_net(flow, k));
+        block_path(bpath, sizeof bpath, "", k);
+        s = cnf_h5_writer_attr_double(w, bpath, "T", params[cnf_flow_T_index(flow, k)]);
+        if (s == CNF_OK)
+            s = cnf_h5_writer_attr_string(w, bpath, "layer_type",
+                                          cnf_layer_type_name(cfg->layer_type));
+        if (s == CNF_OK)
+            s = cnf_h5_writer_attr_string(w, bpath, "activation",
+                                          cnf_activation_name(cfg->activation));
+    }
+    if (s == CNF_OK)
+        s = write_layers(w, "", flow, params, 0);
+    if (s == CNF_OK && extra)
+        s = write_training(w, flow, extra);
+    if (s != CNF_OK) {
+        cnf_h5_writer_abort(w);
+        return s;
+    }
+    return cnf_h5_writer_commit(w);
+}
+
+/* ---- Loading ------------------------------------------------------------ */
+
+/* Number of links in the group at path (-1 if it is missing or not a
+ * group). */
+static long long group_size(hid_t fid, const char *path)
+{
+    if (!cnf_h5_exists(fid, path))
+        return -1;
+    hid_t g = H5Gopen2(fid, path, H5P_DEFAULT);
+    if (g < 0)
+        return -1;
+    H5G_info_t info;
+    herr_t rc = H5Gget_info(g, &info);
+    H5Gclose(g);
+    return rc < 0 ? -1 : (long long)info.nlinks;
+}
+
+/* Check that path holds a float data set of the given rank and shape. */
+static cnf_status expect_shape(hid_t fid, const char *file, const char *path, int rank,
+                               size_t rows, size_t cols)
+{
+    int r = -1;
+    hsize_t d[2] = {0, 0};
+    cnf_status s = cnf_h5_float_shape(fid, file, path, &r, d);
+    if (s != CNF_OK)
+        return s;
+    if (rank == 0 && r == 0)
+        return CNF_OK;
+    if (r != rank || d[0] != rows || (rank == 2 && d[1] != cols)) {
+        char got[64], want[64];
+        if (r == 0)
+            snprintf(got, sizeof got, "a scalar");
+        else if (r == 1)
+            snprintf(got, sizeof got, "shape (%llu)", (unsigned long long)d[0]);
+        else if (r == 2)
+            snprintf(got, sizeof got, "shape (%llu, %llu)", (unsigned long long)d[0],
+                     (unsigned long long)d[1]);
+        else
+            snprintf(got, sizeof got, "rank %d", r);
+        if (rank == 0)
+            snprintf(want, sizeof want, "a scalar");
+        else if (rank == 1)
+            snprintf(want, sizeof want, "(%zu)", rows);
+        else
+            snprintf(want, sizeof want, "(%zu, %zu)", rows, cols);
+        return cnf_error(CNF_EFORMAT, "%s:%s has %s, expected %s", file, path, got, want);
+    }
+    return CNF_OK;
+}
+
+/* Read a data set of the given shape into buf and refuse non-finite
+ * values. */
+static cnf_status read_checked(hid_t fid, const char *file, const char *path, int rank,
+                               size_t rows, size_t cols, double *buf, int finite)
+{
+    cnf_status s = expect_shape(fid, file, path, rank, rows, cols);
+    size_t n = rank == 0 ? 1 : rank == 1 ? rows : rows * cols;
+    if (s == CNF_OK)
+        s = cnf_h5_read_doubles(fid, file, path, buf, n);
+    for (size_t i = 0; finite && s == CNF_OK && i < n; i++)
+        if (!isfinite(buf[i]))
+            s = cnf_error(CNF_EDATA, "%s:%s entry %zu is %g (parameters must be finite)", file,
+                          path, i, buf[i]);
+    return s;
+}
+
+/* Read the architecture of block k into cfg and its end time into *T. */
+static cnf_status read_block_arch(hid_t fid, const char *file, size_t k, size_t D,
+                                  cnf_net_config *cfg, double *T)
+{
+    char path[128], buf[64];
+    block_path(path, sizeof path, "", k);
+    if (!cnf_h5_exists(fid, path))
+        return cnf_error(CNF_EFORMAT, "%s: missing group %s", file, path);
+    hid_t g = H5Gopen2(fid, path, H5P_DEFAULT);
+    if (g < 0)
+        return cnf_error(CNF_EFORMAT, "%s:%s is not a group", file, path);
+    cnf_status s = CNF_OK;
+    int rc = cnf_h5_attr_double(g, "T", T);
+    if (rc != 0)
+        s = cnf_error(CNF_EFORMAT, "%s:%s: %s attribute T (the end time)", file, path,
+                      rc > 0 ? "missing" : "unreadable");
+    else if (!(*T > 0.0) || !isfinite(*T))
+        s = cnf_error(CNF_EDATA, "%s:%s: end time T = %g must be positive and finite", file, path,
+                      *T);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->dim = D;
+    if (s == CNF_OK) {
+        rc = cnf_h5_attr_string(g, "layer_type", buf, sizeof buf);
+        if (rc != 0)
+            s = cnf_error(CNF_EFORMAT, "%s:%s: %s string attribute layer_type", file, path,
+                          rc > 0 ? "missing" : "unreadable");
+        else if (cnf_layer_type_from_name(buf, &cfg->layer_type) != CNF_OK)
+            s = cnf_error(CNF_EFORMAT, "%s:%s: layer_type: %s", file, path, cnf_last_error());
+    }
+    if (s == CNF_OK) {
+        rc = cnf_h5_attr_string(g, "activation", buf, sizeof buf);
+        if (rc != 0)
+            s = cnf_error(CNF_EFORMAT, "%s:%s: %s string attribute activation", file, path,
+                          rc > 0 ? "missing" : "unreadable");
+        else if (cnf_activation_from_name(buf, &cfg->activation) != CNF_OK)
+            s = cnf_error(CNF_EFORMAT, "%s:%s: activation: %s", file, path, cnf_last_error());
+    }
+    H5Gclose(g);
+    if (s != CNF_OK)
+        return s;
+
+    char lpath[160];
+    snprintf(lpath, sizeof lpath, "%s/layers", path);
+    long long L = group_size(fid, lpath);
+    if (L < 1)
+        return cnf_error(CNF_EFORMAT, "%s: %s %s", file, lpath,
+                         L < 0 ? "is missing" : "holds no layers");
+    if ((size_t)L - 1 > CNF_NET_MAX_HIDDEN)
+        return cnf_error(CNF_EFORMAT, "%s:%s holds %lld layers; this build supports at most %d",
+                         file, lpath, L, CNF_NET_MAX_HIDDEN + 1);
+    int concat = cfg->layer_type == CNF_LAYER_CONCAT;
+    size_t in = D;
+    for (size_t j = 0; j < (size_t)L; j++) {
+        char wpath[192], gpath[192];
+        snprintf(gpath, sizeof gpath, "%s/%zu", lpath, j);
+        if (!cnf_h5_exists(fid, gpath))
+            return cnf_error(CNF_EFORMAT, "%s: missing group %s (%s holds %lld entries, "
+                             "expected layers 0..%lld)", file, gpath, lpath, L, L - 1);
+        layer_path(wpath, sizeof wpath, "", k, j, "W");
+        int r = -1;
+        hsize_t d[2] = {0, 0};
+        s = cnf_h5_float_shape(fid, file, wpath, &r, d);
+        if (s != CNF_OK)
+            return s;
+        if (r != 2)
+            return cnf_error(CNF_EFORMAT, "%s:%s has rank %d, expected a 2-D (out, in%s) matrix",
+                             file, wpath, r, concat ? " + 1" : "");
+        if (d[1] != in + (size_t)concat)
+            return cnf_error(CNF_EFORMAT,
+                             "%s:%s has shape (%llu, %llu), but its input width is %zu%s so it "
+                             "needs %zu columns (layer_type %s)",
+                             file, wpath, (unsigned long long)d[0], (unsigned long long)d[1], in,
+                             j == 0 ? " (the data dimension)" : " (the previous layer's output)",
+                             in + (size_t)concat, cnf_layer_type_name(cfg->layer_type));
+        if (d[0] == 0)
+            return cnf_error(CNF_EFORMAT, "%s:%s has zero rows", file, wpath);
+        if (j + 1 == (size_t)L && d[0] != D)
+            return cnf_error(CNF_EFORMAT,
+                             "%s:%s (the last layer) has %llu rows, expected the data dimension "
+                             "%zu", file, wpath, (unsigned long long)d[0], D);
+        if (j + 1 < (size_t)L)
+            cfg->hidden[j] = (size_t)d[0];
+        in = (size_t)d[0];
+    }
+    cfg->n_hidden = (size_t)L - 1;
+    return CNF_OK;
+}
+
+/* Read every layer array of vec (P, the flow's layout) from under prefix;
+ * with with_T the scalar data sets <prefix>/blocks/<k>/T too. */
+static cnf_status read_layers(hid_t fid, const char *file, const char *prefix,
+                              const cnf_flow *flow, double *vec, int with_T, int finite)
+{
+    char path[256];
+    for (size_t k = 0; k < cnf_flow_num_blocks(flow); k++) {
+        const cnf_net *net = cnf_flow_block_net(flow, k);
+        double *theta = vec + cnf_flow_block_offset(flow, k);
+        for (size_t j = 0; j < cnf_net_num_layers(net); j++) {
+            cnf_net_layer lv;
+            cnf_status s = cnf_net_layer_view(net, j, &lv);
+            if (s != CNF_OK)
+                return s;
+            layer_array arr[5];
+            size_t na = layer_arrays(&lv, arr);
+            for (size_t a = 0; a < na; a++) {
+                layer_path(path, sizeof path, prefix, k, j, arr[a].name);
+                s = read_checked(fid, file, path, arr[a].rank, arr[a].rows, arr[a].cols,
+                                 theta + arr[a].offset, finite);
+                if (s != CNF_OK)
+                    return s;
+            }
+        }
+        if (with_T) {
+            char tpath[280];
+            snprintf(tpath, sizeof tpath, "%s/T", block_path(path, sizeof path, prefix, k));
+            cnf_status s = read_checked(fid, file, tpath, 0, 1, 1,
+                                        vec + cnf_flow_T_index(flow, k), finite);
+            if (s != CNF_OK)
+                return s;
+        }
+    }
+    return CNF_OK;
+}
+
+static herr_t collect_config(hid_t obj, const char *name, const H5A_info_t *info, void *ctx)
+{
+    (void)info;
+    cnf_model_extra *extra = ctx;
+    char value[4096];
+    if (cnf_h5_attr_string(obj, name, value, sizeof value) != 0) {
+        double d;
+        if (cnf_h5_attr_double(obj, name, &d) != 0)
+            return 0;   /* neither a string nor a number: not ours, skip */
+        snprintf(value, sizeof value, "%.17g", d);
+    }
+    return cnf_model_extra_set(extra, name, value) == CNF_OK ? 0 : -1;
+}
+
+typedef struct {
+    const char *name;
+    int rc;
+} attr_got;
+
+static cnf_status read_training(hid_t fid, const char *file, const cnf_flow *flow,
+                                cnf_model_extra *extra)
+{
+    if (!cnf_h5_exists(fid, "/training"))
+        return CNF_OK;
+    if (cnf_h5_exists(fid, "/training/config")) {
+        hid_t g = H5Oopen(fid, "/training/config", H5P_DEFAULT);
+        if (g < 0)
+            return cnf_error(CNF_EFORMAT, "%s:/training/config cannot be opened", file);
+        hsize_t idx = 0;
+        herr_t rc = H5Aiterate2(g, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, collect_config, extra);
+        if (rc < 0) {   /* no creation-order index: name order instead */
+            idx = 0;
+            rc = H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_config, extra);
+        }
+        H5Oclose(g);
+        if (rc < 0)
+            return cnf_error(CNF_EFORMAT, "%s:/training/config: cannot read its attributes", file);
+    }
+    hid_t g = H5Oopen(fid, "/training", H5P_DEFAULT);
+    if (g < 0)
+        return cnf_error(CNF_EFORMAT, "%s:/training cannot be opened", file);
+    long long n_params;
+    int rc = cnf_h5_attr_llong(g, "n_params", &n_params);
+    if (rc > 0) {   /* a configuration without a state */
+        H5Oclose(g);
+        return CNF_OK;
+    }
+    size_t P = cnf_flow_num_params(flow);
+    cnf_status s = CNF_OK;
+    if (rc < 0 || n_params != (long long)P)
+        s = cnf_error(CNF_EFORMAT, "%s:/training: n_params = %lld, but the model has %zu "
+                      "parameters", file, rc < 0 ? -1LL : n_params, P);
+    unsigned long long seed = 0;
+    long long iteration = 0, has_best = 0, best_iteration = 0, bad = 0;
+    double lr = 0, best_val = 0, last_val = 0;
+    attr_got got[8];
+    size_t ng = 0;
+    if (s == CNF_OK) {
+        got[ng++] = (attr_got){"seed", cnf_h5_attr_ullong(g, "seed", &seed)};
+        got[ng++] = (attr_got){"iteration", cnf_h5_attr_llong(g, "iteration", &iteration)};
+        got[ng++] = (attr_got){"lr", cnf_h5_attr_double(g, "lr", &lr)};
+        got[ng++] = (attr_got){"has_best", cnf_h5_attr_llong(g, "has_best", &has_best)};
+        got[ng++] = (attr_got){"best_val_nll",
+                                     cnf_h5_attr_double(g, "best_val_nll", &best_val)};
+        got[ng++] = (attr_got){"best_iteration",
+                                     cnf_h5_attr_llong(g, "best_iteration", &best_iteration)};
+        got[ng++] = (attr_got){"last_val_nll",
+                                     cnf_h5_attr_double(g, "last_val_nll", &last_val)};
+        got[ng++] = (attr_got){"bad_validations",
+                                     cnf_h5_attr_llong(g, "bad_validations", &bad)};
+        for (size_t i = 0; i < ng && s == CNF_OK; i++)
+            if (got[i].rc != 0)
+                s = cnf_error(CNF_EFORMAT, "%s:/training: %s attribute %s", file,
+                              got[i].rc > 0 ? "missing" : "unreadable", got[i].name);
+        if (s == CNF_OK && (iteration < 0 || best_iteration < 0 || bad < 0))
+            s = cnf_error(CNF_EFORMAT, "%s:/training: negative counter", file);
+    }
+    H5Oclose(g);
+    if (s != CNF_OK)
+        return s;
+
+    cnf_train_state *st = cnf_train_state_alloc(P, (unsigned long)seed);
+    if (!st)
+        return CNF_ENOMEM;
+    st->iteration = (size_t)iteration;
+    st->lr = lr;
+    st->has_best = has_best != 0;
+    st->best_val_nll = best_val;
+    st->best_iteration = (size_t)best_iteration;
+    st->last_val_nll = last_val;
+    st->bad_validations = (size_t)bad;
+    s = read_checked(fid, file, "/training/params", 1, P, 1, st->params, 1);
+    if (s == CNF_OK)
+        s = read_checked(fid, file, "/training/adam_m", 1, P, 1, st->adam_m, 1);
+    if (s == CNF_OK)
+        s = read_checked(fid, file, "/training/adam_v", 1, P, 1, st->adam_v, 1);
+    if (s == CNF_OK && st->has_best)
+        s = read_checked(fid, file, "/training/best_params", 1, P, 1, st->best_params, 1);
+    if (s == CNF_OK) {
+        const char *rp = "/training/rng_state";
+        hid_t ds = cnf_h5_exists(fid, rp) ? H5Dopen2(fid, rp, H5P_DEFAULT) : H5I_INVALID_HID;
+        if (ds < 0) {
+            s = cnf_error(CNF_EFORMAT, "%s: missing data set %s", file, rp);
+        } else {
+            char type[64];
+            hid_t sp = H5Dget_space(ds);
+            hid_t ft = H5Dget_type(ds);
+            hssize_t nb = H5Sget_simple_extent_npoints(sp);
+            int trc = cnf_h5_attr_string(ds, "rng_type", type, sizeof type);
+            unsigned char *bytes = NULL;
+            if (trc != 0)
+                s = cnf_error(CNF_EFORMAT, "%s:%s: %s string attribute rng_type", file, rp,
+                              trc > 0 ? "missing" : "unreadable");
+            else if (strcmp(type, cnf_train_state_rng_type(st)) != 0)
+                s = cnf_error(CNF_EFORMAT, "%s:%s: random number generator '%s'; this build "
+                              "resumes '%s' only", file, rp, type, cnf_train_state_rng_type(st));
+            else if (H5Tget_class(ft) != H5T_INTEGER || H5Tget_size(ft) != 1 || nb < 0)
+                s = cnf_error(CNF_EFORMAT, "%s:%s must be a uint8 vector", file, rp);
+            else if (!(bytes = malloc((size_t)nb + 1)))
+                s = cnf_error(CNF_ENOMEM, "out of memory");
+            else if (nb > 0 && H5Dread(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                       bytes) < 0)
+                s = cnf_error(CNF_EIO, "%s:%s: read failed", file, rp);
+            else
+                s = cnf_train_state_set_rng_bytes(st, bytes, (size_t)nb);
+            if (s != CNF_OK && trc == 0 && bytes)
+                s = cnf_error(s, "%s:%s: %s", file, rp, cnf_last_error());
+            free(bytes);
+            H5Tclose(ft);
+            H5Sclose(sp);
+            H5Dclose(ds);
+        }
+    }
+    if (s != CNF_OK) {
+        cnf_train_state_free(st);
+        return s;
+    }
+    extra->state = st;
+    return CNF_OK;
+}
+
+static cnf_status load_open(hid_t fid, const char *path, cnf_flow **flow_out,
+                            cnf_model_extra *extra)
+{
+    char fmt[128];
+    int rc = cnf_h5_attr_string(fid, "format", fmt, sizeof fmt);
+    if (rc != 0)
+        return cnf_error(CNF_EFORMAT, "'%s' is not a cnf model file (%s root attribute format)",
+                         path, rc > 0 ? "no" : "unreadable");
+    if (strcmp(fmt, CNF_MODEL_FORMAT) != 0)
+        return cnf_error(CNF_EFORMAT, "'%s' is not a cnf model file (format = \"%s\", expected "
+                         "\"%s\")", path, fmt, CNF_MODEL_FORMAT);
+    long long version, dim;
+    rc = cnf_h5_attr_llong(fid, "version", &version);
+    if (rc != 0)
+        return cnf_error(CNF_EFORMAT, "%s: %s integer root attribute version", path,
+                         rc > 0 ? "missing" : "unreadable");
+    if (version != CNF_MODEL_VERSION)
+        return cnf_error(CNF_EFORMAT, "%s: model file version %lld (written by a newer cnf? "
+                         "this build reads version %d)", path, version, CNF_MODEL_VERSION);
+    rc = cnf_h5_attr_llong(fid, "dim", &dim);
+    if (rc != 0)
+        return cnf_error(CNF_EFORMAT, "%s: %s integer root attribute dim", path,
+                         rc > 0 ? "missing" : "unreadable");
+    if (dim < 1)
+        return cnf_error(CNF_EFORMAT, "%s: dim = %lld must be at least 1", path, dim);
+    size_t D = (size_t)dim;
+
+    long long K = group_size(fid, "/blocks");
+    if (K < 1)
+        return cnf_error(CNF_EFORMAT, "%s: %s", path,
+                         K < 0 ? "missing group /blocks" : "group /blocks holds no blocks");
+    cnf_status s = expect_shape(fid, path, "/preprocess/mean", 1, D, 1);
+    if (s == CNF_OK)
+        s = expect_shape(fid, path, "/preprocess/scale", 1, D, 1);
+    if (s != CNF_OK)
+        return s;
+
+    cnf_net_config *cfg = calloc((size_t)K, sizeof *cfg);
+    double *T = calloc((size_t)K, sizeof *T);
+    if (!cfg || !T) {
+        free(cfg);
+        free(T);
+        return cnf_error(CNF_ENOMEM, "out of memory");
+    }
+    for (size_t k = 0; k < (size_t)K && s == CNF_OK; k++)
+        s = read_block_arch(fid, path, k, D, &cfg[k], &T[k]);
+    cnf_flow *flow = NULL;
+    if (s == CNF_OK) {
+        flow = cnf_flow_alloc(D, (size_t)K, cfg, T);
+        if (!flow)
+            s = cnf_error(CNF_EFORMAT, "%s: %s", path, cnf_last_error());
+    }
+    free(cfg);
+    free(T);
+    if (s == CNF_OK)
+        s = read_checked(fid, path, "/preprocess/mean", 1, D, 1, cnf_flow_mean(flow), 1);
+    if (s == CNF_OK)
+        s = read_checked(fid, path, "/preprocess/scale", 1, D, 1, cnf_flow_scale(flow), 1);
+    for (size_t i = 0; s == CNF_OK && i < D; i++)
+        if (!(cnf_flow_scale(flow)[i] > 0.0))
+            s = cnf_error(CNF_EDATA, "%s:/preprocess/scale entry %zu is %g; scales must be "
+                          "positive", path, i, cnf_flow_scale(flow)[i]);
+    if (s == CNF_OK)
+        s = read_layers(fid, path, "", flow, cnf_flow_params(flow), 0, 1);
+    if (s == CNF_OK && extra)
+        s = read_training(fid, path, flow, extra);
+    if (s != CNF_OK) {
+        cnf_flow_free(flow);
+        return s;
+    }
+    *flow_out = flow;
+    return CNF_OK;
+}
+
+cnf_status cnf_model_load(const char *path, cnf_flow **flow, cnf_model_extra *extra)
+{
+    *flow = NULL;
+    if (extra)
+        cnf_model_extra_init(extra);
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    hid_t fid;
+    cnf_status s = cnf_h5_open_read(path, &fid);
+    if (s == CNF_OK) {
+        s = load_open(fid, path, flow, extra);
+        H5Fclose(fid);
+    }
+    cnf_h5_quiet_end(&q);
+    if (s != CNF_OK && extra)
+        cnf_model_extra_clear(extra);
+    return s;
+}
+
+/* ---- Gradients ---------------------------------------------------------- */
+
+cnf_status cnf_h5_writer_grad(cnf_h5_writer *w, const char *prefix, const cnf_flow *flow,
+                              const double *grad)
+{
+    return write_layers(w, prefix, flow, grad, 1);
+}
+
+cnf_status cnf_model_write_grad(const char *path, const cnf_flow *flow, const double *grad)
+{
+    cnf_h5_writer *w = cnf_h5_writer_open(path);
+    if (!w)
+        return CNF_EIO;
+    cnf_status s = cnf_h5_writer_attr_string(w, "/", "format", CNF_GRAD_FORMAT);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "version", CNF_MODEL_VERSION);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "dim", (long long)cnf_flow_dim(flow));
+    if (s == CNF_OK)
+        s = cnf_h5_writer_grad(w, "", flow, grad);
+    if (s != CNF_OK) {
+        cnf_h5_writer_abort(w);
+        return s;
+    }
+    return cnf_h5_writer_commit(w);
+}
+
+cnf_status cnf_model_read_grad(const char *path, const char *prefix, const cnf_flow *flow,
+                               double *grad)
+{
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    hid_t fid;
+    cnf_status s = cnf_h5_open_read(path, &fid);
+    if (s == CNF_OK) {
+        s = read_layers(fid, path, prefix, flow, grad, 1, 0);
+        H5Fclose(fid);
+    }
+    cnf_h5_quiet_end(&q);
+    return s;
+}
