@@ -211,6 +211,34 @@ START_TEST(test_dopri5_exp_minus_one)
 }
 END_TEST
 
+/* Counts of scipy 1.10.1's solve_ivp(method='RK45', rtol = atol = tol,
+ * first_step automatic) on the same problems (bench/compare_scipy.py):
+ * the same Dormand-Prince pair, norm, controller and initial step, so the
+ * counts agree to within rounding-level accident (they are identical here). */
+START_TEST(test_matches_scipy_rk45_counts)
+{
+    static const struct {
+        int lv;
+        double tol;
+        size_t nfe, accepted, rejected;
+    } ref[] = {
+        {0, 1e-6, 230, 38, 0}, {0, 1e-8, 566, 94, 0},
+        {1, 1e-6, 812, 115, 20}, {1, 1e-8, 1760, 279, 14},
+    };
+    for (size_t i = 0; i < NELEM(ref); i++) {
+        cnf_ode_options o = opts(CNF_ODE_DOPRI5, ref[i].tol, 0.0);
+        double y[2] = {ref[i].lv ? 10.0 : 1.0, ref[i].lv ? 5.0 : 0.0};
+        cnf_ode_stats st = solve_ok(&o, 2, ref[i].lv ? rhs_lv : rhs_harmonic, NULL, 0.0, 10.0,
+                                    y, NULL);
+        ck_assert_msg(fabs((double)st.nfe - (double)ref[i].nfe) <= 0.02 * (double)ref[i].nfe &&
+                          fabs((double)st.rejected - (double)ref[i].rejected) <= 2,
+                      "case %zu: nfe %zu accepted %zu rejected %zu, scipy %zu %zu %zu", i,
+                      st.nfe, st.accepted, st.rejected, ref[i].nfe, ref[i].accepted,
+                      ref[i].rejected);
+    }
+}
+END_TEST
+
 /* ---- convergence orders ---------------------------------------------------- */
 
 /* Global error at t = 2 of y' = y cos t with N equal steps of the method;
@@ -690,6 +718,13 @@ START_TEST(test_step_limit_and_hmin)
                      CNF_ESTEP_UNDERFLOW);
     ck_assert_ptr_nonnull(strstr(cnf_last_error(), "hmin"));
     cnf_ode_solver_free(s);
+
+    /* hmax caps every step, the automatic first one included */
+    o = opts(CNF_ODE_DOPRI5, 1e-3, 0.0);
+    o.hmax = 0.01;
+    double y = 1.0;
+    st = solve_ok(&o, 1, rhs_decay, NULL, 0.0, 1.0, &y, NULL);
+    ck_assert_int_eq(st.accepted, 100);
 }
 END_TEST
 
@@ -702,6 +737,7 @@ int main(void)
     tcase_add_test(tc, test_battery_decay_harmonic);
     tcase_add_test(tc, test_battery_lotka_volterra);
     tcase_add_test(tc, test_dopri5_exp_minus_one);
+    tcase_add_test(tc, test_matches_scipy_rk45_counts);
     tcase_add_test(tc, test_convergence_orders);
     tcase_add_test(tc, test_error_falls_with_tolerance);
     tcase_add_test(tc, test_forwards_backwards);
