@@ -1,0 +1,362 @@
+/* cli.c — option parsing, --help generation and error exits for the `cnf`
+ * command (see cli.h). Modelled on libsvm's svm-train: every option is
+ * listed with its default, and a bad value is refused before work starts. */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int cli_quiet = 0;
+const char *cli_command = "";
+
+static void vmessage(const char *kind, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "cnf%s%s: %s", cli_command[0] ? " " : "", cli_command, kind);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void cli_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage("error: ", fmt, ap);
+    va_end(ap);
+    exit(1);
+}
+
+void cli_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage("error: ", fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "(see 'cnf %s --help')\n", cli_command);
+    exit(2);
+}
+
+void cli_check(cnf_status s, const char *what)
+{
+    if (s == CNF_OK)
+        return;
+    const char *msg = cnf_last_error();
+    if (!msg || !msg[0])
+        msg = cnf_strerror(s);
+    if (what)
+        cli_die("%s: %s", what, msg);
+    cli_die("%s", msg);
+}
+
+void cli_info(const char *fmt, ...)
+{
+    if (cli_quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+void *cli_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        cli_die("out of memory (%zu bytes)", n);
+    return p;
+}
+
+double *cli_calloc_doubles(size_t n)
+{
+    double *p = calloc(n ? n : 1, sizeof *p);
+    if (!p)
+        cli_die("out of memory (%zu doubles)", n);
+    return p;
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void cli_json_double(FILE *f, double x)
+{
+    if (isfinite(x))
+        fprintf(f, "%.17g", x);
+    else
+        fputs("null", f);
+}
+
+static void format_default(const cli_option *o, char *buf, size_t n)
+{
+    if (o->deflt) {
+        snprintf(buf, n, "%s", o->deflt);
+        return;
+    }
+    switch (o->kind) {
+    case CLI_FLAG: snprintf(buf, n, "%s", *(int *)o->dest ? "on" : "off"); break;
+    case CLI_STRING: {
+        const char *s = *(const char **)o->dest;
+        snprintf(buf, n, "%s", s ? s : "none");
+        break;
+    }
+    case CLI_COUNT:
+    case CLI_SIZE: snprintf(buf, n, "%zu", *(size_t *)o->dest); break;
+    case CLI_INT:
+    case CLI_BOOL: snprintf(buf, n, "%d", *(int *)o->dest); break;
+    case CLI_POS:
+    case CLI_NONNEG: snprintf(buf, n, "%g", *(double *)o->dest); break;
+    case CLI_SEED: snprintf(buf, n, "%lu", *(unsigned long *)o->dest); break;
+    }
+}
+
+static void print_help(const cli_option *opts, const char *usage, const char *about)
+{
+    printf("usage: cnf %s\n\n%s\n\noptions:\n", usage, about);
+    for (const cli_option *o = opts; o->name; o++) {
+        char left[64], def[256];
+        if (o->kind == CLI_FLAG)
+            snprintf(left, sizeof left, "--%s", o->name);
+        else
+            snprintf(left, sizeof left, "--%s %s", o->name, o->meta ? o->meta : "X");
+        format_default(o, def, sizeof def);
+        printf("  %-24s %s (default: %s)\n", left, o->help, def);
+    }
+    printf("  %-24s %s\n", "--quiet", "print only results and errors (default: off)");
+    printf("  %-24s %s\n", "--help", "show this help and exit");
+}
+
+int cli_parse_value(cli_kind kind, const char *v, void *dest, char *err, size_t n)
+{
+    char *end = NULL;
+    errno = 0;
+    switch (kind) {
+    case CLI_FLAG:
+        *(int *)dest = 1;
+        return 0;
+    case CLI_STRING:
+        if (!v[0]) {
+            snprintf(err, n, "needs a non-empty value");
+            return -1;
+        }
+        *(const char **)dest = v;
+        return 0;
+    case CLI_COUNT:
+    case CLI_SIZE:
+    case CLI_SEED: {
+        unsigned long long x = 0;
+        if (v[0] != '-' && v[0] != '+' && v[0] != '\0')
+            x = strtoull(v, &end, 10);
+        if (!end || *end || errno) {
+            snprintf(err, n, "'%s': expected a non-negative whole number", v);
+            return -1;
+        }
+        if (kind == CLI_COUNT && x < 1) {
+            snprintf(err, n, "'%s': must be at least 1", v);
+            return -1;
+        }
+        if (kind == CLI_SEED)
+            *(unsigned long *)dest = (unsigned long)x;
+        else
+            *(size_t *)dest = (size_t)x;
+        return 0;
+    }
+    case CLI_INT:
+    case CLI_BOOL: {
+        long x = strtol(v, &end, 10);
+        if (!v[0] || *end || errno || x < INT_MIN || x > INT_MAX) {
+            snprintf(err, n, "'%s': expected a whole number", v);
+            return -1;
+        }
+        if (kind == CLI_BOOL && x != 0 && x != 1) {
+            snprintf(err, n, "'%s': expected 0 or 1", v);
+            return -1;
+        }
+        *(int *)dest = (int)x;
+        return 0;
+    }
+    case CLI_POS:
+    case CLI_NONNEG: {
+        double x = strtod(v, &end);
+        if (!v[0] || *end || errno == ERANGE || !isfinite(x)) {
+            snprintf(err, n, "'%s': expected a finite number", v);
+            return -1;
+        }
+        if (kind == CLI_POS && !(x > 0)) {
+            snprintf(err, n, "'%s': must be positive", v);
+            return -1;
+        }
+        if (kind == CLI_NONNEG && !(x >= 0)) {
+            snprintf(err, n, "'%s': must not be negative", v);
+            return -1;
+        }
+        *(double *)dest = x;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static void set_value(cli_option *o, const char *v)
+{
+    char err[512];
+    if (cli_parse_value(o->kind, v, o->dest, err, sizeof err))
+        cli_usage("--%s %s", o->name, err);
+}
+
+void cli_parse(int argc, char **argv, cli_option *opts, const char *usage,
+               const char *about, const char **pos, size_t max_pos, size_t *n_pos)
+{
+    *n_pos = 0;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            print_help(opts, usage, about);
+            exit(0);
+        }
+    int only_pos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_pos || a[0] != '-' || !a[1]) {
+            if (*n_pos >= max_pos)
+                cli_usage("unexpected argument '%s'", a);
+            pos[(*n_pos)++] = a;
+            continue;
+        }
+        if (!strcmp(a, "--")) {
+            only_pos = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2))
+            cli_usage("unknown option '%s'", a);
+        if (!strcmp(a, "--quiet")) {
+            cli_quiet = 1;
+            continue;
+        }
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        cli_option *o = opts;
+        for (; o->name; o++)
+            if (strlen(o->name) == len && !strncmp(o->name, name, len))
+                break;
+        if (!o->name)
+            cli_usage("unknown option '--%.*s'", (int)len, name);
+        const char *v = NULL;
+        if (o->kind == CLI_FLAG) {
+            if (eq)
+                cli_usage("--%s takes no value", o->name);
+        } else if (eq) {
+            v = eq + 1;
+        } else {
+            if (i + 1 >= argc)
+                cli_usage("--%s needs a value (%s)", o->name, o->meta ? o->meta : "X");
+            v = argv[++i];
+        }
+        set_value(o, v);
+        o->given = 1;
+    }
+}
+
+const char *cli_peek(int argc, char **argv, const char *name)
+{
+    size_t len = strlen(name);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) || strncmp(a + 2, name, len))
+            continue;
+        if (a[2 + len] == '=')
+            return a + 3 + len;
+        if (a[2 + len] == '\0' && i + 1 < argc)
+            return argv[i + 1];
+    }
+    return NULL;
+}
+
+int cli_given(const cli_option *opts, const char *name)
+{
+    for (const cli_option *o = opts; o->name; o++)
+        if (!strcmp(o->name, name))
+            return o->given;
+    return 0;
+}
+
+void cli_check_output_path(const char *path, const char *option)
+{
+    if (!path || !path[0])
+        cli_usage("%s is required", option);
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (slash && !slash[1])
+        cli_die("%s %s: names a directory, not a file", option, path);
+    if (access(dir, F_OK) != 0)
+        cli_die("%s %s: the directory '%s' does not exist", option, path, dir);
+    if (access(dir, W_OK | X_OK) != 0)
+        cli_die("%s %s: the directory '%s' is not writable", option, path, dir);
+}
+
+void cli_split_dataset(const char *spec, const char *dflt, char *file, char *dset, size_t n)
+{
+    /* The last ":/" separates the file from the dataset, so that file names
+     * with colons (rare) still work when a dataset is given. */
+    const char *sep = NULL;
+    for (const char *p = spec; (p = strstr(p, ":/")); p++)
+        sep = p;
+    if (sep) {
+        if ((size_t)(sep - spec) >= n || strlen(sep + 1) >= n)
+            cli_usage("path too long: %s", spec);
+        snprintf(file, n, "%.*s", (int)(sep - spec), spec);
+        snprintf(dset, n, "%s", sep + 1);
+    } else {
+        if (!dflt)
+            cli_usage("'%s' names no dataset: write FILE.h5:/DATASET", spec);
+        if (strlen(spec) >= n)
+            cli_usage("path too long: %s", spec);
+        snprintf(file, n, "%s", spec);
+        snprintf(dset, n, "%s", dflt);
+    }
+    if (!file[0])
+        cli_usage("'%s' names no file", spec);
+}
+
+void cli_split_counts(const char *spec, size_t N, size_t counts[3])
+{
+    double f[3];
+    const char *p = spec;
+    for (int i = 0; i < 3; i++) {
+        char *end;
+        errno = 0;
+        f[i] = strtod(p, &end);
+        if (end == p || errno || !isfinite(f[i]) || f[i] < 0)
+            cli_usage("--split %s: expected three non-negative fractions like 0.8,0.1,0.1", spec);
+        p = end;
+        if (i < 2) {
+            if (*p != ',')
+                cli_usage("--split %s: expected three fractions separated by commas", spec);
+            p++;
+        }
+    }
+    if (*p)
+        cli_usage("--split %s: unexpected text '%s'", spec, p);
+    double sum = f[0] + f[1] + f[2];
+    if (fabs(sum - 1.0) > 1e-9)
+        cli_usage("--split %s: the fractions sum to %g, not 1", spec, sum);
+    counts[1] = (size_t)floor(f[1] * (double)N + 0.5);
+    counts[2] = (size_t)floor(f[2] * (double)N + 0.5);
+    if (counts[1] + counts[2] > N)
+        counts[2] = N - counts[1];
+    counts[0] = N - counts[1] - counts[2];
+}

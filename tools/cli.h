@@ -1,0 +1,113 @@
+/* cli.h — option parsing, --help generation and error exits shared by the
+ * subcommands of the `cnf` command (tools/cnf_*.c).
+ *
+ * Each subcommand declares a table of cli_option, each pointing at the
+ * variable it fills; the variable's value before parsing is the default that
+ * --help prints (or `deflt` when it is not a plain value). Numbers are
+ * validated as they are parsed (a count must be >= 1, a tolerance > 0, ...),
+ * so that a bad option is reported before any work starts (libsvm's
+ * exit_with_help idea: every option listed with its default).
+ *
+ * Exit codes: 0 success, 1 a failure while working (file, data, solver),
+ * 2 a usage error (unknown option, bad value). Only tools/ ever exits.
+ */
+#ifndef CNF_TOOLS_CLI_H
+#define CNF_TOOLS_CLI_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "cnf/status.h"
+
+typedef enum {
+    CLI_FLAG,     /* int, set to 1; takes no value */
+    CLI_STRING,   /* const char *, borrowed from argv */
+    CLI_COUNT,    /* size_t >= 1 */
+    CLI_SIZE,     /* size_t >= 0 */
+    CLI_INT,      /* int, any sign */
+    CLI_POS,      /* double > 0, finite */
+    CLI_NONNEG,   /* double >= 0, finite */
+    CLI_SEED,     /* unsigned long */
+    CLI_BOOL      /* int, value 0 or 1 */
+} cli_kind;
+
+typedef struct {
+    const char *name;    /* long name without "--" */
+    cli_kind kind;
+    void *dest;          /* filled when the option is given */
+    const char *meta;    /* value placeholder in --help ("N", "F.h5") */
+    const char *help;    /* one line */
+    const char *deflt;   /* NULL: print the value of *dest; else this text */
+    int given;           /* set by cli_parse */
+} cli_option;
+
+/* Set by cli_parse from --quiet (every subcommand has it). */
+extern int cli_quiet;
+/* The subcommand being run, for messages ("train"). */
+extern const char *cli_command;
+
+/* Parse one value of the given kind from text into dest (validated as
+ * cli_parse does). 0 on success; -1 with a message in err otherwise. */
+int cli_parse_value(cli_kind kind, const char *text, void *dest, char *err, size_t n);
+
+/* Parse argv[1..argc-1] (argv[0] is the subcommand name). Options end at
+ * the NULL-named entry of opts. Positional arguments are stored in pos (at
+ * most max_pos; more is a usage error) and counted in *n_pos. --help prints
+ * `usage`, `about` and every option with its default, then exits 0. */
+void cli_parse(int argc, char **argv, cli_option *opts, const char *usage,
+               const char *about, const char **pos, size_t max_pos, size_t *n_pos);
+
+/* The value of --name in argv if present (either --name V or --name=V), for
+ * options that must be known before the others are parsed (--flow). */
+const char *cli_peek(int argc, char **argv, const char *name);
+
+/* Was option `name` given? (after cli_parse) */
+int cli_given(const cli_option *opts, const char *name);
+
+/* Print "cnf CMD: error: ..." and exit 1 (exit_code 2 for cli_usage). */
+void cli_die(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2), noreturn))
+#endif
+    ;
+void cli_usage(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2), noreturn))
+#endif
+    ;
+/* If s != CNF_OK: print the library's message (with `what` as context, may be
+ * NULL) and exit 1. */
+void cli_check(cnf_status s, const char *what);
+
+/* Informational output on stderr unless --quiet. */
+void cli_info(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/* An output path must name a file in an existing, writable directory: this
+ * is checked before any long work, so that a run is not lost at the end. */
+void cli_check_output_path(const char *path, const char *option);
+
+/* Split "file.h5:/path" into file and dataset; with no ":/" the dataset is
+ * dflt (may be NULL: then a missing path is a usage error). file and dset
+ * are written into the buffers (sizes n). */
+void cli_split_dataset(const char *spec, const char *dflt, char *file, char *dset, size_t n);
+
+/* malloc that exits with a message on failure; n zeroed doubles. */
+void *cli_malloc(size_t n);
+double *cli_calloc_doubles(size_t n);
+
+/* Print a double as JSON (finite, or null). */
+void cli_json_double(FILE *f, double x);
+
+/* Seconds since an arbitrary start (monotonic clock). */
+double cli_now(void);
+
+/* Parse a split "0.8,0.1,0.1" (three non-negative fractions summing to 1)
+ * and turn it into row counts for N rows (the rounding remainder goes to
+ * train). Usage error naming --split otherwise. */
+void cli_split_counts(const char *spec, size_t N, size_t counts[3]);
+
+#endif /* CNF_TOOLS_CLI_H */

@@ -1,0 +1,203 @@
+/* cnf_grad.c — `cnf grad`: the gradient of the mean NLL of a data set with
+ * respect to every parameter of a model (network weights and each block's
+ * end time T), by the integral-loss adjoint (cnf_flow_nll_grad, DESIGN.md
+ * section 2), written in the model file's own layout (cnf/io.h).
+ *
+ * --check compares it with central differences of the mean NLL,
+ *     (NLL(p + h e_i) - NLL(p - h e_i)) / (2h)   for every parameter i,
+ * each NLL from a forward solve at tight tolerances (--check-rtol), like
+ * torch.autograd.gradcheck. The relative error of entry i is
+ *     |a_i - f_i| / max(|a_i|, |f_i|, floor),  floor = 1e-3 * max_j |f_j|,
+ * so that entries near zero are judged against the gradient's scale rather
+ * than against themselves. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gsl/gsl_rng.h>
+
+#include "cli.h"
+#include "cnf/io.h"
+#include "commands.h"
+#include "model_cli.h"
+
+/* Mean NLL of X (N x D) at the flow's current parameters. */
+static double mean_nll(const cnf_flow *flow, cnf_flow_work *w, const double *X, size_t N,
+                       double *ll, size_t *nfe)
+{
+    cnf_flow_stats st;
+    cli_check(cnf_flow_log_likelihood(flow, w, X, N, NULL, ll, &st), "finite differences");
+    *nfe += st.forward.nfe;
+    double s = 0.0;
+    for (size_t i = 0; i < N; i++)
+        s -= ll[i];
+    return s / (double)N;
+}
+
+int cnf_cmd_grad(int argc, char **argv)
+{
+    const char *model = NULL, *data = NULL, *out = NULL;
+    int check = 0, json = 0;
+    unsigned long seed = 1;
+    double check_rtol = 1e-12, check_atol = 1e-12, h = 1e-5;
+    cli_solve_args sa;
+    cli_solve_args_default(&sa);
+    sa.rtol = sa.atol = 1e-10;
+    cli_option opts[] = {
+        {"model", CLI_STRING, &model, "M.h5", "model file (required)", NULL, 0},
+        {"data", CLI_STRING, &data, "F.h5:/x", "data set (required; path default /train)", NULL, 0},
+        {"out", CLI_STRING, &out, "G.h5", "gradient file in the model's layout", NULL, 0},
+        {"check", CLI_FLAG, &check, NULL,
+         "compare with central differences for every parameter; print the largest relative error",
+         NULL, 0},
+        {"check-rtol", CLI_POS, &check_rtol, "R", "relative tolerance of the --check solves", NULL, 0},
+        {"check-atol", CLI_POS, &check_atol, "A", "absolute tolerance of the --check solves", NULL, 0},
+        {"check-h", CLI_POS, &h, "H", "finite-difference step", NULL, 0},
+        {"seed", CLI_SEED, &seed, "S", "seed of the Hutchinson noise (unused when exact)", NULL, 0},
+        {"json", CLI_FLAG, &json, NULL, "print one JSON object with the results on stdout", NULL, 0},
+        {"solver", CLI_STRING, &sa.solver, "NAME", "ODE solver of the adjoint gradient", NULL, 0},
+        {"rtol", CLI_POS, &sa.rtol, "R", "relative tolerance of the adjoint gradient", NULL, 0},
+        {"atol", CLI_POS, &sa.atol, "A", "absolute tolerance of the adjoint gradient", NULL, 0},
+        {"max-steps", CLI_COUNT, &sa.max_steps, "N", "step limit of one solve", NULL, 0},
+        {"divergence", CLI_STRING, &sa.divergence, "KIND", "exact, gaussian or rademacher", NULL, 0},
+        {"batch", CLI_COUNT, &sa.batch, "N", "rows per solve", NULL, 0},
+        {NULL, 0, NULL, NULL, NULL, NULL, 0}};
+    const char *pos[1];
+    size_t n_pos;
+    cli_parse(argc, argv, opts, "grad --model M.h5 --data F.h5:/x [--out G.h5] [--check]",
+              "Gradient of the mean negative log-likelihood of a data set with respect to\n"
+              "every parameter (adjoint method), in the model file's layout\n"
+              "(/blocks/k/layers/j/W, ..., /blocks/k/T). --check compares every entry with\n"
+              "central differences of forward solves and prints the largest relative error\n"
+              "|a - f| / max(|a|, |f|, 1e-3 max|f|); use it with the exact divergence.",
+              pos, 0, &n_pos);
+    if (!model)
+        cli_usage("--model is required");
+    if (!data)
+        cli_usage("--data is required");
+    if (!out && !check)
+        cli_usage("nothing to do: give --out G.h5 and/or --check");
+    if (out)
+        cli_check(cnf_data_check_output_path(out), "--out");
+
+    cnf_model_extra ex;
+    cnf_flow *flow = cli_load_model(model, &ex);
+    cnf_flow_options fo;
+    /* The gradient's tolerances are this command's own (tight) defaults, not
+     * the training record's: pass no record. */
+    cli_solve_resolve(&sa, opts, NULL, &fo);
+    if (check && fo.divergence != CNF_DIV_EXACT)
+        cli_usage("--check needs --divergence exact (a Hutchinson estimate has noise that"
+                  " finite differences of the exact likelihood do not share)");
+    const size_t D = cnf_flow_dim(flow), P = cnf_flow_num_params(flow);
+    size_t N;
+    double *X = cli_read_data(data, "/train", D, &N, NULL);   /* N x D */
+    size_t B = sa.batch < N ? sa.batch : N;
+    cnf_flow_work *w = cli_flow_work(flow, B, &fo);
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    if (!rng)
+        cli_die("out of memory");
+    gsl_rng_set(rng, seed);
+
+    /* Mean over chunks of at most B rows: grad = sum_c (B_c / N) grad_c. */
+    double *grad = cli_calloc_doubles(P), *gc = cli_calloc_doubles(P);   /* P each */
+    double nll = 0.0;
+    cnf_flow_stats total = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+    double t0 = cli_now();
+    for (size_t r = 0; r < N; r += B) {
+        size_t b = N - r < B ? N - r : B;
+        double nll_c;
+        cnf_flow_stats st;
+        cli_check(cnf_flow_nll_grad(flow, w, X + r * D, b, rng, &nll_c, NULL, gc, &st),
+                  "gradient");
+        double wgt = (double)b / (double)N;
+        for (size_t i = 0; i < P; i++)
+            grad[i] += wgt * gc[i];
+        nll += wgt * nll_c;
+        cnf_ode_stats_add(&total.forward, &st.forward);
+        cnf_ode_stats_add(&total.backward, &st.backward);
+    }
+    double secs = cli_now() - t0;
+    double gnorm = 0.0;
+    for (size_t i = 0; i < P; i++)
+        gnorm += grad[i] * grad[i];
+    gnorm = sqrt(gnorm);
+
+    double max_rel = NAN, max_abs = NAN;
+    size_t worst = 0, fd_nfe = 0;
+    if (check) {
+        cnf_flow_options co = fo;
+        co.solver.rtol = check_rtol;
+        co.solver.atol = check_atol;
+        co.adjoint_solver = co.solver;
+        cli_check(cnf_flow_work_set_options(w, &co), "--check");
+        double *fd = cli_calloc_doubles(P), *ll = cli_calloc_doubles(N);
+        double *p = cnf_flow_params(flow);
+        for (size_t i = 0; i < P; i++) {
+            double p0 = p[i];
+            p[i] = p0 + h;
+            double fp = mean_nll(flow, w, X, N, ll, &fd_nfe);
+            p[i] = p0 - h;
+            double fm = mean_nll(flow, w, X, N, ll, &fd_nfe);
+            p[i] = p0;
+            fd[i] = (fp - fm) / (2.0 * h);
+        }
+        double fdmax = 0.0;
+        for (size_t i = 0; i < P; i++)
+            fdmax = fdmax > fabs(fd[i]) ? fdmax : fabs(fd[i]);
+        double floor_ = 1e-3 * fdmax;
+        max_rel = 0.0;
+        max_abs = 0.0;
+        for (size_t i = 0; i < P; i++) {
+            double d = fabs(grad[i] - fd[i]);
+            double den = fmax(fabs(grad[i]), fmax(fabs(fd[i]), floor_));
+            double rel = den > 0 ? d / den : d;
+            if (rel > max_rel) {
+                max_rel = rel;
+                worst = i;
+            }
+            max_abs = max_abs > d ? max_abs : d;
+        }
+        if (!json)
+            printf("check: %zu parameters, largest relative error %.3e (parameter %zu: adjoint "
+                   "%.10e, finite differences %.10e), largest absolute error %.3e\n",
+                   P, max_rel, worst, grad[worst], fd[worst], max_abs);
+        free(fd);
+        free(ll);
+    }
+    if (out)
+        cli_check(cnf_model_write_grad(out, flow, grad), out);
+    if (json) {
+        printf("{\"n\": %zu, \"n_params\": %zu, \"nll\": ", N, P);
+        cli_json_double(stdout, nll);
+        printf(", \"grad_norm\": ");
+        cli_json_double(stdout, gnorm);
+        printf(", \"nfe_forward\": %zu, \"nfe_backward\": %zu, \"seconds\": %.3f", total.forward.nfe,
+               total.backward.nfe, secs);
+        if (check) {
+            printf(", \"check_max_rel_error\": ");
+            cli_json_double(stdout, max_rel);
+            printf(", \"check_max_abs_error\": ");
+            cli_json_double(stdout, max_abs);
+            printf(", \"check_worst_param\": %zu", worst);
+        }
+        printf("}\n");
+    } else {
+        printf("mean nll %.10f over %zu rows, gradient norm %.6e (%zu parameters)\n", nll, N,
+               gnorm, P);
+        cli_info("(%s divergence, %s rtol %g atol %g, nfe forward %zu backward %zu, %.2f s)\n",
+                 sa.divergence, sa.solver, sa.rtol, sa.atol, total.forward.nfe,
+                 total.backward.nfe, secs);
+        if (out)
+            cli_info("wrote %s\n", out);
+    }
+    free(grad);
+    free(gc);
+    free(X);
+    gsl_rng_free(rng);
+    cnf_flow_work_free(w);
+    cnf_flow_free(flow);
+    cnf_model_extra_clear(&ex);
+    return 0;
+}

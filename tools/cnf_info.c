@@ -1,0 +1,65 @@
+/* cnf_info.c — `cnf info M.h5`: a model's architecture (DESIGN.md section 3),
+ * parameter count, preprocessing and training record (cnf/io.h). */
+#include <math.h>
+#include <stdio.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "model_cli.h"
+
+int cnf_cmd_info(int argc, char **argv)
+{
+    cli_option opts[] = {{NULL, 0, NULL, NULL, NULL, NULL, 0}};
+    const char *pos[1];
+    size_t n_pos;
+    cli_parse(argc, argv, opts, "info M.h5",
+              "Print a model's architecture (dimension, blocks, layer type, activation,\n"
+              "widths, end times), parameter count, preprocessing and training record.",
+              pos, 1, &n_pos);
+    if (n_pos != 1)
+        cli_usage("name the model file");
+    cnf_model_extra ex;
+    cnf_flow *flow = cli_load_model(pos[0], &ex);
+    const size_t D = cnf_flow_dim(flow), K = cnf_flow_num_blocks(flow);
+    const double *p = cnf_flow_params_const(flow);
+    printf("model %s\n", pos[0]);
+    printf("  dimension D        %zu\n", D);
+    printf("  blocks K           %zu\n", K);
+    printf("  parameters P       %zu (networks %zu + end times %zu)\n", cnf_flow_num_params(flow),
+           cnf_flow_num_params(flow) - K, K);
+    for (size_t k = 0; k < K; k++) {
+        const cnf_net *net = cnf_flow_block_net(flow, k);
+        const cnf_net_config *c = cnf_net_get_config(net);
+        printf("  block %zu: %s layers, %s, widths %zu", k, cnf_layer_type_name(c->layer_type),
+               cnf_activation_name(c->activation), c->dim);
+        for (size_t j = 0; j < c->n_hidden; j++)
+            printf("-%zu", c->hidden[j]);
+        printf("-%zu, T = %.6g, %zu parameters\n", c->dim, p[cnf_flow_T_index(flow, k)],
+               cnf_net_num_params(net));
+    }
+    const double *mean = cnf_flow_mean_const(flow), *scale = cnf_flow_scale_const(flow);
+    printf("  preprocessing      x_std = (x - mean) / scale\n    mean  ");
+    for (size_t i = 0; i < D && i < 8; i++)
+        printf(" %.6g", mean[i]);
+    printf(D > 8 ? " ...\n    scale " : "\n    scale ");
+    for (size_t i = 0; i < D && i < 8; i++)
+        printf(" %.6g", scale[i]);
+    printf(D > 8 ? " ...\n" : "\n");
+    if (!ex.n_config && !ex.state) {
+        printf("  training record    none\n");
+    } else {
+        printf("  training record\n");
+        for (size_t i = 0; i < ex.n_config; i++)
+            printf("    %-20s %s\n", ex.config_keys[i], ex.config_values[i]);
+        if (ex.state) {
+            const cnf_train_state *s = ex.state;
+            printf("    state: iteration %zu, seed %lu, lr %g\n", s->iteration, s->seed, s->lr);
+            if (s->has_best)
+                printf("    best validation nll %.6f at iteration %zu; last %.6f\n",
+                       s->best_val_nll, s->best_iteration, s->last_val_nll);
+        }
+    }
+    cnf_flow_free(flow);
+    cnf_model_extra_clear(&ex);
+    return 0;
+}

@@ -1,0 +1,310 @@
+/* cnf_train.c — `cnf train`: maximum-likelihood training of a flow on a data
+ * file (DESIGN.md section 2, cnf/train.h), from a preset (flows/NAME.cfg)
+ * overridden by options, with the data standardised first (stored in the
+ * model). The best model by validation NLL is written to --out once, at the
+ * end (atomically: a temporary file renamed over the target), also when the
+ * run is interrupted with Ctrl-C. --resume continues a run from a model file
+ * saved by this command: optimizer moments, iteration and rng state.
+ *
+ * Every check that can fail is made before training starts: options, data
+ * (NaN/Inf row, fewer rows than a batch, train/val/model dimensions) and
+ * that the output directory exists. A failed solve ends the run with an
+ * error and no output file (an existing one is left untouched). */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <gsl/gsl_rng.h>
+
+#include "cli.h"
+#include "cnf/data.h"
+#include "cnf/io.h"
+#include "cnf/train.h"
+#include "commands.h"
+#include "config.h"
+#include "model_cli.h"
+
+static volatile sig_atomic_t interrupted = 0;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+    signal(SIGINT, SIG_DFL);   /* a second Ctrl-C ends the process at once */
+}
+
+typedef struct {
+    int tty;                /* progress line rewritten with \r */
+    size_t log_every;       /* plain log lines otherwise */
+    size_t first_iter;      /* iteration at the start (resume) */
+    size_t nfe_f, nfe_b;    /* since the last line */
+    size_t count;
+    int line_open;
+} progress_ctx;
+
+static void fmt_time(double s, char *buf, size_t n)
+{
+    if (!isfinite(s) || s < 0) {
+        snprintf(buf, n, "?");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static int on_progress(const cnf_train_progress *p, void *vctx)
+{
+    progress_ctx *c = vctx;
+    c->nfe_f += p->nfe_forward;
+    c->nfe_b += p->nfe_backward;
+    c->count++;
+    size_t done = p->iteration - c->first_iter, todo = p->iters - p->iteration;
+    double eta = done ? p->elapsed / (double)done * (double)todo : NAN;
+    char el[32], et[32], val[96] = "";
+    fmt_time(p->elapsed, el, sizeof el);
+    fmt_time(eta, et, sizeof et);
+    if (!isnan(p->best_val_nll))
+        snprintf(val, sizeof val, "  val %.4f (best %.4f @%zu)", p->val_nll, p->best_val_nll,
+                 p->best_iteration);
+    if (!cli_quiet && c->tty) {
+        fprintf(stderr, "\r\033[Kiter %zu/%zu  loss %.4f  nfe %zu/%zu%s  elapsed %s  eta %s",
+                p->iteration, p->iters, p->loss, p->nfe_forward, p->nfe_backward, val, el, et);
+        c->line_open = 1;
+        fflush(stderr);
+    } else if (!cli_quiet && (p->iteration % c->log_every == 0 || p->validated ||
+                              p->iteration == p->iters)) {
+        fprintf(stderr, "iter %zu/%zu loss %.6f nll %.6f nfe %.1f/%.1f T", p->iteration, p->iters,
+                p->loss, p->nll, (double)c->nfe_f / (double)c->count,
+                (double)c->nfe_b / (double)c->count);
+        for (size_t k = 0; k < p->n_blocks && k < 4; k++)
+            fprintf(stderr, " %.4f", p->T[k]);
+        if (p->validated)
+            fprintf(stderr, " val %.6f best %.6f @%zu", p->val_nll, p->best_val_nll,
+                    p->best_iteration);
+        fprintf(stderr, " elapsed %s eta %s\n", el, et);
+        c->nfe_f = c->nfe_b = 0;
+        c->count = 0;
+    }
+    return interrupted ? 1 : 0;
+}
+
+/* Check a training/validation array before any work. */
+static void check_rows(const char *what, size_t N, size_t need, const char *why)
+{
+    if (N < need)
+        cli_die("%s has %zu rows, fewer than %s (%zu)", what, N, why, need);
+}
+
+int cnf_cmd_train(int argc, char **argv)
+{
+    cnf_run_config cfg;
+    cnf_run_config_default(&cfg);
+    /* The preset (or the resumed model's record) must be applied before the
+     * options so that options override it; find those two first. */
+    const char *preset = cli_peek(argc, argv, "flow");
+    const char *resume = cli_peek(argc, argv, "resume");
+    cnf_model_extra ex;
+    cnf_model_extra_init(&ex);
+    cnf_flow *flow = NULL;
+    int want_help = 0;
+    for (int i = 1; i < argc; i++)
+        want_help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+    if (resume && !want_help) {
+        flow = cli_load_model(resume, &ex);
+        if (!ex.state)
+            cli_die("%s has no training state (a model saved by 'cnf train' has /training)",
+                    resume);
+        for (size_t i = 0; i < ex.n_config; i++) {
+            char err[600];
+            /* Keys of the record that are not configuration (results, data)
+             * are skipped. */
+            (void)cnf_run_config_set(&cfg, ex.config_keys[i], ex.config_values[i], err,
+                                     sizeof err);
+        }
+    } else if (preset && !want_help) {
+        cnf_run_config_load(&cfg, preset);
+    } else if (preset) {
+        cnf_run_config_load(&cfg, preset);   /* so that --help shows its values */
+    }
+
+    const char *data = NULL, *train = NULL, *val = NULL, *out = NULL, *flow_opt = NULL;
+    const char *resume_opt = NULL;
+    size_t threads = 0, log_every = 100;
+    int json = 0;
+    enum { NCFG = 40 };
+    cli_option opts[NCFG + 16];
+    char names[NCFG][32];
+    size_t no = 0;
+    opts[no++] = (cli_option){"data", CLI_STRING, &data, "F.h5", "data file with /train and /val", NULL, 0};
+    opts[no++] = (cli_option){"train", CLI_STRING, &train, "F.h5:/x", "training set (instead of --data)", NULL, 0};
+    opts[no++] = (cli_option){"val", CLI_STRING, &val, "F.h5:/y", "validation set (instead of --data)", NULL, 0};
+    opts[no++] = (cli_option){"flow", CLI_STRING, &flow_opt, "flows/NAME.cfg",
+                              "preset of architecture and training settings (flows/README.md)", NULL, 0};
+    opts[no++] = (cli_option){"out", CLI_STRING, &out, "M.h5", "model file to write (required)", NULL, 0};
+    opts[no++] = (cli_option){"resume", CLI_STRING, &resume_opt, "M.h5",
+                              "continue the run saved in this model file", NULL, 0};
+    opts[no++] = (cli_option){"threads", CLI_SIZE, &threads, "N", "OpenBLAS threads (0 = its default)", NULL, 0};
+    opts[no++] = (cli_option){"log-every", CLI_COUNT, &log_every, "N",
+                              "log line every N iterations when stderr is not a terminal", NULL, 0};
+    opts[no++] = (cli_option){"json", CLI_FLAG, &json, NULL, "print one JSON object with the results", NULL, 0};
+    if (cnf_config_num_keys > NCFG)
+        cli_die("internal: too many configuration keys");
+    cnf_run_config_options(&cfg, opts + no, names);
+    no += cnf_config_num_keys;
+    opts[no] = (cli_option){NULL, 0, NULL, NULL, NULL, NULL, 0};
+    const char *pos[1];
+    size_t n_pos;
+    cli_parse(argc, argv, opts,
+              "train --data F.h5 [--flow flows/NAME.cfg] --out M.h5 [options]",
+              "Train a continuous normalizing flow by maximum likelihood (Adam, adjoint\n"
+              "gradients) on /train, validating on /val, and save the best model by\n"
+              "validation NLL to --out (once, at the end, atomically; Ctrl-C stops early\n"
+              "and saves the best so far). Defaults below are the built-in ones, or the\n"
+              "preset's when --flow comes before --help; options override the preset.\n"
+              "With --resume the architecture, preprocessing and settings come from the\n"
+              "model; --iters sets the new total.",
+              pos, 0, &n_pos);
+    if (!out)
+        cli_usage("--out is required");
+    if (data && (train || val))
+        cli_usage("give either --data or --train/--val, not both");
+    if (!data && !train)
+        cli_usage("--data F.h5 (or --train F.h5:/x --val F.h5:/y) is required");
+    if (resume && cli_given(opts, "flow"))
+        cli_usage("--resume takes the settings from the model; do not give --flow too");
+    cli_check(cnf_data_check_output_path(out), "--out");
+    if (threads)
+        openblas_set_num_threads((int)threads);
+
+    /* Data, checked before any work. */
+    size_t Ntr, Nval = 0, D, Dval = 0;
+    double *Xtr, *Xval = NULL;   /* Ntr x D, Nval x D */
+    char trname[CNF_DATA_FILE_MAX + 16], valname[CNF_DATA_FILE_MAX + 16];
+    if (data) {
+        snprintf(trname, sizeof trname, "%s:/train", data);
+        snprintf(valname, sizeof valname, "%s:/val", data);
+        train = trname;
+        val = valname;
+    }
+    size_t Dmodel = flow ? cnf_flow_dim(flow) : 0;
+    Xtr = cli_read_data(train, NULL, Dmodel, &Ntr, &D);
+    if (val) {
+        Xval = cli_read_data(val, NULL, D, &Nval, &Dval);
+        if (Dval != D)
+            cli_die("%s has %zu columns but %s has %zu", val, Dval, train, D);
+    }
+    check_rows(train, Ntr, cfg.batch, "a batch (--batch)");
+    check_rows(train, Ntr, 2, "standardisation needs");
+
+    cnf_net_config nets[64];
+    double T[64];
+    if (cfg.blocks > 64)
+        cli_usage("--blocks %zu: at most 64", cfg.blocks);
+    cnf_train_options opt;
+    cnf_run_config_resolve(&cfg, D, nets, T, &opt);
+    if (!Xval)
+        opt.val_every = 0;
+
+    cnf_train_state *state;
+    if (flow) {
+        state = ex.state;
+        ex.state = NULL;
+        if (state->iteration >= opt.iters)
+            cli_die("%s has already run %zu iterations; give --iters larger than that to continue",
+                    resume, state->iteration);
+    } else {
+        flow = cnf_flow_alloc(D, cfg.blocks, nets, T);
+        if (!flow)
+            cli_die("%s", cnf_last_error());
+        cli_check(cnf_flow_fit_preprocess(flow, Xtr, Ntr), train);
+        gsl_rng *init = gsl_rng_alloc(gsl_rng_mt19937);
+        if (!init)
+            cli_die("out of memory");
+        gsl_rng_set(init, cfg.seed);
+        cnf_flow_init_params(flow, init, 0);
+        gsl_rng_free(init);
+        state = cnf_train_state_alloc(cnf_flow_num_params(flow), cfg.seed);
+        if (!state)
+            cli_die("%s", cnf_last_error());
+    }
+
+    progress_ctx pc = {isatty(STDERR_FILENO), log_every, state->iteration, 0, 0, 0, 0};
+    opt.callback = on_progress;
+    opt.callback_ctx = &pc;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old);
+    cli_info("training: D = %zu, %zu blocks of %s-%s %s, P = %zu, %zu train / %zu val rows, "
+             "iterations %zu..%zu\n",
+             D, cfg.blocks, cfg.hidden[0] ? cfg.hidden : "(none)", cfg.act, cfg.layer,
+             cnf_flow_num_params(flow), Ntr, Nval, state->iteration + 1, opt.iters);
+    cnf_train_result res;
+    cnf_status s = cnf_train(flow, Xtr, Ntr, Xval, Nval, &opt, state, &res);
+    sigaction(SIGINT, &old, NULL);
+    if (pc.line_open)
+        fputc('\n', stderr);
+    if (s != CNF_OK)
+        cli_die("training stopped at iteration %zu: %s (nothing written to %s)",
+                state->iteration + 1, cnf_last_error(), out);
+
+    /* The record: resolved configuration, data and results. */
+    cnf_model_extra rec;
+    cnf_model_extra_init(&rec);
+    char buf[4096];
+    for (size_t i = 0; i < cnf_config_num_keys; i++) {
+        cnf_run_config_format(&cfg, &cnf_config_keys[i], buf, sizeof buf);
+        cli_check(cnf_model_extra_set(&rec, cnf_config_keys[i].key, buf), "record");
+    }
+    const char *pre = resume ? cnf_model_extra_get(&ex, "preset") : preset;
+    cli_check(cnf_model_extra_set(&rec, "preset", pre ? pre : "none"), "record");
+    cli_check(cnf_model_extra_set(&rec, "train_data", train), "record");
+    cli_check(cnf_model_extra_set(&rec, "val_data", val ? val : "none"), "record");
+    snprintf(buf, sizeof buf, "%.17g", res.train_nll);
+    cli_check(cnf_model_extra_set(&rec, "result_train_nll", buf), "record");
+    snprintf(buf, sizeof buf, "%.17g", res.best_val_nll);
+    cli_check(cnf_model_extra_set(&rec, "result_best_val_nll", buf), "record");
+    snprintf(buf, sizeof buf, "%zu", res.best_iteration);
+    cli_check(cnf_model_extra_set(&rec, "result_best_iteration", buf), "record");
+    rec.state = state;
+    s = cnf_model_save(out, flow, &rec);
+    rec.state = NULL;
+    cli_check(s, out);
+
+    if (res.interrupted)
+        cli_info("interrupted at iteration %zu: saved the best model so far (validation nll %.6f "
+                 "at iteration %zu) to %s\n",
+                 res.iters, res.best_val_nll, res.best_iteration, out);
+    else
+        cli_info("saved %s (best validation nll %.6f at iteration %zu%s)\n", out, res.best_val_nll,
+                 res.best_iteration, res.stopped_early ? ", stopped early" : "");
+    if (json) {
+        printf("{\"iters\": %zu, \"iters_run\": %zu, \"train_nll\": ", res.iters, res.iters_run);
+        cli_json_double(stdout, res.train_nll);
+        printf(", \"val_nll\": ");
+        cli_json_double(stdout, res.val_nll);
+        printf(", \"best_val_nll\": ");
+        cli_json_double(stdout, res.best_val_nll);
+        printf(", \"best_iteration\": %zu, \"seconds\": %.3f, \"nfe_forward\": %zu, "
+               "\"nfe_backward\": %zu, \"nfe_forward_mean\": %.2f, \"nfe_backward_mean\": %.2f, "
+               "\"n_params\": %zu, \"stopped_early\": %s, \"interrupted\": %s}\n",
+               res.best_iteration, res.seconds, res.nfe_forward, res.nfe_backward,
+               res.nfe_forward_mean, res.nfe_backward_mean, cnf_flow_num_params(flow),
+               res.stopped_early ? "true" : "false", res.interrupted ? "true" : "false");
+    }
+    cnf_model_extra_clear(&rec);
+    cnf_model_extra_clear(&ex);
+    cnf_train_state_free(state);
+    cnf_flow_free(flow);
+    free(Xtr);
+    free(Xval);
+    return res.interrupted ? 130 : 0;
+}

@@ -1,0 +1,331 @@
+/* config.c — presets (flows/NAME.cfg) and the options of `cnf train` from
+ * one table of keys (config.h; format documented in flows/README.md). */
+#define _POSIX_C_SOURCE 200809L
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnf/ode.h"
+
+#define KEY(name, kind, meta, help) {#name, kind, offsetof(cnf_run_config, name), meta, help}
+
+const cnf_config_key cnf_config_keys[] = {
+    KEY(hidden, CLI_STRING, "W-W-..", "hidden widths; 'nD' = n times the data dimension"),
+    KEY(layer, CLI_STRING, "TYPE", "layer type: concatsquash, concat, ignore"),
+    KEY(act, CLI_STRING, "NAME", "activation: tanh, softplus, elu, swish"),
+    KEY(blocks, CLI_COUNT, "K", "number of CNF blocks"),
+    KEY(T, CLI_POS, "T", "initial end time of every block"),
+    KEY(learn_T, CLI_BOOL, "0|1", "learn the end times"),
+    KEY(solver, CLI_STRING, "NAME", "ODE solver: dopri5, rkf45, rkck, rk8pd (adaptive)"),
+    KEY(rtol, CLI_POS, "R", "relative tolerance of the solves"),
+    KEY(atol, CLI_POS, "A", "absolute tolerance of the solves"),
+    KEY(max_steps, CLI_COUNT, "N", "step limit of one solve"),
+    KEY(backsolve, CLI_BOOL, "0|1", "adjoint recovers z(t) by integrating backwards"),
+    KEY(seminorm, CLI_BOOL, "0|1", "leave the parameter gradient out of the backward error norm"),
+    KEY(divergence, CLI_STRING, "KIND", "training divergence: exact, gaussian, rademacher"),
+    KEY(val_divergence, CLI_STRING, "KIND",
+        "validation divergence: auto (exact if D <= 4), exact, training"),
+    KEY(reg_kinetic, CLI_NONNEG, "L", "kinetic-energy regularizer weight"),
+    KEY(reg_jacobian, CLI_NONNEG, "L", "Jacobian Frobenius regularizer weight"),
+    KEY(iters, CLI_COUNT, "N", "total training iterations"),
+    KEY(batch, CLI_COUNT, "B", "minibatch size"),
+    KEY(lr, CLI_POS, "LR", "Adam learning rate"),
+    KEY(weight_decay, CLI_NONNEG, "W", "L2 weight decay (added to the gradient)"),
+    KEY(lr_decay, CLI_POS, "F", "step decay factor of the learning rate"),
+    KEY(lr_decay_every, CLI_SIZE, "N", "iterations between decays (0 = off)"),
+    KEY(clip_norm, CLI_NONNEG, "C", "clip the gradient norm (0 = off)"),
+    KEY(val_every, CLI_SIZE, "N", "validate every N iterations (0 = never)"),
+    KEY(patience, CLI_SIZE, "N", "stop after N validations without improvement (0 = off)"),
+    KEY(max_val_rows, CLI_SIZE, "N", "validate on at most N rows (0 = all)"),
+    KEY(val_batch, CLI_COUNT, "N", "rows per validation solve"),
+    KEY(seed, CLI_SEED, "S", "seed of initialisation, batches and noise"),
+};
+const size_t cnf_config_num_keys = sizeof cnf_config_keys / sizeof cnf_config_keys[0];
+
+void cnf_run_config_default(cnf_run_config *cfg)
+{
+    cnf_train_options opt;
+    cnf_train_options_default(&opt);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->hidden = "64-64-64";
+    cfg->layer = "concatsquash";
+    cfg->act = "tanh";
+    cfg->blocks = 1;
+    cfg->T = 1.0;
+    cfg->learn_T = opt.learn_T;
+    cfg->solver = cnf_ode_method_name(opt.flow.solver.method);
+    cfg->rtol = opt.flow.solver.rtol;
+    cfg->atol = opt.flow.solver.atol;
+    cfg->max_steps = opt.flow.solver.max_steps;
+    cfg->backsolve = opt.flow.backsolve;
+    cfg->seminorm = opt.flow.seminorm;
+    cfg->divergence = cnf_divergence_name(opt.flow.divergence);
+    cfg->val_divergence = "auto";
+    cfg->reg_kinetic = opt.flow.reg_kinetic;
+    cfg->reg_jacobian = opt.flow.reg_jacobian;
+    cfg->iters = opt.iters;
+    cfg->batch = opt.batch;
+    cfg->lr = opt.lr;
+    cfg->weight_decay = opt.weight_decay;
+    cfg->lr_decay = opt.lr_decay;
+    cfg->lr_decay_every = opt.lr_decay_every;
+    cfg->clip_norm = opt.clip_norm;
+    cfg->val_every = opt.val_every;
+    cfg->patience = opt.patience;
+    cfg->max_val_rows = opt.max_val_rows;
+    cfg->val_batch = opt.val_batch ? opt.val_batch : 1000;
+    cfg->seed = opt.seed;
+}
+
+int cnf_hidden_expand(const char *expr, size_t D, cnf_net_config *cfg, char *err, size_t n)
+{
+    size_t count = 0;
+    const char *p = expr;
+    while (*p) {
+        char *end;
+        errno = 0;
+        unsigned long long w = 1;
+        if (isdigit((unsigned char)*p)) {
+            w = strtoull(p, &end, 10);
+            p = end;
+        } else if (*p != 'D') {
+            snprintf(err, n, "hidden '%s': expected widths like 64-64-64 or 20D-20D", expr);
+            return -1;
+        }
+        if (*p == 'D') {
+            w *= D ? D : 1;
+            p++;
+        }
+        if (w == 0 || errno) {
+            snprintf(err, n, "hidden '%s': widths must be at least 1", expr);
+            return -1;
+        }
+        if (count == CNF_NET_MAX_HIDDEN) {
+            snprintf(err, n, "hidden '%s': at most %d hidden layers", expr, CNF_NET_MAX_HIDDEN);
+            return -1;
+        }
+        if (cfg)
+            cfg->hidden[count] = (size_t)w;
+        count++;
+        if (*p == '-' && p[1])
+            p++;
+        else if (*p) {
+            snprintf(err, n, "hidden '%s': expected widths like 64-64-64 or 20D-20D", expr);
+            return -1;
+        }
+    }
+    if (cfg)
+        cfg->n_hidden = count;
+    return 0;
+}
+
+int cnf_run_config_check(const char *key, const char *value, char *err, size_t n)
+{
+    cnf_status s = CNF_OK;
+    if (!strcmp(key, "layer")) {
+        cnf_layer_type t;
+        s = cnf_layer_type_from_name(value, &t);
+    } else if (!strcmp(key, "act")) {
+        cnf_activation a;
+        s = cnf_activation_from_name(value, &a);
+    } else if (!strcmp(key, "solver")) {
+        cnf_ode_method m;
+        s = cnf_ode_method_from_name(value, &m);
+    } else if (!strcmp(key, "divergence")) {
+        cnf_divergence d;
+        s = cnf_divergence_from_name(value, &d);
+    } else if (!strcmp(key, "val_divergence")) {
+        if (strcmp(value, "auto") && strcmp(value, "exact") && strcmp(value, "training")) {
+            snprintf(err, n, "'%s': expected auto, exact or training", value);
+            return -1;
+        }
+    } else if (!strcmp(key, "hidden")) {
+        return cnf_hidden_expand(value, 1, NULL, err, n);
+    }
+    if (s != CNF_OK) {
+        snprintf(err, n, "%s", cnf_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static const cnf_config_key *find_key(const char *key)
+{
+    for (size_t i = 0; i < cnf_config_num_keys; i++)
+        if (!strcmp(cnf_config_keys[i].key, key))
+            return &cnf_config_keys[i];
+    return NULL;
+}
+
+int cnf_run_config_set(cnf_run_config *cfg, const char *key, const char *text, char *err,
+                       size_t n)
+{
+    const cnf_config_key *k = find_key(key);
+    if (!k) {
+        snprintf(err, n, "unknown key '%s'", key);
+        return -2;
+    }
+    void *dest = (char *)cfg + k->offset;
+    if (k->kind == CLI_STRING) {
+        /* "hidden = " (no widths) is allowed: a network without hidden layers. */
+        if (!text[0] && strcmp(key, "hidden")) {
+            snprintf(err, n, "%s needs a value", key);
+            return -1;
+        }
+        if (cnf_run_config_check(key, text, err, n))
+            return -1;
+        char *copy = strdup(text);
+        if (!copy) {
+            snprintf(err, n, "out of memory");
+            return -1;
+        }
+        *(const char **)dest = copy;   /* kept for the life of the command */
+        return 0;
+    }
+    char msg[400];
+    if (cli_parse_value(k->kind, text, dest, msg, sizeof msg)) {
+        snprintf(err, n, "%s %s", key, msg);
+        return -1;
+    }
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t len = strlen(s);
+    while (len && isspace((unsigned char)s[len - 1]))
+        s[--len] = '\0';
+    return s;
+}
+
+void cnf_run_config_load(cnf_run_config *cfg, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        cli_die("cannot open preset %s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0, lineno = 0;
+    while (getline(&line, &cap, f) != -1) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (!s[0])
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq)
+            cli_die("%s:%zu: expected 'key = value', got '%s'", path, lineno, s);
+        *eq = '\0';
+        char *key = trim(s), *value = trim(eq + 1);
+        char err[600];
+        int rc = cnf_run_config_set(cfg, key, value, err, sizeof err);
+        if (rc == -2) {
+            char known[1024] = "";
+            for (size_t i = 0; i < cnf_config_num_keys; i++) {
+                strncat(known, cnf_config_keys[i].key, sizeof known - strlen(known) - 3);
+                if (i + 1 < cnf_config_num_keys)
+                    strncat(known, ", ", sizeof known - strlen(known) - 1);
+            }
+            cli_die("%s:%zu: unknown key '%s' (known keys: %s; see flows/README.md)", path, lineno,
+                    key, known);
+        }
+        if (rc)
+            cli_die("%s:%zu: %s", path, lineno, err);
+    }
+    free(line);
+    fclose(f);
+}
+
+void cnf_run_config_format(const cnf_run_config *cfg, const cnf_config_key *k, char *buf,
+                           size_t n)
+{
+    const void *p = (const char *)cfg + k->offset;
+    switch (k->kind) {
+    case CLI_STRING: snprintf(buf, n, "%s", *(const char *const *)p); break;
+    case CLI_COUNT:
+    case CLI_SIZE: snprintf(buf, n, "%zu", *(const size_t *)p); break;
+    case CLI_BOOL:
+    case CLI_INT:
+    case CLI_FLAG: snprintf(buf, n, "%d", *(const int *)p); break;
+    case CLI_POS:
+    case CLI_NONNEG: snprintf(buf, n, "%.17g", *(const double *)p); break;
+    case CLI_SEED: snprintf(buf, n, "%lu", *(const unsigned long *)p); break;
+    }
+}
+
+void cnf_run_config_options(cnf_run_config *cfg, cli_option *opts, char (*names)[32])
+{
+    for (size_t i = 0; i < cnf_config_num_keys; i++) {
+        const cnf_config_key *k = &cnf_config_keys[i];
+        snprintf(names[i], 32, "%s", k->key);
+        for (char *c = names[i]; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        opts[i] = (cli_option){names[i], k->kind, (char *)cfg + k->offset, k->meta, k->help,
+                               NULL, 0};
+    }
+}
+
+void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config *nets,
+                            double *T, cnf_train_options *opt)
+{
+    char err[600];
+    /* Option values were checked when set; these re-checks catch values that
+     * only the combination makes invalid. */
+    static const char *const enums[] = {"layer", "act", "solver", "divergence",
+                                        "val_divergence", "hidden"};
+    for (size_t i = 0; i < sizeof enums / sizeof enums[0]; i++) {
+        char v[256];
+        cnf_run_config_format(cfg, find_key(enums[i]), v, sizeof v);
+        if (cnf_run_config_check(enums[i], v, err, sizeof err))
+            cli_usage("%s: %s", enums[i], err);
+    }
+    for (size_t k = 0; k < cfg->blocks; k++) {
+        cnf_net_config_default(&nets[k], D);
+        if (cnf_hidden_expand(cfg->hidden, D, &nets[k], err, sizeof err))
+            cli_usage("%s", err);
+        cli_check(cnf_layer_type_from_name(cfg->layer, &nets[k].layer_type), "layer");
+        cli_check(cnf_activation_from_name(cfg->act, &nets[k].activation), "act");
+        T[k] = cfg->T;
+    }
+    cnf_train_options_default(opt);
+    opt->iters = cfg->iters;
+    opt->batch = cfg->batch;
+    opt->lr = cfg->lr;
+    opt->weight_decay = cfg->weight_decay;
+    opt->learn_T = cfg->learn_T;
+    opt->lr_decay = cfg->lr_decay;
+    opt->lr_decay_every = cfg->lr_decay_every;
+    opt->clip_norm = cfg->clip_norm;
+    opt->val_every = cfg->val_every;
+    opt->patience = cfg->patience;
+    opt->seed = cfg->seed;
+    opt->max_val_rows = cfg->max_val_rows;
+    opt->val_batch = cfg->val_batch;
+    opt->val_divergence = !strcmp(cfg->val_divergence, "exact") ? CNF_TRAIN_VAL_EXACT
+                          : !strcmp(cfg->val_divergence, "training") ? CNF_TRAIN_VAL_AS_TRAINING
+                                                                     : CNF_TRAIN_VAL_AUTO;
+    cnf_flow_options_default(&opt->flow);
+    cli_check(cnf_ode_method_from_name(cfg->solver, &opt->flow.solver.method), "solver");
+    if (!cnf_ode_method_is_adaptive(opt->flow.solver.method))
+        cli_usage("solver %s: training needs an adaptive solver (dopri5, rkf45, rkck, rk8pd)",
+                  cfg->solver);
+    opt->flow.solver.rtol = cfg->rtol;
+    opt->flow.solver.atol = cfg->atol;
+    opt->flow.solver.max_steps = cfg->max_steps;
+    opt->flow.adjoint_solver = opt->flow.solver;
+    opt->flow.backsolve = cfg->backsolve;
+    opt->flow.seminorm = cfg->seminorm;
+    opt->flow.reg_kinetic = cfg->reg_kinetic;
+    opt->flow.reg_jacobian = cfg->reg_jacobian;
+    cli_check(cnf_divergence_from_name(cfg->divergence, &opt->flow.divergence), "divergence");
+    cli_check(cnf_train_options_check(opt), "options");
+}

@@ -1,0 +1,87 @@
+/* config.h — the run configuration of `cnf train`: the architecture and
+ * training settings a preset file (flows/NAME.cfg, "key = value" lines, see
+ * flows/README.md) and the command-line options both set. One table of keys
+ * drives the preset parser, the options of `cnf train` (key weight_decay is
+ * option --weight-decay), --help and the record stored in the model file.
+ *
+ * Precedence: built-in defaults < preset file (or, with --resume, the
+ * configuration stored in the model) < command-line options. */
+#ifndef CNF_TOOLS_CONFIG_H
+#define CNF_TOOLS_CONFIG_H
+
+#include <stddef.h>
+
+#include "cli.h"
+#include "cnf/net.h"
+#include "cnf/train.h"
+
+typedef struct {
+    const char *hidden;         /* width expression "64-64-64", "20D-20D", "" */
+    const char *layer;          /* concatsquash | concat | ignore */
+    const char *act;            /* tanh | softplus | elu | swish */
+    size_t blocks;              /* K */
+    double T;                   /* initial end time of every block */
+    int learn_T;
+    const char *solver;         /* dopri5, ... (cnf/ode.h) */
+    double rtol, atol;
+    size_t max_steps;           /* per solve */
+    int backsolve, seminorm;
+    const char *divergence;     /* training: exact | gaussian | rademacher */
+    const char *val_divergence; /* auto | exact | training */
+    double reg_kinetic, reg_jacobian;
+    size_t iters, batch;
+    double lr, weight_decay;
+    double lr_decay;
+    size_t lr_decay_every;
+    double clip_norm;
+    size_t val_every, patience, max_val_rows, val_batch;
+    unsigned long seed;
+} cnf_run_config;
+
+/* One key of the table. */
+typedef struct {
+    const char *key;            /* preset key; option --key with '_' -> '-' */
+    cli_kind kind;
+    size_t offset;              /* into cnf_run_config */
+    const char *meta;
+    const char *help;
+} cnf_config_key;
+
+extern const cnf_config_key cnf_config_keys[];
+extern const size_t cnf_config_num_keys;
+
+/* Built-in defaults (the library's: cnf_train_options_default and FFJORD's
+ * toy network). */
+void cnf_run_config_default(cnf_run_config *cfg);
+
+/* Set key to text (copied). Returns 0, or -1 with a message in err (unknown
+ * key: err says so and -2 is returned). */
+int cnf_run_config_set(cnf_run_config *cfg, const char *key, const char *text, char *err,
+                       size_t n);
+
+/* Read a preset file into cfg; exits with "FILE:LINE: ..." on an unknown key
+ * or a bad value. */
+void cnf_run_config_load(cnf_run_config *cfg, const char *path);
+
+/* The value of key as text (for the model's record). */
+void cnf_run_config_format(const cnf_run_config *cfg, const cnf_config_key *k, char *buf,
+                           size_t n);
+
+/* Fill cli options (opts: at least cnf_config_num_keys entries) whose
+ * destinations are cfg's fields. Names are made in names (storage). */
+void cnf_run_config_options(cnf_run_config *cfg, cli_option *opts, char (*names)[32]);
+
+/* Resolve to the library's structures for data dimension D; exits with a
+ * message naming the key on a bad value. nets: blocks entries; T: blocks. */
+void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config *nets,
+                            double *T, cnf_train_options *opt);
+
+/* Check the value of an enumerated key (layer, act, solver, divergence,
+ * val_divergence, hidden); 0 or -1 with a message. */
+int cnf_run_config_check(const char *key, const char *value, char *err, size_t n);
+
+/* Expand a width expression ("64-64", "20D-20D", "") for dimension D into
+ * cfg->n_hidden / cfg->hidden. -1 with a message on a bad expression. */
+int cnf_hidden_expand(const char *expr, size_t D, cnf_net_config *cfg, char *err, size_t n);
+
+#endif /* CNF_TOOLS_CONFIG_H */

@@ -1,0 +1,89 @@
+/* model_cli.c — shared pieces of the model-using commands (model_cli.h). */
+#include "model_cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnf/data.h"
+#include "cnf/ode.h"
+
+void cli_solve_args_default(cli_solve_args *a)
+{
+    cnf_flow_options fo;
+    cnf_flow_options_default(&fo);
+    a->solver = cnf_ode_method_name(fo.solver.method);
+    a->rtol = fo.solver.rtol;
+    a->atol = fo.solver.atol;
+    a->max_steps = fo.solver.max_steps;
+    a->divergence = "exact";
+    a->batch = 1000;
+}
+
+static void from_record(const cnf_model_extra *ex, const cli_option *opts, const char *opt,
+                        const char *key, cli_kind kind, void *dest)
+{
+    const char *v = ex ? cnf_model_extra_get(ex, key) : NULL;
+    char err[256];
+    if (!v || cli_given(opts, opt))
+        return;
+    if (kind == CLI_STRING)
+        *(const char **)dest = v;   /* borrowed from ex, which outlives the command */
+    else
+        (void)cli_parse_value(kind, v, dest, err, sizeof err);   /* keep default if bad */
+}
+
+void cli_solve_resolve(cli_solve_args *a, const cli_option *opts, const cnf_model_extra *ex,
+                       cnf_flow_options *opt)
+{
+    from_record(ex, opts, "solver", "solver", CLI_STRING, &a->solver);
+    from_record(ex, opts, "rtol", "rtol", CLI_POS, &a->rtol);
+    from_record(ex, opts, "atol", "atol", CLI_POS, &a->atol);
+    from_record(ex, opts, "max-steps", "max_steps", CLI_COUNT, &a->max_steps);
+    cnf_flow_options_default(opt);
+    if (cnf_ode_method_from_name(a->solver, &opt->solver.method) != CNF_OK)
+        cli_usage("--solver: %s", cnf_last_error());
+    if (cnf_divergence_from_name(a->divergence, &opt->divergence) != CNF_OK)
+        cli_usage("--divergence: %s", cnf_last_error());
+    opt->solver.rtol = a->rtol;
+    opt->solver.atol = a->atol;
+    opt->solver.max_steps = a->max_steps;
+    if (!cnf_ode_method_is_adaptive(opt->solver.method))
+        opt->solver.h0 = 1e-2;   /* fixed-step: 0.01 of time per step */
+    opt->adjoint_solver = opt->solver;
+}
+
+cnf_flow *cli_load_model(const char *path, cnf_model_extra *extra)
+{
+    if (!path)
+        cli_usage("--model is required");
+    cnf_flow *flow = NULL;
+    cli_check(cnf_model_load(path, &flow, extra), NULL);
+    return flow;
+}
+
+double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout)
+{
+    cnf_data_address a;
+    if (cnf_data_address_parse(spec, dflt, &a) != CNF_OK)
+        cli_usage("%s", cnf_last_error());
+    double *X = NULL;
+    size_t n = 0, d = 0;
+    cli_check(cnf_data_read(a.file, a.path, &X, &n, &d), NULL);
+    char name[CNF_DATA_FILE_MAX + CNF_DATA_PATH_MAX + 2];
+    snprintf(name, sizeof name, "%s:%s", a.file, a.path);
+    if (D && d != D)
+        cli_die("%s has %zu columns but the model's dimension is %zu", name, d, D);
+    cli_check(cnf_data_check_finite(X, n, d, name), NULL);
+    *N = n;
+    if (Dout)
+        *Dout = d;
+    return X;
+}
+
+cnf_flow_work *cli_flow_work(const cnf_flow *flow, size_t max_batch, const cnf_flow_options *o)
+{
+    cnf_flow_work *w = cnf_flow_work_alloc(flow, max_batch, o);
+    if (!w)
+        cli_die("%s", cnf_last_error());
+    return w;
+}

@@ -1,0 +1,52 @@
+/* model_cli.h — what the commands that run a saved model share: loading it
+ * (exiting with the library's message on failure), the solver options
+ * (--solver, --rtol, --atol, --max-steps, --divergence, --batch), whose
+ * defaults come from the model's training record when it has one, and data
+ * reading with the checks every command makes. */
+#ifndef CNF_TOOLS_MODEL_CLI_H
+#define CNF_TOOLS_MODEL_CLI_H
+
+#include <stddef.h>
+
+#include "cli.h"
+#include "cnf/flow.h"
+#include "cnf/io.h"
+
+typedef struct {
+    const char *solver;
+    double rtol, atol;
+    size_t max_steps;
+    const char *divergence;
+    size_t batch;                 /* rows per solve */
+} cli_solve_args;
+
+/* Library defaults; divergence "exact". */
+void cli_solve_args_default(cli_solve_args *a);
+
+/* The option entries for a (6 entries, to copy into a command's table). */
+#define CLI_SOLVE_OPTIONS(a)                                                                   \
+    {"solver", CLI_STRING, &(a).solver, "NAME", "ODE solver (dopri5, rkf45, rkck, rk8pd, rk4, ...)", \
+     "the model's training solver, else dopri5", 0},                                           \
+    {"rtol", CLI_POS, &(a).rtol, "R", "relative tolerance", "the model's training rtol, else 1e-5", 0}, \
+    {"atol", CLI_POS, &(a).atol, "A", "absolute tolerance", "the model's training atol, else 1e-5", 0}, \
+    {"max-steps", CLI_COUNT, &(a).max_steps, "N", "step limit of one solve", NULL, 0},          \
+    {"divergence", CLI_STRING, &(a).divergence, "KIND", "exact, gaussian or rademacher", NULL, 0}, \
+    {"batch", CLI_COUNT, &(a).batch, "N", "rows per solve", NULL, 0}
+
+/* Fill the options not given on the command line from the model's record
+ * (solver, rtol, atol, max_steps) and resolve to flow options. */
+void cli_solve_resolve(cli_solve_args *a, const cli_option *opts, const cnf_model_extra *ex,
+                       cnf_flow_options *opt);
+
+/* Load a model or exit with the message. extra may be NULL. */
+cnf_flow *cli_load_model(const char *path, cnf_model_extra *extra);
+
+/* Read a data set ("file.h5:/path", default path dflt), check it is finite
+ * and, when D > 0, that it has D columns (model/data mismatch). Exits on
+ * failure. *N gets the rows. Returns N x D (caller frees). */
+double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout);
+
+/* A work space for the flow or exit. */
+cnf_flow_work *cli_flow_work(const cnf_flow *flow, size_t max_batch, const cnf_flow_options *o);
+
+#endif /* CNF_TOOLS_MODEL_CLI_H */
