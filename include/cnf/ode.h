@@ -120,7 +120,13 @@ typedef struct {
 
 void cnf_ode_options_default(cnf_ode_options *opt);
 
-/* Statistics of one solve (cnf_ode_solve resets them at its start). */
+/* Statistics of one solve (cnf_ode_solve resets them at its start, and
+ * fills them on failure too). nfe counts every call of the right-hand side:
+ * f(t0, y0), the automatic initial step's one probe, the stages of every
+ * attempted step (dopri5: 6, rkf45 and rkck: 5, rk8pd: 12, euler: 0,
+ * midpoint: 1, rk4: 3, the first stage being known), and, for methods other
+ * than dopri5 (FSAL), f at each accepted point that is needed next or
+ * recorded. A rejected step costs no re-evaluation of f(t, y). */
 typedef struct {
     size_t nfe;        /* right-hand side evaluations */
     size_t accepted;   /* accepted steps */
@@ -159,7 +165,9 @@ double cnf_ode_record_time(const cnf_ode_record *record, size_t i);
 const double *cnf_ode_record_state(const cnf_ode_record *record, size_t i);
 const double *cnf_ode_record_deriv(const cnf_ode_record *record, size_t i);
 /* y(t) by cubic Hermite interpolation between the two recorded points that
- * bracket t (either direction of integration). t outside the recorded span
+ * bracket t (either direction of integration; the recorded times must be
+ * monotone, so append consecutive solves in one direction only, and clear the
+ * record before recording a solve in the other). t outside the recorded span
  * (beyond a relative slack of 1e-12) gives CNF_EINVAL. Only the first m
  * components are written (m <= n), so a caller can interpolate just z out of
  * an augmented state [z, q]. */
