@@ -256,7 +256,14 @@ void cnf_run_config_format(const cnf_run_config *cfg, const cnf_config_key *k, c
     case CLI_INT:
     case CLI_FLAG: snprintf(buf, n, "%d", *(const int *)p); break;
     case CLI_POS:
-    case CLI_NONNEG: snprintf(buf, n, "%.17g", *(const double *)p); break;
+    case CLI_NONNEG: {
+        /* The shortest of %.15g and %.17g that reads back exactly. */
+        double x = *(const double *)p;
+        snprintf(buf, n, "%.15g", x);
+        if (strtod(buf, NULL) != x)
+            snprintf(buf, n, "%.17g", x);
+        break;
+    }
     case CLI_SEED: snprintf(buf, n, "%lu", *(const unsigned long *)p); break;
     }
 }
