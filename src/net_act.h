@@ -28,8 +28,9 @@
 #include <string.h>
 
 /* e^x = scale * (q + 1) with q = e^r - 1; see the header comment.
- * x is clamped to [-708, 709] (results there are 0 or overflow for every use
- * below); NaN propagates through q. */
+ * x is clamped to [-708, 709]: every use below passes x <= 0, where e^-708
+ * ~ 3e-308 stands in for smaller results without changing any value or
+ * derivative that matters. NaN propagates through q. */
 static inline void cnf_act_exp_parts(double x, double *scale, double *q)
 {
     const double log2e = 1.4426950408889634074;
@@ -73,11 +74,21 @@ static inline double cnf_act_expm1(double x)
     return fma(s, q, s - 1.0);
 }
 
+/* e^x and e^x - 1, each to full relative precision (em + 1 would lose
+ * e's digits for x << 0, e - 1 would lose em's near 0). */
+static inline void cnf_act_exp_both(double x, double *e, double *em)
+{
+    double s, q;
+    cnf_act_exp_parts(x, &s, &q);
+    *e = fma(s, q, s);
+    *em = fma(s, q, s - 1.0);
+}
+
 static inline void cnf_act_tanh(double x, double *a, double *d1, double *d2)
 {
     double ax = fabs(x);
-    double em = cnf_act_expm1(-2.0 * ax);   /* e^{-2|x|} - 1, in (-1, 0] */
-    double e = em + 1.0;
+    double e, em;                            /* e^{-2|x|}, e^{-2|x|} - 1 in (-1, 0] */
+    cnf_act_exp_both(-2.0 * ax, &e, &em);
     double inv = 1.0 / (2.0 + em);           /* 1 / (1 + e) */
     double t = -em * inv;                    /* tanh|x| */
     t = x < 0.0 ? -t : t;
@@ -116,16 +127,17 @@ static inline void cnf_act_softplus_d(double x, double *e_out, double *d1, doubl
 
 static inline void cnf_act_elu(double x, double *a, double *d1, double *d2)
 {
-    double em = cnf_act_expm1(x > 0.0 ? 0.0 : x);
+    double e, em;
+    cnf_act_exp_both(x > 0.0 ? 0.0 : x, &e, &em);
     *a = x > 0.0 ? x : em;
-    *d1 = x > 0.0 ? 1.0 : em + 1.0;
-    *d2 = x > 0.0 ? 0.0 : em + 1.0;
+    *d1 = x > 0.0 ? 1.0 : e;
+    *d2 = x > 0.0 ? 0.0 : e;
 }
 
 static inline void cnf_act_swish(double x, double *a, double *d1, double *d2)
 {
-    double em = cnf_act_expm1(-fabs(x));    /* e^{-|x|} - 1 */
-    double e = em + 1.0;
+    double e, em;                            /* e^{-|x|}, e^{-|x|} - 1 */
+    cnf_act_exp_both(-fabs(x), &e, &em);
     double inv = 1.0 / (2.0 + em);           /* 1 / (1 + e) */
     double s = x >= 0.0 ? inv : e * inv;
     double s1 = e * inv * inv;               /* s(1-s) */
