@@ -1,0 +1,834 @@
+/* test_io.c — HDF5 data sets, the atomic writer, model and gradient files:
+ * round trips must be bit-identical, every bad input must give its own clear
+ * error, and a failed write must leave an existing file untouched and no
+ * temporary file behind. Fixtures are made in a temporary directory. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gsl/gsl_rng.h>
+#include <hdf5.h>
+
+#include "cnf/data.h"
+#include "cnf/flow.h"
+#include "cnf/io.h"
+#include "cnf/train.h"
+#include "testutil.h"
+
+static char tmpdir[256];
+
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/cnf_test_io.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void teardown(void)
+{
+    DIR *d = opendir(tmpdir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(tmpdir);
+}
+
+static const char *tpath(char *buf, size_t n, const char *name)
+{
+    snprintf(buf, n, "%s/%s", tmpdir, name);
+    return buf;
+}
+
+/* Number of files in tmpdir whose name contains ".tmp." */
+static int count_temp_files(void)
+{
+    int n = 0;
+    DIR *d = opendir(tmpdir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strstr(e->d_name, ".tmp."))
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Whole file into a malloc'd buffer. */
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)len + 1);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return buf;
+}
+
+/* A raw HDF5 fixture: one data set of the given rank/shape and memory type
+ * filled with 0.5 * index (+ optional NaN at index nan_at). */
+static void make_dataset(const char *file, const char *path, int rank, const hsize_t *dims,
+                         hid_t filetype, long nan_at)
+{
+    hid_t fid = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert(fid >= 0);
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hsize_t n = 1;
+    for (int i = 0; i < rank; i++)
+        n *= dims[i];
+    double *buf = malloc((n ? n : 1) * sizeof *buf);
+    for (hsize_t i = 0; i < n; i++)
+        buf[i] = 0.5 * (double)i + 0.1;
+    if (nan_at >= 0)
+        buf[nan_at] = NAN;
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t ds = H5Dcreate2(fid, path, filetype, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert(ds >= 0);
+    if (n)
+        ck_assert(H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    H5Dclose(ds);
+    H5Pclose(lcpl);
+    H5Sclose(sp);
+    H5Fclose(fid);
+    free(buf);
+}
+
+/* A random flow of K blocks with every parameter, T, mean and scale set. */
+static cnf_flow *random_flow(size_t D, size_t K, cnf_layer_type type, cnf_activation act,
+                             const char *hidden, unsigned long seed)
+{
+    cnf_net_config cfg[4];
+    double T[4];
+    for (size_t k = 0; k < K; k++) {
+        cnf_net_config_default(&cfg[k], D);
+        ck_assert_int_eq(cnf_net_config_parse_hidden(&cfg[k], hidden), CNF_OK);
+        cfg[k].layer_type = type;
+        cfg[k].activation = act;
+        T[k] = 0.3 + 0.7 * (double)k + 1e-3 * (double)seed;
+    }
+    cnf_flow *flow = cnf_flow_alloc(D, K, cfg, T);
+    ck_assert_ptr_nonnull(flow);
+    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(r, seed);
+    cnf_flow_init_params(flow, r, 0);
+    for (size_t i = 0; i < D; i++) {
+        cnf_flow_mean(flow)[i] = gsl_rng_uniform(r) - 0.5;
+        cnf_flow_scale(flow)[i] = 0.5 + gsl_rng_uniform(r);
+    }
+    gsl_rng_free(r);
+    return flow;
+}
+
+static void assert_same_flow(const cnf_flow *a, const cnf_flow *b)
+{
+    size_t D = cnf_flow_dim(a), K = cnf_flow_num_blocks(a), P = cnf_flow_num_params(a);
+    ck_assert_uint_eq(cnf_flow_dim(b), D);
+    ck_assert_uint_eq(cnf_flow_num_blocks(b), K);
+    ck_assert_uint_eq(cnf_flow_num_params(b), P);
+    for (size_t k = 0; k < K; k++) {
+        const cnf_net_config *ca = cnf_net_get_config(cnf_flow_block_net(a, k));
+        const cnf_net_config *cb = cnf_net_get_config(cnf_flow_block_net(b, k));
+        ck_assert_uint_eq(ca->dim, cb->dim);
+        ck_assert_uint_eq(ca->n_hidden, cb->n_hidden);
+        for (size_t j = 0; j < ca->n_hidden; j++)
+            ck_assert_uint_eq(ca->hidden[j], cb->hidden[j]);
+        ck_assert_int_eq(ca->layer_type, cb->layer_type);
+        ck_assert_int_eq(ca->activation, cb->activation);
+        ck_assert_uint_eq(cnf_flow_block_offset(a, k), cnf_flow_block_offset(b, k));
+        ck_assert_uint_eq(cnf_flow_T_index(a, k), cnf_flow_T_index(b, k));
+    }
+    /* bit for bit: parameters (end times included), mean, scale */
+    ck_assert_int_eq(memcmp(cnf_flow_params_const(a), cnf_flow_params_const(b), P * sizeof(double)), 0);
+    ck_assert_int_eq(memcmp(cnf_flow_mean_const(a), cnf_flow_mean_const(b), D * sizeof(double)), 0);
+    ck_assert_int_eq(memcmp(cnf_flow_scale_const(a), cnf_flow_scale_const(b), D * sizeof(double)), 0);
+}
+
+/* ---- Model round trips -------------------------------------------------- */
+
+static void roundtrip(cnf_layer_type type, cnf_activation act, const char *hidden, size_t D,
+                      size_t K)
+{
+    char path[512];
+    tpath(path, sizeof path, "model.h5");
+    cnf_flow *flow = random_flow(D, K, type, act, hidden, 7 + (unsigned long)type);
+    ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_OK);
+    ck_assert_int_eq(count_temp_files(), 0);
+    cnf_flow *back = NULL;
+    cnf_model_extra ex;
+    cnf_status s = cnf_model_load(path, &back, &ex);
+    ck_assert_msg(s == CNF_OK, "load: %s", cnf_last_error());
+    assert_same_flow(flow, back);
+    ck_assert_ptr_null(ex.state);          /* no /training in this file */
+    ck_assert_uint_eq(ex.n_config, 0);
+    cnf_model_extra_clear(&ex);
+    cnf_flow_free(back);
+    cnf_flow_free(flow);
+}
+
+START_TEST(test_roundtrip_concatsquash)
+{
+    roundtrip(CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, "5-7", 3, 2);
+}
+END_TEST
+
+START_TEST(test_roundtrip_concat)
+{
+    roundtrip(CNF_LAYER_CONCAT, CNF_ACT_SOFTPLUS, "6-4-3", 2, 3);
+}
+END_TEST
+
+START_TEST(test_roundtrip_ignore)
+{
+    roundtrip(CNF_LAYER_IGNORE, CNF_ACT_ELU, "9", 4, 1);
+}
+END_TEST
+
+START_TEST(test_roundtrip_no_hidden)
+{
+    roundtrip(CNF_LAYER_CONCATSQUASH, CNF_ACT_SWISH, "", 2, 1);
+}
+END_TEST
+
+/* The layout of DESIGN.md section 5, read back with the raw HDF5 API. */
+START_TEST(test_layout_matches_design)
+{
+    char path[512];
+    tpath(path, sizeof path, "layout.h5");
+    cnf_flow *flow = random_flow(3, 2, CNF_LAYER_CONCAT, CNF_ACT_TANH, "8", 3);
+    ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_OK);
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ck_assert(fid >= 0);
+    /* format: variable-length UTF-8 string */
+    hid_t a = H5Aopen(fid, "format", H5P_DEFAULT);
+    hid_t t = H5Aget_type(a);
+    ck_assert_int_eq(H5Tget_class(t), H5T_STRING);
+    ck_assert_int_gt(H5Tis_variable_str(t), 0);
+    ck_assert_int_eq(H5Tget_cset(t), H5T_CSET_UTF8);
+    char *fmt = NULL;
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, H5T_VARIABLE);
+    H5Tset_cset(mt, H5T_CSET_UTF8);
+    ck_assert(H5Aread(a, mt, &fmt) >= 0);
+    ck_assert_str_eq(fmt, "cnf-model");
+    H5free_memory(fmt);
+    H5Tclose(mt);
+    H5Tclose(t);
+    H5Aclose(a);
+    long long v = 0;
+    a = H5Aopen(fid, "version", H5P_DEFAULT);
+    t = H5Aget_type(a);
+    ck_assert_int_eq(H5Tget_class(t), H5T_INTEGER);
+    H5Aread(a, H5T_NATIVE_LLONG, &v);
+    ck_assert_int_eq(v, 1);
+    H5Tclose(t);
+    H5Aclose(a);
+    a = H5Aopen(fid, "dim", H5P_DEFAULT);
+    H5Aread(a, H5T_NATIVE_LLONG, &v);
+    ck_assert_int_eq(v, 3);
+    H5Aclose(a);
+    /* concat: W of layer 0 is out x (in + 1) = 8 x 4, time column last */
+    hid_t ds = H5Dopen2(fid, "/blocks/1/layers/0/W", H5P_DEFAULT);
+    ck_assert(ds >= 0);
+    hid_t sp = H5Dget_space(ds);
+    hsize_t d[2];
+    ck_assert_int_eq(H5Sget_simple_extent_ndims(sp), 2);
+    H5Sget_simple_extent_dims(sp, d, NULL);
+    ck_assert_uint_eq(d[0], 8);
+    ck_assert_uint_eq(d[1], 4);
+    double W[32];
+    H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, W);
+    cnf_net_layer lv;
+    cnf_net_layer_view(cnf_flow_block_net(flow, 1), 0, &lv);
+    const double *theta = cnf_flow_params_const(flow) + cnf_flow_block_offset(flow, 1);
+    ck_assert_int_eq(memcmp(W, theta + lv.W, sizeof W), 0);
+    H5Sclose(sp);
+    H5Dclose(ds);
+    ck_assert_int_gt(H5Lexists(fid, "/blocks/1/layers/1/b", H5P_DEFAULT), 0);
+    ck_assert_int_gt(H5Lexists(fid, "/preprocess/scale", H5P_DEFAULT), 0);
+    /* T as a float64 attribute of the block */
+    hid_t g = H5Gopen2(fid, "/blocks/1", H5P_DEFAULT);
+    double T = 0;
+    a = H5Aopen(g, "T", H5P_DEFAULT);
+    H5Aread(a, H5T_NATIVE_DOUBLE, &T);
+    ck_assert(T == cnf_flow_params_const(flow)[cnf_flow_T_index(flow, 1)]);
+    H5Aclose(a);
+    H5Gclose(g);
+    H5Fclose(fid);
+    cnf_flow_free(flow);
+}
+END_TEST
+
+START_TEST(test_training_state_roundtrip)
+{
+    char path[512];
+    tpath(path, sizeof path, "trained.h5");
+    cnf_flow *flow = random_flow(2, 2, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, "4-4", 11);
+    size_t P = cnf_flow_num_params(flow);
+    cnf_train_state *st = cnf_train_state_alloc(P, 123456789012UL);
+    ck_assert_ptr_nonnull(st);
+    for (size_t i = 0; i < P; i++) {
+        st->params[i] = gsl_rng_uniform(st->rng) - 0.5;
+        st->adam_m[i] = 1e-3 * (gsl_rng_uniform(st->rng) - 0.5);
+        st->adam_v[i] = 1e-7 * gsl_rng_uniform(st->rng);
+        st->best_params[i] = st->params[i] * 0.5;
+    }
+    st->iteration = 4321;
+    st->lr = 7.5e-4;
+    st->has_best = 1;
+    st->best_val_nll = 1.2345678901234567;
+    st->best_iteration = 4000;
+    st->last_val_nll = 1.3;
+    st->bad_validations = 3;
+
+    cnf_model_extra ex;
+    cnf_model_extra_init(&ex);
+    ck_assert_int_eq(cnf_model_extra_set(&ex, "flow", "toy2d"), CNF_OK);
+    ck_assert_int_eq(cnf_model_extra_set(&ex, "hidden", "4-4"), CNF_OK);
+    ck_assert_int_eq(cnf_model_extra_set(&ex, "flow", "tabular"), CNF_OK);  /* overwrite */
+    ck_assert_int_eq(cnf_model_extra_set(&ex, "bad/key", "x"), CNF_EINVAL);
+    ck_assert_uint_eq(ex.n_config, 2);
+    ex.state = st;
+    ck_assert_int_eq(cnf_model_save(path, flow, &ex), CNF_OK);
+    ex.state = NULL;
+    cnf_model_extra_clear(&ex);
+
+    cnf_flow *back = NULL;
+    cnf_model_extra got;
+    ck_assert_msg(cnf_model_load(path, &back, &got) == CNF_OK, "%s", cnf_last_error());
+    assert_same_flow(flow, back);
+    ck_assert_uint_eq(got.n_config, 2);
+    ck_assert_str_eq(cnf_model_extra_get(&got, "flow"), "tabular");
+    ck_assert_str_eq(cnf_model_extra_get(&got, "hidden"), "4-4");
+    ck_assert_ptr_null(cnf_model_extra_get(&got, "nope"));
+    cnf_train_state *g = got.state;
+    ck_assert_ptr_nonnull(g);
+    ck_assert_uint_eq(g->n_params, P);
+    ck_assert_uint_eq(g->seed, 123456789012UL);
+    ck_assert_uint_eq(g->iteration, 4321);
+    ck_assert(g->lr == 7.5e-4);
+    ck_assert_int_eq(g->has_best, 1);
+    ck_assert(g->best_val_nll == st->best_val_nll);
+    ck_assert_uint_eq(g->best_iteration, 4000);
+    ck_assert(g->last_val_nll == 1.3);
+    ck_assert_uint_eq(g->bad_validations, 3);
+    ck_assert_int_eq(memcmp(g->params, st->params, P * sizeof(double)), 0);
+    ck_assert_int_eq(memcmp(g->adam_m, st->adam_m, P * sizeof(double)), 0);
+    ck_assert_int_eq(memcmp(g->adam_v, st->adam_v, P * sizeof(double)), 0);
+    ck_assert_int_eq(memcmp(g->best_params, st->best_params, P * sizeof(double)), 0);
+    /* the generator continues exactly where the saved one stood */
+    ck_assert_str_eq(cnf_train_state_rng_type(g), cnf_train_state_rng_type(st));
+    for (int i = 0; i < 1000; i++)
+        ck_assert_uint_eq(gsl_rng_get(g->rng), gsl_rng_get(st->rng));
+    cnf_model_extra_clear(&got);
+    ck_assert_ptr_null(got.state);
+    cnf_flow_free(back);
+
+    /* a fresh state: no best, +inf / NaN kept as they are */
+    cnf_train_state *fresh = cnf_train_state_alloc(P, 5);
+    cnf_model_extra_init(&ex);
+    ex.state = fresh;
+    ck_assert_int_eq(cnf_model_save(path, flow, &ex), CNF_OK);
+    ck_assert_int_eq(cnf_model_load(path, &back, &got), CNF_OK);
+    ck_assert_int_eq(got.state->has_best, 0);
+    ck_assert(isinf(got.state->best_val_nll) && got.state->best_val_nll > 0);
+    ck_assert(isnan(got.state->last_val_nll));
+    ck_assert_uint_eq(got.n_config, 0);
+    cnf_model_extra_clear(&got);
+    cnf_flow_free(back);
+    /* loading without extra skips /training */
+    ck_assert_int_eq(cnf_model_load(path, &back, NULL), CNF_OK);
+    cnf_flow_free(back);
+
+    /* a state of the wrong size is refused before writing */
+    cnf_train_state *wrong = cnf_train_state_alloc(P + 1, 5);
+    ex.state = wrong;
+    ck_assert_int_eq(cnf_model_save(path, flow, &ex), CNF_EDIM);
+    ex.state = NULL;
+    cnf_train_state_free(wrong);
+    cnf_train_state_free(fresh);
+    cnf_train_state_free(st);
+    cnf_flow_free(flow);
+}
+END_TEST
+
+/* ---- Model load errors -------------------------------------------------- */
+
+/* Save a good model, then change it through the raw API. */
+static void saved_model(const char *path)
+{
+    cnf_flow *flow = random_flow(2, 2, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, "4-4", 5);
+    ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_OK);
+    cnf_flow_free(flow);
+}
+
+static void set_root_string(const char *path, const char *name, const char *value)
+{
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert(fid >= 0);
+    if (H5Aexists(fid, name) > 0)
+        H5Adelete(fid, name);
+    if (value) {
+        hid_t t = H5Tcopy(H5T_C_S1);
+        H5Tset_size(t, H5T_VARIABLE);
+        hid_t sp = H5Screate(H5S_SCALAR);
+        hid_t a = H5Acreate2(fid, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+        H5Awrite(a, t, &value);
+        H5Aclose(a);
+        H5Sclose(sp);
+        H5Tclose(t);
+    }
+    H5Fclose(fid);
+}
+
+static void expect_load_error(const char *path, cnf_status status, const char *needle)
+{
+    cnf_flow *flow = (cnf_flow *)&flow;
+    cnf_model_extra ex;
+    cnf_status s = cnf_model_load(path, &flow, &ex);
+    ck_assert_msg(s == status, "expected status %d, got %d (%s)", (int)status, (int)s,
+                  cnf_last_error());
+    ck_assert_ptr_null(flow);
+    ck_assert_ptr_null(ex.state);
+    ck_assert_msg(strstr(cnf_last_error(), needle) != NULL, "message '%s' lacks '%s'",
+                  cnf_last_error(), needle);
+}
+
+START_TEST(test_model_wrong_format_or_version)
+{
+    char path[512];
+    tpath(path, sizeof path, "m.h5");
+    expect_load_error(path, CNF_EIO, "m.h5");                 /* missing */
+    FILE *f = fopen(path, "w");
+    fputs("not hdf5 at all\n", f);
+    fclose(f);
+    expect_load_error(path, CNF_EFORMAT, "not an HDF5 file");
+
+    saved_model(path);
+    set_root_string(path, "format", "cnf-grad");
+    expect_load_error(path, CNF_EFORMAT, "not a cnf model file");
+    set_root_string(path, "format", NULL);
+    expect_load_error(path, CNF_EFORMAT, "not a cnf model file");
+
+    saved_model(path);
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t a = H5Aopen(fid, "version", H5P_DEFAULT);
+    long long two = 2;
+    H5Awrite(a, H5T_NATIVE_LLONG, &two);
+    H5Aclose(a);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EFORMAT, "newer cnf? this build reads version 1");
+
+    /* a data file is not a model */
+    double X[6] = {1, 2, 3, 4, 5, 6};
+    ck_assert_int_eq(cnf_data_write_splits(path, X, 3, X, 1, X, 1, 2, "t", "none"), CNF_OK);
+    expect_load_error(path, CNF_EFORMAT, "not a cnf model file");
+}
+END_TEST
+
+START_TEST(test_model_damaged)
+{
+    char path[512];
+    tpath(path, sizeof path, "m.h5");
+
+    saved_model(path);
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(fid, "/blocks/1/layers/2/g_b", H5P_DEFAULT);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EFORMAT, "/blocks/1/layers/2/g_b");
+
+    saved_model(path);
+    fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(fid, "/preprocess/scale", H5P_DEFAULT);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EFORMAT, "/preprocess/scale");
+
+    /* a W whose columns do not chain with the previous layer */
+    saved_model(path);
+    fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(fid, "/blocks/0/layers/1/W", H5P_DEFAULT);
+    hsize_t d[2] = {4, 5};
+    hid_t sp = H5Screate_simple(2, d, NULL);
+    hid_t ds = H5Dcreate2(fid, "/blocks/0/layers/1/W", H5T_IEEE_F64LE, sp, H5P_DEFAULT,
+                          H5P_DEFAULT, H5P_DEFAULT);
+    double zeros[20] = {0};
+    H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EFORMAT, "/blocks/0/layers/1/W has shape (4, 5)");
+
+    /* a non-finite parameter */
+    saved_model(path);
+    fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ds = H5Dopen2(fid, "/blocks/1/layers/0/b", H5P_DEFAULT);
+    double b[4] = {0, NAN, 0, 0};
+    H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, b);
+    H5Dclose(ds);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EDATA, "/blocks/1/layers/0/b entry 1");
+
+    /* an unknown layer type */
+    saved_model(path);
+    fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t g = H5Gopen2(fid, "/blocks/1", H5P_DEFAULT);
+    H5Adelete(g, "layer_type");
+    H5Gclose(g);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EFORMAT, "layer_type");
+
+    /* a gap in the block numbering */
+    saved_model(path);
+    fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Lmove(fid, "/blocks/1", fid, "/blocks/7", H5P_DEFAULT, H5P_DEFAULT);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EFORMAT, "/blocks/1");
+}
+END_TEST
+
+/* ---- Atomic writes ------------------------------------------------------ */
+
+START_TEST(test_atomic_failure_keeps_target)
+{
+    char path[512];
+    tpath(path, sizeof path, "keep.h5");
+    saved_model(path);
+    size_t n0;
+    unsigned char *before = slurp(path, &n0);
+
+    /* a write that HDF5 refuses midway (a data set created twice) */
+    cnf_h5_writer *w = cnf_h5_writer_open(path);
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(count_temp_files(), 1);
+    double x[3] = {1, 2, 3};
+    ck_assert_int_eq(cnf_h5_writer_write_1d(w, "/a/x", x, 3), CNF_OK);
+    ck_assert_int_eq(cnf_h5_writer_write_1d(w, "/a/x", x, 3), CNF_EIO);
+    /* later calls and the commit repeat the first failure */
+    ck_assert_int_eq(cnf_h5_writer_attr_int(w, "/", "n", 1), CNF_EIO);
+    ck_assert_int_eq(cnf_h5_writer_commit(w), CNF_EIO);
+    ck_assert_msg(strstr(cnf_last_error(), "/a/x") != NULL, "%s", cnf_last_error());
+    ck_assert_int_eq(count_temp_files(), 0);
+
+    /* an abort */
+    w = cnf_h5_writer_open(path);
+    ck_assert_int_eq(cnf_h5_writer_write_2d(w, "/X", x, 1, 3), CNF_OK);
+    cnf_h5_writer_abort(w);
+    cnf_h5_writer_abort(NULL);
+    ck_assert_int_eq(count_temp_files(), 0);
+
+    /* a model that could not be loaded is refused before anything is written */
+    cnf_flow *flow = random_flow(2, 1, CNF_LAYER_IGNORE, CNF_ACT_TANH, "3", 2);
+    cnf_flow_params(flow)[4] = NAN;
+    ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_EDATA);
+    cnf_flow_free(flow);
+    ck_assert_int_eq(count_temp_files(), 0);
+
+    size_t n1;
+    unsigned char *after = slurp(path, &n1);
+    ck_assert_uint_eq(n0, n1);
+    ck_assert_int_eq(memcmp(before, after, n0), 0);
+    free(before);
+    free(after);
+
+    /* and a successful commit replaces it */
+    w = cnf_h5_writer_open(path);
+    ck_assert_int_eq(cnf_h5_writer_write_scalar(w, "/s", 2.5), CNF_OK);
+    ck_assert_int_eq(cnf_h5_writer_commit(w), CNF_OK);
+    ck_assert_int_eq(count_temp_files(), 0);
+    double *v;
+    size_t n;
+    ck_assert_int_eq(cnf_data_read_vector(path, "/s", &v, &n), CNF_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert(v[0] == 2.5);
+    free(v);
+}
+END_TEST
+
+START_TEST(test_missing_output_directory)
+{
+    char path[512];
+    tpath(path, sizeof path, "no/such/dir/m.h5");
+    cnf_flow *flow = random_flow(2, 1, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, "3", 2);
+    ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_EIO);
+    ck_assert_msg(strstr(cnf_last_error(), "does not exist"), "%s", cnf_last_error());
+    double g[64] = {0};
+    ck_assert_int_eq(cnf_model_write_grad(path, flow, g), CNF_EIO);
+    cnf_flow_free(flow);
+    ck_assert_int_eq(cnf_data_check_output_path(path), CNF_EIO);
+    ck_assert_ptr_null(cnf_h5_writer_open(path));
+    ck_assert_int_eq(cnf_data_check_output_path(tmpdir), CNF_EIO);   /* a directory */
+    tpath(path, sizeof path, "fine.h5");
+    ck_assert_int_eq(cnf_data_check_output_path(path), CNF_OK);
+    ck_assert_int_eq(cnf_data_check_output_path("relative.h5"), CNF_OK);
+}
+END_TEST
+
+/* ---- Gradient files ----------------------------------------------------- */
+
+START_TEST(test_grad_roundtrip)
+{
+    char path[512];
+    tpath(path, sizeof path, "g.h5");
+    cnf_flow *flow = random_flow(3, 2, CNF_LAYER_CONCATSQUASH, CNF_ACT_SWISH, "5", 9);
+    size_t P = cnf_flow_num_params(flow);
+    double *g = malloc(P * sizeof *g), *back = malloc(P * sizeof *back);
+    for (size_t i = 0; i < P; i++)
+        g[i] = sin(1.0 + (double)i);
+    ck_assert_int_eq(cnf_model_write_grad(path, flow, g), CNF_OK);
+    ck_assert_int_eq(cnf_model_read_grad(path, "", flow, back), CNF_OK);
+    ck_assert_int_eq(memcmp(g, back, P * sizeof *g), 0);
+    /* T entries sit in /blocks/k/T as scalars */
+    double *T;
+    size_t n;
+    ck_assert_int_eq(cnf_data_read_vector(path, "/blocks/1/T", &T, &n), CNF_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert(T[0] == g[cnf_flow_T_index(flow, 1)]);
+    free(T);
+    /* a gradient file is not a model */
+    expect_load_error(path, CNF_EFORMAT, "not a cnf model file");
+
+    /* under a prefix, as in the reference files */
+    cnf_h5_writer *w = cnf_h5_writer_open(path);
+    ck_assert_int_eq(cnf_h5_writer_grad(w, "/grad", flow, g), CNF_OK);
+    ck_assert_int_eq(cnf_h5_writer_commit(w), CNF_OK);
+    memset(back, 0, P * sizeof *back);
+    ck_assert_int_eq(cnf_model_read_grad(path, "/grad", flow, back), CNF_OK);
+    ck_assert_int_eq(memcmp(g, back, P * sizeof *g), 0);
+    ck_assert_int_eq(cnf_model_read_grad(path, "", flow, back), CNF_EFORMAT);
+    /* shapes of another architecture are refused */
+    cnf_flow *other = random_flow(3, 2, CNF_LAYER_CONCATSQUASH, CNF_ACT_SWISH, "6", 9);
+    ck_assert_int_eq(cnf_model_read_grad(path, "/grad", other, back), CNF_EFORMAT);
+    ck_assert_msg(strstr(cnf_last_error(), "/grad/blocks/0/layers/0/W"), "%s", cnf_last_error());
+    cnf_flow_free(other);
+    free(g);
+    free(back);
+    cnf_flow_free(flow);
+}
+END_TEST
+
+/* ---- Data sets ---------------------------------------------------------- */
+
+START_TEST(test_address_parse)
+{
+    cnf_data_address a;
+    ck_assert_int_eq(cnf_data_address_parse("d.h5:/test", "/train", &a), CNF_OK);
+    ck_assert_str_eq(a.file, "d.h5");
+    ck_assert_str_eq(a.path, "/test");
+    ck_assert_int_eq(cnf_data_address_parse("dir/d.h5", "/test", &a), CNF_OK);
+    ck_assert_str_eq(a.file, "dir/d.h5");
+    ck_assert_str_eq(a.path, "/test");
+    ck_assert_int_eq(cnf_data_address_parse("/a:b/d.h5:/g/x", NULL, &a), CNF_OK);
+    ck_assert_str_eq(a.file, "/a:b/d.h5");
+    ck_assert_str_eq(a.path, "/g/x");
+    ck_assert_int_eq(cnf_data_address_parse("d.h5", NULL, &a), CNF_EINVAL);
+    ck_assert_int_eq(cnf_data_address_parse(":/x", "/t", &a), CNF_EINVAL);
+    ck_assert_int_eq(cnf_data_address_parse("", "/t", &a), CNF_EINVAL);
+}
+END_TEST
+
+START_TEST(test_read_float64_blocks)
+{
+    /* more rows than one read block, so the hyperslab loop runs 3 times */
+    char file[512];
+    tpath(file, sizeof file, "big.h5");
+    hsize_t dims[2] = {2 * CNF_DATA_READ_BLOCK + 17, 3};
+    make_dataset(file, "/g/x", 2, dims, H5T_IEEE_F64LE, -1);
+    double *X;
+    size_t N, D;
+    ck_assert_int_eq(cnf_data_read(file, "/g/x", &X, &N, &D), CNF_OK);
+    ck_assert_uint_eq(N, dims[0]);
+    ck_assert_uint_eq(D, 3);
+    for (size_t i = 0; i < N * D; i++)
+        if (X[i] != 0.5 * (double)i + 0.1)
+            ck_abort_msg("X[%zu] = %.17g", i, X[i]);
+    ck_assert_int_eq(cnf_data_check_finite(X, N, D, "big"), CNF_OK);
+    free(X);
+    ck_assert_int_eq(cnf_data_shape(file, "/g/x", &N, &D), CNF_OK);
+    ck_assert_uint_eq(N, dims[0]);
+    char addr[600];
+    snprintf(addr, sizeof addr, "%s:/g/x", file);
+    ck_assert_int_eq(cnf_data_read_address(addr, "/test", &X, &N, &D), CNF_OK);
+    ck_assert(X[3] == 1.6);
+    free(X);
+}
+END_TEST
+
+START_TEST(test_read_float32)
+{
+    char file[512];
+    tpath(file, sizeof file, "f32.h5");
+    hsize_t dims[2] = {5, 2};
+    make_dataset(file, "/x", 2, dims, H5T_IEEE_F32LE, -1);
+    double *X;
+    size_t N, D;
+    ck_assert_int_eq(cnf_data_read(file, "/x", &X, &N, &D), CNF_OK);
+    ck_assert_uint_eq(N, 5);
+    ck_assert_uint_eq(D, 2);
+    for (size_t i = 0; i < 10; i++)
+        ck_assert(X[i] == (double)(float)(0.5 * (double)i + 0.1));
+    free(X);
+    /* big-endian float64 converts too */
+    make_dataset(file, "/x", 2, dims, H5T_IEEE_F64BE, -1);
+    ck_assert_int_eq(cnf_data_read(file, "/x", &X, &N, &D), CNF_OK);
+    ck_assert(X[9] == 4.6);
+    free(X);
+}
+END_TEST
+
+static void expect_read_error(const char *file, const char *path, cnf_status status,
+                              const char *needle)
+{
+    double *X = (double *)&X;
+    size_t N = 9, D = 9;
+    cnf_status s = cnf_data_read(file, path, &X, &N, &D);
+    ck_assert_msg(s == status, "expected %d, got %d (%s)", (int)status, (int)s, cnf_last_error());
+    ck_assert_ptr_null(X);
+    ck_assert_uint_eq(N, 0);
+    ck_assert_uint_eq(D, 0);
+    ck_assert_msg(strstr(cnf_last_error(), needle) != NULL, "message '%s' lacks '%s'",
+                  cnf_last_error(), needle);
+}
+
+START_TEST(test_read_errors)
+{
+    char file[512];
+    tpath(file, sizeof file, "e.h5");
+    expect_read_error(file, "/x", CNF_EIO, "e.h5");                   /* missing file */
+    FILE *f = fopen(file, "w");
+    fputs("a,b\n1,2\n", f);
+    fclose(f);
+    expect_read_error(file, "/x", CNF_EFORMAT, "not an HDF5 file");
+
+    hsize_t d1[1] = {6};
+    make_dataset(file, "/v", 1, d1, H5T_IEEE_F64LE, -1);
+    expect_read_error(file, "/v", CNF_EDIM, "rank 1");
+    expect_read_error(file, "/nope", CNF_EFORMAT, "no data set /nope");
+    expect_read_error(file, "/v/deeper", CNF_EFORMAT, "/v/deeper");
+
+    hsize_t d3[3] = {2, 3, 4};
+    make_dataset(file, "/cube", 3, d3, H5T_IEEE_F64LE, -1);
+    expect_read_error(file, "/cube", CNF_EDIM, "rank 3");
+
+    hsize_t d0[2] = {0, 3};
+    make_dataset(file, "/empty", 2, d0, H5T_IEEE_F64LE, -1);
+    expect_read_error(file, "/empty", CNF_EDIM, "zero rows");
+
+    hsize_t d2[2] = {4, 2};
+    make_dataset(file, "/g/ints", 2, d2, H5T_STD_I32LE, -1);
+    expect_read_error(file, "/g/ints", CNF_EFORMAT, "integer type");
+    expect_read_error(file, "/g", CNF_EFORMAT, "is a group");
+    expect_read_error(file, "/", CNF_EFORMAT, "is a group");
+}
+END_TEST
+
+START_TEST(test_nan_row_named)
+{
+    char file[512];
+    tpath(file, sizeof file, "nan.h5");
+    hsize_t dims[2] = {10, 3};
+    make_dataset(file, "/x", 2, dims, H5T_IEEE_F64LE, 7 * 3 + 1);
+    double *X;
+    size_t N, D;
+    ck_assert_int_eq(cnf_data_read(file, "/x", &X, &N, &D), CNF_OK);
+    ck_assert_int_eq(cnf_data_check_finite(X, N, D, "nan.h5:/x"), CNF_EDATA);
+    ck_assert_msg(strstr(cnf_last_error(), "nan.h5:/x: row 7, column 1 is NaN"), "%s",
+                  cnf_last_error());
+    X[2] = -INFINITY;
+    ck_assert_int_eq(cnf_data_check_finite(X, N, D, NULL), CNF_EDATA);
+    ck_assert_msg(strstr(cnf_last_error(), "row 0, column 2 is -Inf"), "%s", cnf_last_error());
+    free(X);
+}
+END_TEST
+
+START_TEST(test_write_splits)
+{
+    char file[512];
+    tpath(file, sizeof file, "splits.h5");
+    double tr[8] = {1, 2, 3, 4, 5, 6, 7, 8}, va[2] = {9, 10}, te[4] = {11, 12, 13, 14};
+    ck_assert_int_eq(cnf_data_write_splits(file, tr, 4, va, 1, te, 2, 2, "toy moons", "none"),
+                     CNF_OK);
+    ck_assert_int_eq(count_temp_files(), 0);
+    double *X;
+    size_t N, D;
+    ck_assert_int_eq(cnf_data_read(file, "/train", &X, &N, &D), CNF_OK);
+    ck_assert_uint_eq(N, 4);
+    ck_assert_uint_eq(D, 2);
+    ck_assert_int_eq(memcmp(X, tr, sizeof tr), 0);
+    free(X);
+    ck_assert_int_eq(cnf_data_read(file, "/test", &X, &N, &D), CNF_OK);
+    ck_assert_int_eq(memcmp(X, te, sizeof te), 0);
+    free(X);
+    hid_t fid = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    long long n = 0;
+    hid_t a = H5Aopen(fid, "n_train", H5P_DEFAULT);
+    H5Aread(a, H5T_NATIVE_LLONG, &n);
+    H5Aclose(a);
+    ck_assert_int_eq(n, 4);
+    ck_assert_int_gt(H5Aexists(fid, "source"), 0);
+    ck_assert_int_gt(H5Aexists(fid, "preprocessing"), 0);
+    H5Fclose(fid);
+    /* an empty split is allowed and written as (0, D) */
+    ck_assert_int_eq(cnf_data_write_splits(file, tr, 4, NULL, 0, te, 2, 2, NULL, NULL), CNF_OK);
+    ck_assert_int_eq(cnf_data_shape(file, "/val", &N, &D), CNF_EDIM);
+}
+END_TEST
+
+/* The shared data files read as the documentation says. */
+START_TEST(test_shared_data)
+{
+    char file[512];
+    tu_shared_path(file, sizeof file, "data/faithful.h5");
+    double *X;
+    size_t N, D;
+    ck_assert_msg(cnf_data_read(file, "/test", &X, &N, &D) == CNF_OK, "%s", cnf_last_error());
+    ck_assert_uint_eq(D, 2);
+    ck_assert_uint_eq(N, 54);
+    ck_assert_int_eq(cnf_data_check_finite(X, N, D, "faithful"), CNF_OK);
+    free(X);
+}
+END_TEST
+
+int main(void)
+{
+    /* raw-API fixture mistakes should be loud; the library stays silent on
+     * its own */
+    Suite *s = suite_create("io");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_roundtrip_concatsquash);
+    tcase_add_test(tc, test_roundtrip_concat);
+    tcase_add_test(tc, test_roundtrip_ignore);
+    tcase_add_test(tc, test_roundtrip_no_hidden);
+    tcase_add_test(tc, test_layout_matches_design);
+    tcase_add_test(tc, test_training_state_roundtrip);
+    tcase_add_test(tc, test_model_wrong_format_or_version);
+    tcase_add_test(tc, test_model_damaged);
+    tcase_add_test(tc, test_atomic_failure_keeps_target);
+    tcase_add_test(tc, test_missing_output_directory);
+    tcase_add_test(tc, test_grad_roundtrip);
+    tcase_add_test(tc, test_address_parse);
+    tcase_add_test(tc, test_read_float64_blocks);
+    tcase_add_test(tc, test_read_float32);
+    tcase_add_test(tc, test_read_errors);
+    tcase_add_test(tc, test_nan_row_named);
+    tcase_add_test(tc, test_write_splits);
+    tcase_add_test(tc, test_shared_data);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
