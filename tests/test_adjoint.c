@@ -1,0 +1,684 @@
+/* test_adjoint.c — the adjoint against finite differences and a closed form:
+ * the general API's three loss shapes (final state, integral, observation
+ * times) on a small nonlinear ODE, the observation loss on dz/dt = A z
+ * against the matrix-exponential gradient, and the CNF's mean-NLL gradient
+ * (every layer type, learned T, regularizers) with checkpoints and with
+ * backsolve, with and without the seminorm. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gsl/gsl_linalg.h>
+#include <gsl/gsl_rng.h>
+
+#include "cnf/adjoint.h"
+#include "cnf/flow.h"
+#include "cnf/ode.h"
+#include "testutil.h"
+
+/* ---- a small nonlinear ODE: f = tanh(W z + b + c t), theta = [W | b | c] */
+
+#define NZ 2
+#define NP (NZ * NZ + 2 * NZ)
+
+typedef struct {
+    const double *theta;    /* NP */
+    double lam;             /* integral loss l = 0.5 lam ||z||^2 + lam b.z (0: none) */
+} toy_ode;
+
+static void toy_f(const toy_ode *o, double t, const double *z, double *h)
+{
+    const double *W = o->theta, *b = W + NZ * NZ, *c = b + NZ;
+    for (size_t i = 0; i < NZ; i++) {
+        double u = b[i] + c[i] * t;
+        for (size_t j = 0; j < NZ; j++)
+            u += W[i * NZ + j] * z[j];
+        h[i] = tanh(u);
+    }
+}
+
+static double toy_l(const toy_ode *o, const double *z)
+{
+    const double *b = o->theta + NZ * NZ;
+    double s = 0.0;
+    for (size_t i = 0; i < NZ; i++)
+        s += 0.5 * z[i] * z[i] + b[i] * z[i];
+    return o->lam * s;
+}
+
+/* forward state [z, int l] */
+static int toy_rhs(double t, const double *y, double *dy, void *params)
+{
+    toy_ode *o = params;
+    toy_f(o, t, y, dy);
+    dy[NZ] = toy_l(o, y);
+    return 0;
+}
+
+static int toy_vjp(double t, const double *z, const double *a, double *f, double *l,
+                   double *zbar, double *thetabar, void *ctx)
+{
+    toy_ode *o = ctx;
+    double h[NZ];
+    toy_f(o, t, z, h);
+    if (f)
+        memcpy(f, h, sizeof h);
+    if (l)
+        *l = toy_l(o, z);
+    const double *W = o->theta, *b = W + NZ * NZ;
+    for (size_t i = 0; i < NZ; i++) {
+        double g = (a ? a[i] : 0.0) * (1.0 - h[i] * h[i]);   /* cotangent of u_i */
+        for (size_t j = 0; j < NZ; j++) {
+            if (zbar)
+                zbar[j] += g * W[i * NZ + j];
+            if (thetabar)
+                thetabar[i * NZ + j] += g * z[j];
+        }
+        if (thetabar) {
+            thetabar[NZ * NZ + i] += g + o->lam * z[i];
+            thetabar[NZ * NZ + NZ + i] += g * t;
+        }
+        if (zbar)
+            zbar[i] += o->lam * (z[i] + b[i]);
+    }
+    return 0;
+}
+
+/* The loss of one set-up: observations at t_obs with targets (loss
+ * 0.5 ||z(t_i) - y_i||^2 each) plus the integral loss. */
+#define MAX_OBS 4
+typedef struct {
+    double theta[NP];
+    double z0[NZ];
+    size_t n_obs;
+    double t_obs[MAX_OBS];
+    double target[MAX_OBS][NZ];
+    double lam;
+} toy_case;
+
+/* FD variables: theta (NP), z0 (NZ), the observation times (n_obs). */
+static double toy_loss_x(const toy_case *tc, const double *x, double tol, cnf_ode_record *rec,
+                         double *z_obs, double *dz_obs, cnf_ode_stats *fst)
+{
+    toy_ode o = { x, tc->lam };
+    cnf_ode_options opt;
+    cnf_ode_options_default(&opt);
+    opt.rtol = opt.atol = tol;
+    cnf_ode_solver *s = cnf_ode_solver_alloc(NZ + 1, &opt);
+    double y[NZ + 1] = { x[NP], x[NP + 1], 0.0 };
+    double L = 0.0, t = 0.0;
+    if (fst)
+        memset(fst, 0, sizeof *fst);
+    for (size_t i = 0; i < tc->n_obs; i++) {
+        double ti = x[NP + NZ + i];
+        cnf_ode_stats st;
+        if (ti > t) {
+            cnf_status rc = cnf_ode_solve(s, toy_rhs, &o, t, ti, y, rec, &st);
+            ck_assert_int_eq(rc, CNF_OK);
+            if (fst)
+                cnf_ode_stats_add(fst, &st);
+        }
+        t = ti;
+        for (size_t j = 0; j < NZ; j++) {
+            double d = y[j] - tc->target[i][j];
+            L += 0.5 * d * d;
+            if (z_obs)
+                z_obs[i * NZ + j] = y[j];
+            if (dz_obs)
+                dz_obs[i * NZ + j] = d;
+        }
+    }
+    cnf_ode_solver_free(s);
+    return L + y[NZ];
+}
+
+static double toy_loss_fd(const double *x, void *ctx)
+{
+    return toy_loss_x(ctx, x, 1e-13, NULL, NULL, NULL, NULL);
+}
+
+/* Adjoint gradient of every FD variable; returns the backward stats. */
+static void toy_adjoint(const toy_case *tc, int backsolve, int seminorm, double *g,
+                        cnf_ode_stats *bst)
+{
+    double x[NP + NZ + MAX_OBS];
+    memcpy(x, tc->theta, sizeof tc->theta);
+    memcpy(x + NP, tc->z0, sizeof tc->z0);
+    memcpy(x + NP + NZ, tc->t_obs, tc->n_obs * sizeof(double));
+    cnf_ode_record *rec = cnf_ode_record_alloc(NZ + 1);
+    double z_obs[MAX_OBS * NZ], dz_obs[MAX_OBS * NZ];
+    toy_loss_x(tc, x, 1e-11, rec, z_obs, dz_obs, NULL);
+    cnf_adjoint_options ao;
+    cnf_adjoint_options_default(&ao);
+    ao.solver.rtol = ao.solver.atol = 1e-11;
+    ao.backsolve = backsolve;
+    ao.seminorm = seminorm;
+    cnf_adjoint *adj = cnf_adjoint_alloc(NZ, NP, &ao);
+    ck_assert_ptr_nonnull(adj);
+    toy_ode o = { tc->theta, tc->lam };
+    cnf_adjoint_problem pb = { NZ, NP, toy_vjp, &o };
+    cnf_status rc = cnf_adjoint_solve(adj, &pb, backsolve ? NULL : rec, 0.0, tc->n_obs, tc->t_obs,
+                                      z_obs, dz_obs, g + NP, g, g + NP + NZ, bst);
+    ck_assert_msg(rc == CNF_OK, "adjoint failed: %s", cnf_last_error());
+    cnf_adjoint_free(adj);
+    cnf_ode_record_free(rec);
+}
+
+static void toy_check(const toy_case *tc, const char *name)
+{
+    size_t nx = NP + NZ + tc->n_obs;
+    double x[NP + NZ + MAX_OBS], gfd[NP + NZ + MAX_OBS], g[NP + NZ + MAX_OBS];
+    memcpy(x, tc->theta, sizeof tc->theta);
+    memcpy(x + NP, tc->z0, sizeof tc->z0);
+    memcpy(x + NP + NZ, tc->t_obs, tc->n_obs * sizeof(double));
+    tu_fd_gradient(toy_loss_fd, (void *)tc, x, nx, 1e-5, gfd);
+    for (int mode = 0; mode < 4; mode++) {
+        int backsolve = mode & 1, seminorm = mode >> 1;
+        cnf_ode_stats bst;
+        toy_adjoint(tc, backsolve, seminorm, g, &bst);
+        char label[96];
+        snprintf(label, sizeof label, "%s/%s%s", name, backsolve ? "backsolve" : "checkpoint",
+                 seminorm ? "+seminorm" : "");
+        double err = tu_max_rel_error(label, g, gfd, nx, 1e-3, 1e-6);
+        printf("general adjoint %-34s max rel err %.2e  backward nfe %zu\n", label, err, bst.nfe);
+        ck_assert_msg(err < 1e-6, "%s: relative error %g", label, err);
+    }
+}
+
+static void toy_setup(toy_case *tc)
+{
+    memset(tc, 0, sizeof *tc);
+    const double th[NP] = { -0.4, 1.3, -1.1, 0.2, 0.3, -0.2, 0.5, -0.7 };
+    memcpy(tc->theta, th, sizeof th);
+    tc->z0[0] = 0.8;
+    tc->z0[1] = -0.5;
+}
+
+START_TEST(test_final_state_loss)
+{
+    toy_case tc;
+    toy_setup(&tc);
+    tc.n_obs = 1;
+    tc.t_obs[0] = 1.5;
+    tc.target[0][0] = 0.3;
+    tc.target[0][1] = 0.1;
+    toy_check(&tc, "final-state");
+}
+END_TEST
+
+START_TEST(test_integral_loss)
+{
+    toy_case tc;
+    toy_setup(&tc);
+    tc.lam = 0.7;
+    tc.n_obs = 1;
+    tc.t_obs[0] = 1.5;
+    tc.target[0][0] = 0.3;   /* with a final-state term too */
+    tc.target[0][1] = 0.1;
+    toy_check(&tc, "integral");
+}
+END_TEST
+
+START_TEST(test_observation_loss)
+{
+    toy_case tc;
+    toy_setup(&tc);
+    tc.n_obs = 4;
+    const double t[4] = { 0.3, 0.7, 1.2, 1.9 };
+    for (size_t i = 0; i < 4; i++) {
+        tc.t_obs[i] = t[i];
+        tc.target[i][0] = 0.5 * cos(t[i]);
+        tc.target[i][1] = -0.5 * sin(t[i]);
+    }
+    toy_check(&tc, "observations");
+    tc.lam = 0.3;
+    toy_check(&tc, "observations+integral");
+}
+END_TEST
+
+/* ---- dz/dt = A z with observations, against the matrix exponential ---- */
+
+static int lin_rhs(double t, const double *y, double *dy, void *params)
+{
+    const double *A = params;
+    dy[0] = A[0] * y[0] + A[1] * y[1];
+    dy[1] = A[2] * y[0] + A[3] * y[1];
+    return 0;
+}
+
+static int lin_vjp(double t, const double *z, const double *a, double *f, double *l,
+                   double *zbar, double *thetabar, void *ctx)
+{
+    const double *A = ctx;
+    if (f)
+        lin_rhs(t, z, f, ctx);
+    if (l)
+        *l = 0.0;
+    if (!a)
+        return 0;
+    for (size_t i = 0; i < 2; i++)
+        for (size_t j = 0; j < 2; j++) {
+            if (zbar)
+                zbar[j] += a[i] * A[i * 2 + j];
+            if (thetabar)
+                thetabar[i * 2 + j] += a[i] * z[j];
+        }
+    return 0;
+}
+
+/* expm of the n x n matrix M (row-major) into E. */
+static void expm(const double *M, size_t n, double *E)
+{
+    gsl_matrix_const_view mv = gsl_matrix_const_view_array(M, n, n);
+    gsl_matrix_view ev = gsl_matrix_view_array(E, n, n);
+    ck_assert_int_eq(gsl_linalg_exponential_ss(&mv.matrix, &ev.matrix, GSL_PREC_DOUBLE), 0);
+}
+
+START_TEST(test_linear_observations_closed_form)
+{
+    const double A[4] = { -0.3, 1.7, -1.2, 0.1 };
+    const double z0[2] = { 1.0, 0.5 };
+    const double t_obs[3] = { 0.4, 1.1, 2.0 };
+    const double target[3][2] = { { 0.2, 0.9 }, { -0.5, 0.3 }, { 0.1, -0.4 } };
+    /* closed form: z_i = e^{A t_i} z0, loss sum 0.5 ||z_i - y_i||^2,
+     * dL/dA_jk = sum_i r_i^T L(A t_i, E_jk t_i) z0 with the Frechet
+     * derivative L read off expm([[A t, E t], [0, A t]]) (Van Loan). */
+    double z_obs[6], dz_obs[6], g_exact[4] = { 0 }, dz0_exact[2] = { 0 }, dt_exact[3];
+    for (size_t i = 0; i < 3; i++) {
+        double At[4], E[4];
+        for (size_t j = 0; j < 4; j++)
+            At[j] = A[j] * t_obs[i];
+        expm(At, 2, E);
+        for (size_t r = 0; r < 2; r++) {
+            z_obs[i * 2 + r] = E[r * 2] * z0[0] + E[r * 2 + 1] * z0[1];
+            dz_obs[i * 2 + r] = z_obs[i * 2 + r] - target[i][r];
+        }
+        for (size_t c = 0; c < 2; c++)
+            for (size_t r = 0; r < 2; r++)
+                dz0_exact[c] += dz_obs[i * 2 + r] * E[r * 2 + c];
+        double Az[2];
+        lin_rhs(0, z_obs + 2 * i, Az, (void *)A);
+        dt_exact[i] = dz_obs[2 * i] * Az[0] + dz_obs[2 * i + 1] * Az[1];
+        for (size_t jk = 0; jk < 4; jk++) {
+            double M[16] = { 0 }, F[16];
+            for (size_t r = 0; r < 2; r++)
+                for (size_t c = 0; c < 2; c++) {
+                    M[r * 4 + c] = At[r * 2 + c];
+                    M[(r + 2) * 4 + c + 2] = At[r * 2 + c];
+                }
+            M[(jk / 2) * 4 + 2 + jk % 2] = t_obs[i];
+            expm(M, 4, F);
+            for (size_t r = 0; r < 2; r++)
+                for (size_t c = 0; c < 2; c++)
+                    g_exact[jk] += dz_obs[i * 2 + r] * F[r * 4 + 2 + c] * z0[c];
+        }
+    }
+    /* the forward solve, then both ways back */
+    for (int backsolve = 0; backsolve < 2; backsolve++) {
+        cnf_ode_options opt;
+        cnf_ode_options_default(&opt);
+        opt.rtol = opt.atol = 1e-12;
+        cnf_ode_solver *s = cnf_ode_solver_alloc(2, &opt);
+        cnf_ode_record *rec = cnf_ode_record_alloc(2);
+        double y[2] = { z0[0], z0[1] }, t = 0.0, zf[6];
+        for (size_t i = 0; i < 3; i++) {
+            ck_assert_int_eq(cnf_ode_solve(s, lin_rhs, (void *)A, t, t_obs[i], y, rec, NULL), CNF_OK);
+            t = t_obs[i];
+            memcpy(zf + 2 * i, y, sizeof y);
+        }
+        ck_assert_double_le(tu_max_rel_error("z_obs", zf, z_obs, 6, 1e-3, 1e-9), 1e-9);
+        cnf_adjoint_options ao;
+        cnf_adjoint_options_default(&ao);
+        ao.solver.rtol = ao.solver.atol = 1e-12;
+        ao.backsolve = backsolve;
+        cnf_adjoint *adj = cnf_adjoint_alloc(2, 4, &ao);
+        cnf_adjoint_problem pb = { 2, 4, lin_vjp, (void *)A };
+        double a[2], g[4], dt[3];
+        ck_assert_int_eq(cnf_adjoint_solve(adj, &pb, rec, 0.0, 3, t_obs, zf, dz_obs, a, g, dt, NULL),
+                         CNF_OK);
+        double e1 = tu_max_rel_error("dL/dA", g, g_exact, 4, 1e-3, 1e-8);
+        double e2 = tu_max_rel_error("dL/dz0", a, dz0_exact, 2, 1e-3, 1e-8);
+        double e3 = tu_max_rel_error("dL/dt_i", dt, dt_exact, 3, 1e-3, 1e-8);
+        printf("linear ODE closed form (%s): rel err dA %.2e dz0 %.2e dt %.2e\n",
+               backsolve ? "backsolve" : "checkpoint", e1, e2, e3);
+        ck_assert_double_le(e1, 1e-8);
+        ck_assert_double_le(e2, 1e-8);
+        ck_assert_double_le(e3, 1e-8);
+        cnf_adjoint_free(adj);
+        cnf_ode_record_free(rec);
+        cnf_ode_solver_free(s);
+    }
+}
+END_TEST
+
+START_TEST(test_adjoint_rejects_bad_input)
+{
+    cnf_adjoint_options ao;
+    cnf_adjoint_options_default(&ao);
+    cnf_adjoint *adj = cnf_adjoint_alloc(2, 4, &ao);
+    const double A[4] = { 0 };
+    cnf_adjoint_problem pb = { 2, 4, lin_vjp, (void *)A };
+    double t_obs[2] = { 1.0, 0.5 }, z[4] = { 0 }, a[2], g[4];
+    ck_assert_int_eq(cnf_adjoint_solve(adj, &pb, NULL, 0.0, 2, t_obs, z, NULL, a, g, NULL, NULL),
+                     CNF_EINVAL);
+    pb.n = 3;
+    ck_assert_int_eq(cnf_adjoint_solve(adj, &pb, NULL, 0.0, 1, t_obs, z, NULL, a, g, NULL, NULL),
+                     CNF_EDIM);
+    pb.n = 2;
+    /* checkpoint mode without a record */
+    ck_assert_int_eq(cnf_adjoint_solve(adj, &pb, NULL, 0.0, 1, t_obs, z, NULL, a, g, NULL, NULL),
+                     CNF_EINVAL);
+    cnf_adjoint_free(adj);
+}
+END_TEST
+
+/* ---- the CNF mean-NLL gradient ---------------------------------------- */
+
+typedef struct {
+    cnf_flow *flow;
+    cnf_flow_work *work;      /* tight forward tolerances for FD */
+    const double *X;
+    size_t B;
+    int use_loss;             /* FD of the training loss instead of the NLL */
+    unsigned long seed;       /* Hutchinson noise, the same for every call */
+    double *gtmp;
+} flow_fd_ctx;
+
+static double flow_fd_fn(const double *x, void *ctx)
+{
+    flow_fd_ctx *c = ctx;
+    double *p = cnf_flow_params(c->flow);
+    memcpy(p, x, cnf_flow_num_params(c->flow) * sizeof *p);
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, c->seed);
+    double v = 0.0;
+    if (c->use_loss) {
+        cnf_status s = cnf_flow_nll_grad(c->flow, c->work, c->X, c->B, rng, NULL, &v, c->gtmp, NULL);
+        ck_assert_msg(s == CNF_OK, "%s", cnf_last_error());
+    } else {
+        double ll[16];
+        cnf_status s = cnf_flow_log_likelihood(c->flow, c->work, c->X, c->B, rng, ll, NULL);
+        ck_assert_msg(s == CNF_OK, "%s", cnf_last_error());
+        for (size_t b = 0; b < c->B; b++)
+            v -= ll[b] / (double)c->B;
+    }
+    gsl_rng_free(rng);
+    return v;
+}
+
+static double norm_rel_error(const double *a, const double *b, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return sqrt(num / den);
+}
+
+static double max_abs(const double *a, size_t n)
+{
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+static cnf_flow *tiny_flow(size_t D, cnf_layer_type type, cnf_activation act, unsigned long seed)
+{
+    cnf_net_config cfg[2];
+    for (size_t k = 0; k < 2; k++) {
+        cnf_net_config_default(&cfg[k], D);
+        ck_assert_int_eq(cnf_net_config_parse_hidden(&cfg[k], "8-8"), CNF_OK);
+        cfg[k].layer_type = type;
+        cfg[k].activation = act;
+    }
+    const double T[2] = { 0.6, 0.45 };
+    cnf_flow *flow = cnf_flow_alloc(D, 2, cfg, T);
+    ck_assert_ptr_nonnull(flow);
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, seed);
+    cnf_flow_init_params(flow, rng, 0);
+    for (size_t i = 0; i < D; i++) {
+        cnf_flow_mean(flow)[i] = 0.1 * (double)i;
+        cnf_flow_scale(flow)[i] = 1.0 + 0.25 * (double)i;
+    }
+    gsl_rng_free(rng);
+    return flow;
+}
+
+static void tiny_data(size_t B, size_t D, unsigned long seed, double *X)
+{
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, seed);
+    for (size_t i = 0; i < B * D; i++)
+        X[i] = 1.3 * (gsl_rng_uniform(rng) * 2.0 - 1.0);
+    gsl_rng_free(rng);
+}
+
+typedef struct {
+    double err_norm, err_max;
+    size_t nfe_back;
+} grad_result;
+
+/* The adjoint gradient with the given options against gfd. */
+static grad_result flow_grad_vs(cnf_flow *flow, const double *X, size_t B,
+                                const cnf_flow_options *opt, unsigned long seed, const double *gfd,
+                                const char *label, double *loss_out, double tol)
+{
+    size_t P = cnf_flow_num_params(flow);
+    cnf_flow_work *w = cnf_flow_work_alloc(flow, B, opt);
+    ck_assert_ptr_nonnull(w);
+    double *g = malloc(P * sizeof *g);
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, seed);
+    double nll, loss;
+    cnf_flow_stats st;
+    cnf_status s = cnf_flow_nll_grad(flow, w, X, B, rng, &nll, &loss, g, &st);
+    ck_assert_msg(s == CNF_OK, "%s: %s", label, cnf_last_error());
+    grad_result r;
+    r.err_norm = norm_rel_error(g, gfd, P);
+    r.err_max = tu_max_rel_error(label, g, gfd, P, 1e-2 * max_abs(gfd, P), tol);
+    r.nfe_back = st.backward.nfe;
+    if (loss_out)
+        *loss_out = loss;
+    gsl_rng_free(rng);
+    free(g);
+    cnf_flow_work_free(w);
+    return r;
+}
+
+static void set_tol(cnf_flow_options *opt, double fwd, double back)
+{
+    opt->solver.rtol = opt->solver.atol = fwd;
+    opt->adjoint_solver.rtol = opt->adjoint_solver.atol = back;
+}
+
+/* fd_h: the finite-difference step; tol: the relative error allowed for
+ * the checkpointed gradient. */
+static void cnf_grad_case(size_t D, cnf_layer_type type, cnf_activation act, double fd_h,
+                          double tol)
+{
+    const size_t B = 4;
+    cnf_flow *flow = tiny_flow(D, type, act, 100 + D);
+    size_t P = cnf_flow_num_params(flow);
+    double X[4 * 3];
+    tiny_data(B, D, 7 + D, X);
+
+    cnf_flow_options fo;
+    cnf_flow_options_default(&fo);
+    set_tol(&fo, 1e-12, 1e-12);
+    flow_fd_ctx c = { flow, cnf_flow_work_alloc(flow, B, &fo), X, B, 0, 1, NULL };
+    double *x = malloc(P * sizeof *x), *gfd = malloc(P * sizeof *gfd);
+    memcpy(x, cnf_flow_params(flow), P * sizeof *x);
+    if (fd_h <= 1e-5) {
+        tu_fd_gradient(flow_fd_fn, &c, x, P, fd_h, gfd);
+    } else {
+        /* fourth-order central differences for the larger step */
+        for (size_t i = 0; i < P; i++) {
+            double xi = x[i], f[4];
+            const double off[4] = { 2, 1, -1, -2 };
+            for (int j = 0; j < 4; j++) {
+                x[i] = xi + off[j] * fd_h;
+                f[j] = flow_fd_fn(x, &c);
+            }
+            x[i] = xi;
+            gfd[i] = (8.0 * (f[1] - f[2]) - (f[0] - f[3])) / (12.0 * fd_h);
+        }
+    }
+    memcpy(cnf_flow_params(flow), x, P * sizeof *x);
+
+    char label[128], name[64];
+    snprintf(name, sizeof name, "D=%zu %s/%s", D, cnf_layer_type_name(type), cnf_activation_name(act));
+    cnf_flow_options opt;
+    cnf_flow_options_default(&opt);
+    set_tol(&opt, 1e-10, 1e-10);
+    /* per entry (floor 1% of the largest): as tight as the norm, except
+     * where the differences themselves are the limit (elu) */
+    double max_tol = fd_h > 1e-5 ? 10 * tol : tol;
+    grad_result rc[2], rb[2];
+    for (int semi = 0; semi < 2; semi++) {
+        opt.seminorm = semi;
+        opt.backsolve = 0;
+        snprintf(label, sizeof label, "%s checkpoint%s", name, semi ? "+semi" : "");
+        rc[semi] = flow_grad_vs(flow, X, B, &opt, 1, gfd, label, NULL, max_tol);
+        opt.backsolve = 1;
+        snprintf(label, sizeof label, "%s backsolve%s", name, semi ? "+semi" : "");
+        rb[semi] = flow_grad_vs(flow, X, B, &opt, 1, gfd, label, NULL, 10 * max_tol);
+    }
+    printf("CNF grad %-26s P=%3zu | checkpoint: rel err %.2e (max entry %.2e), back nfe %4zu, "
+           "seminorm %.2e nfe %4zu | backsolve: %.2e (max %.2e) nfe %4zu, seminorm %.2e nfe %4zu\n",
+           name, P, rc[0].err_norm, rc[0].err_max, rc[0].nfe_back, rc[1].err_norm, rc[1].nfe_back,
+           rb[0].err_norm, rb[0].err_max, rb[0].nfe_back, rb[1].err_norm, rb[1].nfe_back);
+    fflush(stdout);
+    ck_assert_msg(rc[0].err_norm < tol && rc[0].err_max < max_tol, "%s checkpoint: %g / %g", name,
+                  rc[0].err_norm, rc[0].err_max);
+    ck_assert_msg(rc[1].err_norm < tol, "%s checkpoint+seminorm: %g", name, rc[1].err_norm);
+    /* backsolve reverses a mildly contracting flow: still close here */
+    ck_assert_msg(rb[0].err_norm < 10 * tol && rb[1].err_norm < 10 * tol, "%s backsolve: %g / %g",
+                  name, rb[0].err_norm, rb[1].err_norm);
+    ck_assert_msg(rc[1].nfe_back <= rc[0].nfe_back, "%s: seminorm took more evaluations (%zu > %zu)",
+                  name, rc[1].nfe_back, rc[0].nfe_back);
+    cnf_flow_work_free(c.work);
+    free(x);
+    free(gfd);
+    cnf_flow_free(flow);
+}
+
+START_TEST(test_cnf_grad_concatsquash)
+{
+    cnf_grad_case(2, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, 1e-5, 1e-5);
+    cnf_grad_case(3, CNF_LAYER_CONCATSQUASH, CNF_ACT_SOFTPLUS, 1e-5, 1e-5);
+}
+END_TEST
+
+START_TEST(test_cnf_grad_concat)
+{
+    cnf_grad_case(2, CNF_LAYER_CONCAT, CNF_ACT_SWISH, 1e-5, 1e-5);
+    cnf_grad_case(3, CNF_LAYER_CONCAT, CNF_ACT_TANH, 1e-5, 1e-5);
+}
+END_TEST
+
+/* elu is only C^1: the divergence's derivative (elu'') jumps where a
+ * pre-activation crosses 0, so the backward dynamics are discontinuous (many
+ * more backward steps) and the tight forward solves carry step-selection
+ * noise of ~1e-10 that swamps central differences with small steps. A larger
+ * step (1e-3, fourth-order differences) and a looser bound; the smooth activations above carry the
+ * 1e-5 check. */
+START_TEST(test_cnf_grad_elu)
+{
+    cnf_grad_case(2, CNF_LAYER_CONCAT, CNF_ACT_ELU, 1e-3, 1e-4);
+}
+END_TEST
+
+START_TEST(test_cnf_grad_ignore)
+{
+    cnf_grad_case(2, CNF_LAYER_IGNORE, CNF_ACT_SWISH, 1e-5, 1e-5);
+    cnf_grad_case(3, CNF_LAYER_IGNORE, CNF_ACT_TANH, 1e-5, 1e-5);
+}
+END_TEST
+
+/* Regularized loss (kinetic + Jacobian Frobenius) with exact and
+ * Hutchinson divergence: the gradient against FD of the reported loss. */
+static void cnf_reg_case(cnf_divergence div)
+{
+    const size_t B = 4, D = 2;
+    cnf_flow *flow = tiny_flow(D, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, 55);
+    size_t P = cnf_flow_num_params(flow);
+    double X[8];
+    tiny_data(B, D, 3, X);
+    cnf_flow_options fo;
+    cnf_flow_options_default(&fo);
+    set_tol(&fo, 1e-12, 1e-12);
+    fo.divergence = div;
+    fo.reg_kinetic = 0.3;
+    fo.reg_jacobian = 0.2;
+    double *gtmp = malloc(P * sizeof *gtmp);
+    flow_fd_ctx c = { flow, cnf_flow_work_alloc(flow, B, &fo), X, B, 1, 42, gtmp };
+    double *x = malloc(P * sizeof *x), *gfd = malloc(P * sizeof *gfd);
+    memcpy(x, cnf_flow_params(flow), P * sizeof *x);
+    tu_fd_gradient(flow_fd_fn, &c, x, P, 1e-5, gfd);
+    memcpy(cnf_flow_params(flow), x, P * sizeof *x);
+
+    cnf_flow_options opt = fo;
+    set_tol(&opt, 1e-10, 1e-10);
+    double loss_reg, loss_plain;
+    grad_result r = flow_grad_vs(flow, X, B, &opt, 42, gfd, cnf_divergence_name(div), &loss_reg, 1e-5);
+    opt.reg_kinetic = opt.reg_jacobian = 0.0;
+    double *g = malloc(P * sizeof *g);
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, 42);
+    cnf_flow_work *w = cnf_flow_work_alloc(flow, B, &opt);
+    double nll;
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, B, rng, &nll, &loss_plain, g, NULL), CNF_OK);
+    printf("regularized loss (%s): loss %.6f (nll %.6f), gradient rel err %.2e (max entry %.2e)\n",
+           cnf_divergence_name(div), loss_reg, nll, r.err_norm, r.err_max);
+    ck_assert_double_eq_tol(loss_plain, nll, 1e-12);   /* no regularizer: loss = nll */
+    ck_assert_double_gt(loss_reg, nll + 1e-3);          /* regularizers are positive */
+    ck_assert_msg(r.err_norm < 1e-5 && r.err_max < 1e-5, "regularized %s: %g / %g",
+                  cnf_divergence_name(div), r.err_norm, r.err_max);
+    cnf_flow_work_free(w);
+    gsl_rng_free(rng);
+    free(g);
+    cnf_flow_work_free(c.work);
+    free(x);
+    free(gfd);
+    free(gtmp);
+    cnf_flow_free(flow);
+}
+
+START_TEST(test_cnf_grad_regularizers_exact)
+{
+    cnf_reg_case(CNF_DIV_EXACT);
+}
+END_TEST
+
+START_TEST(test_cnf_grad_regularizers_hutchinson)
+{
+    cnf_reg_case(CNF_DIV_RADEMACHER);
+    cnf_reg_case(CNF_DIV_GAUSSIAN);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("adjoint");
+    TCase *tg = tcase_create("general");
+    tcase_add_test(tg, test_final_state_loss);
+    tcase_add_test(tg, test_integral_loss);
+    tcase_add_test(tg, test_observation_loss);
+    tcase_add_test(tg, test_linear_observations_closed_form);
+    tcase_add_test(tg, test_adjoint_rejects_bad_input);
+    suite_add_tcase(s, tg);
+    TCase *tc = tcase_create("cnf");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_cnf_grad_concatsquash);
+    tcase_add_test(tc, test_cnf_grad_concat);
+    tcase_add_test(tc, test_cnf_grad_ignore);
+    tcase_add_test(tc, test_cnf_grad_elu);
+    tcase_add_test(tc, test_cnf_grad_regularizers_exact);
+    tcase_add_test(tc, test_cnf_grad_regularizers_hutchinson);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
