@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# End-to-end test of the `cnf` command: convert -> toy -> train (tiny net) ->
+# resume -> eval -> sample -> info -> grad --check -> plot, plus --help of
+# every subcommand. Usage: bash tests/e2e_cli.sh BUILD_DIR (holding `cnf`).
+set -euo pipefail
+build=$(cd "${1:?usage: e2e_cli.sh BUILD_DIR}" && pwd)
+cnf="$build/cnf"
+root=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+export OPENBLAS_NUM_THREADS=1
+fail() { echo "FAIL: $*" >&2; exit 1; }
+json_num() { # json_num KEY JSON -> the number
+    sed -n "s/.*\"$1\": \([-+0-9.eE]*\).*/\1/p" <<<"$2"
+}
+
+# --help, --version
+"$cnf" --help | grep -q "convert" || fail "cnf --help lists no subcommands"
+"$cnf" --version | grep -q "^cnf " || fail "cnf --version"
+for c in toy train eval sample grad info plot convert; do
+    out=$("$cnf" "$c" --help) || fail "cnf $c --help exited non-zero"
+    grep -q -- "--quiet" <<<"$out" || fail "cnf $c --help does not list --quiet"
+    grep -q "default" <<<"$out" || fail "cnf $c --help lists no defaults"
+done
+"$cnf" train --flow "$root/flows/toy2d.cfg" --help | grep -q -- "--T T .*(default: 0.5)" \
+    || fail "--help with --flow does not show the preset's values"
+
+# convert: a CSV with a header, 2 columns, 300 rows.
+awk 'BEGIN { srand(7); print "x,y";
+             for (i = 0; i < 300; i++) printf "%.6f,%.6f\n", rand() * 2 - 1, rand() + 0.5 * i / 300 }' \
+    > data.csv
+"$cnf" convert data.csv --out csv.h5 --split 0.6,0.2,0.2 --seed 3 --quiet
+h5ls csv.h5/train | grep -q "{180, 2}" || fail "convert: /train is not 180 x 2"
+h5ls csv.h5/val | grep -q "{60, 2}" || fail "convert: /val is not 60 x 2"
+h5ls csv.h5/test | grep -q "{60, 2}" || fail "convert: /test is not 60 x 2"
+
+# toy
+"$cnf" toy 8gaussians --n 1000 --seed 2 --out toy.h5 --quiet
+h5ls toy.h5/train | grep -q "{800, 2}" || fail "toy: /train is not 800 x 2"
+"$cnf" toy 8gaussians --n 1000 --seed 2 --out toy2.h5 --quiet
+cmp <(h5dump -d /train toy.h5 | tail -n +2) <(h5dump -d /train toy2.h5 | tail -n +2) \
+    || fail "toy: the same seed gives different data"
+
+# train: a tiny net from the toy preset with overrides, a few iterations.
+tiny=(--flow "$root/flows/toy2d.cfg" --hidden 8-8 --batch 50 --val-every 5 --quiet)
+j=$("$cnf" train --data toy.h5 "${tiny[@]}" --iters 10 --out m10.h5 --json)
+for k in iters train_nll val_nll seconds nfe_forward nfe_backward; do
+    [ -n "$(json_num "$k" "$j")" ] || fail "train --json lacks $k: $j"
+done
+[ "$(json_num iters "$j")" = 10 ] || fail "train ran $(json_num iters "$j") iterations, not 10"
+# --resume continues the same run: 5 + 5 iterations give the 10-iteration model.
+"$cnf" train --data toy.h5 "${tiny[@]}" --iters 5 --out m5.h5
+"$cnf" train --data toy.h5 --resume m5.h5 --iters 10 --out m5to10.h5 --quiet
+a=$("$cnf" eval --model m10.h5 --data toy.h5 --json)
+b=$("$cnf" eval --model m5to10.h5 --data toy.h5 --json)
+[ "$(json_num nll "$a")" = "$(json_num nll "$b")" ] \
+    || fail "resumed run differs: $(json_num nll "$a") vs $(json_num nll "$b")"
+"$cnf" train --train csv.h5:/train --val csv.h5:/val --hidden 4 --iters 3 --batch 20 \
+    --val-every 3 --out mcsv.h5 --quiet
+
+# eval
+e=$("$cnf" eval --model m10.h5 --data toy.h5:/test --json --out ll.h5)
+[ "$(json_num n "$e")" = 100 ] || fail "eval n: $e"
+for k in nll nll_se bits_per_dim nfe; do
+    [ -n "$(json_num "$k" "$e")" ] || fail "eval --json lacks $k: $e"
+done
+awk -v n="$(json_num nll "$e")" -v b="$(json_num bits_per_dim "$e")" \
+    'BEGIN { exit !(b > 0 && (b - n / (2 * log(2)))^2 < 1e-18) }' || fail "bits/dim != nll/(D ln 2): $e"
+h5ls ll.h5/loglik | grep -q "{100}" || fail "eval --out: /loglik is not (100)"
+"$cnf" eval --model m10.h5 --data toy.h5 | grep -q "bits/dim" || fail "eval prints no bits/dim"
+
+# sample
+"$cnf" sample --model m10.h5 --n 64 --seed 5 --out s.h5 --quiet
+h5ls s.h5/samples | grep -q "{64, 2}" || fail "sample: /samples is not 64 x 2"
+"$cnf" sample --model m10.h5 --latent s.h5:/samples --out s2.h5 --quiet
+h5ls s2.h5/samples | grep -q "{64, 2}" || fail "sample --latent: /samples is not 64 x 2"
+
+# info
+i=$("$cnf" info m10.h5)
+grep -q "dimension D *2" <<<"$i" || fail "info: no dimension"
+grep -q "concatsquash layers, tanh, widths 2-8-8-2" <<<"$i" || fail "info: architecture: $i"
+grep -q "parameters P *169" <<<"$i" || fail "info: parameter count: $i"
+grep -q "state: iteration 10" <<<"$i" || fail "info: training record: $i"
+
+# grad --check on the small trained model, exact divergence.
+g=$("$cnf" grad --model m10.h5 --data toy.h5:/test --check --json --out g.h5)
+r=$(json_num check_max_rel_error "$g")
+awk -v r="$r" 'BEGIN { exit !(r < 1e-5) }' || fail "grad --check relative error $r >= 1e-5"
+h5ls -r g.h5 | grep -q "/blocks/0/layers/2/W .*{2, 8}" || fail "grad file layout"
+h5ls -r g.h5 | grep -q "/blocks/0/T " || fail "grad file has no /blocks/0/T"
+
+# plot
+"$cnf" plot --model m10.h5 --data toy.h5:/test --size 48 --out d.png --quiet
+[ "$(head -c 8 d.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "plot: not a PNG"
+ls | grep -q '\.tmp\.' && fail "a temporary file was left behind"
+echo "e2e_cli: all passed (grad --check max relative error $r)"
