@@ -100,7 +100,7 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
 static void check_rows(const char *what, size_t N, size_t need, const char *why)
 {
     if (N < need)
-        cli_die("%s has %zu rows, fewer than %s (%zu)", what, N, why, need);
+        cli_die("%s has %zu rows, fewer than %s %zu", what, N, why, need);
 }
 
 int cnf_cmd_train(int argc, char **argv)
@@ -201,8 +201,8 @@ int cnf_cmd_train(int argc, char **argv)
         if (Dval != D)
             cli_die("%s has %zu columns but %s has %zu", val, Dval, train, D);
     }
-    check_rows(train, Ntr, cfg.batch, "a batch (--batch)");
-    check_rows(train, Ntr, 2, "standardisation needs");
+    check_rows(train, Ntr, cfg.batch, "a batch (--batch) of");
+    check_rows(train, Ntr, 2, "the minimum for standardisation,");
 
     cnf_net_config nets[64];
     double T[64];

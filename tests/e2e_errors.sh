@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# End-to-end test of the `cnf` command's failure rules (issue 5, item 5):
+# each bad input gives a message naming the problem, a non-zero exit, no
+# partial output file, and an existing output file left byte-identical.
+# Usage: bash tests/e2e_errors.sh BUILD_DIR (holding `cnf`).
+set -euo pipefail
+build=$(cd "${1:?usage: e2e_errors.sh BUILD_DIR}" && pwd)
+cnf="$build/cnf"
+root=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+export OPENBLAS_NUM_THREADS=1
+fail() { echo "FAIL: $*" >&2; exit 1; }
+cases=0
+
+# expect_fail PATTERN OUT -- CMD...: CMD must exit non-zero with PATTERN in
+# its stderr; OUT (a file path, or - for none) must afterwards be
+# byte-identical to what it was (here: a sentinel file), and no temporary
+# file may be left in the directory.
+expect_fail() {
+    local pattern=$1 out=$2
+    shift 3
+    if [ "$out" != - ]; then printf 'sentinel %s\n' "$out" > "$out"; cp "$out" "$out.before"; fi
+    local rc=0
+    "$@" >stdout.txt 2>stderr.txt || rc=$?
+    [ "$rc" -ne 0 ] || fail "exit 0 for: $* (stderr: $(cat stderr.txt))"
+    grep -qiE -- "$pattern" stderr.txt \
+        || fail "message lacks /$pattern/ for: $*; got: $(cat stderr.txt)"
+    if [ "$out" != - ]; then
+        cmp -s "$out" "$out.before" || fail "$out changed by the failing: $*"
+        rm -f "$out" "$out.before"
+    fi
+    if ls -a | grep -q '\.tmp\.'; then fail "temporary file left by: $*"; fi
+    [ -n "${VERBOSE:-}" ] && echo "ok: $(head -c 300 stderr.txt)"
+    cases=$((cases + 1))
+}
+
+# Fixtures: data via convert, a tiny model, a NaN data set and a rank-1 data
+# set via h5import (hdf5-tools), a model of another version by patching the
+# version attribute's value.
+awk 'BEGIN { srand(3); for (i = 0; i < 200; i++) printf "%.6f,%.6f\n", rand(), rand() * rand() }' > d.csv
+"$cnf" convert d.csv --out data.h5 --quiet
+awk 'BEGIN { srand(4); for (i = 0; i < 50; i++) printf "%.6f,%.6f,%.6f\n", rand(), rand(), rand() }' > d3.csv
+"$cnf" convert d3.csv --out data3.h5 --quiet
+"$cnf" train --data data.h5 --hidden 4 --iters 2 --batch 20 --val-every 2 --out m.h5 --quiet
+printf '1 2\n3 4\n5 nan\n7 8\n' > nan.txt
+printf 'PATH x\nINPUT-CLASS TEXTFP\nRANK 2\nDIMENSION-SIZES 4 2\nOUTPUT-CLASS FP\nOUTPUT-SIZE 64\n' > nan.cfg
+h5import nan.txt -c nan.cfg -o nan.h5
+printf '1 2 3 4\n' > vec.txt
+printf 'PATH v\nINPUT-CLASS TEXTFP\nRANK 1\nDIMENSION-SIZES 4\nOUTPUT-CLASS FP\nOUTPUT-SIZE 64\n' > vec.cfg
+h5import vec.txt -c vec.cfg -o vec.h5
+# The int64 value 1 that follows the attribute name "version": try each
+# candidate position until h5dump reads the attribute as 2.
+off=$(grep -obUa 'version' m.h5 | head -n 1 | cut -d: -f1)
+found=0
+for d in $(seq 8 8 64); do
+    cp m.h5 v2.h5
+    pos=$((off + d))
+    [ "$(od -An -tx1 -j "$pos" -N 8 v2.h5 | tr -d ' \n')" = 0100000000000000 ] || continue
+    printf '\x02' | dd of=v2.h5 bs=1 seek="$pos" conv=notrunc 2>/dev/null
+    if h5dump -a /version v2.h5 2>/dev/null | grep -q '(0): 2'; then found=1; break; fi
+done
+[ "$found" = 1 ] || fail "could not make a version-2 model fixture"
+
+# Missing file, missing data set, wrong rank, NaN row.
+expect_fail "nofile.h5" L.h5 -- "$cnf" eval --model m.h5 --data nofile.h5 --out L.h5
+expect_fail "/nope" L.h5 -- "$cnf" eval --model m.h5 --data data.h5:/nope --out L.h5
+expect_fail "rank 1" L.h5 -- "$cnf" eval --model m.h5 --data vec.h5:/v --out L.h5
+expect_fail "row 2.*nan" L.h5 -- "$cnf" eval --model m.h5 --data nan.h5:/x --out L.h5
+expect_fail "row 2.*nan" M.h5 -- "$cnf" train --train nan.h5:/x --val data.h5:/val --batch 2 --out M.h5
+expect_fail "nomodel.h5" S.h5 -- "$cnf" sample --model nomodel.h5 --out S.h5
+# Fewer rows than a batch.
+expect_fail "fewer than a batch" M.h5 -- "$cnf" train --data data.h5 --batch 1000 --out M.h5
+# Dimension mismatch: eval, train --resume, grad.
+expect_fail "3 columns.*dimension is 2" L.h5 -- "$cnf" eval --model m.h5 --data data3.h5 --out L.h5
+expect_fail "3 columns.*dimension is 2" M.h5 -- "$cnf" train --data data3.h5 --resume m.h5 --iters 4 --batch 5 --out M.h5
+expect_fail "3 columns.*dimension is 2" G.h5 -- "$cnf" grad --model m.h5 --data data3.h5:/train --out G.h5
+# A model of another format (a data file) or version.
+expect_fail "not a cnf model" L.h5 -- "$cnf" eval --model data.h5 --data data.h5 --out L.h5
+expect_fail "version" S.h5 -- "$cnf" sample --model v2.h5 --out S.h5
+expect_fail "version" - -- "$cnf" info v2.h5
+# Unknown option, bad numbers, unknown preset key, bad preset value.
+expect_fail "unknown option '--bogus'" M.h5 -- "$cnf" train --data data.h5 --bogus 3 --out M.h5
+expect_fail "--n '0'.*at least 1" S.h5 -- "$cnf" sample --model m.h5 --n 0 --out S.h5
+expect_fail "--rtol '-1'.*positive" L.h5 -- "$cnf" eval --model m.h5 --data data.h5 --rtol -1 --out L.h5
+expect_fail "unknown command" - -- "$cnf" trian
+printf 'hidden = 8\nlayers = concat\n' > bad.cfg
+expect_fail "bad.cfg:2: unknown key 'layers'" M.h5 -- "$cnf" train --data data.h5 --flow bad.cfg --out M.h5
+printf 'act = relu\n' > bad2.cfg
+expect_fail "bad2.cfg:1: .*relu" M.h5 -- "$cnf" train --data data.h5 --flow bad2.cfg --out M.h5
+# Missing output directory: refused before any work.
+expect_fail "nodir.*does not exist" - -- "$cnf" train --data data.h5 --out nodir/M.h5
+expect_fail "nodir.*does not exist" - -- "$cnf" toy moons --n 10 --out nodir/t.h5
+expect_fail "nodir.*does not exist" - -- "$cnf" plot --model m.h5 --out nodir/p.png
+# A solve that cannot meet its tolerance: step limit, step-size underflow.
+expect_fail "max_steps|step limit" L.h5 -- "$cnf" eval --model m.h5 --data data.h5 --max-steps 1 --out L.h5
+expect_fail "underflow" S.h5 -- "$cnf" sample --model m.h5 --rtol 1e-300 --atol 1e-300 --out S.h5
+expect_fail "max_steps|step limit" M.h5 -- "$cnf" train --data data.h5 --batch 20 --max-steps 1 --out M.h5
+expect_fail "max_steps|step limit" G.h5 -- "$cnf" grad --model m.h5 --data data.h5:/train --max-steps 1 --out G.h5
+expect_fail "max_steps|step limit" P.png -- "$cnf" plot --model m.h5 --size 8 --max-steps 1 --out P.png
+# convert: ragged rows and non-numeric cells, named by line and column.
+printf 'a,b\n1,2\n3,4,5\n' > ragged.csv
+expect_fail "line 3 has 3 columns, expected 2" C.h5 -- "$cnf" convert ragged.csv --out C.h5
+printf '1,2\n3,x4\n' > text.csv
+expect_fail "line 2, column 2: 'x4' is not a number" C.h5 -- "$cnf" convert text.csv --out C.h5
+expect_fail "split" C.h5 -- "$cnf" convert d.csv --split 0.5,0.5,0.5 --out C.h5
+# plot refuses models that are not 2-D.
+"$cnf" train --data data3.h5 --hidden 4 --iters 1 --batch 10 --val-every 1 --out m3.h5 --quiet
+expect_fail "dimension 3.*2-D" P.png -- "$cnf" plot --model m3.h5 --out P.png
+echo "e2e_errors: all $cases cases passed"
