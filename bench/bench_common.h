@@ -1,0 +1,141 @@
+/* bench_common.h — helpers shared by the benchmark programs bench_train,
+ * bench_loglik and bench_memory (header only: CMake builds every .c file in bench/
+ * into its own program, so shared code lives here as static functions).
+ *
+ * Clocks (wall and process CPU), order statistics of timing samples, and the
+ * machine description (cores, CPU model, OpenBLAS core type, build
+ * configuration and thread count, load average) that every JSON line carries
+ * beside its figures, because the figures mean nothing without it. The load
+ * average is there because the machine may be shared: a run whose CPU time
+ * per iteration is well below its wall time was contended.
+ */
+#ifndef CNF_BENCH_COMMON_H
+#define CNF_BENCH_COMMON_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+static inline double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU seconds of the whole process (all threads, so OpenBLAS's too). */
+static inline double bench_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static inline int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    double median, mean, p10, p90, min, max;
+} bench_summary;
+
+/* Order statistics of x (n values; n > 0). tmp: n scratch values. The
+ * p-quantile is the nearest-rank one (ceil(p n)-th smallest). */
+static inline bench_summary bench_summarise(const double *x, size_t n, double *tmp)
+{
+    bench_summary s = {0};
+    if (n == 0)
+        return s;
+    memcpy(tmp, x, n * sizeof *tmp);
+    qsort(tmp, n, sizeof *tmp, bench_cmp_double);
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sum += tmp[i];
+    s.mean = sum / (double)n;
+    s.median = n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
+    size_t i90 = (size_t)((double)n * 0.9 + 0.999999);
+    size_t i10 = (size_t)((double)n * 0.1 + 0.999999);
+    s.p90 = tmp[(i90 ? i90 : 1) - 1];
+    s.p10 = tmp[(i10 ? i10 : 1) - 1];
+    s.min = tmp[0];
+    s.max = tmp[n - 1];
+    return s;
+}
+
+static inline double bench_loadavg(void)
+{
+    double l = -1.0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1.0;
+        fclose(f);
+    }
+    return l;
+}
+
+/* The "model name" line of /proc/cpuinfo, quotes and backslashes dropped. */
+static inline void bench_cpu_model(char *buf, size_t n)
+{
+    snprintf(buf, n, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char *v = strchr(line, ':');
+            if (!v)
+                break;
+            v++;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            size_t k = 0;
+            for (; *v && *v != '\n' && k + 1 < n; v++)
+                if (*v != '"' && *v != '\\')
+                    buf[k++] = *v;
+            buf[k] = '\0';
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* The fields every JSON line carries: ,"threads":..,"blas_core":"..",
+ * "load1":.. (a fragment starting with a comma, to paste before "}"). */
+static inline void bench_print_context(FILE *out)
+{
+    const char *core = openblas_get_corename();
+    fprintf(out, ",\"blas_threads\":%d,\"blas_core\":\"%s\",\"load1\":%.2f",
+            openblas_get_num_threads(), core ? core : "?", bench_loadavg());
+}
+
+/* One JSON line describing the machine and the BLAS build. */
+static inline void bench_print_machine(FILE *out)
+{
+    char model[256];
+    bench_cpu_model(model, sizeof model);
+    const char *cfg = openblas_get_config();
+    const char *env = getenv("OPENBLAS_NUM_THREADS");
+    char cfgbuf[512];
+    size_t k = 0;
+    for (const char *c = cfg ? cfg : "?"; *c && k + 1 < sizeof cfgbuf; c++)
+        if (*c != '"' && *c != '\\' && *c != '\n')
+            cfgbuf[k++] = *c;
+    cfgbuf[k] = '\0';
+    fprintf(out,
+            "{\"bench\":\"machine\",\"cores\":%ld,\"cpu\":\"%s\",\"blas_config\":\"%s\","
+            "\"OPENBLAS_NUM_THREADS\":\"%s\"",
+            sysconf(_SC_NPROCESSORS_ONLN), model, cfgbuf, env ? env : "");
+    bench_print_context(out);
+    fprintf(out, "}\n");
+    fflush(out);
+}
+
+#endif /* CNF_BENCH_COMMON_H */
