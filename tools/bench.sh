@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Build cnf (tools/build.sh, Release) and run the benchmark suite of issue 6,
+# printing one JSON line per case on stdout (and into the results file).
+#
+# Usage: tools/bench.sh [--quick] [--no-build] [--threads N] [--out FILE] [CASE ...]
+#
+#   --quick      small runs (a smoke test of the whole suite, ~10 s); the
+#                figures are then meaningless
+#   --no-build   use the existing build
+#   --threads N  OPENBLAS_NUM_THREADS for every case (default 1: the toy
+#                matrices are too small for threads to pay; case train2
+#                repeats the training case with 2)
+#   --out FILE   also append the JSON lines to FILE (default
+#                $CNF_BUILD_DIR/bench-results.jsonl)
+#   CASE         any of the cases below, in order (default: all of them):
+#     machine    cores, CPU model, OpenBLAS core type and configuration,
+#                thread setting, git commit
+#     train      toy configuration on 8-gaussians (bench_train): training
+#                time per iteration (median, mean, p90 over windows 1-100,
+#                501-600 and 1901-2000) and NFE, with T learned and T fixed
+#                at 0.5; time to test NLL 2.95 (5000 held-out points, exact
+#                divergence, every 100 iterations, evaluations excluded, cap
+#                4000) and the test NLL at 2000 iterations
+#     train2     the training windows 1-100 and 501-600 with 2 OpenBLAS threads
+#     loglik     log-likelihood throughput, batch 1000 (bench_loglik): D = 2
+#                untrained and trained (the model case train saved, if any),
+#                D = 16 tabular with Hutchinson (and exact) divergence
+#     net        network GFLOP/s against cblas_dgemm on the same shapes (bench_net)
+#     memory     peak resident memory of training at batch 100, 1000, 10000,
+#                each in its own process (bench_memory)
+#
+# Environment: CNF_BUILD_DIR (default build/) as for tools/build.sh.
+# Every program is seeded: the NLLs and NFEs repeat exactly; the times depend
+# on the machine and its load (each line carries load1, the 1-minute load
+# average, and the CPU times beside the wall-clock times).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${CNF_BUILD_DIR:-$root/build}
+quick=0
+do_build=1
+threads=1
+out=""
+cases=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) quick=1 ;;
+    --no-build) do_build=0 ;;
+    --threads) threads=$2; shift ;;
+    --out) out=$2; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    machine|train|train2|loglik|net|memory) cases+=("$1") ;;
+    *) echo "bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ ${#cases[@]} -gt 0 ] || cases=(machine train train2 loglik net memory)
+[ -n "$out" ] || out=$build/bench-results.jsonl
+
+if [ $do_build = 1 ]; then
+    CNF_BUILD_DIR=$build "$root/tools/build.sh"
+fi
+for p in bench_train bench_loglik bench_memory; do
+    [ -x "$build/$p" ] || { echo "bench.sh: $build/$p is missing (build first)" >&2; exit 1; }
+done
+mkdir -p "$(dirname "$out")"
+export OPENBLAS_NUM_THREADS=$threads
+model=$build/bench-toy-model$([ $quick = 1 ] && echo -quick).h5
+
+# Run a program, passing its JSON lines to stdout and the results file.
+run() {
+    echo "bench.sh: $*" >&2
+    "$@" | tee -a "$out"
+}
+
+for c in "${cases[@]}"; do
+    case $c in
+    machine)
+        commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+        dirty=$(git -C "$root" status --porcelain --untracked-files=no -- src include 2>/dev/null \
+                | wc -l)
+        printf '{"bench":"suite","mode":"%s","commit":"%s","src_modified_files":%s,"date":"%s","nproc":%s}\n' \
+            "$([ $quick = 1 ] && echo quick || echo full)" "$commit" "$dirty" \
+            "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" | tee -a "$out"
+        run "$build/bench_train" --machine
+        ;;
+    train)
+        if [ $quick = 1 ]; then
+            run "$build/bench_train" --quick --eval-every 20 --label learned_T --save "$model"
+            run "$build/bench_train" --quick --eval-every 20 --fixed-T --label fixed_T
+        else
+            run "$build/bench_train" --iters 2000 --cap 4000 --eval-every 100 --n-test 5000 \
+                --target 2.95 --nll-at 2000 --windows 1-100,501-600,1901-2000 \
+                --label learned_T --save "$model"
+            run "$build/bench_train" --iters 2000 --cap 4000 --eval-every 100 --n-test 5000 \
+                --target 2.95 --nll-at 2000 --windows 1-100,501-600,1901-2000 \
+                --fixed-T --label fixed_T
+        fi
+        ;;
+    train2)
+        if [ $quick = 1 ]; then
+            OPENBLAS_NUM_THREADS=2 run "$build/bench_train" --quick --label learned_T_2threads
+        else
+            OPENBLAS_NUM_THREADS=2 run "$build/bench_train" --iters 600 \
+                --windows 1-100,501-600 --label learned_T_2threads
+        fi
+        ;;
+    loglik)
+        margs=()
+        [ -f "$model" ] && margs=(--model "$model")
+        if [ $quick = 1 ]; then
+            run "$build/bench_loglik" --quick "${margs[@]}"
+        else
+            run "$build/bench_loglik" --batch 1000 --n 10000 --n16 2000 --reps 3 "${margs[@]}"
+        fi
+        ;;
+    net)
+        if [ -x "$build/bench_net" ]; then
+            run "$build/bench_net" "$([ $quick = 1 ] && echo 0.02 || echo 0.3)"
+        else
+            echo "bench.sh: $build/bench_net is missing; case net skipped" >&2
+        fi
+        ;;
+    memory)
+        if [ $quick = 1 ]; then
+            run "$build/bench_memory" --quick
+        else
+            run "$build/bench_memory" --batches 100,1000,10000 --iters 3
+        fi
+        ;;
+    esac
+done
