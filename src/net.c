@@ -75,9 +75,11 @@ struct cnf_net_work {
 
     /* Stacked rows: values at rows 0..B-1, tangent k at rows (k+1)B..(k+2)B-1. */
     double *X[MAX_LAYERS];     /* layer j input, (K+1)B x n_j (unit: row 0 only for j = 0) */
-    double *U[MAX_LAYERS];     /* u and du_k, (K+1)B x n_{j+1} (unit, j = 0: values only) */
+    double *U[MAX_LAYERS];     /* W h and W dh_k, (K+1)B x n_{j+1} (unit, j = 0: values
+                                  only); u = W h + beta */
     double *S1[MAX_LAYERS];    /* sigma'(y), B x n_{j+1}, hidden layers */
-    double *S2[MAX_LAYERS];    /* sigma''(y), B x n_{j+1}, hidden layers */
+    double *S2[MAX_LAYERS];    /* sigma''(y), B x n_{j+1}, hidden layers, only if K > 0 */
+    double *beta[MAX_LAYERS];  /* beta, n_{j+1} */
     double *gate[MAX_LAYERS];  /* s, n_{j+1} */
     double *shift[MAX_LAYERS]; /* c, n_{j+1} */
     double *Wt;                /* unit directions: du_k = W e_k = W[:, k], K x n_1 */
@@ -274,7 +276,7 @@ cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t ma
         total += rows * net->width[j] + rows * net->width[j + 1];
         if (j + 1 < L)
             total += 2 * max_batch * net->width[j + 1];
-        total += 2 * net->width[j + 1];
+        total += 3 * net->width[j + 1];
     }
     total += max_tangents * net->width[1] + 2 * rows * maxw + 3 * maxw;
     w->mem = malloc(total * sizeof *w->mem);
@@ -298,6 +300,8 @@ cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t ma
         w->gate[j] = p;
         p += net->width[j + 1];
         w->shift[j] = p;
+        p += net->width[j + 1];
+        w->beta[j] = p;
         p += net->width[j + 1];
     }
     w->Wt = p;
@@ -342,59 +346,81 @@ static inline const double *tangent_row(const cnf_net_work *w, size_t j, size_t 
     return w->U[j] + ((k + 1) * w->B + b) * out;
 }
 
-/* The value rows of a hidden layer: u = U + beta (kept in U for the gate
- * gradient), y = u s + c, h' = sigma(y) and its two derivatives. One loop per
- * activation so that each vectorises. U, H, D1, D2: B x n. */
-static void activate_values(cnf_activation act, size_t B, size_t n, double *U,
+/* One value row of a hidden layer: y = (u + beta) s + c, h' = sigma(y) and
+ * its derivatives (n each); the second only where tangents need it. One
+ * function per activation, restrict-qualified and kept out of line: inlined
+ * into the caller the rows lose restrict, GCC gives up on the alias checks
+ * and the loop stays scalar. */
+#if defined(__GNUC__)
+#define ROW_NOINLINE __attribute__((noinline))
+#else
+#define ROW_NOINLINE
+#endif
+#define ACT_ROWS(name, kernel)                                                                  \
+    ROW_NOINLINE static void name##_row2(size_t n, const double *restrict u,                  \
+                                         const double *restrict beta,                          \
+                                         const double *restrict s, const double *restrict c,  \
+                                         double *restrict h, double *restrict d1,              \
+                                         double *restrict d2)                                  \
+    {                                                                                           \
+        for (size_t o = 0; o < n; o++)                                                          \
+            kernel(fma(u[o] + beta[o], s[o], c[o]), &h[o], &d1[o], &d2[o]);                     \
+    }                                                                                           \
+    ROW_NOINLINE static void name##_row1(size_t n, const double *restrict u,                  \
+                                         const double *restrict beta,                          \
+                                         const double *restrict s, const double *restrict c,  \
+                                         double *restrict h, double *restrict d1)              \
+    {                                                                                           \
+        for (size_t o = 0; o < n; o++) {                                                        \
+            double unused;                                                                      \
+            kernel(fma(u[o] + beta[o], s[o], c[o]), &h[o], &d1[o], &unused);                    \
+        }                                                                                       \
+    }
+ACT_ROWS(tanh, cnf_act_tanh)
+ACT_ROWS(softplus_d, cnf_act_softplus_d)
+ACT_ROWS(elu, cnf_act_elu)
+ACT_ROWS(swish, cnf_act_swish)
+#undef ACT_ROWS
+
+/* The value rows of a hidden layer (U, H, D1, D2: B x n; D2 may be NULL). */
+static void activate_values(cnf_activation act, size_t B, size_t n, const double *U,
                             const double *beta, const double *s, const double *c, double *H,
                             double *D1, double *D2)
 {
-    switch (act) {
-    case CNF_ACT_TANH:
-        for (size_t b = 0; b < B; b++) {
-            double *u = U + b * n, *h = H + b * n, *d1 = D1 + b * n, *d2 = D2 + b * n;
-            for (size_t o = 0; o < n; o++) {
-                double ub = u[o] + beta[o];
-                u[o] = ub;
-                cnf_act_tanh(fma(ub, s[o], c[o]), &h[o], &d1[o], &d2[o]);
-            }
-        }
-        break;
-    case CNF_ACT_SOFTPLUS:
-        for (size_t b = 0; b < B; b++) {
-            double *u = U + b * n, *h = H + b * n, *d1 = D1 + b * n, *d2 = D2 + b * n;
-            for (size_t o = 0; o < n; o++) {
-                double ub = u[o] + beta[o];
-                u[o] = ub;
-                cnf_act_softplus_d(fma(ub, s[o], c[o]), &h[o], &d1[o], &d2[o]);
-            }
+    for (size_t b = 0; b < B; b++) {
+        const double *u = U + b * n;
+        double *h = H + b * n, *d1 = D1 + b * n, *d2 = D2 ? D2 + b * n : NULL;
+        switch (act) {
+        case CNF_ACT_TANH:
+            if (d2)
+                tanh_row2(n, u, beta, s, c, h, d1, d2);
+            else
+                tanh_row1(n, u, beta, s, c, h, d1);
+            break;
+        case CNF_ACT_SOFTPLUS:
+            if (d2)
+                softplus_d_row2(n, u, beta, s, c, h, d1, d2);
+            else
+                softplus_d_row1(n, u, beta, s, c, h, d1);
             /* log1p has no vector kernel here; softplus is not the default. */
             for (size_t o = 0; o < n; o++) {
-                double y = fma(u[o], s[o], c[o]);
+                double y = fma(u[o] + beta[o], s[o], c[o]);
                 h[o] = log1p(h[o]) + (y > 0.0 ? y : 0.0);
             }
+            break;
+        case CNF_ACT_ELU:
+            if (d2)
+                elu_row2(n, u, beta, s, c, h, d1, d2);
+            else
+                elu_row1(n, u, beta, s, c, h, d1);
+            break;
+        case CNF_ACT_SWISH:
+            if (d2)
+                swish_row2(n, u, beta, s, c, h, d1, d2);
+            else
+                swish_row1(n, u, beta, s, c, h, d1);
+            break;
         }
-        break;
-    case CNF_ACT_ELU:
-        for (size_t b = 0; b < B; b++) {
-            double *u = U + b * n, *h = H + b * n, *d1 = D1 + b * n, *d2 = D2 + b * n;
-            for (size_t o = 0; o < n; o++) {
-                double ub = u[o] + beta[o];
-                u[o] = ub;
-                cnf_act_elu(fma(ub, s[o], c[o]), &h[o], &d1[o], &d2[o]);
-            }
-        }
-        break;
-    case CNF_ACT_SWISH:
-        for (size_t b = 0; b < B; b++) {
-            double *u = U + b * n, *h = H + b * n, *d1 = D1 + b * n, *d2 = D2 + b * n;
-            for (size_t o = 0; o < n; o++) {
-                double ub = u[o] + beta[o];
-                u[o] = ub;
-                cnf_act_swish(fma(ub, s[o], c[o]), &h[o], &d1[o], &d2[o]);
-            }
-        }
-        break;
     }
 }
 
@@ -407,7 +433,7 @@ static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const d
     int first_unit = w->unit && j == 0;
     size_t rows = first_unit ? B : (K + 1) * B;
     const double *W = theta + lv->W, *bias = theta + lv->b;
-    double *X = w->X[j], *U = w->U[j], *s = w->gate[j], *c = w->shift[j], *beta = w->tmp;
+    double *X = w->X[j], *U = w->U[j], *s = w->gate[j], *c = w->shift[j], *beta = w->beta[j];
     double t = w->t;
 
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0, X,
@@ -445,7 +471,8 @@ static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const d
 
     if (j + 1 < net->n_layers) {
         double *Xn = w->X[j + 1], *D1 = w->S1[j];
-        activate_values(net->cfg.activation, B, out, U, beta, s, c, Xn, D1, w->S2[j]);
+        activate_values(net->cfg.activation, B, out, U, beta, s, c, Xn, D1,
+                        K > 0 ? w->S2[j] : NULL);
         for (size_t k = 0; k < K; k++)
             for (size_t b = 0; b < B; b++) {
                 const double *du = tangent_row(w, j, k, b), *d1 = D1 + b * out;
@@ -455,12 +482,10 @@ static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const d
             }
     } else {
         for (size_t b = 0; b < B; b++) {
-            double *u = U + b * out, *fb = f + b * out;
-            for (size_t o = 0; o < out; o++) {
-                double ub = u[o] + beta[o];
-                u[o] = ub;
-                fb[o] = fma(ub, s[o], c[o]);
-            }
+            const double *u = U + b * out;
+            double *fb = f + b * out;
+            for (size_t o = 0; o < out; o++)
+                fb[o] = fma(u[o] + beta[o], s[o], c[o]);
         }
         for (size_t k = 0; k < K; k++)
             for (size_t b = 0; b < B; b++) {
@@ -517,7 +542,7 @@ cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double 
 static void gate_backward(const cnf_net *net, cnf_net_work *w, size_t j, size_t Kb, double *Y)
 {
     size_t out = net->view[j].out, B = w->B;
-    const double *s = w->gate[j], *U = w->U[j];
+    const double *s = w->gate[j], *U = w->U[j], *beta = w->beta[j];
     double *cs = w->colsum, *gs = w->gatesum;
     int gated = net->cfg.layer_type == CNF_LAYER_CONCATSQUASH;
     for (size_t o = 0; o < out; o++)
@@ -527,7 +552,7 @@ static void gate_backward(const cnf_net *net, cnf_net_work *w, size_t j, size_t 
         const double *u = U + b * out;
         for (size_t o = 0; o < out; o++) {
             cs[o] += y[o];
-            gs[o] += y[o] * u[o];
+            gs[o] += y[o] * (u[o] + beta[o]);
         }
     }
     if (!gated)
