@@ -19,6 +19,7 @@
 
 #include "cli.h"
 #include "cnf/io.h"
+#include "cnf/ode.h"
 #include "commands.h"
 #include "model_cli.h"
 
@@ -40,10 +41,11 @@ int cnf_cmd_grad(int argc, char **argv)
     const char *model = NULL, *data = NULL, *out = NULL;
     int check = 0, json = 0;
     unsigned long seed = 1;
-    double check_rtol = 1e-12, check_atol = 1e-12, h = 1e-5;
+    double check_rtol = 1e-13, check_atol = 1e-13, h = 1e-4, check_step = 1e-3;
+    const char *check_solver = "dopri5";
     cli_solve_args sa;
     cli_solve_args_default(&sa);
-    sa.rtol = sa.atol = 1e-10;
+    sa.rtol = sa.atol = 1e-12;
     cli_option opts[] = {
         {"model", CLI_STRING, &model, "M.h5", "model file (required)", NULL, 0},
         {"data", CLI_STRING, &data, "F.h5:/x", "data set (required; path default /train)", NULL, 0},
@@ -54,6 +56,10 @@ int cnf_cmd_grad(int argc, char **argv)
         {"check-rtol", CLI_POS, &check_rtol, "R", "relative tolerance of the --check solves", NULL, 0},
         {"check-atol", CLI_POS, &check_atol, "A", "absolute tolerance of the --check solves", NULL, 0},
         {"check-h", CLI_POS, &h, "H", "finite-difference step", NULL, 0},
+        {"check-solver", CLI_STRING, &check_solver, "NAME",
+         "solver of the --check solves (a fixed-step one such as rk4 keeps the step sequence "
+         "fixed, so the differences see no step-size switching)", NULL, 0},
+        {"check-step", CLI_POS, &check_step, "H", "step size of a fixed-step --check solver", NULL, 0},
         {"seed", CLI_SEED, &seed, "S", "seed of the Hutchinson noise (unused when exact)", NULL, 0},
         {"json", CLI_FLAG, &json, NULL, "print one JSON object with the results on stdout", NULL, 0},
         {"solver", CLI_STRING, &sa.solver, "NAME", "ODE solver of the adjoint gradient", NULL, 0},
@@ -128,6 +134,10 @@ int cnf_cmd_grad(int argc, char **argv)
     size_t worst = 0, fd_nfe = 0;
     if (check) {
         cnf_flow_options co = fo;
+        if (cnf_ode_method_from_name(check_solver, &co.solver.method) != CNF_OK)
+            cli_usage("--check-solver: %s", cnf_last_error());
+        if (!cnf_ode_method_is_adaptive(co.solver.method))
+            co.solver.h0 = check_step;
         co.solver.rtol = check_rtol;
         co.solver.atol = check_atol;
         co.adjoint_solver = co.solver;
