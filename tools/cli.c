@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 int cli_quiet = 0;
 const char *cli_command = "";
@@ -286,50 +285,6 @@ int cli_given(const cli_option *opts, const char *name)
         if (!strcmp(o->name, name))
             return o->given;
     return 0;
-}
-
-void cli_check_output_path(const char *path, const char *option)
-{
-    if (!path || !path[0])
-        cli_usage("%s is required", option);
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == path)
-        snprintf(dir, sizeof dir, "/");
-    else
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    if (slash && !slash[1])
-        cli_die("%s %s: names a directory, not a file", option, path);
-    if (access(dir, F_OK) != 0)
-        cli_die("%s %s: the directory '%s' does not exist", option, path, dir);
-    if (access(dir, W_OK | X_OK) != 0)
-        cli_die("%s %s: the directory '%s' is not writable", option, path, dir);
-}
-
-void cli_split_dataset(const char *spec, const char *dflt, char *file, char *dset, size_t n)
-{
-    /* The last ":/" separates the file from the dataset, so that file names
-     * with colons (rare) still work when a dataset is given. */
-    const char *sep = NULL;
-    for (const char *p = spec; (p = strstr(p, ":/")); p++)
-        sep = p;
-    if (sep) {
-        if ((size_t)(sep - spec) >= n || strlen(sep + 1) >= n)
-            cli_usage("path too long: %s", spec);
-        snprintf(file, n, "%.*s", (int)(sep - spec), spec);
-        snprintf(dset, n, "%s", sep + 1);
-    } else {
-        if (!dflt)
-            cli_usage("'%s' names no dataset: write FILE.h5:/DATASET", spec);
-        if (strlen(spec) >= n)
-            cli_usage("path too long: %s", spec);
-        snprintf(file, n, "%s", spec);
-        snprintf(dset, n, "%s", dflt);
-    }
-    if (!file[0])
-        cli_usage("'%s' names no file", spec);
 }
 
 void cli_split_counts(const char *spec, size_t N, size_t counts[3])

@@ -86,15 +86,6 @@ void cli_info(const char *fmt, ...)
 #endif
     ;
 
-/* An output path must name a file in an existing, writable directory: this
- * is checked before any long work, so that a run is not lost at the end. */
-void cli_check_output_path(const char *path, const char *option);
-
-/* Split "file.h5:/path" into file and dataset; with no ":/" the dataset is
- * dflt (may be NULL: then a missing path is a usage error). file and dset
- * are written into the buffers (sizes n). */
-void cli_split_dataset(const char *spec, const char *dflt, char *file, char *dset, size_t n);
-
 /* malloc that exits with a message on failure; n zeroed doubles. */
 void *cli_malloc(size_t n);
 double *cli_calloc_doubles(size_t n);
