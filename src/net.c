@@ -536,6 +536,46 @@ cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double 
 
 /* ---------------------------------------------------------------- reverse */
 
+/* Row kernels of the reverse sweep (n each), restrict-qualified and out of
+ * line so that they vectorise (see ACT_ROWS). */
+ROW_NOINLINE static void value_sums_row(size_t n, const double *restrict y,
+                                        const double *restrict u, const double *restrict beta,
+                                        double *restrict cs, double *restrict gs)
+{
+    for (size_t o = 0; o < n; o++) {
+        cs[o] += y[o];
+        gs[o] += y[o] * (u[o] + beta[o]);
+    }
+}
+
+/* gs += y .* a, then y .* s in place */
+ROW_NOINLINE static void gate_row(size_t n, double *restrict y, const double *restrict a,
+                                  const double *restrict s, double *restrict gs)
+{
+    for (size_t o = 0; o < n; o++) {
+        gs[o] += y[o] * a[o];
+        y[o] *= s[o];
+    }
+}
+
+/* x += d2 .* du .* s .* dx, then dx .* d1 in place (x: a value row, dx: the
+ * matching row of one tangent) */
+ROW_NOINLINE static void second_order_row(size_t n, double *restrict x, double *restrict dx,
+                                          const double *restrict d1, const double *restrict d2,
+                                          const double *restrict du, const double *restrict s)
+{
+    for (size_t o = 0; o < n; o++) {
+        x[o] += d2[o] * du[o] * s[o] * dx[o];
+        dx[o] *= d1[o];
+    }
+}
+
+ROW_NOINLINE static void scale_row(size_t n, double *restrict x, const double *restrict d)
+{
+    for (size_t o = 0; o < n; o++)
+        x[o] *= d[o];
+}
+
 /* Y (rows x out) holds [ybar ; dybar_k] of layer j's output. Sums what the
  * bias, time and gate gradients need (colsum = sum_b ybar, gatesum = sum of
  * Y .* [u ; du_k] over all rows) and turns Y into [ubar ; dubar_k] = Y .* s. */
@@ -544,32 +584,17 @@ static void gate_backward(const cnf_net *net, cnf_net_work *w, size_t j, size_t 
     size_t out = net->view[j].out, B = w->B;
     const double *s = w->gate[j], *U = w->U[j], *beta = w->beta[j];
     double *cs = w->colsum, *gs = w->gatesum;
-    int gated = net->cfg.layer_type == CNF_LAYER_CONCATSQUASH;
     for (size_t o = 0; o < out; o++)
         cs[o] = gs[o] = 0.0;
-    for (size_t b = 0; b < B; b++) {
-        double *y = Y + b * out;
-        const double *u = U + b * out;
-        for (size_t o = 0; o < out; o++) {
-            cs[o] += y[o];
-            gs[o] += y[o] * (u[o] + beta[o]);
-        }
-    }
-    if (!gated)
-        return;
+    for (size_t b = 0; b < B; b++)
+        value_sums_row(out, Y + b * out, U + b * out, beta, cs, gs);
+    if (net->cfg.layer_type != CNF_LAYER_CONCATSQUASH)
+        return;   /* s = 1 and no gate parameters */
+    for (size_t b = 0; b < B; b++)
+        scale_row(out, Y + b * out, s);
     for (size_t k = 0; k < Kb; k++)
-        for (size_t b = 0; b < B; b++) {
-            double *y = Y + ((k + 1) * B + b) * out;
-            const double *du = tangent_row(w, j, k, b);
-            for (size_t o = 0; o < out; o++)
-                gs[o] += y[o] * du[o];
-        }
-    size_t rows = (Kb + 1) * B;
-    for (size_t r = 0; r < rows; r++) {
-        double *y = Y + r * out;
-        for (size_t o = 0; o < out; o++)
-            y[o] *= s[o];
-    }
+        for (size_t b = 0; b < B; b++)
+            gate_row(out, Y + ((k + 1) * B + b) * out, tangent_row(w, j, k, b), s, gs);
 }
 
 /* Gradients of layer j's bias, gate and time parameters, and of t. */
@@ -622,28 +647,12 @@ static void activation_backward(cnf_net_work *w, size_t j, size_t Kb, double *Xb
 {
     size_t n = w->width[j + 1], B = w->B;
     const double *D1 = w->S1[j], *D2 = w->S2[j], *s = w->gate[j];
-    /* values first: they read the tangent rows before those are rescaled */
-    for (size_t b = 0; b < B; b++) {
-        double *x = Xb + b * n;
-        const double *d1 = D1 + b * n;
-        for (size_t o = 0; o < n; o++)
-            x[o] *= d1[o];
-    }
+    for (size_t b = 0; b < B; b++)
+        scale_row(n, Xb + b * n, D1 + b * n);
     for (size_t k = 0; k < Kb; k++)
-        for (size_t b = 0; b < B; b++) {
-            double *x = Xb + b * n;
-            const double *dx = Xb + ((k + 1) * B + b) * n;
-            const double *d2 = D2 + b * n, *du = tangent_row(w, j, k, b);
-            for (size_t o = 0; o < n; o++)
-                x[o] += d2[o] * du[o] * s[o] * dx[o];
-        }
-    for (size_t k = 0; k < Kb; k++)
-        for (size_t b = 0; b < B; b++) {
-            double *dx = Xb + ((k + 1) * B + b) * n;
-            const double *d1 = D1 + b * n;
-            for (size_t o = 0; o < n; o++)
-                dx[o] *= d1[o];
-        }
+        for (size_t b = 0; b < B; b++)
+            second_order_row(n, Xb + b * n, Xb + ((k + 1) * B + b) * n, D1 + b * n, D2 + b * n,
+                             tangent_row(w, j, k, b), s);
 }
 
 cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double *theta,
