@@ -64,7 +64,8 @@ for p in bench_train bench_loglik bench_memory; do
 done
 mkdir -p "$(dirname "$out")"
 export OPENBLAS_NUM_THREADS=$threads
-model=$build/bench-toy-model$([ $quick = 1 ] && echo -quick).h5
+model=$build/bench-toy-model.h5
+[ $quick = 0 ] || model=$build/bench-toy-model-quick.h5
 
 # Run a program, passing its JSON lines to stdout and the results file.
 run() {
@@ -79,7 +80,7 @@ for c in "${cases[@]}"; do
         dirty=$(git -C "$root" status --porcelain --untracked-files=no -- src include 2>/dev/null \
                 | wc -l)
         printf '{"bench":"suite","mode":"%s","commit":"%s","src_modified_files":%s,"date":"%s","nproc":%s}\n' \
-            "$([ $quick = 1 ] && echo quick || echo full)" "$commit" "$dirty" \
+            "$(if [ $quick = 1 ]; then echo quick; else echo full; fi)" "$commit" "$dirty" \
             "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" | tee -a "$out"
         run "$build/bench_train" --machine
         ;;
@@ -115,7 +116,9 @@ for c in "${cases[@]}"; do
         ;;
     net)
         if [ -x "$build/bench_net" ]; then
-            run "$build/bench_net" "$([ $quick = 1 ] && echo 0.02 || echo 0.3)"
+            secs=0.3
+            [ $quick = 0 ] || secs=0.02
+            run "$build/bench_net" "$secs"
         else
             echo "bench.sh: $build/bench_net is missing; case net skipped" >&2
         fi
