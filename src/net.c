@@ -424,6 +424,20 @@ static void activate_values(cnf_activation act, size_t B, size_t n, const double
     }
 }
 
+/* dh' = d1 .* du .* s for one tangent row (d1 NULL: the last layer, no
+ * activation). */
+ROW_NOINLINE static void tangent_row_forward(size_t n, double *restrict dh,
+                                             const double *restrict d1,
+                                             const double *restrict du, const double *restrict s)
+{
+    if (d1)
+        for (size_t o = 0; o < n; o++)
+            dh[o] = d1[o] * du[o] * s[o];
+    else
+        for (size_t o = 0; o < n; o++)
+            dh[o] = du[o] * s[o];
+}
+
 static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const double *theta,
                           double *f, double *jv)
 {
@@ -474,12 +488,9 @@ static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const d
         activate_values(net->cfg.activation, B, out, U, beta, s, c, Xn, D1,
                         K > 0 ? w->S2[j] : NULL);
         for (size_t k = 0; k < K; k++)
-            for (size_t b = 0; b < B; b++) {
-                const double *du = tangent_row(w, j, k, b), *d1 = D1 + b * out;
-                double *dh = Xn + ((k + 1) * B + b) * out;
-                for (size_t o = 0; o < out; o++)
-                    dh[o] = d1[o] * du[o] * s[o];
-            }
+            for (size_t b = 0; b < B; b++)
+                tangent_row_forward(out, Xn + ((k + 1) * B + b) * out, D1 + b * out,
+                                    tangent_row(w, j, k, b), s);
     } else {
         for (size_t b = 0; b < B; b++) {
             const double *u = U + b * out;
@@ -488,12 +499,9 @@ static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const d
                 fb[o] = fma(u[o] + beta[o], s[o], c[o]);
         }
         for (size_t k = 0; k < K; k++)
-            for (size_t b = 0; b < B; b++) {
-                const double *du = tangent_row(w, j, k, b);
-                double *jb = jv + (k * B + b) * out;
-                for (size_t o = 0; o < out; o++)
-                    jb[o] = du[o] * s[o];
-            }
+            for (size_t b = 0; b < B; b++)
+                tangent_row_forward(out, jv + (k * B + b) * out, NULL, tangent_row(w, j, k, b),
+                                    s);
     }
 }
 
