@@ -34,8 +34,16 @@
  *     gbar = s(1-s) .* sum over value AND tangent rows of (ybar .* u, dybar_k .* du_k),
  *     g_w bar += t gbar,  g_b bar += gbar,  tbar += g_w.gbar + c_w.sum_b ybar
  *     (concat: W[:, in] bar += t sum_b ybar, tbar += W[:, in].sum_b ybar).
- * The forward pass caches the stacked inputs, the products u (for the gate
- * gradient), sigma' and sigma'' (each activation is evaluated once).
+ * The forward pass caches the stacked inputs, the products W h and W dh_k
+ * (with beta, u for the gate gradient), sigma' and, when there are tangents,
+ * sigma'' (each activation is evaluated once per forward pass). Without
+ * tangent cotangents (jvbar = NULL) the sweep skips the tangent rows, which
+ * stay zero.
+ *
+ * Speed: the element-wise work runs in row kernels that GCC vectorises
+ * (restrict, out of line), with the activations of net_act.h instead of
+ * scalar libm calls; at B = 1000 a 64-wide tanh layer otherwise costs more
+ * than its dgemm.
  */
 #include "cnf/net.h"
 
