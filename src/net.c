@@ -372,7 +372,7 @@ static inline const double *tangent_row(const cnf_net_work *w, size_t j, size_t 
                                          double *restrict d2)                                  \
     {                                                                                           \
         for (size_t o = 0; o < n; o++)                                                          \
-            kernel(fma(u[o] + beta[o], s[o], c[o]), &h[o], &d1[o], &d2[o]);                     \
+            kernel(CNF_FMA(u[o] + beta[o], s[o], c[o]), &h[o], &d1[o], &d2[o]);                     \
     }                                                                                           \
     ROW_NOINLINE static void name##_row1(size_t n, const double *restrict u,                  \
                                          const double *restrict beta,                          \
@@ -381,7 +381,7 @@ static inline const double *tangent_row(const cnf_net_work *w, size_t j, size_t 
     {                                                                                           \
         for (size_t o = 0; o < n; o++) {                                                        \
             double unused;                                                                      \
-            kernel(fma(u[o] + beta[o], s[o], c[o]), &h[o], &d1[o], &unused);                    \
+            kernel(CNF_FMA(u[o] + beta[o], s[o], c[o]), &h[o], &d1[o], &unused);                    \
         }                                                                                       \
     }
 ACT_ROWS(tanh, cnf_act_tanh)
@@ -412,7 +412,7 @@ static void activate_values(cnf_activation act, size_t B, size_t n, const double
                 softplus_d_row1(n, u, beta, s, c, h, d1);
             /* log1p has no vector kernel here; softplus is not the default. */
             for (size_t o = 0; o < n; o++) {
-                double y = fma(u[o] + beta[o], s[o], c[o]);
+                double y = CNF_FMA(u[o] + beta[o], s[o], c[o]);
                 h[o] = log1p(h[o]) + (y > 0.0 ? y : 0.0);
             }
             break;
@@ -469,7 +469,7 @@ static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const d
     case CNF_LAYER_CONCATSQUASH: {
         const double *gw = theta + lv->g_w, *gb = theta + lv->g_b, *cw = theta + lv->c_w;
         for (size_t o = 0; o < out; o++) {
-            s[o] = cnf_act_logistic(fma(gw[o], t, gb[o]));
+            s[o] = cnf_act_logistic(CNF_FMA(gw[o], t, gb[o]));
             c[o] = cw[o] * t;
             beta[o] = bias[o];
         }
@@ -479,7 +479,7 @@ static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const d
         for (size_t o = 0; o < out; o++) {
             s[o] = 1.0;
             c[o] = 0.0;
-            beta[o] = fma(t, W[o * ldw + in], bias[o]);
+            beta[o] = CNF_FMA(t, W[o * ldw + in], bias[o]);
         }
         break;
     case CNF_LAYER_IGNORE:
@@ -504,7 +504,7 @@ static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const d
             const double *u = U + b * out;
             double *fb = f + b * out;
             for (size_t o = 0; o < out; o++)
-                fb[o] = fma(u[o] + beta[o], s[o], c[o]);
+                fb[o] = CNF_FMA(u[o] + beta[o], s[o], c[o]);
         }
         for (size_t k = 0; k < K; k++)
             for (size_t b = 0; b < B; b++)

@@ -28,6 +28,15 @@
 #include <stdint.h>
 #include <string.h>
 
+/* A fused multiply-add where the hardware has one; elsewhere libm's fma is a
+ * slow exact emulation, and the plain expression is accurate enough here
+ * (ln2_hi has 32 bits, so n * ln2_hi is exact anyway). */
+#if defined(__FMA__) || defined(FP_FAST_FMA)
+#define CNF_FMA(a, b, c) fma((a), (b), (c))
+#else
+#define CNF_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
 /* e^x = scale * (q + 1) with q = e^r - 1; see the header comment. Only for
  * x <= 0 (every use below): x is clamped at -708, where e^-708 ~ 3e-308
  * stands in for smaller results without changing any value or derivative
@@ -40,21 +49,21 @@ static inline void cnf_act_exp_parts(double x, double *scale, double *q)
     x = x < -708.0 ? -708.0 : x;
     double n = rint(x * log2e);
     n = (n == n) ? n : 0.0;   /* keep the integer conversion defined for NaN */
-    double r = fma(-n, ln2_hi, x);
-    r = fma(-n, ln2_lo, r);
+    double r = CNF_FMA(-n, ln2_hi, x);
+    r = CNF_FMA(-n, ln2_lo, r);
     /* (e^r - 1)/r on |r| <= ln2/2: Chebyshev fit of degree 10 (mpmath
      * chebyfit), 2.4e-17 relative with these double coefficients. */
     double p = 2.510520637395701e-08;
-    p = fma(p, r, 2.7626357241447223e-07);
-    p = fma(p, r, 2.7557255425746435e-06);
-    p = fma(p, r, 2.4801504346997686e-05);
-    p = fma(p, r, 1.9841269874800493e-04);
-    p = fma(p, r, 1.3888888932488599e-03);
-    p = fma(p, r, 8.333333333326141e-03);
-    p = fma(p, r, 4.166666666657314e-02);
-    p = fma(p, r, 1.666666666666667e-01);
-    p = fma(p, r, 5.000000000000006e-01);
-    p = fma(p, r, 1.0);
+    p = CNF_FMA(p, r, 2.7626357241447223e-07);
+    p = CNF_FMA(p, r, 2.7557255425746435e-06);
+    p = CNF_FMA(p, r, 2.4801504346997686e-05);
+    p = CNF_FMA(p, r, 1.9841269874800493e-04);
+    p = CNF_FMA(p, r, 1.3888888932488599e-03);
+    p = CNF_FMA(p, r, 8.333333333326141e-03);
+    p = CNF_FMA(p, r, 4.166666666657314e-02);
+    p = CNF_FMA(p, r, 1.666666666666667e-01);
+    p = CNF_FMA(p, r, 5.000000000000006e-01);
+    p = CNF_FMA(p, r, 1.0);
     *q = p * r;
     int64_t bits = ((int64_t)n + 1023) << 52;
     memcpy(scale, &bits, sizeof *scale);
@@ -64,14 +73,14 @@ static inline double cnf_act_exp(double x)
 {
     double s, q;
     cnf_act_exp_parts(x, &s, &q);
-    return fma(s, q, s);
+    return CNF_FMA(s, q, s);
 }
 
 static inline double cnf_act_expm1(double x)
 {
     double s, q;
     cnf_act_exp_parts(x, &s, &q);
-    return fma(s, q, s - 1.0);
+    return CNF_FMA(s, q, s - 1.0);
 }
 
 /* e^x and e^x - 1, each to full relative precision (em + 1 would lose
@@ -80,8 +89,8 @@ static inline void cnf_act_exp_both(double x, double *e, double *em)
 {
     double s, q;
     cnf_act_exp_parts(x, &s, &q);
-    *e = fma(s, q, s);
-    *em = fma(s, q, s - 1.0);
+    *e = CNF_FMA(s, q, s);
+    *em = CNF_FMA(s, q, s - 1.0);
 }
 
 static inline void cnf_act_tanh(double x, double *a, double *d1, double *d2)
@@ -144,8 +153,8 @@ static inline void cnf_act_swish(double x, double *a, double *d1, double *d2)
     double m = -em * inv;                    /* tanh(|x|/2) = |1 - 2s| */
     m = x >= 0.0 ? -m : m;                   /* 1 - 2s */
     *a = x * s;
-    *d1 = fma(x, s1, s);
-    *d2 = s1 * fma(x, m, 2.0);
+    *d1 = CNF_FMA(x, s1, s);
+    *d2 = s1 * CNF_FMA(x, m, 2.0);
 }
 
 #endif
