@@ -430,6 +430,19 @@ static cnf_status read_block_arch(hid_t fid, const char *file, size_t k, size_t 
             return cnf_error(CNF_EFORMAT,
                              "%s:%s (the last layer) has %llu rows, expected the data dimension "
                              "%zu", file, wpath, (unsigned long long)d[0], D);
+        if (cfg->layer_type != CNF_LAYER_CONCATSQUASH) {
+            /* g_w etc. in a plain layer mean the layer_type attribute and
+             * the data disagree; reading on would silently drop them */
+            static const char *const cs[3] = {"g_w", "g_b", "c_w"};
+            for (int m = 0; m < 3; m++) {
+                char xpath[192];
+                layer_path(xpath, sizeof xpath, "", k, j, cs[m]);
+                if (cnf_h5_exists(fid, xpath))
+                    return cnf_error(CNF_EFORMAT, "%s:%s exists, but %s says layer_type = %s "
+                                     "(only concatsquash layers have %s)", file, xpath, path,
+                                     cnf_layer_type_name(cfg->layer_type), cs[m]);
+            }
+        }
         if (j + 1 < (size_t)L)
             cfg->hidden[j] = (size_t)d[0];
         in = (size_t)d[0];

@@ -493,6 +493,25 @@ START_TEST(test_model_damaged)
     H5Fclose(fid);
     expect_load_error(path, CNF_EFORMAT, "layer_type");
 
+    /* data of a concatsquash layer under another layer_type */
+    saved_model(path);
+    set_root_string(path, "format", "cnf-model");
+    fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    g = H5Gopen2(fid, "/blocks/0", H5P_DEFAULT);
+    H5Adelete(g, "layer_type");
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st, H5T_VARIABLE);
+    hid_t ssp = H5Screate(H5S_SCALAR);
+    hid_t at = H5Acreate2(g, "layer_type", st, ssp, H5P_DEFAULT, H5P_DEFAULT);
+    const char *ign = "ignore";
+    H5Awrite(at, st, &ign);
+    H5Aclose(at);
+    H5Sclose(ssp);
+    H5Tclose(st);
+    H5Gclose(g);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EFORMAT, "/blocks/0/layers/0/g_w exists");
+
     /* a gap in the block numbering */
     saved_model(path);
     fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
