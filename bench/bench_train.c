@@ -26,10 +26,21 @@
  * fixed set stands in for that); batches are drawn with replacement.
  * Everything is seeded: the same arguments give the same NLL and NFE.
  *
+ * Fewer evaluations (issue 6, item 3): --seminorm leaves the
+ * parameter-gradient quadrature out of the backward solve's error norm
+ * (Kidger, Chen and Lyons 2021, "Hey, that's not an ODE"); --reg-kinetic L
+ * and --reg-jacobian L add RNODE's kinetic-energy and Jacobian-Frobenius
+ * integrals to the training loss (Finlay et al. 2020, "How to train your
+ * neural ODE"; the test NLL stays the plain NLL); --zero-last starts from a
+ * zero last layer (f = 0). None is on by default (FFJORD uses none);
+ * bench/nfe_study.sh compares them.
+ *
  * Usage: bench_train [--quick] [--fixed-T] [--iters N] [--windows a-b,c-d]
  *                    [--eval-every E] [--n-test N] [--target NLL] [--cap N]
  *                    [--nll-at N] [--batch B] [--seed S] [--n-train N]
  *                    [--save model.h5] [--label TEXT] [--machine]
+ *                    [--seminorm] [--reg-kinetic L] [--reg-jacobian L]
+ *                    [--zero-last]
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -52,6 +63,8 @@ typedef struct {
     size_t iters, cap, eval_every, n_test, n_train, batch, nll_at;
     unsigned long seed;
     int fixed_T;
+    int seminorm, zero_last;
+    double reg_kinetic, reg_jacobian;
     double target;
     size_t n_windows;
     size_t win_lo[MAX_WINDOWS], win_hi[MAX_WINDOWS];
@@ -71,6 +84,8 @@ typedef struct {
     double *loglik;              /* n_test */
     double eval_seconds;
     size_t eval_nfe;
+    size_t eval_nfe_last;        /* forward NFE of the latest test evaluation (summed
+                                    over its chunks of 1000) */
     size_t n_curve;
     size_t *curve_it;            /* cap / eval_every + 1 */
     double *curve_nll;
@@ -91,6 +106,7 @@ static double test_nll(run_ctx *r)
         return NAN;
     }
     r->eval_nfe += st.forward.nfe;
+    r->eval_nfe_last = st.forward.nfe;
     double s = 0.0;
     for (size_t i = 0; i < r->a->n_test; i++)
         s -= r->loglik[i];
@@ -145,7 +161,8 @@ static void usage(const char *prog)
             "usage: %s [--quick] [--fixed-T] [--iters N=600] [--windows 1-100,501-600]\n"
             "          [--eval-every E=0] [--n-test N=5000] [--target NLL=2.95]\n"
             "          [--cap N=4000] [--nll-at N=2000] [--batch B=100] [--seed S=1]\n"
-            "          [--n-train N=100000] [--save model.h5] [--label TEXT] [--machine]\n",
+            "          [--n-train N=100000] [--save model.h5] [--label TEXT] [--machine]\n"
+            "          [--seminorm] [--reg-kinetic L=0] [--reg-jacobian L=0] [--zero-last]\n",
             prog);
 }
 
@@ -194,6 +211,10 @@ static int parse_args(int argc, char **argv, args *a)
         if (!strcmp(o, "--quick")) {
         } else if (!strcmp(o, "--fixed-T")) {
             a->fixed_T = 1;
+        } else if (!strcmp(o, "--seminorm")) {
+            a->seminorm = 1;
+        } else if (!strcmp(o, "--zero-last")) {
+            a->zero_last = 1;
         } else if (!strcmp(o, "--machine")) {
             bench_print_machine(stdout);
             exit(0);
@@ -226,6 +247,10 @@ static int parse_args(int argc, char **argv, args *a)
                 a->save = v;
             else if (!strcmp(o, "--label"))
                 a->label = v;
+            else if (!strcmp(o, "--reg-kinetic"))
+                a->reg_kinetic = atof(v);
+            else if (!strcmp(o, "--reg-jacobian"))
+                a->reg_jacobian = atof(v);
             else
                 return -1;
         }
@@ -234,7 +259,8 @@ static int parse_args(int argc, char **argv, args *a)
         a->cap = a->iters;
     if (a->cap < a->iters)
         a->cap = a->iters;
-    if (a->iters == 0 || a->batch == 0 || a->n_train < a->batch || a->n_test == 0)
+    if (a->iters == 0 || a->batch == 0 || a->n_train < a->batch || a->n_test == 0
+        || !(a->reg_kinetic >= 0.0) || !(a->reg_jacobian >= 0.0))
         return -1;
     return 0;
 }
@@ -243,8 +269,10 @@ static void print_head(const args *a, const char *bench)
 {
     printf("{\"bench\":\"%s\",\"label\":\"%s\",\"config\":\"toy 8gaussians 64-64-64 "
            "concatsquash tanh, dopri5 1e-5/1e-5, exact div, Adam 1e-3 wd 1e-5\","
-           "\"T\":\"%s\",\"batch\":%zu,\"seed\":%lu",
-           bench, a->label, a->fixed_T ? "fixed 0.5" : "learned (T0 = 0.5)", a->batch, a->seed);
+           "\"T\":\"%s\",\"batch\":%zu,\"seed\":%lu,\"seminorm\":%d,\"reg_kinetic\":%g,"
+           "\"reg_jacobian\":%g,\"zero_last\":%d",
+           bench, a->label, a->fixed_T ? "fixed 0.5" : "learned (T0 = 0.5)", a->batch, a->seed,
+           a->seminorm, a->reg_kinetic, a->reg_jacobian, a->zero_last);
 }
 
 int main(int argc, char **argv)
@@ -290,7 +318,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_train: %s\n", cnf_last_error());
         return 1;
     }
-    cnf_flow_init_params(flow, rng, 0);       /* FFJORD: PyTorch's default init */
+    /* FFJORD: PyTorch's default init; --zero-last: last layer zero, f = 0 */
+    cnf_flow_init_params(flow, rng, a.zero_last);
 
     cnf_train_options opt;
     cnf_train_options_default(&opt);          /* lr 1e-3, wd 1e-5, dopri5 1e-5, exact */
@@ -301,6 +330,9 @@ int main(int argc, char **argv)
     opt.seed = a.seed;
     opt.callback = on_iteration;
     opt.callback_ctx = &r;
+    opt.flow.seminorm = a.seminorm;
+    opt.flow.reg_kinetic = a.reg_kinetic;
+    opt.flow.reg_jacobian = a.reg_jacobian;
 
     cnf_flow_options eo;
     cnf_flow_options_default(&eo);
@@ -371,9 +403,10 @@ int main(int argc, char **argv)
             printf("%.4f", r.nll_at_value);
         printf(",\"iters_run\":%zu,\"total_train_seconds\":%.2f,\"total_train_cpu_seconds\":%.2f,"
                "\"eval_seconds\":%.2f,\"eval_nfe\":%zu,\"nfe_fwd_mean\":%.2f,"
-               "\"nfe_bwd_mean\":%.2f,\"T_final\":%.4f,\"test_nll_init\":%.4f,\"curve\":[",
+               "\"nfe_bwd_mean\":%.2f,\"T_final\":%.4f,\"test_nll_init\":%.4f,"
+               "\"eval_nfe_last\":%zu,\"curve\":[",
                done, r.train_s, r.train_cpu_s, r.eval_seconds, r.eval_nfe, nf, nb,
-               r.T_at[done - 1], nll0);
+               r.T_at[done - 1], nll0, r.eval_nfe_last);
         for (size_t k = 0; k < r.n_curve; k++)
             printf("%s[%zu,%.4f,%.2f]", k ? "," : "", r.curve_it[k], r.curve_nll[k],
                    r.curve_train_s[k]);
