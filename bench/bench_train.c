@@ -40,7 +40,10 @@
  *                    [--nll-at N] [--batch B] [--seed S] [--n-train N]
  *                    [--save model.h5] [--label TEXT] [--machine]
  *                    [--seminorm] [--reg-kinetic L] [--reg-jacobian L]
- *                    [--zero-last]
+ *                    [--zero-last] [--threads N]
+ *
+ * --threads N: cnf's own threads (cnf_flow_options.threads), each network
+ * pass split over the batch rows; OpenBLAS is then kept to one thread.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -60,7 +63,7 @@
 #define MAX_WINDOWS 8
 
 typedef struct {
-    size_t iters, cap, eval_every, n_test, n_train, batch, nll_at;
+    size_t iters, cap, eval_every, n_test, n_train, batch, nll_at, threads;
     unsigned long seed;
     int fixed_T;
     int seminorm, zero_last;
@@ -162,7 +165,8 @@ static void usage(const char *prog)
             "          [--eval-every E=0] [--n-test N=5000] [--target NLL=2.95]\n"
             "          [--cap N=4000] [--nll-at N=2000] [--batch B=100] [--seed S=1]\n"
             "          [--n-train N=100000] [--save model.h5] [--label TEXT] [--machine]\n"
-            "          [--seminorm] [--reg-kinetic L=0] [--reg-jacobian L=0] [--zero-last]\n",
+            "          [--seminorm] [--reg-kinetic L=0] [--reg-jacobian L=0] [--zero-last]\n"
+            "          [--threads N=1]\n",
             prog);
 }
 
@@ -193,7 +197,7 @@ static int parse_args(int argc, char **argv, args *a)
 {
     *a = (args){.iters = 600, .cap = 4000, .eval_every = 0, .n_test = 5000,
                 .n_train = 100000, .batch = 100, .nll_at = 2000, .seed = 1,
-                .target = 2.95, .label = ""};
+                .target = 2.95, .label = "", .threads = 1};
     parse_windows(a, "1-100,501-600");
     /* --quick sets small defaults first, so that explicit options override them. */
     for (int i = 1; i < argc; i++)
@@ -251,6 +255,8 @@ static int parse_args(int argc, char **argv, args *a)
                 a->reg_kinetic = atof(v);
             else if (!strcmp(o, "--reg-jacobian"))
                 a->reg_jacobian = atof(v);
+            else if (!strcmp(o, "--threads"))
+                a->threads = strtoul(v, NULL, 10);
             else
                 return -1;
         }
@@ -270,9 +276,9 @@ static void print_head(const args *a, const char *bench)
     printf("{\"bench\":\"%s\",\"label\":\"%s\",\"config\":\"toy 8gaussians 64-64-64 "
            "concatsquash tanh, dopri5 1e-5/1e-5, exact div, Adam 1e-3 wd 1e-5\","
            "\"T\":\"%s\",\"batch\":%zu,\"seed\":%lu,\"seminorm\":%d,\"reg_kinetic\":%g,"
-           "\"reg_jacobian\":%g,\"zero_last\":%d",
+           "\"reg_jacobian\":%g,\"zero_last\":%d,\"threads\":%zu",
            bench, a->label, a->fixed_T ? "fixed 0.5" : "learned (T0 = 0.5)", a->batch, a->seed,
-           a->seminorm, a->reg_kinetic, a->reg_jacobian, a->zero_last);
+           a->seminorm, a->reg_kinetic, a->reg_jacobian, a->zero_last, a->threads);
 }
 
 int main(int argc, char **argv)
@@ -333,9 +339,11 @@ int main(int argc, char **argv)
     opt.flow.seminorm = a.seminorm;
     opt.flow.reg_kinetic = a.reg_kinetic;
     opt.flow.reg_jacobian = a.reg_jacobian;
+    opt.flow.threads = a.threads;             /* cnf's threads, splitting the batch */
 
     cnf_flow_options eo;
     cnf_flow_options_default(&eo);
+    eo.threads = a.threads;
     r.flow = flow;
     r.Xte = Xte;
     r.ework = cnf_flow_work_alloc(flow, 1000, &eo);

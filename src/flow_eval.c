@@ -88,6 +88,19 @@ void cnf_flow_options_default(cnf_flow_options *opt)
     opt->seminorm = 0;
     opt->reg_kinetic = 0.0;
     opt->reg_jacobian = 0.0;
+    opt->threads = 1;
+}
+
+static size_t threads_of(const cnf_flow_options *opt)
+{
+    return opt->threads > 1 ? opt->threads : 1;
+}
+
+/* Block k's network workspace for the work's chunks, with the option's
+ * thread count. */
+static cnf_net_work *net_work_for(const cnf_flow_work *w, const cnf_net *net)
+{
+    return cnf_net_work_alloc_threads(net, w->max_batch, w->D, threads_of(&w->opt));
 }
 
 static size_t state_size(fwd_mode mode, size_t B, size_t D)
@@ -204,7 +217,7 @@ cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
         return NULL;
     }
     for (size_t k = 0; k < K; k++) {
-        w->nw[k] = cnf_net_work_alloc(cnf_flow_block_net(flow, k), Bm, D);
+        w->nw[k] = net_work_for(w, cnf_flow_block_net(flow, k));
         if (!w->nw[k]) {
             cnf_flow_work_free(w);
             return NULL;
@@ -256,6 +269,10 @@ void cnf_flow_work_free(cnf_flow_work *w)
 
 cnf_status cnf_flow_work_set_options(cnf_flow_work *w, const cnf_flow_options *opt)
 {
+    if (threads_of(opt) != threads_of(&w->opt))
+        return cnf_error(CNF_EINVAL, "flow work: the thread count (%zu) cannot change after "
+                         "allocation (was %zu); allocate a new work", threads_of(opt),
+                         threads_of(&w->opt));
     w->opt = *opt;
     for (size_t i = 0; i < N_SLOTS; i++)
         if (w->slots[i].solver) {

@@ -50,12 +50,14 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
 
 #include "net_act.h"
+#include "pool.h"
 
 #define MAX_LAYERS (CNF_NET_MAX_HIDDEN + 1)
 /* Widths beyond this are surely a typo; it also keeps every size product
@@ -70,14 +72,15 @@ struct cnf_net {
     cnf_net_layer view[MAX_LAYERS];
 };
 
-struct cnf_net_work {
+/* The workspace of one thread: the forward caches and reverse-sweep buffers
+ * for its rows of the batch. */
+typedef struct {
     size_t n_layers;
     size_t width[MAX_LAYERS + 1];
     size_t max_batch, max_tangents, max_width;
 
-    /* The last forward pass. */
-    int ready;
-    size_t B, K;
+    /* The last forward pass on these rows. */
+    size_t B, K;               /* rows of this part, tangents */
     int unit;                  /* directions were the unit vectors (v == NULL) */
     double t;
 
@@ -97,8 +100,39 @@ struct cnf_net_work {
     double *colsum;            /* sum_b ybar, max width */
     double *gatesum;           /* sum of ybar.u over all rows, max width */
     double *tmp;               /* max width */
+    double *thetabar;          /* P: this part's private dS/dtheta (parts 1.. of a
+                                  threaded workspace), NULL otherwise */
+    double tbar;               /* this part's private dS/dt (likewise) */
 
     double *mem;               /* the one allocation behind every array above */
+} net_part;
+
+/* What the pool's threads run: one forward pass or reverse sweep, each
+ * thread on its contiguous share of the B rows. */
+typedef struct {
+    const cnf_net *net;
+    cnf_net_work *w;
+    const double *theta;
+    double t;
+    const double *z, *v;
+    double *f, *jv;
+    const double *fbar, *jvbar;
+    double *zbar, *thetabar, *tbar;
+    size_t B, K;
+    int backward;
+} net_job;
+
+struct cnf_net_work {
+    size_t n_layers;
+    size_t width[MAX_LAYERS + 1];
+    size_t max_batch, max_tangents;
+    size_t n_threads;
+    net_part *part[CNF_NET_MAX_THREADS];   /* n_threads; part i takes rows
+                                              [B i / n, B (i+1) / n) */
+    cnf_pool *pool;            /* NULL with one thread */
+    int ready;
+    size_t B;                  /* batch of the last forward pass */
+    net_job job;
 };
 
 /* ---------------------------------------------------------------- config */
@@ -245,23 +279,14 @@ double cnf_net_flops_per_sample(const cnf_net *net, size_t K)
 
 /* ---------------------------------------------------------------- workspace */
 
-cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t max_tangents)
+/* One thread's workspace for up to max_batch rows (sizes checked by the
+ * caller); with_grad: also a private parameter-gradient buffer. */
+static net_part *part_alloc(const cnf_net *net, size_t max_batch, size_t max_tangents,
+                            int with_grad)
 {
-    if (!net) {
-        cnf_error(CNF_EINVAL, "cnf_net_work_alloc: network is NULL");
+    net_part *w = calloc(1, sizeof *w);
+    if (!w)
         return NULL;
-    }
-    if (max_batch < 1 || max_batch > (size_t)INT_MAX / (max_tangents + 1)
-        || max_tangents > MAX_WIDTH) {
-        cnf_error(CNF_EINVAL, "cnf_net_work_alloc: max_batch %zu with max_tangents %zu is out "
-                  "of range", max_batch, max_tangents);
-        return NULL;
-    }
-    cnf_net_work *w = calloc(1, sizeof *w);
-    if (!w) {
-        cnf_error(CNF_ENOMEM, "cannot allocate the network workspace");
-        return NULL;
-    }
     size_t L = net->n_layers;
     w->n_layers = L;
     memcpy(w->width, net->width, sizeof w->width);
@@ -273,11 +298,6 @@ cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t ma
     w->max_width = maxw;
 
     size_t rows = (max_tangents + 1) * max_batch;
-    if ((double)rows * (double)maxw * (double)(4 * L + 2) > (double)SIZE_MAX / 16.0) {
-        free(w);
-        cnf_error(CNF_ENOMEM, "network workspace for max_batch %zu is too large", max_batch);
-        return NULL;
-    }
     /* Carve every array from one block; sizes first, then pointers. */
     size_t total = 0;
     for (size_t j = 0; j < L; j++) {
@@ -287,10 +307,11 @@ cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t ma
         total += 3 * net->width[j + 1];
     }
     total += max_tangents * net->width[1] + 2 * rows * maxw + 3 * maxw;
+    if (with_grad)
+        total += net->n_params;
     w->mem = malloc(total * sizeof *w->mem);
     if (!w->mem) {
         free(w);
-        cnf_error(CNF_ENOMEM, "cannot allocate %zu doubles of network workspace", total);
         return NULL;
     }
     double *p = w->mem;
@@ -323,6 +344,86 @@ cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t ma
     w->gatesum = p;
     p += maxw;
     w->tmp = p;
+    p += maxw;
+    if (with_grad)
+        w->thetabar = p;
+    return w;
+}
+
+static void part_free(net_part *w)
+{
+    if (!w)
+        return;
+    free(w->mem);
+    free(w);
+}
+
+cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t max_tangents)
+{
+    return cnf_net_work_alloc_threads(net, max_batch, max_tangents, 1);
+}
+
+cnf_net_work *cnf_net_work_alloc_threads(const cnf_net *net, size_t max_batch,
+                                         size_t max_tangents, size_t n_threads)
+{
+    if (!net) {
+        cnf_error(CNF_EINVAL, "cnf_net_work_alloc: network is NULL");
+        return NULL;
+    }
+    if (max_batch < 1 || max_batch > (size_t)INT_MAX / (max_tangents + 1)
+        || max_tangents > MAX_WIDTH) {
+        cnf_error(CNF_EINVAL, "cnf_net_work_alloc: max_batch %zu with max_tangents %zu is out "
+                  "of range", max_batch, max_tangents);
+        return NULL;
+    }
+    if (n_threads < 1 || n_threads > CNF_NET_MAX_THREADS) {
+        cnf_error(CNF_EINVAL, "cnf_net_work_alloc: %zu threads is out of range (1..%d)",
+                  n_threads, CNF_NET_MAX_THREADS);
+        return NULL;
+    }
+    size_t maxw = 0;
+    for (size_t j = 0; j <= net->n_layers; j++)
+        maxw = net->width[j] > maxw ? net->width[j] : maxw;
+    size_t rows = (max_tangents + 1) * max_batch;
+    if ((double)rows * (double)maxw * (double)(4 * net->n_layers + 2)
+        + (double)n_threads * (double)net->n_params > (double)SIZE_MAX / 16.0) {
+        cnf_error(CNF_ENOMEM, "network workspace for max_batch %zu is too large", max_batch);
+        return NULL;
+    }
+    cnf_net_work *w = calloc(1, sizeof *w);
+    if (!w) {
+        cnf_error(CNF_ENOMEM, "cannot allocate the network workspace");
+        return NULL;
+    }
+    w->n_layers = net->n_layers;
+    memcpy(w->width, net->width, sizeof w->width);
+    w->max_batch = max_batch;
+    w->max_tangents = max_tangents;
+    w->n_threads = n_threads;
+    /* Part i gets at most ceil(max_batch / n) rows. */
+    size_t part_rows = (max_batch + n_threads - 1) / n_threads;
+    for (size_t i = 0; i < n_threads; i++) {
+        w->part[i] = part_alloc(net, part_rows, max_tangents, i > 0);
+        if (!w->part[i]) {
+            cnf_net_work_free(w);
+            cnf_error(CNF_ENOMEM, "cannot allocate the network workspace for %zu rows (thread "
+                      "%zu of %zu)", part_rows, i + 1, n_threads);
+            return NULL;
+        }
+    }
+    if (n_threads > 1) {
+        /* Our threads split the batch; BLAS threads inside them would only
+         * compete for the same cores. */
+        openblas_set_num_threads(1);
+        w->pool = cnf_pool_alloc(n_threads);
+        if (!w->pool) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s", cnf_last_error());
+            cnf_net_work_free(w);
+            cnf_error(CNF_ENOMEM, "network workspace: %s", msg);
+            return NULL;
+        }
+    }
     return w;
 }
 
@@ -330,8 +431,15 @@ void cnf_net_work_free(cnf_net_work *work)
 {
     if (!work)
         return;
-    free(work->mem);
+    cnf_pool_free(work->pool);
+    for (size_t i = 0; i < work->n_threads; i++)
+        part_free(work->part[i]);
     free(work);
+}
+
+size_t cnf_net_work_threads(const cnf_net_work *work)
+{
+    return work->n_threads;
 }
 
 static cnf_status check_work(const cnf_net *net, const cnf_net_work *w, const char *fn)
@@ -346,7 +454,7 @@ static cnf_status check_work(const cnf_net *net, const cnf_net_work *w, const ch
 /* ---------------------------------------------------------------- forward */
 
 /* Row of du_k for sample b in layer j (n_{j+1} values). */
-static inline const double *tangent_row(const cnf_net_work *w, size_t j, size_t k, size_t b)
+static inline const double *tangent_row(const net_part *w, size_t j, size_t k, size_t b)
 {
     size_t out = w->width[j + 1];
     if (w->unit && j == 0)
@@ -446,8 +554,10 @@ ROW_NOINLINE static void tangent_row_forward(size_t n, double *restrict dh,
             dh[o] = du[o] * s[o];
 }
 
-static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const double *theta,
-                          double *f, double *jv)
+/* Layer j on a part's rows; the last layer writes f (B x D) and jv, whose
+ * direction k starts Bs rows after direction k - 1. */
+static void layer_forward(const cnf_net *net, net_part *w, size_t j, const double *theta,
+                          double *f, double *jv, size_t Bs)
 {
     const cnf_net_layer *lv = &net->view[j];
     size_t in = lv->in, out = lv->out, ldw = lv->W_cols;
@@ -508,9 +618,65 @@ static void layer_forward(const cnf_net *net, cnf_net_work *w, size_t j, const d
         }
         for (size_t k = 0; k < K; k++)
             for (size_t b = 0; b < B; b++)
-                tangent_row_forward(out, jv + (k * B + b) * out, NULL, tangent_row(w, j, k, b),
+                tangent_row_forward(out, jv + (k * Bs + b) * out, NULL, tangent_row(w, j, k, b),
                                     s);
     }
+}
+
+/* The forward pass on one part's B rows. z, f: B x D at the part's first
+ * row; v, jv: direction k of row b at [(k Bs + b) D], Bs the whole batch. */
+static void part_forward(const cnf_net *net, net_part *w, const double *theta, double t,
+                         const double *z, size_t B, size_t Bs, size_t K, const double *v,
+                         double *f, double *jv)
+{
+    size_t D = net->cfg.dim;
+    w->B = B;
+    w->K = K;
+    w->unit = (K > 0 && !v);
+    w->t = t;
+    if (B == 0)
+        return;
+    memcpy(w->X[0], z, B * D * sizeof *z);
+    if (K > 0 && v)
+        for (size_t k = 0; k < K; k++)
+            memcpy(w->X[0] + (k + 1) * B * D, v + k * Bs * D, B * D * sizeof *v);
+    for (size_t j = 0; j < net->n_layers; j++)
+        layer_forward(net, w, j, theta, f, jv, Bs);
+}
+
+static void part_backward(const cnf_net *net, net_part *work, const double *theta,
+                          const double *fbar, const double *jvbar, size_t Bs, double *zbar,
+                          double *thetabar, double *tbar);
+
+/* Part i of the pool's job: rows [B i / n, B (i+1) / n). Parts i > 0 sum
+ * their parameter and time gradients privately (reduced afterwards in part
+ * order); part 0 adds to the caller's, as a one-thread workspace does. */
+static void run_part(void *ctx, size_t i)
+{
+    const net_job *j = ctx;
+    cnf_net_work *w = j->w;
+    net_part *p = w->part[i];
+    size_t n = w->n_threads, D = j->net->cfg.dim;
+    size_t b0 = j->B * i / n, b1 = j->B * (i + 1) / n, off = b0 * D;
+    if (!j->backward) {
+        part_forward(j->net, p, j->theta, j->t, j->z + off, b1 - b0, j->B, j->K,
+                     j->v ? j->v + off : NULL, j->f + off, j->jv ? j->jv + off : NULL);
+        return;
+    }
+    double *thetabar = j->thetabar, *tbar = j->tbar;
+    if (i > 0) {
+        if (thetabar) {
+            memset(p->thetabar, 0, cnf_net_num_params(j->net) * sizeof *p->thetabar);
+            thetabar = p->thetabar;
+        }
+        if (tbar) {
+            p->tbar = 0.0;
+            tbar = &p->tbar;
+        }
+    }
+    part_backward(j->net, p, j->theta, j->fbar ? j->fbar + off : NULL,
+                  j->jvbar ? j->jvbar + off : NULL, j->B, j->zbar ? j->zbar + off : NULL,
+                  thetabar, tbar);
 }
 
 cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double *theta,
@@ -536,15 +702,12 @@ cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double 
                          "%zu, got K = %zu", D, K);
     work->ready = 0;
     work->B = B;
-    work->K = K;
-    work->unit = (K > 0 && !v);
-    work->t = t;
-    if (B > 0) {
-        memcpy(work->X[0], z, B * D * sizeof *z);
-        if (K > 0 && v)
-            memcpy(work->X[0] + B * D, v, K * B * D * sizeof *v);
-        for (size_t j = 0; j < net->n_layers; j++)
-            layer_forward(net, work, j, theta, f, jv);
+    if (work->n_threads == 1) {
+        part_forward(net, work->part[0], theta, t, z, B, B, K, v, f, jv);
+    } else {
+        work->job = (net_job){.net = net, .w = work, .theta = theta, .t = t, .z = z, .v = v,
+                              .f = f, .jv = K > 0 ? jv : NULL, .B = B, .K = K, .backward = 0};
+        cnf_pool_run(work->pool, run_part, &work->job);
     }
     work->ready = 1;
     return CNF_OK;
@@ -595,7 +758,7 @@ ROW_NOINLINE static void scale_row(size_t n, double *restrict x, const double *r
 /* Y (rows x out) holds [ybar ; dybar_k] of layer j's output. Sums what the
  * bias, time and gate gradients need (colsum = sum_b ybar, gatesum = sum of
  * Y .* [u ; du_k] over all rows) and turns Y into [ubar ; dubar_k] = Y .* s. */
-static void gate_backward(const cnf_net *net, cnf_net_work *w, size_t j, size_t Kb, double *Y)
+static void gate_backward(const cnf_net *net, net_part *w, size_t j, size_t Kb, double *Y)
 {
     size_t out = net->view[j].out, B = w->B;
     const double *s = w->gate[j], *U = w->U[j], *beta = w->beta[j];
@@ -614,7 +777,7 @@ static void gate_backward(const cnf_net *net, cnf_net_work *w, size_t j, size_t 
 }
 
 /* Gradients of layer j's bias, gate and time parameters, and of t. */
-static void affine_param_backward(const cnf_net *net, const cnf_net_work *w, size_t j,
+static void affine_param_backward(const cnf_net *net, const net_part *w, size_t j,
                                   const double *theta, double *thetabar, double *tbar)
 {
     const cnf_net_layer *lv = &net->view[j];
@@ -659,7 +822,7 @@ static void affine_param_backward(const cnf_net *net, const cnf_net_work *w, siz
 
 /* From the cotangents Xb = [hbar' ; dhbar'_k] of hidden layer j's output
  * (rows x n), in place, the cotangents [ybar ; dybar_k] of its pre-activation. */
-static void activation_backward(cnf_net_work *w, size_t j, size_t Kb, double *Xb)
+static void activation_backward(net_part *w, size_t j, size_t Kb, double *Xb)
 {
     size_t n = w->width[j + 1], B = w->B;
     const double *D1 = w->S1[j], *D2 = w->S2[j], *s = w->gate[j];
@@ -671,20 +834,15 @@ static void activation_backward(cnf_net_work *w, size_t j, size_t Kb, double *Xb
                              tangent_row(w, j, k, b), s);
 }
 
-cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double *theta,
-                            const double *fbar, const double *jvbar, double *zbar,
-                            double *thetabar, double *tbar)
+/* The reverse sweep on one part's rows (after its part_forward). fbar,
+ * zbar: B x D at the part's first row; jvbar: direction k of row b at
+ * [(k Bs + b) D]. */
+static void part_backward(const cnf_net *net, net_part *work, const double *theta,
+                          const double *fbar, const double *jvbar, size_t Bs, double *zbar,
+                          double *thetabar, double *tbar)
 {
-    if (!net || !work || !theta)
-        return cnf_error(CNF_EINVAL, "cnf_net_backward: net, work and theta must be given");
-    cnf_status st = check_work(net, work, "cnf_net_backward");
-    if (st != CNF_OK)
-        return st;
-    if (!work->ready)
-        return cnf_error(CNF_EINVAL, "cnf_net_backward: no forward pass on this workspace");
-    if ((!zbar && !thetabar && !tbar) || (!fbar && !jvbar) || work->B == 0)
-        return CNF_OK;
-
+    if (work->B == 0)
+        return;
     size_t B = work->B, D = net->cfg.dim, L = net->n_layers;
     /* Zero tangent cotangents stay zero all the way back: skip those rows. */
     size_t Kb = jvbar ? work->K : 0;
@@ -695,8 +853,8 @@ cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double
         memcpy(Y, fbar, B * D * sizeof *Y);
     else
         memset(Y, 0, B * D * sizeof *Y);
-    if (Kb > 0)
-        memcpy(Y + B * D, jvbar, Kb * B * D * sizeof *Y);
+    for (size_t k = 0; k < Kb; k++)
+        memcpy(Y + (k + 1) * B * D, jvbar + k * Bs * D, B * D * sizeof *Y);
 
     for (size_t jj = L; jj-- > 0;) {
         const cnf_net_layer *lv = &net->view[jj];
@@ -739,6 +897,40 @@ cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)in, (int)out,
                         1.0, Y, (int)out, W, (int)ldw, 1.0, zbar, (int)D);
         }
+    }
+    }
+
+cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double *theta,
+                            const double *fbar, const double *jvbar, double *zbar,
+                            double *thetabar, double *tbar)
+{
+    if (!net || !work || !theta)
+        return cnf_error(CNF_EINVAL, "cnf_net_backward: net, work and theta must be given");
+    cnf_status st = check_work(net, work, "cnf_net_backward");
+    if (st != CNF_OK)
+        return st;
+    if (!work->ready)
+        return cnf_error(CNF_EINVAL, "cnf_net_backward: no forward pass on this workspace");
+    if ((!zbar && !thetabar && !tbar) || (!fbar && !jvbar) || work->B == 0)
+        return CNF_OK;
+    if (work->n_threads == 1) {
+        part_backward(net, work->part[0], theta, fbar, jvbar, work->B, zbar, thetabar, tbar);
+        return CNF_OK;
+    }
+    net_job *j = &work->job;
+    *j = (net_job){.net = net, .w = work, .theta = theta, .fbar = fbar, .jvbar = jvbar,
+                   .zbar = zbar, .thetabar = thetabar, .tbar = tbar, .B = work->B,
+                   .K = work->part[0]->K, .backward = 1};
+    cnf_pool_run(work->pool, run_part, j);
+    /* Fixed order, so a given thread count gives the same sums every time. */
+    size_t P = net->n_params;
+    for (size_t i = 1; i < work->n_threads; i++) {
+        const net_part *p = work->part[i];
+        if (thetabar)
+            for (size_t q = 0; q < P; q++)
+                thetabar[q] += p->thetabar[q];
+        if (tbar)
+            *tbar += p->tbar;
     }
     return CNF_OK;
 }

@@ -89,6 +89,12 @@ typedef struct {
                                         norm; default 0 */
     double reg_kinetic;              /* lambda_K of lambda_K ||f||^2, default 0 */
     double reg_jacobian;             /* lambda_J of lambda_J ||J eps||^2, default 0 */
+    size_t threads;                  /* threads of every network pass, each on
+                                        its share of a chunk's rows
+                                        (cnf_net_work_alloc_threads); default 1;
+                                        0 counts as 1. Results depend on it only
+                                        through the order of the gradient's
+                                        batch sums (about 1e-15 relative). */
 } cnf_flow_options;
 
 void cnf_flow_options_default(cnf_flow_options *opt);
@@ -102,7 +108,9 @@ typedef struct {
 typedef struct cnf_flow_work cnf_flow_work;
 
 /* Workspaces (solvers, network workspaces, checkpoints, noise) for chunks of
- * up to max_batch rows. Options are copied. NULL on failure. */
+ * up to max_batch rows. Options are copied. NULL on failure. With
+ * opt->threads > 1 the network workspaces start their threads here;
+ * cnf_flow_work_set_options refuses another thread count (CNF_EINVAL). */
 cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
                                    const cnf_flow_options *opt);
 void cnf_flow_work_free(cnf_flow_work *work);            /* NULL is fine */

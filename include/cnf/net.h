@@ -141,8 +141,25 @@ double cnf_net_flops_per_sample(const cnf_net *net, size_t K);
  * batches of up to max_batch samples and up to max_tangents directions. */
 typedef struct cnf_net_work cnf_net_work;
 
+#define CNF_NET_MAX_THREADS 64
+
 cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t max_tangents);
-void cnf_net_work_free(cnf_net_work *work);            /* NULL is fine */
+/* The same with n_threads threads (1..CNF_NET_MAX_THREADS): every forward
+ * pass and reverse sweep on this workspace splits the B rows into n_threads
+ * contiguous parts (part i: rows B i / n .. B (i+1) / n - 1), each computed
+ * by one thread of a pool the workspace owns (started here, woken per call;
+ * no allocation or thread creation per call). The network is independent
+ * per sample, so only the batch sums differ from one thread: dS/dtheta and
+ * dS/dt are summed per part and then added in part order, the same every
+ * run for a given n_threads. With n_threads = 1 this is cnf_net_work_alloc.
+ * With n_threads > 1 it sets OpenBLAS to one thread (openblas_set_num_threads,
+ * process-wide): the threads already fill the cores, and the per-thread
+ * products are too small for BLAS threads to pay. The calls on one workspace
+ * must come from one thread at a time. */
+cnf_net_work *cnf_net_work_alloc_threads(const cnf_net *net, size_t max_batch,
+                                         size_t max_tangents, size_t n_threads);
+void cnf_net_work_free(cnf_net_work *work);            /* NULL is fine; joins the threads */
+size_t cnf_net_work_threads(const cnf_net_work *work);
 
 /* f = net(z, t) and, for K > 0, jv_k = J(z) v_k.
  *   theta: P            z: B x D            f: B x D
