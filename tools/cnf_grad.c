@@ -68,6 +68,9 @@ int cnf_cmd_grad(int argc, char **argv)
         {"max-steps", CLI_COUNT, &sa.max_steps, "N", "step limit of one solve", NULL, 0},
         {"divergence", CLI_STRING, &sa.divergence, "KIND", "exact, gaussian or rademacher", NULL, 0},
         {"batch", CLI_COUNT, &sa.batch, "N", "rows per solve", NULL, 0},
+        {"threads", CLI_COUNT, &sa.threads, "N",
+         "threads, each computing its share of a solve's rows (OpenBLAS is then kept to one "
+         "thread)", NULL, 0},
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     const char *pos[1];
     size_t n_pos;

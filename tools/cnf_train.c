@@ -137,7 +137,7 @@ int cnf_cmd_train(int argc, char **argv)
 
     const char *data = NULL, *train = NULL, *val = NULL, *out = NULL, *flow_opt = NULL;
     const char *resume_opt = NULL;
-    size_t threads = 0, log_every = 100;
+    size_t threads = 1, blas_threads = 0, log_every = 100;
     int json = 0;
     enum { NCFG = 40 };
     cli_option opts[NCFG + 16];
@@ -151,7 +151,11 @@ int cnf_cmd_train(int argc, char **argv)
     opts[no++] = (cli_option){"out", CLI_STRING, &out, "M.h5", "model file to write (required)", NULL, 0};
     opts[no++] = (cli_option){"resume", CLI_STRING, &resume_opt, "M.h5",
                               "continue the run saved in this model file", NULL, 0};
-    opts[no++] = (cli_option){"threads", CLI_SIZE, &threads, "N", "OpenBLAS threads (0 = its default)", NULL, 0};
+    opts[no++] = (cli_option){"threads", CLI_COUNT, &threads, "N",
+                              "threads, each computing its share of the batch rows (with N > 1 "
+                              "OpenBLAS is kept to one thread)", NULL, 0};
+    opts[no++] = (cli_option){"blas-threads", CLI_SIZE, &blas_threads, "N",
+                              "OpenBLAS threads when --threads is 1 (0 = its default)", NULL, 0};
     opts[no++] = (cli_option){"log-every", CLI_COUNT, &log_every, "N",
                               "log line every N iterations when stderr is not a terminal", NULL, 0};
     opts[no++] = (cli_option){"json", CLI_FLAG, &json, NULL, "print one JSON object with the results", NULL, 0};
@@ -181,8 +185,8 @@ int cnf_cmd_train(int argc, char **argv)
     if (resume && cli_given(opts, "flow"))
         cli_usage("--resume takes the settings from the model; do not give --flow too");
     cli_check(cnf_data_check_output_path(out), "--out");
-    if (threads)
-        openblas_set_num_threads((int)threads);
+    if (blas_threads && threads == 1)
+        openblas_set_num_threads((int)blas_threads);
 
     /* Data, checked before any work. */
     size_t Ntr, Nval = 0, D, Dval = 0;
@@ -210,6 +214,7 @@ int cnf_cmd_train(int argc, char **argv)
         cli_usage("--blocks %zu: at most 64", cfg.blocks);
     cnf_train_options opt;
     cnf_run_config_resolve(&cfg, D, nets, T, &opt);
+    opt.flow.threads = threads;   /* validation copies these flow options */
     if (!Xval)
         opt.val_every = 0;
 

@@ -17,6 +17,7 @@ void cli_solve_args_default(cli_solve_args *a)
     a->max_steps = fo.solver.max_steps;
     a->divergence = "exact";
     a->batch = 1000;
+    a->threads = fo.threads;
 }
 
 static void from_record(const cnf_model_extra *ex, const cli_option *opts, const char *opt,
@@ -50,6 +51,7 @@ void cli_solve_resolve(cli_solve_args *a, const cli_option *opts, const cnf_mode
     if (!cnf_ode_method_is_adaptive(opt->solver.method))
         opt->solver.h0 = 1e-2;   /* fixed-step: 0.01 of time per step */
     opt->adjoint_solver = opt->solver;
+    opt->threads = a->threads;
 }
 
 cnf_flow *cli_load_model(const char *path, cnf_model_extra *extra)

@@ -1,6 +1,6 @@
 /* model_cli.h — what the commands that run a saved model share: loading it
  * (exiting with the library's message on failure), the solver options
- * (--solver, --rtol, --atol, --max-steps, --divergence, --batch), whose
+ * (--solver, --rtol, --atol, --max-steps, --divergence, --batch, --threads), whose
  * defaults come from the model's training record when it has one, and data
  * reading with the checks every command makes. */
 #ifndef CNF_TOOLS_MODEL_CLI_H
@@ -18,12 +18,13 @@ typedef struct {
     size_t max_steps;
     const char *divergence;
     size_t batch;                 /* rows per solve */
+    size_t threads;               /* cnf's threads, splitting each solve's rows */
 } cli_solve_args;
 
 /* Library defaults; divergence "exact". */
 void cli_solve_args_default(cli_solve_args *a);
 
-/* The option entries for a (6 entries, to copy into a command's table). */
+/* The option entries for a (7 entries, to copy into a command's table). */
 #define CLI_SOLVE_OPTIONS(a)                                                                   \
     {"solver", CLI_STRING, &(a).solver, "NAME", "ODE solver (dopri5, rkf45, rkck, rk8pd, rk4, ...)", \
      "the model's training solver, else dopri5", 0},                                           \
@@ -31,7 +32,10 @@ void cli_solve_args_default(cli_solve_args *a);
     {"atol", CLI_POS, &(a).atol, "A", "absolute tolerance", "the model's training atol, else 1e-5", 0}, \
     {"max-steps", CLI_COUNT, &(a).max_steps, "N", "step limit of one solve", NULL, 0},          \
     {"divergence", CLI_STRING, &(a).divergence, "KIND", "exact, gaussian or rademacher", NULL, 0}, \
-    {"batch", CLI_COUNT, &(a).batch, "N", "rows per solve", NULL, 0}
+    {"batch", CLI_COUNT, &(a).batch, "N", "rows per solve", NULL, 0},                          \
+    {"threads", CLI_COUNT, &(a).threads, "N",                                                  \
+     "threads, each computing its share of a solve's rows (OpenBLAS is then kept to one "      \
+     "thread)", NULL, 0}
 
 /* Fill the options not given on the command line from the model's record
  * (solver, rtol, atol, max_steps) and resolve to flow options. */
