@@ -103,7 +103,8 @@ typedef struct {
     double *gatesum;           /* sum of ybar.u over all rows, max width */
     double *tmp;               /* max width */
     double *thetabar;          /* P: this part's private dS/dtheta (parts 1.. of a
-                                  threaded workspace), NULL otherwise */
+                                  threaded workspace), NULL otherwise; zero between
+                                  calls (the reduction clears what it takes) */
     double tbar;               /* this part's private dS/dt (likewise) */
 
     double *mem;               /* the one allocation behind every array above */
@@ -121,7 +122,7 @@ typedef struct {
     const double *fbar, *jvbar;
     double *zbar, *thetabar, *tbar;
     size_t B, K;
-    int backward;
+    int backward;              /* 0 forward, 1 reverse sweep, 2 gradient reduction */
 } net_job;
 
 struct cnf_net_work {
@@ -311,7 +312,7 @@ static net_part *part_alloc(const cnf_net *net, size_t max_batch, size_t max_tan
     total += 2 * rows * maxw + 3 * maxw;
     if (with_grad)
         total += net->n_params;
-    w->mem = malloc(total * sizeof *w->mem);
+    w->mem = calloc(total, sizeof *w->mem);
     if (!w->mem) {
         free(w);
         return NULL;
@@ -712,12 +713,24 @@ static void run_part(void *ctx, size_t i)
                      j->v ? j->v + off : NULL, j->f + off, j->jv ? j->jv + off : NULL);
         return;
     }
+    if (j->backward == 2) {
+        /* thetabar += the other parts' sums, in part order, on this thread's
+         * share of the P entries; the private sums are left zero */
+        size_t P = j->net->n_params, q0 = P * i / n, q1 = P * (i + 1) / n;
+        for (size_t k = 1; k < n; k++) {
+            double *restrict src = w->part[k]->thetabar;
+            double *restrict dst = j->thetabar;
+            for (size_t q = q0; q < q1; q++) {
+                dst[q] += src[q];
+                src[q] = 0.0;
+            }
+        }
+        return;
+    }
     double *thetabar = j->thetabar, *tbar = j->tbar;
     if (i > 0) {
-        if (thetabar) {
-            memset(p->thetabar, 0, cnf_net_num_params(j->net) * sizeof *p->thetabar);
+        if (thetabar)
             thetabar = p->thetabar;
-        }
         if (tbar) {
             p->tbar = 0.0;
             tbar = &p->tbar;
@@ -968,14 +981,12 @@ cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double
                    .K = work->part[0]->K, .backward = 1};
     cnf_pool_run(work->pool, run_part, j);
     /* Fixed order, so a given thread count gives the same sums every time. */
-    size_t P = net->n_params;
-    for (size_t i = 1; i < work->n_threads; i++) {
-        const net_part *p = work->part[i];
-        if (thetabar)
-            for (size_t q = 0; q < P; q++)
-                thetabar[q] += p->thetabar[q];
-        if (tbar)
-            *tbar += p->tbar;
+    if (thetabar) {
+        j->backward = 2;
+        cnf_pool_run(work->pool, run_part, j);
     }
+    if (tbar)
+        for (size_t i = 1; i < work->n_threads; i++)
+            *tbar += work->part[i]->tbar;
     return CNF_OK;
 }
