@@ -513,35 +513,42 @@ static inline const double *tangent_row(const net_part *w, size_t j, size_t k, s
     return w->U[j] + ((k + 1) * w->B + b) * out;
 }
 
-/* One value row of a hidden layer: y = (u + beta) s + c, h' = sigma(y) and
- * its derivatives (n each); the second only where tangents need it. One
- * function per activation, restrict-qualified and kept out of line: inlined
- * into the caller the rows lose restrict, GCC gives up on the alias checks
- * and the loop stays scalar. */
+/* The value rows of a hidden layer: y = (u + beta) s + c, h' = sigma(y)
+ * and its derivatives (B rows of n each); the second only where tangents
+ * need it. One function per activation over the whole block, restrict-
+ * qualified and kept out of line: inlined into the caller the arrays lose
+ * restrict, GCC gives up on the alias checks and the loop stays scalar; one
+ * call per block rather than per row saves a call and a vector-loop
+ * prologue per 64 values. */
 #if defined(__GNUC__)
 #define ROW_NOINLINE __attribute__((noinline))
 #else
 #define ROW_NOINLINE
 #endif
 #define ACT_ROWS(name, kernel)                                                                  \
-    ROW_NOINLINE static void name##_row2(size_t n, const double *restrict u,                  \
-                                         const double *restrict beta,                          \
-                                         const double *restrict s, const double *restrict c,  \
-                                         double *restrict h, double *restrict d1,              \
-                                         double *restrict d2)                                  \
+    ROW_NOINLINE static void name##_rows2(size_t B, size_t n, const double *restrict U,       \
+                                          const double *restrict beta,                         \
+                                          const double *restrict s, const double *restrict c, \
+                                          double *restrict H, double *restrict D1,             \
+                                          double *restrict D2)                                 \
     {                                                                                           \
-        for (size_t o = 0; o < n; o++)                                                          \
-            kernel(CNF_FMA(u[o] + beta[o], s[o], c[o]), &h[o], &d1[o], &d2[o]);                     \
+        for (size_t b = 0; b < B; b++)                                                          \
+            for (size_t o = 0; o < n; o++) {                                                    \
+                size_t i = b * n + o;                                                           \
+                kernel(CNF_FMA(U[i] + beta[o], s[o], c[o]), &H[i], &D1[i], &D2[i]);             \
+            }                                                                                   \
     }                                                                                           \
-    ROW_NOINLINE static void name##_row1(size_t n, const double *restrict u,                  \
-                                         const double *restrict beta,                          \
-                                         const double *restrict s, const double *restrict c,  \
-                                         double *restrict h, double *restrict d1)              \
+    ROW_NOINLINE static void name##_rows1(size_t B, size_t n, const double *restrict U,       \
+                                          const double *restrict beta,                         \
+                                          const double *restrict s, const double *restrict c, \
+                                          double *restrict H, double *restrict D1)             \
     {                                                                                           \
-        for (size_t o = 0; o < n; o++) {                                                        \
-            double unused;                                                                      \
-            kernel(CNF_FMA(u[o] + beta[o], s[o], c[o]), &h[o], &d1[o], &unused);                    \
-        }                                                                                       \
+        for (size_t b = 0; b < B; b++)                                                          \
+            for (size_t o = 0; o < n; o++) {                                                    \
+                size_t i = b * n + o;                                                           \
+                double unused;                                                                  \
+                kernel(CNF_FMA(U[i] + beta[o], s[o], c[o]), &H[i], &D1[i], &unused);            \
+            }                                                                                   \
     }
 ACT_ROWS(tanh, cnf_act_tanh)
 ACT_ROWS(softplus_d, cnf_act_softplus_d)
@@ -554,55 +561,62 @@ static void activate_values(cnf_activation act, size_t B, size_t n, const double
                             const double *beta, const double *s, const double *c, double *H,
                             double *D1, double *D2)
 {
-    for (size_t b = 0; b < B; b++) {
-        const double *u = U + b * n;
-        double *h = H + b * n, *d1 = D1 + b * n, *d2 = D2 ? D2 + b * n : NULL;
-        switch (act) {
-        case CNF_ACT_TANH:
-            if (d2)
-                tanh_row2(n, u, beta, s, c, h, d1, d2);
-            else
-                tanh_row1(n, u, beta, s, c, h, d1);
-            break;
-        case CNF_ACT_SOFTPLUS:
-            if (d2)
-                softplus_d_row2(n, u, beta, s, c, h, d1, d2);
-            else
-                softplus_d_row1(n, u, beta, s, c, h, d1);
-            /* log1p has no vector kernel here; softplus is not the default. */
+    switch (act) {
+    case CNF_ACT_TANH:
+        if (D2)
+            tanh_rows2(B, n, U, beta, s, c, H, D1, D2);
+        else
+            tanh_rows1(B, n, U, beta, s, c, H, D1);
+        break;
+    case CNF_ACT_SOFTPLUS:
+        if (D2)
+            softplus_d_rows2(B, n, U, beta, s, c, H, D1, D2);
+        else
+            softplus_d_rows1(B, n, U, beta, s, c, H, D1);
+        /* log1p has no vector kernel here; softplus is not the default. */
+        for (size_t b = 0; b < B; b++)
             for (size_t o = 0; o < n; o++) {
-                double y = CNF_FMA(u[o] + beta[o], s[o], c[o]);
-                h[o] = log1p(h[o]) + (y > 0.0 ? y : 0.0);
+                double y = CNF_FMA(U[b * n + o] + beta[o], s[o], c[o]);
+                H[b * n + o] = log1p(H[b * n + o]) + (y > 0.0 ? y : 0.0);
             }
-            break;
-        case CNF_ACT_ELU:
-            if (d2)
-                elu_row2(n, u, beta, s, c, h, d1, d2);
-            else
-                elu_row1(n, u, beta, s, c, h, d1);
-            break;
-        case CNF_ACT_SWISH:
-            if (d2)
-                swish_row2(n, u, beta, s, c, h, d1, d2);
-            else
-                swish_row1(n, u, beta, s, c, h, d1);
-            break;
-        }
+        break;
+    case CNF_ACT_ELU:
+        if (D2)
+            elu_rows2(B, n, U, beta, s, c, H, D1, D2);
+        else
+            elu_rows1(B, n, U, beta, s, c, H, D1);
+        break;
+    case CNF_ACT_SWISH:
+        if (D2)
+            swish_rows2(B, n, U, beta, s, c, H, D1, D2);
+        else
+            swish_rows1(B, n, U, beta, s, c, H, D1);
+        break;
     }
 }
 
-/* dh' = d1 .* du .* s for one tangent row (d1 NULL: the last layer, no
- * activation). */
-ROW_NOINLINE static void tangent_row_forward(size_t n, double *restrict dh,
-                                             const double *restrict d1,
-                                             const double *restrict du, const double *restrict s)
+/* Row stride of the tangent products du_k of layer j: 0 when every sample
+ * shares W e_k (the unit directions in layer 0). */
+static inline size_t tangent_ld(const net_part *w, size_t j)
+{
+    return (w->unit && j == 0) ? 0 : w->width[j + 1];
+}
+
+/* dh'_b = d1_b .* du_b .* s for the B rows of one tangent (d1 NULL: the
+ * last layer, no activation; du rows du_ld apart). */
+ROW_NOINLINE static void tangent_rows_forward(size_t B, size_t n, double *restrict dh,
+                                              const double *restrict d1,
+                                              const double *restrict du, size_t du_ld,
+                                              const double *restrict s)
 {
     if (d1)
-        for (size_t o = 0; o < n; o++)
-            dh[o] = d1[o] * du[o] * s[o];
+        for (size_t b = 0; b < B; b++)
+            for (size_t o = 0; o < n; o++)
+                dh[b * n + o] = d1[b * n + o] * du[b * du_ld + o] * s[o];
     else
-        for (size_t o = 0; o < n; o++)
-            dh[o] = du[o] * s[o];
+        for (size_t b = 0; b < B; b++)
+            for (size_t o = 0; o < n; o++)
+                dh[b * n + o] = du[b * du_ld + o] * s[o];
 }
 
 /* Layer j on a part's rows; the last layer writes f (B x D) and jv, whose
@@ -651,14 +665,14 @@ static void layer_forward(const cnf_net *net, net_part *w, size_t j, const doubl
         break;
     }
 
+    size_t ld = tangent_ld(w, j);
     if (j + 1 < net->n_layers) {
         double *Xn = w->X[j + 1], *D1 = w->S1[j];
         activate_values(net->cfg.activation, B, out, U, beta, s, c, Xn, D1,
                         K > 0 ? w->S2[j] : NULL);
         for (size_t k = 0; k < K; k++)
-            for (size_t b = 0; b < B; b++)
-                tangent_row_forward(out, Xn + ((k + 1) * B + b) * out, D1 + b * out,
-                                    tangent_row(w, j, k, b), s);
+            tangent_rows_forward(B, out, Xn + (k + 1) * B * out, D1, tangent_row(w, j, k, 0), ld,
+                                 s);
     } else {
         for (size_t b = 0; b < B; b++) {
             const double *u = U + b * out;
@@ -667,9 +681,7 @@ static void layer_forward(const cnf_net *net, net_part *w, size_t j, const doubl
                 fb[o] = CNF_FMA(u[o] + beta[o], s[o], c[o]);
         }
         for (size_t k = 0; k < K; k++)
-            for (size_t b = 0; b < B; b++)
-                tangent_row_forward(out, jv + (k * Bs + b) * out, NULL, tangent_row(w, j, k, b),
-                                    s);
+            tangent_rows_forward(B, out, jv + k * Bs * out, NULL, tangent_row(w, j, k, 0), ld, s);
     }
 }
 
@@ -777,44 +789,57 @@ cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double 
 
 /* ---------------------------------------------------------------- reverse */
 
-/* Row kernels of the reverse sweep (n each), restrict-qualified and out of
- * line so that they vectorise (see ACT_ROWS). */
-ROW_NOINLINE static void value_sums_row(size_t n, const double *restrict y,
-                                        const double *restrict u, const double *restrict beta,
-                                        double *restrict cs, double *restrict gs)
+/* Block kernels of the reverse sweep (B rows of n), restrict-qualified and
+ * out of line so that they vectorise (see ACT_ROWS). */
+
+/* cs += sum_b Y_b, gs += sum_b Y_b .* (U_b + beta) */
+ROW_NOINLINE static void value_sums_rows(size_t B, size_t n, const double *restrict Y,
+                                         const double *restrict U, const double *restrict beta,
+                                         double *restrict cs, double *restrict gs)
 {
-    for (size_t o = 0; o < n; o++) {
-        cs[o] += y[o];
-        gs[o] += y[o] * (u[o] + beta[o]);
-    }
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++) {
+            double y = Y[b * n + o];
+            cs[o] += y;
+            gs[o] += y * (U[b * n + o] + beta[o]);
+        }
 }
 
-/* gs += y .* a, then y .* s in place */
-ROW_NOINLINE static void gate_row(size_t n, double *restrict y, const double *restrict a,
-                                  const double *restrict s, double *restrict gs)
+/* gs += sum_b Y_b .* A_b, then Y_b .* s in place (A rows a_ld apart) */
+ROW_NOINLINE static void gate_rows(size_t B, size_t n, double *restrict Y,
+                                   const double *restrict A, size_t a_ld,
+                                   const double *restrict s, double *restrict gs)
 {
-    for (size_t o = 0; o < n; o++) {
-        gs[o] += y[o] * a[o];
-        y[o] *= s[o];
-    }
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++) {
+            gs[o] += Y[b * n + o] * A[b * a_ld + o];
+            Y[b * n + o] *= s[o];
+        }
 }
 
-/* x += d2 .* du .* s .* dx, then dx .* d1 in place (x: a value row, dx: the
- * matching row of one tangent) */
-ROW_NOINLINE static void second_order_row(size_t n, double *restrict x, double *restrict dx,
-                                          const double *restrict d1, const double *restrict d2,
-                                          const double *restrict du, const double *restrict s)
+/* X_b += D2_b .* du_b .* s .* dX_b, then dX_b .* D1_b in place (X: the
+ * value rows, dX: the rows of one tangent, du rows du_ld apart) */
+ROW_NOINLINE static void second_order_rows(size_t B, size_t n, double *restrict X,
+                                           double *restrict dX, const double *restrict D1,
+                                           const double *restrict D2,
+                                           const double *restrict du, size_t du_ld,
+                                           const double *restrict s)
 {
-    for (size_t o = 0; o < n; o++) {
-        x[o] += d2[o] * du[o] * s[o] * dx[o];
-        dx[o] *= d1[o];
-    }
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++) {
+            size_t i = b * n + o;
+            X[i] += D2[i] * du[b * du_ld + o] * s[o] * dX[i];
+            dX[i] *= D1[i];
+        }
 }
 
-ROW_NOINLINE static void scale_row(size_t n, double *restrict x, const double *restrict d)
+/* X_b .* d_b in place (d rows d_ld apart: 0 for one shared row) */
+ROW_NOINLINE static void scale_rows(size_t B, size_t n, double *restrict X,
+                                    const double *restrict d, size_t d_ld)
 {
-    for (size_t o = 0; o < n; o++)
-        x[o] *= d[o];
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++)
+            X[b * n + o] *= d[b * d_ld + o];
 }
 
 /* Y (rows x out) holds [ybar ; dybar_k] of layer j's output. Sums what the
@@ -827,15 +852,13 @@ static void gate_backward(const cnf_net *net, net_part *w, size_t j, size_t Kb, 
     double *cs = w->colsum, *gs = w->gatesum;
     for (size_t o = 0; o < out; o++)
         cs[o] = gs[o] = 0.0;
-    for (size_t b = 0; b < B; b++)
-        value_sums_row(out, Y + b * out, U + b * out, beta, cs, gs);
+    value_sums_rows(B, out, Y, U, beta, cs, gs);
     if (net->cfg.layer_type != CNF_LAYER_CONCATSQUASH)
         return;   /* s = 1 and no gate parameters */
-    for (size_t b = 0; b < B; b++)
-        scale_row(out, Y + b * out, s);
+    scale_rows(B, out, Y, s, 0);
     for (size_t k = 0; k < Kb; k++)
-        for (size_t b = 0; b < B; b++)
-            gate_row(out, Y + ((k + 1) * B + b) * out, tangent_row(w, j, k, b), s, gs);
+        gate_rows(B, out, Y + (k + 1) * B * out, tangent_row(w, j, k, 0), tangent_ld(w, j), s,
+                  gs);
 }
 
 /* Gradients of layer j's bias, gate and time parameters, and of t. */
@@ -888,12 +911,10 @@ static void activation_backward(net_part *w, size_t j, size_t Kb, double *Xb)
 {
     size_t n = w->width[j + 1], B = w->B;
     const double *D1 = w->S1[j], *D2 = w->S2[j], *s = w->gate[j];
-    for (size_t b = 0; b < B; b++)
-        scale_row(n, Xb + b * n, D1 + b * n);
+    scale_rows(B, n, Xb, D1, n);
     for (size_t k = 0; k < Kb; k++)
-        for (size_t b = 0; b < B; b++)
-            second_order_row(n, Xb + b * n, Xb + ((k + 1) * B + b) * n, D1 + b * n, D2 + b * n,
-                             tangent_row(w, j, k, b), s);
+        second_order_rows(B, n, Xb, Xb + (k + 1) * B * n, D1, D2, tangent_row(w, j, k, 0),
+                          tangent_ld(w, j), s);
 }
 
 /* The reverse sweep on one part's rows (after its part_forward). fbar,
