@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char last_message[1024];
 
@@ -37,10 +38,15 @@ const char *cnf_last_error(void)
 
 cnf_status cnf_error(cnf_status status, const char *fmt, ...)
 {
+    /* Format into a scratch buffer first: callers often wrap the previous
+     * message ("%s: ...", cnf_last_error()), which must not be overwritten
+     * while it is being read. */
+    char message[sizeof last_message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_message, sizeof last_message, fmt, ap);
+    vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
+    memcpy(last_message, message, sizeof last_message);
     return status;
 }
 

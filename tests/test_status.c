@@ -16,11 +16,20 @@ START_TEST(test_error_message_kept)
 }
 END_TEST
 
+START_TEST(test_error_wraps_previous_message)
+{
+    cnf_error(CNF_EIO, "cannot open %s", "x.h5");
+    cnf_error(CNF_EFORMAT, "model m.h5: %s", cnf_last_error());
+    ck_assert_str_eq(cnf_last_error(), "model m.h5: cannot open x.h5");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("status");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_error_message_kept);
+    tcase_add_test(tc, test_error_wraps_previous_message);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
