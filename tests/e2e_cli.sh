@@ -58,6 +58,13 @@ b=$("$cnf" eval --model m5to10.h5 --data toy.h5 --json)
     || fail "resumed run differs: $(json_num nll "$a") vs $(json_num nll "$b")"
 "$cnf" train --train csv.h5:/train --val csv.h5:/val --hidden 4 --iters 3 --batch 20 \
     --val-every 3 --out mcsv.h5 --quiet
+# --save-every: the checkpoints go to --out too; the record keeps the key.
+"$cnf" train --data toy.h5 "${tiny[@]}" --iters 4 --save-every 2 --out msave.h5
+"$cnf" info msave.h5 | grep -qE "save_every +2" || fail "save_every is not in the record"
+# Without validation the last parameters are saved, and the message says why.
+"$cnf" train --data toy.h5 --hidden 4 --iters 2 --batch 20 --val-every 0 --out mnoval.h5 2>nv.txt
+grep -q "no validation" nv.txt || fail "train --val-every 0: message does not say why: $(cat nv.txt)"
+grep -q "nan" nv.txt && fail "train --val-every 0 prints a NaN validation: $(cat nv.txt)"
 
 # eval
 e=$("$cnf" eval --model m10.h5 --data toy.h5:/test --json --out ll.h5)

@@ -96,7 +96,22 @@ expect_fail "nodir.*does not exist" - -- "$cnf" plot --model m.h5 --out nodir/p.
 # A solve that cannot meet its tolerance: step limit, step-size underflow.
 expect_fail "max_steps|step limit" L.h5 -- "$cnf" eval --model m.h5 --data data.h5 --max-steps 1 --out L.h5
 expect_fail "underflow" S.h5 -- "$cnf" sample --model m.h5 --rtol 1e-300 --atol 1e-300 --out S.h5
-expect_fail "max_steps|step limit" M.h5 -- "$cnf" train --data data.h5 --batch 20 --max-steps 1 --out M.h5
+expect_fail "max_steps|step limit.*nothing saved" M.h5 -- "$cnf" train --data data.h5 --batch 20 --max-steps 1 --out M.h5
+# A training solve that fails after an iteration completed: a huge learning
+# rate sends T from 1 to 81 in the first step, so the second iteration's
+# solves need far more than 50 steps (the first takes about 20). The last
+# parameters are saved (no validation ran yet), the exit is still non-zero.
+rm -f M.h5
+rc=0
+"$cnf" train --data data.h5 --hidden 8-8 --batch 20 --iters 5 --val-every 3 --lr 10 --max-steps 50 \
+    --out M.h5 >stdout.txt 2>stderr.txt || rc=$?
+[ "$rc" -ne 0 ] || fail "train that fails at iteration 2 exited 0"
+grep -qE "failed at iteration 2: .*(max_steps|step limit).*saved the last parameters \(iteration 1" \
+    stderr.txt || fail "train failing at iteration 2: unexpected message: $(cat stderr.txt)"
+"$cnf" info M.h5 | grep -q "state: iteration 1," || fail "the model saved after a failure does not load"
+if ls -a | grep -q '\.tmp\.'; then fail "temporary file left by the failed training"; fi
+rm -f M.h5
+cases=$((cases + 1))
 expect_fail "max_steps|step limit" G.h5 -- "$cnf" grad --model m.h5 --data data.h5:/train --max-steps 1 --out G.h5
 expect_fail "max_steps|step limit" P.png -- "$cnf" plot --model m.h5 --size 8 --max-steps 1 --out P.png
 # convert: ragged rows and non-numeric cells, named by line and column.

@@ -9,7 +9,11 @@
  * Every check that can fail is made before training starts: options, data
  * (NaN/Inf row, fewer rows than a batch, train/val/model dimensions) and
  * that the output directory exists. A failed solve ends the run with an
- * error and no output file (an existing one is left untouched). */
+ * error (exit 1); the work done is not lost: when at least one iteration
+ * completed, the best model so far (the last parameters without validation)
+ * is saved to --out first; when none did, nothing is written and an
+ * existing file is left untouched. --save-every N also saves the best model
+ * so far every N iterations, so that a killed process loses at most N. */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
 #include <math.h>
@@ -38,6 +42,17 @@ static void on_sigint(int sig)
     signal(SIGINT, SIG_DFL);   /* a second Ctrl-C ends the process at once */
 }
 
+/* Without a terminal, a log line at least this often (seconds). */
+#define LOG_MAX_INTERVAL 30.0
+
+/* What saving the model needs, also from inside the progress callback. */
+typedef struct {
+    cnf_flow *flow;
+    cnf_train_state *state;
+    const cnf_run_config *cfg;
+    const char *preset, *train, *val, *out;
+} model_saver;
+
 typedef struct {
     int tty;                /* progress line rewritten with \r */
     size_t log_every;       /* plain log lines otherwise */
@@ -45,7 +60,64 @@ typedef struct {
     size_t nfe_f, nfe_b;    /* since the last line */
     size_t count;
     int line_open;
+    double last_log;        /* elapsed seconds at the last log line */
+    size_t last_iter;       /* iteration of the last callback */
+    size_t save_every;      /* 0 = off */
+    const model_saver *saver;
 } progress_ctx;
+
+/* Write the flow as it is with the state and the run's record (resolved
+ * configuration, data, results) to sv->out, atomically. */
+static cnf_status save_model(const model_saver *sv, double train_nll)
+{
+    cnf_model_extra rec;
+    cnf_model_extra_init(&rec);
+    char buf[4096];
+    cnf_status s = CNF_OK;
+    for (size_t i = 0; i < cnf_config_num_keys && s == CNF_OK; i++) {
+        cnf_run_config_format(sv->cfg, &cnf_config_keys[i], buf, sizeof buf);
+        s = cnf_model_extra_set(&rec, cnf_config_keys[i].key, buf);
+    }
+    const cnf_train_state *st = sv->state;
+    if (s == CNF_OK)
+        s = cnf_model_extra_set(&rec, "preset", sv->preset ? sv->preset : "none");
+    if (s == CNF_OK)
+        s = cnf_model_extra_set(&rec, "train_data", sv->train);
+    if (s == CNF_OK)
+        s = cnf_model_extra_set(&rec, "val_data", sv->val ? sv->val : "none");
+    snprintf(buf, sizeof buf, "%.17g", train_nll);
+    if (s == CNF_OK)
+        s = cnf_model_extra_set(&rec, "result_train_nll", buf);
+    snprintf(buf, sizeof buf, "%.17g", st->has_best ? st->best_val_nll : NAN);
+    if (s == CNF_OK)
+        s = cnf_model_extra_set(&rec, "result_best_val_nll", buf);
+    snprintf(buf, sizeof buf, "%zu", st->best_iteration);
+    if (s == CNF_OK)
+        s = cnf_model_extra_set(&rec, "result_best_iteration", buf);
+    if (s == CNF_OK) {
+        rec.state = sv->state;   /* borrowed: cleared before _clear */
+        s = cnf_model_save(sv->out, sv->flow, &rec);
+        rec.state = NULL;
+    }
+    cnf_model_extra_clear(&rec);
+    return s;
+}
+
+/* --save-every, from the callback: the flow holds the current parameters
+ * (== state->params); save the best ones and put the current ones back. */
+static void save_checkpoint(const model_saver *sv, double train_nll)
+{
+    cnf_train_state *st = sv->state;
+    double *p = cnf_flow_params(sv->flow);   /* P */
+    size_t P = st->n_params;
+    if (st->has_best)
+        memcpy(p, st->best_params, P * sizeof *p);
+    cnf_status s = save_model(sv, train_nll);
+    memcpy(p, st->params, P * sizeof *p);
+    if (s != CNF_OK)   /* a full disk should not end the run; the final save retries */
+        fprintf(stderr, "cnf train: warning: iteration %zu: could not save %s: %s\n",
+                st->iteration, sv->out, cnf_last_error());
+}
 
 static void fmt_time(double s, char *buf, size_t n)
 {
@@ -66,6 +138,7 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
     c->nfe_f += p->nfe_forward;
     c->nfe_b += p->nfe_backward;
     c->count++;
+    c->last_iter = p->iteration;
     size_t done = p->iteration - c->first_iter, todo = p->iters - p->iteration;
     double eta = done ? p->elapsed / (double)done * (double)todo : NAN;
     char el[32], et[32], val[96] = "";
@@ -79,8 +152,11 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
                 p->iteration, p->iters, p->loss, p->nfe_forward, p->nfe_backward, val, el, et);
         c->line_open = 1;
         fflush(stderr);
-    } else if (!cli_quiet && (p->iteration % c->log_every == 0 || p->validated ||
-                              p->iteration == p->iters)) {
+    } else if (!cli_quiet && (p->iteration == c->first_iter + 1 ||
+                              p->iteration % c->log_every == 0 || p->validated ||
+                              p->iteration == p->iters ||
+                              p->elapsed - c->last_log >= LOG_MAX_INTERVAL)) {
+        c->last_log = p->elapsed;
         fprintf(stderr, "iter %zu/%zu loss %.6f nll %.6f nfe %.1f/%.1f T", p->iteration, p->iters,
                 p->loss, p->nll, (double)c->nfe_f / (double)c->count,
                 (double)c->nfe_b / (double)c->count);
@@ -93,6 +169,8 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
         c->nfe_f = c->nfe_b = 0;
         c->count = 0;
     }
+    if (c->save_every && p->iteration % c->save_every == 0)
+        save_checkpoint(c->saver, p->nll);
     return interrupted ? 1 : 0;
 }
 
@@ -157,7 +235,7 @@ int cnf_cmd_train(int argc, char **argv)
     opts[no++] = (cli_option){"blas-threads", CLI_SIZE, &blas_threads, "N",
                               "OpenBLAS threads when --threads is 1 (0 = its default)", NULL, 0};
     opts[no++] = (cli_option){"log-every", CLI_COUNT, &log_every, "N",
-                              "log line every N iterations when stderr is not a terminal", NULL, 0};
+                              "log line every N iterations (and at least every 30 s) when stderr is not a terminal", NULL, 0};
     opts[no++] = (cli_option){"json", CLI_FLAG, &json, NULL, "print one JSON object with the results", NULL, 0};
     if (cnf_config_num_keys > NCFG)
         cli_die("internal: too many configuration keys");
@@ -170,8 +248,13 @@ int cnf_cmd_train(int argc, char **argv)
               "train --data F.h5 [--flow flows/NAME.cfg] --out M.h5 [options]",
               "Train a continuous normalizing flow by maximum likelihood (Adam, adjoint\n"
               "gradients) on /train, validating on /val, and save the best model by\n"
-              "validation NLL to --out (once, at the end, atomically; Ctrl-C stops early\n"
-              "and saves the best so far). Defaults below are the built-in ones, or the\n"
+              "validation NLL to --out (atomically, at the end and, with --save-every N,\n"
+              "every N iterations; Ctrl-C stops early and saves the best so far). A failed\n"
+              "solve exits 1 after saving the best model so far (nothing is written if no\n"
+              "iteration completed). Without validation (--val-every 0 or no validation\n"
+              "data) the last parameters are saved. Log lines without a terminal: after\n"
+              "the first iteration, then every --log-every iterations or 30 s, whichever\n"
+              "comes first. Defaults below are the built-in ones, or the\n"
               "preset's when --flow comes before --help; options override the preset.\n"
               "With --resume the architecture, preprocessing and settings come from the\n"
               "model; --iters sets the new total.",
@@ -241,7 +324,10 @@ int cnf_cmd_train(int argc, char **argv)
             cli_die("%s", cnf_last_error());
     }
 
-    progress_ctx pc = {isatty(STDERR_FILENO), log_every, state->iteration, 0, 0, 0, 0};
+    const char *pre = resume ? cnf_model_extra_get(&ex, "preset") : preset;
+    model_saver sv = {flow, state, &cfg, pre, train, val, out};
+    progress_ctx pc = {isatty(STDERR_FILENO), log_every, state->iteration, 0, 0, 0, 0, 0.0,
+                       state->iteration, cfg.save_every, &sv};
     opt.callback = on_progress;
     opt.callback_ctx = &pc;
     struct sigaction sa, old;
@@ -257,40 +343,45 @@ int cnf_cmd_train(int argc, char **argv)
     sigaction(SIGINT, &old, NULL);
     if (pc.line_open)
         fputc('\n', stderr);
-    if (s != CNF_OK)
-        cli_die("training stopped at iteration %zu: %s (nothing written to %s)",
-                state->iteration + 1, cnf_last_error(), out);
 
-    /* The record: resolved configuration, data and results. */
-    cnf_model_extra rec;
-    cnf_model_extra_init(&rec);
-    char buf[4096];
-    for (size_t i = 0; i < cnf_config_num_keys; i++) {
-        cnf_run_config_format(&cfg, &cnf_config_keys[i], buf, sizeof buf);
-        cli_check(cnf_model_extra_set(&rec, cnf_config_keys[i].key, buf), "record");
+    /* The best parameters so far (by validation; the last ones without). */
+    char what[256];
+    if (state->has_best)
+        snprintf(what, sizeof what, "the best model so far (validation nll %.6f at iteration %zu)",
+                 state->best_val_nll, state->best_iteration);
+    else
+        snprintf(what, sizeof what, "the last parameters (iteration %zu; no validation had run)",
+                 state->iteration);
+    if (s != CNF_OK) {
+        /* Keep the message: saving sets its own. */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", cnf_last_error());
+        /* A failed validation comes after its iteration's step (which
+         * counts as done), a failed gradient before it. */
+        char when[64];
+        if (state->iteration > pc.last_iter)
+            snprintf(when, sizeof when, "the validation of iteration %zu", state->iteration);
+        else
+            snprintf(when, sizeof when, "iteration %zu", state->iteration + 1);
+        if (state->iteration == pc.first_iter)
+            cli_die("training failed at %s: %s; no iteration completed, nothing saved "
+                    "(%s not written)", when, why, out);
+        cnf_status s2 = save_model(&sv, res.train_nll);
+        if (s2 != CNF_OK)
+            cli_die("training failed at %s: %s; saving %s also failed: %s", when, why, out,
+                    cnf_last_error());
+        cli_die("training failed at %s: %s; saved %s to %s", when, why, what, out);
     }
-    const char *pre = resume ? cnf_model_extra_get(&ex, "preset") : preset;
-    cli_check(cnf_model_extra_set(&rec, "preset", pre ? pre : "none"), "record");
-    cli_check(cnf_model_extra_set(&rec, "train_data", train), "record");
-    cli_check(cnf_model_extra_set(&rec, "val_data", val ? val : "none"), "record");
-    snprintf(buf, sizeof buf, "%.17g", res.train_nll);
-    cli_check(cnf_model_extra_set(&rec, "result_train_nll", buf), "record");
-    snprintf(buf, sizeof buf, "%.17g", res.best_val_nll);
-    cli_check(cnf_model_extra_set(&rec, "result_best_val_nll", buf), "record");
-    snprintf(buf, sizeof buf, "%zu", res.best_iteration);
-    cli_check(cnf_model_extra_set(&rec, "result_best_iteration", buf), "record");
-    rec.state = state;
-    s = cnf_model_save(out, flow, &rec);
-    rec.state = NULL;
-    cli_check(s, out);
+    cli_check(save_model(&sv, res.train_nll), out);
 
     if (res.interrupted)
-        cli_info("interrupted at iteration %zu: saved the best model so far (validation nll %.6f "
-                 "at iteration %zu) to %s\n",
-                 res.iters, res.best_val_nll, res.best_iteration, out);
-    else
+        cli_info("interrupted at iteration %zu: saved %s to %s\n", res.iters, what, out);
+    else if (state->has_best)
         cli_info("saved %s (best validation nll %.6f at iteration %zu%s)\n", out, res.best_val_nll,
                  res.best_iteration, res.stopped_early ? ", stopped early" : "");
+    else
+        cli_info("saved %s: the last parameters (iteration %zu), as there was no validation (%s)\n",
+                 out, res.iters, Xval ? "--val-every 0" : "no validation data");
     if (json) {
         printf("{\"iters\": %zu, \"iters_run\": %zu, \"train_nll\": ", res.iters, res.iters_run);
         cli_json_double(stdout, res.train_nll);
@@ -305,7 +396,6 @@ int cnf_cmd_train(int argc, char **argv)
                res.nfe_forward_mean, res.nfe_backward_mean, cnf_flow_num_params(flow),
                res.stopped_early ? "true" : "false", res.interrupted ? "true" : "false");
     }
-    cnf_model_extra_clear(&rec);
     cnf_model_extra_clear(&ex);
     cnf_train_state_free(state);
     cnf_flow_free(flow);

@@ -44,6 +44,8 @@ const cnf_config_key cnf_config_keys[] = {
     KEY(max_val_rows, CLI_SIZE, "N", "validate on at most N rows (0 = all)"),
     KEY(val_batch, CLI_COUNT, "N", "rows per validation solve"),
     KEY(seed, CLI_SEED, "S", "seed of initialisation, batches and noise"),
+    KEY(save_every, CLI_SIZE, "N",
+        "also save the best model so far to --out every N iterations (0 = only at the end)"),
 };
 const size_t cnf_config_num_keys = sizeof cnf_config_keys / sizeof cnf_config_keys[0];
 

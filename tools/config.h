@@ -36,6 +36,8 @@ typedef struct {
     double clip_norm;
     size_t val_every, patience, max_val_rows, val_batch;
     unsigned long seed;
+    size_t save_every;          /* cnf train: save the best model so far every N
+                                   iterations (0 = off); not a library option */
 } cnf_run_config;
 
 /* One key of the table. */
