@@ -245,6 +245,13 @@ cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
         s = check_finite_vec(path, "preprocessing scale", scale, D);
     if (s != CNF_OK)
         return s;
+    /* The loader refuses T <= 0: never write a file that cannot be read back. */
+    for (size_t k = 0; k < K; k++) {
+        double T = params[cnf_flow_T_index(flow, k)];
+        if (!(T > 0.0) || !isfinite(T))
+            return cnf_error(CNF_EDATA, "%s: block %zu has end time T = %g; T must be positive "
+                             "and finite (nothing written)", path, k, T);
+    }
     if (extra && extra->state && extra->state->n_params != P)
         return cnf_error(CNF_EDIM, "%s: training state has %zu parameters, the flow %zu", path,
                          extra->state->n_params, P);

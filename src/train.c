@@ -209,8 +209,13 @@ cnf_status cnf_train_apply_gradient(cnf_flow *flow, cnf_train_state *state,
             p[nth + k] = sqrt(p[nth + k]);
         cnf_adam_step(p + nth, grad + nth, state->adam_m + nth, state->adam_v + nth, K, t, lr,
                       opt->beta1, opt->beta2, opt->eps, opt->weight_decay);
-        for (size_t k = 0; k < K; k++)
-            p[nth + k] = p[nth + k] * p[nth + k];
+        /* s = sqrt(T) carries no sign, so a step through s = 0 would be
+         * undone; T = 0 has zero gradient forever and cannot be loaded:
+         * keep T at least CNF_TRAIN_T_MIN. */
+        for (size_t k = 0; k < K; k++) {
+            double T = p[nth + k] * p[nth + k];
+            p[nth + k] = T > CNF_TRAIN_T_MIN ? T : CNF_TRAIN_T_MIN;
+        }
     }
     state->iteration = t;
     state->lr = lr;

@@ -579,6 +579,27 @@ START_TEST(test_atomic_failure_keeps_target)
 }
 END_TEST
 
+/* A model with an end time the loader would refuse (T <= 0; a non-finite
+ * one is caught with every parameter) is refused by the save, naming the
+ * block, and nothing is written. */
+START_TEST(test_save_refuses_bad_T)
+{
+    char path[512];
+    tpath(path, sizeof path, "badT.h5");
+    const double bad[] = {0.0, -0.5, -0.0};
+    for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
+        cnf_flow *flow = random_flow(2, 2, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, "3", 2);
+        cnf_flow_params(flow)[cnf_flow_T_index(flow, 1)] = bad[c];
+        ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_EDATA);
+        ck_assert_msg(strstr(cnf_last_error(), "block 1") && strstr(cnf_last_error(), "T ="),
+                      "%s", cnf_last_error());
+        ck_assert_int_eq(access(path, F_OK), -1);
+        ck_assert_int_eq(count_temp_files(), 0);
+        cnf_flow_free(flow);
+    }
+}
+END_TEST
+
 START_TEST(test_missing_output_directory)
 {
     char path[512];
@@ -839,6 +860,7 @@ int main(void)
     tcase_add_test(tc, test_model_wrong_format_or_version);
     tcase_add_test(tc, test_model_damaged);
     tcase_add_test(tc, test_atomic_failure_keeps_target);
+    tcase_add_test(tc, test_save_refuses_bad_T);
     tcase_add_test(tc, test_missing_output_directory);
     tcase_add_test(tc, test_grad_roundtrip);
     tcase_add_test(tc, test_address_parse);

@@ -131,6 +131,42 @@ START_TEST(test_apply_gradient_T)
 }
 END_TEST
 
+/* An Adam step that drives s = sqrt(T) to (nearly) zero leaves T at the
+ * floor CNF_TRAIN_T_MIN, never 0 (whose gradient through s is 0 forever and
+ * which a model file cannot hold); a T above the floor is untouched by it. */
+START_TEST(test_T_floor)
+{
+    cnf_flow *flow = make_flow(2, 2, "4", 0.5, 1);
+    size_t P = cnf_flow_num_params(flow);
+    cnf_train_options opt;
+    cnf_train_options_default(&opt);
+    opt.weight_decay = 0.0;
+    cnf_train_state *st = cnf_train_state_alloc(P, 3);
+    double *g = calloc(P, sizeof *g);
+    size_t i0 = cnf_flow_T_index(flow, 0), i1 = cnf_flow_T_index(flow, 1);
+    cnf_flow_params(flow)[i0] = 1e-20;   /* s = 1e-10 */
+    cnf_flow_params(flow)[i1] = 0.25;    /* s = 0.5 */
+    g[i0] = 1.0;                         /* dL/dT > 0: the step shrinks s */
+    g[i1] = 1.0;
+    /* the first Adam step moves s by lr: 1e-10 - 1e-10 -> about 0 */
+    ck_assert_int_eq(cnf_train_apply_gradient(flow, st, &opt, 1e-10, g, NULL), CNF_OK);
+    const double *p = cnf_flow_params(flow);
+    ck_assert_msg(p[i0] == CNF_TRAIN_T_MIN, "T_0 = %g, want the floor %g", p[i0], CNF_TRAIN_T_MIN);
+    ck_assert(p[i1] > 0.2 && p[i1] < 0.25);
+    ck_assert(st->params[i0] == CNF_TRAIN_T_MIN);
+    /* and from the floor the gradient through s is not zero */
+    g[i0] = -1.0;
+    g[i1] = 0.0;
+    double norm = 0.0;
+    ck_assert_int_eq(cnf_train_apply_gradient(flow, st, &opt, 1e-3, g, &norm), CNF_OK);
+    ck_assert(norm > 0.0);
+    ck_assert(cnf_flow_params(flow)[i0] > CNF_TRAIN_T_MIN);
+    free(g);
+    cnf_train_state_free(st);
+    cnf_flow_free(flow);
+}
+END_TEST
+
 /* Clipping scales the whole gradient to clip_norm (torch's
  * max_norm / (norm + 1e-6)); a small gradient is left alone. */
 START_TEST(test_clip)
@@ -575,6 +611,7 @@ int main(void)
     TCase *tc = tcase_create("optimizer");
     tcase_add_test(tc, test_adam_hand);
     tcase_add_test(tc, test_apply_gradient_T);
+    tcase_add_test(tc, test_T_floor);
     tcase_add_test(tc, test_clip);
     tcase_add_test(tc, test_lr_schedule);
     tcase_add_test(tc, test_rng_bytes);

@@ -60,6 +60,12 @@
 extern "C" {
 #endif
 
+/* The smallest end time training produces: after the Adam step on
+ * s = sqrt(T), T = max(s^2, CNF_TRAIN_T_MIN). T = 0 would have a zero
+ * gradient through s forever (and a model with T <= 0 cannot be saved or
+ * loaded); the floor keeps every trained T strictly positive. */
+#define CNF_TRAIN_T_MIN 1e-8
+
 /* Which divergence validation uses. */
 typedef enum {
     CNF_TRAIN_VAL_AUTO = 0,   /* exact when D <= 4, otherwise as training (default) */
