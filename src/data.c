@@ -874,6 +874,10 @@ cnf_status cnf_data_write_splits(const char *file, const double *train, size_t n
     if (s == CNF_OK)
         s = cnf_h5_writer_write_2d(w, "/test", test, n_test, D);
     if (s == CNF_OK)
+        s = cnf_h5_writer_attr_string(w, "/", "format", CNF_DATA_FORMAT);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "version", CNF_DATA_VERSION);
+    if (s == CNF_OK)
         s = cnf_h5_writer_attr_string(w, "/", "source", source ? source : "");
     if (s == CNF_OK)
         s = cnf_h5_writer_attr_string(w, "/", "preprocessing", preprocessing ? preprocessing : "");

@@ -75,6 +75,12 @@ done
 awk -v n="$(json_num nll "$e")" -v b="$(json_num bits_per_dim "$e")" \
     'BEGIN { exit !(b > 0 && (b - n / (2 * log(2)))^2 < 1e-18) }' || fail "bits/dim != nll/(D ln 2): $e"
 h5ls ll.h5/loglik | grep -q "{100}" || fail "eval --out: /loglik is not (100)"
+# Every file written carries its format name and version.
+for fv in "ll.h5 cnf-loglik" "toy.h5 cnf-data" "csv.h5 cnf-data"; do
+    set -- $fv
+    h5dump -A -a /format "$1" | grep -q "\"$2\"" || fail "$1 has no format $2"
+    h5dump -A -a /version "$1" | grep -q "(0): 1" || fail "$1 has no version 1"
+done
 "$cnf" eval --model m10.h5 --data toy.h5 | grep -q "bits/dim" || fail "eval prints no bits/dim"
 
 # sample
@@ -82,6 +88,8 @@ h5ls ll.h5/loglik | grep -q "{100}" || fail "eval --out: /loglik is not (100)"
 h5ls s.h5/samples | grep -q "{64, 2}" || fail "sample: /samples is not 64 x 2"
 "$cnf" sample --model m10.h5 --latent s.h5:/samples --out s2.h5 --quiet
 h5ls s2.h5/samples | grep -q "{64, 2}" || fail "sample --latent: /samples is not 64 x 2"
+h5dump -A -a /format s.h5 | grep -q '"cnf-samples"' || fail "s.h5 has no format cnf-samples"
+h5dump -A -a /version s.h5 | grep -q "(0): 1" || fail "s.h5 has no version 1"
 
 # info
 i=$("$cnf" info m10.h5)

@@ -822,6 +822,21 @@ START_TEST(test_write_splits)
     ck_assert_int_eq(n, 4);
     ck_assert_int_gt(H5Aexists(fid, "source"), 0);
     ck_assert_int_gt(H5Aexists(fid, "preprocessing"), 0);
+    /* format name and version (STYLE rule 14) */
+    a = H5Aopen(fid, "version", H5P_DEFAULT);
+    H5Aread(a, H5T_NATIVE_LLONG, &n);
+    H5Aclose(a);
+    ck_assert_int_eq(n, CNF_DATA_VERSION);
+    char *fmt = NULL;
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, H5T_VARIABLE);
+    H5Tset_cset(mt, H5T_CSET_UTF8);
+    a = H5Aopen(fid, "format", H5P_DEFAULT);
+    ck_assert(H5Aread(a, mt, &fmt) >= 0);
+    ck_assert_str_eq(fmt, CNF_DATA_FORMAT);
+    H5free_memory(fmt);
+    H5Tclose(mt);
+    H5Aclose(a);
     H5Fclose(fid);
     /* an empty split is allowed and written as (0, D) */
     ck_assert_int_eq(cnf_data_write_splits(file, tr, 4, NULL, 0, te, 2, 2, NULL, NULL), CNF_OK);

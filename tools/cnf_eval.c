@@ -78,6 +78,8 @@ int cnf_cmd_eval(int argc, char **argv)
         if (s == CNF_OK)
             s = cnf_h5_writer_attr_string(hw, "/", "format", "cnf-loglik");
         if (s == CNF_OK)
+            s = cnf_h5_writer_attr_int(hw, "/", "version", 1);
+        if (s == CNF_OK)
             s = cnf_h5_writer_attr_string(hw, "/", "model", model);
         if (s == CNF_OK)
             s = cnf_h5_writer_attr_string(hw, "/", "data", data);

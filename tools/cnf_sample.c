@@ -70,6 +70,8 @@ int cnf_cmd_sample(int argc, char **argv)
     if (s == CNF_OK)
         s = cnf_h5_writer_attr_string(hw, "/", "format", "cnf-samples");
     if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(hw, "/", "version", 1);
+    if (s == CNF_OK)
         s = cnf_h5_writer_attr_string(hw, "/", "model", model);
     if (s == CNF_OK && latent)
         s = cnf_h5_writer_attr_string(hw, "/", "latent", latent);

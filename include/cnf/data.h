@@ -10,8 +10,9 @@
  * The address is split at the LAST ':' that is followed by '/'; without such
  * a ':' the whole text is the file name and the caller's default path (e.g.
  * "/test") is used. A file made by the toolkit holds /train, /val and /test
- * (float64) and the root attributes source, preprocessing, dim, n_train,
- * n_val, n_test.
+ * (float64) and the root attributes format = "cnf-data", version = 1,
+ * source, preprocessing, dim, n_train, n_val, n_test. Readers never require
+ * any attribute: a user's own HDF5 file has none of them.
  *
  * Rank. Data sets must have rank 2. A rank-1 data set (a plain vector) is
  * refused with CNF_EDIM and a message giving its rank and the hint to store
@@ -179,8 +180,14 @@ void cnf_h5_writer_abort(cnf_h5_writer *w);
 
 /* ---- Data files of the toolkit ---------------------------------------- */
 
+/* Format name and version of the data files cnf writes (root attributes
+ * format and version; STYLE rule 14). */
+#define CNF_DATA_FORMAT "cnf-data"
+#define CNF_DATA_VERSION 1
+
 /* Write file (atomically) with /train (n_train x D), /val (n_val x D) and
- * /test (n_test x D), float64, and root attributes source and preprocessing
+ * /test (n_test x D), float64, and root attributes format = CNF_DATA_FORMAT,
+ * version = CNF_DATA_VERSION, source and preprocessing
  * (strings; NULL writes ""), dim, n_train, n_val, n_test (integers). A split
  * may have zero rows (then its data set has shape (0, D)). Used by
  * `cnf toy` and `cnf convert`. */
