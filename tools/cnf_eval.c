@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <gsl/gsl_rng.h>
-
 #include "cli.h"
 #include "cnf/data.h"
 #include "commands.h"
@@ -41,23 +39,16 @@ int cnf_cmd_eval(int argc, char **argv)
     if (out)
         cli_check(cnf_data_check_output_path(out), "--out");
 
-    cnf_model_extra ex;
-    cnf_flow *flow = cli_load_model(model, &ex);
-    cnf_flow_options fo;
-    cli_solve_resolve(&sa, opts, &ex, &fo);
-    const size_t D = cnf_flow_dim(flow);
+    cli_model m;
+    cli_model_open(&m, model, &sa, opts, 1);
+    const size_t D = m.D;
     size_t N;
     double *X = cli_read_data(data, "/test", D, &N, NULL);   /* N x D */
-    size_t B = sa.batch < N ? sa.batch : N;
-    cnf_flow_work *w = cli_flow_work(flow, B, &fo);
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    if (!rng)
-        cli_die("out of memory");
-    gsl_rng_set(rng, seed);
+    cli_model_prepare(&m, &sa, N, seed);
     double *ll = cli_malloc(N * sizeof *ll);   /* N */
     cnf_flow_stats st;
     double t0 = cli_now();
-    cli_check(cnf_flow_log_likelihood(flow, w, X, N, rng, ll, &st), data);
+    cli_check(cnf_flow_log_likelihood(m.flow, m.w, X, N, m.rng, ll, &st), data);
     double secs = cli_now() - t0;
 
     /* Mean and standard error of the NLL (sample standard deviation / sqrt N). */
@@ -71,25 +62,9 @@ int cnf_cmd_eval(int argc, char **argv)
     double bpd = nll / ((double)D * log(2.0));
 
     if (out) {
-        cnf_h5_writer *hw = cnf_h5_writer_open(out);
-        if (!hw)
-            cli_die("%s", cnf_last_error());
-        cnf_status s = cnf_h5_writer_write_1d(hw, "/loglik", ll, N);
-        if (s == CNF_OK)
-            s = cnf_h5_writer_attr_string(hw, "/", "format", "cnf-loglik");
-        if (s == CNF_OK)
-            s = cnf_h5_writer_attr_int(hw, "/", "version", 1);
-        if (s == CNF_OK)
-            s = cnf_h5_writer_attr_string(hw, "/", "model", model);
-        if (s == CNF_OK)
-            s = cnf_h5_writer_attr_string(hw, "/", "data", data);
-        if (s == CNF_OK)
-            s = cnf_h5_writer_attr_string(hw, "/", "divergence", sa.divergence);
-        if (s == CNF_OK)
-            s = cnf_h5_writer_commit(hw);
-        else
-            cnf_h5_writer_abort(hw);
-        cli_check(s, out);
+        const cli_attr attrs[] = {{"model", model, 0}, {"data", data, 0},
+                                  {"divergence", sa.divergence, 0}};
+        cli_write_result(out, "/loglik", ll, N, 0, "cnf-loglik", attrs, 3);
     }
     if (json) {
         printf("{\"n\": %zu, \"nll\": ", N);
@@ -110,9 +85,6 @@ int cnf_cmd_eval(int argc, char **argv)
     }
     free(ll);
     free(X);
-    gsl_rng_free(rng);
-    cnf_flow_work_free(w);
-    cnf_flow_free(flow);
-    cnf_model_extra_clear(&ex);
+    cli_model_close(&m);
     return 0;
 }

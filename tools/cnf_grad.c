@@ -15,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <gsl/gsl_rng.h>
-
 #include "cli.h"
 #include "cnf/io.h"
 #include "cnf/ode.h"
@@ -90,24 +88,20 @@ int cnf_cmd_grad(int argc, char **argv)
     if (out)
         cli_check(cnf_data_check_output_path(out), "--out");
 
-    cnf_model_extra ex;
-    cnf_flow *flow = cli_load_model(model, &ex);
-    cnf_flow_options fo;
     /* The gradient's tolerances are this command's own (tight) defaults, not
-     * the training record's: pass no record. */
-    cli_solve_resolve(&sa, opts, NULL, &fo);
-    if (check && fo.divergence != CNF_DIV_EXACT)
+     * the training record's: no record. */
+    cli_model m;
+    cli_model_open(&m, model, &sa, opts, 0);
+    cnf_flow *flow = m.flow;
+    if (check && m.fo.divergence != CNF_DIV_EXACT)
         cli_usage("--check needs --divergence exact (a Hutchinson estimate has noise that"
                   " finite differences of the exact likelihood do not share)");
-    const size_t D = cnf_flow_dim(flow), P = cnf_flow_num_params(flow);
+    const size_t D = m.D, P = cnf_flow_num_params(flow);
     size_t N;
     double *X = cli_read_data(data, "/train", D, &N, NULL);   /* N x D */
-    size_t B = sa.batch < N ? sa.batch : N;
-    cnf_flow_work *w = cli_flow_work(flow, B, &fo);
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    if (!rng)
-        cli_die("out of memory");
-    gsl_rng_set(rng, seed);
+    cli_model_prepare(&m, &sa, N, seed);
+    cnf_flow_work *w = m.w;
+    const size_t B = sa.batch < N ? sa.batch : N;
 
     /* Mean over chunks of at most B rows: grad = sum_c (B_c / N) grad_c. */
     double *grad = cli_calloc_doubles(P), *gc = cli_calloc_doubles(P);   /* P each */
@@ -118,7 +112,7 @@ int cnf_cmd_grad(int argc, char **argv)
         size_t b = N - r < B ? N - r : B;
         double nll_c;
         cnf_flow_stats st;
-        cli_check(cnf_flow_nll_grad(flow, w, X + r * D, b, rng, &nll_c, NULL, gc, &st),
+        cli_check(cnf_flow_nll_grad(flow, w, X + r * D, b, m.rng, &nll_c, NULL, gc, &st),
                   "gradient");
         double wgt = (double)b / (double)N;
         for (size_t i = 0; i < P; i++)
@@ -136,7 +130,7 @@ int cnf_cmd_grad(int argc, char **argv)
     double max_rel = NAN, max_abs = NAN;
     size_t worst = 0, fd_nfe = 0;
     if (check) {
-        cnf_flow_options co = fo;
+        cnf_flow_options co = m.fo;
         if (cnf_ode_method_from_name(check_solver, &co.solver.method) != CNF_OK)
             cli_usage("--check-solver: %s", cnf_last_error());
         if (!cnf_ode_method_is_adaptive(co.solver.method))
@@ -208,9 +202,6 @@ int cnf_cmd_grad(int argc, char **argv)
     free(grad);
     free(gc);
     free(X);
-    gsl_rng_free(rng);
-    cnf_flow_work_free(w);
-    cnf_flow_free(flow);
-    cnf_model_extra_clear(&ex);
+    cli_model_close(&m);
     return 0;
 }

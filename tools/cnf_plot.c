@@ -80,12 +80,11 @@ int cnf_cmd_plot(int argc, char **argv)
         parse_range(ylim, "ylim", yr);
     cli_check(cnf_data_check_output_path(out), "--out");
 
-    cnf_model_extra ex;
-    cnf_flow *flow = cli_load_model(model, &ex);
-    if (cnf_flow_dim(flow) != 2)
-        cli_die("%s has dimension %zu; plot draws 2-D models only", model, cnf_flow_dim(flow));
-    cnf_flow_options fo;
-    cli_solve_resolve(&sa, opts, &ex, &fo);
+    cli_model m;
+    cli_model_open(&m, model, &sa, opts, 1);
+    const cnf_flow *flow = m.flow;
+    if (m.D != 2)
+        cli_die("%s has dimension %zu; plot draws 2-D models only", model, m.D);
     size_t Np = 0;
     double *P = data ? cli_read_data(data, "/test", 2, &Np, NULL) : NULL;   /* Np x 2 */
     if (Np > max_points)
@@ -104,9 +103,9 @@ int cnf_cmd_plot(int argc, char **argv)
             r[0] = lo - pad;
             r[1] = hi + pad;
         } else {
-            double m = cnf_flow_mean_const(flow)[a], s = cnf_flow_scale_const(flow)[a];
-            r[0] = m - 4 * s;
-            r[1] = m + 4 * s;
+            double mu = cnf_flow_mean_const(flow)[a], s = cnf_flow_scale_const(flow)[a];
+            r[0] = mu - 4 * s;
+            r[1] = mu + 4 * s;
         }
     }
 
@@ -118,10 +117,9 @@ int cnf_cmd_plot(int argc, char **argv)
             X[2 * (r * size + c)] = xr[0] + ((double)c + 0.5) * (xr[1] - xr[0]) / (double)size;
             X[2 * (r * size + c) + 1] = yr[1] - ((double)r + 0.5) * (yr[1] - yr[0]) / (double)size;
         }
-    size_t B = sa.batch < G ? sa.batch : G;
-    cnf_flow_work *w = cli_flow_work(flow, B, &fo);
+    cli_model_prepare(&m, &sa, G, 1);
     double t0 = cli_now();
-    cli_check(cnf_flow_log_likelihood(flow, w, X, G, NULL, ll, NULL), "density grid");
+    cli_check(cnf_flow_log_likelihood(flow, m.w, X, G, NULL, ll, NULL), "density grid");
     double lmax = -INFINITY, lmin = INFINITY;
     for (size_t i = 0; i < G; i++) {
         lmax = fmax(lmax, ll[i]);
@@ -154,8 +152,6 @@ int cnf_cmd_plot(int argc, char **argv)
     free(X);
     free(ll);
     free(P);
-    cnf_flow_work_free(w);
-    cnf_flow_free(flow);
-    cnf_model_extra_clear(&ex);
+    cli_model_close(&m);
     return 0;
 }

@@ -4,8 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <gsl/gsl_rng.h>
-
 #include "cli.h"
 #include "cnf/data.h"
 #include "commands.h"
@@ -38,56 +36,29 @@ int cnf_cmd_sample(int argc, char **argv)
         cli_usage("--out is required");
     cli_check(cnf_data_check_output_path(out), "--out");
 
-    cnf_model_extra ex;
-    cnf_flow *flow = cli_load_model(model, &ex);
-    cnf_flow_options fo;
-    cli_solve_resolve(&sa, opts, &ex, &fo);
-    const size_t D = cnf_flow_dim(flow);
-    double *Z;   /* N x D */
-    if (latent) {
-        Z = cli_read_data(latent, NULL, D, &n, NULL);
-    } else {
-        gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-        if (!rng)
-            cli_die("out of memory");
-        gsl_rng_set(rng, seed);
+    cli_model m;
+    cli_model_open(&m, model, &sa, opts, 1);
+    const size_t D = m.D;
+    double *Z = latent ? cli_read_data(latent, NULL, D, &n, NULL) : NULL;   /* N x D */
+    cli_model_prepare(&m, &sa, n, seed);
+    if (!latent) {
         Z = cli_malloc(n * D * sizeof *Z);
-        cnf_flow_draw_latent(rng, n, D, Z);
-        gsl_rng_free(rng);
+        cnf_flow_draw_latent(m.rng, n, D, Z);
     }
-    size_t B = sa.batch < n ? sa.batch : n;
-    cnf_flow_work *w = cli_flow_work(flow, B, &fo);
     double *X = cli_malloc(n * D * sizeof *X);   /* N x D */
     cnf_flow_stats st;
     double t0 = cli_now();
-    cli_check(cnf_flow_decode(flow, w, Z, n, X, &st), "sampling");
+    cli_check(cnf_flow_decode(m.flow, m.w, Z, n, X, &st), "sampling");
     double secs = cli_now() - t0;
 
-    cnf_h5_writer *hw = cnf_h5_writer_open(out);
-    if (!hw)
-        cli_die("%s", cnf_last_error());
-    cnf_status s = cnf_h5_writer_write_2d(hw, "/samples", X, n, D);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_string(hw, "/", "format", "cnf-samples");
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_int(hw, "/", "version", 1);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_string(hw, "/", "model", model);
-    if (s == CNF_OK && latent)
-        s = cnf_h5_writer_attr_string(hw, "/", "latent", latent);
-    if (s == CNF_OK && !latent)
-        s = cnf_h5_writer_attr_int(hw, "/", "seed", (long long)seed);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_commit(hw);
-    else
-        cnf_h5_writer_abort(hw);
-    cli_check(s, out);
+    cli_attr attrs[2] = {{"model", model, 0}, {"latent", latent, 0}};
+    if (!latent)
+        attrs[1] = (cli_attr){"seed", NULL, (long long)seed};
+    cli_write_result(out, "/samples", X, n, D, "cnf-samples", attrs, 2);
     cli_info("wrote %s: /samples %zu x %zu (%zu function evaluations, %.2f s)\n", out, n, D,
              st.forward.nfe, secs);
     free(X);
     free(Z);
-    cnf_flow_work_free(w);
-    cnf_flow_free(flow);
-    cnf_model_extra_clear(&ex);
+    cli_model_close(&m);
     return 0;
 }

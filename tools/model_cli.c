@@ -89,3 +89,54 @@ cnf_flow_work *cli_flow_work(const cnf_flow *flow, size_t max_batch, const cnf_f
         cli_die("%s", cnf_last_error());
     return w;
 }
+
+void cli_model_open(cli_model *m, const char *path, cli_solve_args *sa, const cli_option *opts,
+                    int use_record)
+{
+    memset(m, 0, sizeof *m);
+    m->flow = cli_load_model(path, &m->ex);
+    cli_solve_resolve(sa, opts, use_record ? &m->ex : NULL, &m->fo);
+    m->D = cnf_flow_dim(m->flow);
+}
+
+void cli_model_prepare(cli_model *m, const cli_solve_args *sa, size_t rows, unsigned long seed)
+{
+    size_t B = sa->batch < rows ? sa->batch : rows;
+    m->w = cli_flow_work(m->flow, B ? B : 1, &m->fo);
+    m->rng = gsl_rng_alloc(gsl_rng_mt19937);
+    if (!m->rng)
+        cli_die("out of memory");
+    gsl_rng_set(m->rng, seed);
+}
+
+void cli_model_close(cli_model *m)
+{
+    if (m->rng)
+        gsl_rng_free(m->rng);
+    cnf_flow_work_free(m->w);
+    cnf_flow_free(m->flow);
+    cnf_model_extra_clear(&m->ex);
+    memset(m, 0, sizeof *m);
+}
+
+void cli_write_result(const char *out, const char *dset, const double *X, size_t N, size_t D,
+                      const char *format, const cli_attr *attrs, size_t n_attrs)
+{
+    cnf_h5_writer *hw = cnf_h5_writer_open(out);
+    if (!hw)
+        cli_die("%s", cnf_last_error());
+    cnf_status s = D ? cnf_h5_writer_write_2d(hw, dset, X, N, D)
+                     : cnf_h5_writer_write_1d(hw, dset, X, N);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_string(hw, "/", "format", format);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(hw, "/", "version", 1);
+    for (size_t i = 0; i < n_attrs && s == CNF_OK; i++)
+        s = attrs[i].text ? cnf_h5_writer_attr_string(hw, "/", attrs[i].name, attrs[i].text)
+                          : cnf_h5_writer_attr_int(hw, "/", attrs[i].name, attrs[i].value);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_commit(hw);
+    else
+        cnf_h5_writer_abort(hw);
+    cli_check(s, out);
+}

@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include <gsl/gsl_rng.h>
+
 #include "cli.h"
 #include "cnf/flow.h"
 #include "cnf/io.h"
@@ -52,5 +54,40 @@ double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, s
 
 /* A work space for the flow or exit. */
 cnf_flow_work *cli_flow_work(const cnf_flow *flow, size_t max_batch, const cnf_flow_options *o);
+
+/* What a command that runs a saved model holds: the model and its record,
+ * the resolved flow options and, after cli_model_prepare, a work space and
+ * a seeded generator. Owned; cli_model_close frees it all. */
+typedef struct {
+    cnf_flow *flow;
+    cnf_model_extra ex;
+    cnf_flow_options fo;
+    size_t D;
+    cnf_flow_work *w;     /* min(batch, rows) rows per solve */
+    gsl_rng *rng;         /* mt19937 seeded with the command's seed */
+} cli_model;
+
+/* Load the model (exit on failure) and resolve the solver options sa
+ * against it (the training record fills the options not given when
+ * use_record is set). */
+void cli_model_open(cli_model *m, const char *path, cli_solve_args *sa, const cli_option *opts,
+                    int use_record);
+/* A work space for solves of up to min(sa->batch, rows) rows and the rng
+ * seeded with seed. Exits on failure. */
+void cli_model_prepare(cli_model *m, const cli_solve_args *sa, size_t rows, unsigned long seed);
+void cli_model_close(cli_model *m);
+
+/* One attribute of a result file. */
+typedef struct {
+    const char *name;
+    const char *text;     /* a string attribute, or NULL for ... */
+    long long value;      /* ... an integer one */
+} cli_attr;
+
+/* Write a result file atomically: data set dset (N values when D == 0, else
+ * N x D), root attributes format and version = 1, then attrs (n_attrs).
+ * Exits with the message on failure (the target untouched). */
+void cli_write_result(const char *out, const char *dset, const double *X, size_t N, size_t D,
+                      const char *format, const cli_attr *attrs, size_t n_attrs);
 
 #endif /* CNF_TOOLS_MODEL_CLI_H */
