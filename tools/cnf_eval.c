@@ -25,6 +25,7 @@ int cnf_cmd_eval(int argc, char **argv)
         {"json", CLI_FLAG, &json, NULL, "print one JSON object with the results on stdout", NULL, 0},
         {"seed", CLI_SEED, &seed, "S", "seed of the Hutchinson noise (unused when exact)", NULL, 0},
         CLI_SOLVE_OPTIONS(sa),
+        CLI_DIVERGENCE_OPTION(sa),
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     const char *pos[1];
     size_t n_pos;
@@ -78,8 +79,10 @@ int cnf_cmd_eval(int argc, char **argv)
     } else {
         printf("%s: n = %zu, nll = %.6f +- %.6f nats (standard error), bits/dim = %.6f\n", data, N,
                nll, se, bpd);
-        cli_info("(%s divergence, %s rtol %g atol %g, %zu function evaluations, %.2f s)\n",
-                 sa.divergence, sa.solver, sa.rtol, sa.atol, st.forward.nfe, secs);
+        char solver[128];
+        cli_solver_text(&sa, &m.fo, solver, sizeof solver);
+        cli_info("(%s divergence, %s, %zu function evaluations, %.2f s)\n", sa.divergence, solver,
+                 st.forward.nfe, secs);
         if (out)
             cli_info("wrote %s (/loglik, %zu values)\n", out, N);
     }

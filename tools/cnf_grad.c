@@ -64,10 +64,12 @@ int cnf_cmd_grad(int argc, char **argv)
         {"rtol", CLI_POS, &sa.rtol, "R", "relative tolerance of the adjoint gradient", NULL, 0},
         {"atol", CLI_POS, &sa.atol, "A", "absolute tolerance of the adjoint gradient", NULL, 0},
         {"max-steps", CLI_COUNT, &sa.max_steps, "N", "step limit of one solve", NULL, 0},
+        {"step", CLI_POS, &sa.step, "H", "step size of a fixed-step solver (euler, midpoint, rk4)",
+         NULL, 0},
         {"divergence", CLI_STRING, &sa.divergence, "KIND", "exact, gaussian or rademacher", NULL, 0},
         {"batch", CLI_COUNT, &sa.batch, "N", "rows per solve", NULL, 0},
         {"threads", CLI_COUNT, &sa.threads, "N",
-         "threads, each computing its share of a solve's rows (OpenBLAS is then kept to one "
+         "threads (1..64), each computing its share of a solve's rows (OpenBLAS is then kept to one "
          "thread)", NULL, 0},
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     const char *pos[1];
@@ -193,9 +195,10 @@ int cnf_cmd_grad(int argc, char **argv)
     } else {
         printf("mean nll %.10f over %zu rows, gradient norm %.6e (%zu parameters)\n", nll, N,
                gnorm, P);
-        cli_info("(%s divergence, %s rtol %g atol %g, nfe forward %zu backward %zu, %.2f s)\n",
-                 sa.divergence, sa.solver, sa.rtol, sa.atol, total.forward.nfe,
-                 total.backward.nfe, secs);
+        char solver[128];
+        cli_solver_text(&sa, &m.fo, solver, sizeof solver);
+        cli_info("(%s divergence, %s, nfe forward %zu backward %zu, %.2f s)\n", sa.divergence,
+                 solver, total.forward.nfe, total.backward.nfe, secs);
         if (out)
             cli_info("wrote %s\n", out);
     }

@@ -60,6 +60,7 @@ int cnf_cmd_plot(int argc, char **argv)
         {"log", CLI_FLAG, &logd, NULL, "colour by log-density instead of density", NULL, 0},
         {"max-points", CLI_SIZE, &max_points, "N", "overlay at most the first N points", NULL, 0},
         CLI_SOLVE_OPTIONS(sa),
+        CLI_DIVERGENCE_OPTION(sa),
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     const char *pos[1];
     size_t n_pos;

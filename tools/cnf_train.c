@@ -230,7 +230,7 @@ int cnf_cmd_train(int argc, char **argv)
     opts[no++] = (cli_option){"resume", CLI_STRING, &resume_opt, "M.h5",
                               "continue the run saved in this model file", NULL, 0};
     opts[no++] = (cli_option){"threads", CLI_COUNT, &threads, "N",
-                              "threads, each computing its share of the batch rows (with N > 1 "
+                              "threads (1..64), each computing its share of the batch rows (with N > 1 "
                               "OpenBLAS is kept to one thread)", NULL, 0};
     opts[no++] = (cli_option){"blas-threads", CLI_SIZE, &blas_threads, "N",
                               "OpenBLAS threads when --threads is 1 (0 = its default)", NULL, 0};
@@ -268,6 +268,7 @@ int cnf_cmd_train(int argc, char **argv)
     if (resume && cli_given(opts, "flow"))
         cli_usage("--resume takes the settings from the model; do not give --flow too");
     cli_check(cnf_data_check_output_path(out), "--out");
+    cli_check_threads(threads);
     if (blas_threads && threads == 1)
         openblas_set_num_threads((int)blas_threads);
 

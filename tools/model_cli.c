@@ -1,10 +1,12 @@
 /* model_cli.c — shared pieces of the model-using commands (model_cli.h). */
 #include "model_cli.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cnf/data.h"
+#include "cnf/net.h"
 #include "cnf/ode.h"
 
 void cli_solve_args_default(cli_solve_args *a)
@@ -15,6 +17,7 @@ void cli_solve_args_default(cli_solve_args *a)
     a->rtol = fo.solver.rtol;
     a->atol = fo.solver.atol;
     a->max_steps = fo.solver.max_steps;
+    a->step = CLI_FIXED_STEP_DEFAULT;
     a->divergence = "exact";
     a->batch = 1000;
     a->threads = fo.threads;
@@ -49,9 +52,24 @@ void cli_solve_resolve(cli_solve_args *a, const cli_option *opts, const cnf_mode
     opt->solver.atol = a->atol;
     opt->solver.max_steps = a->max_steps;
     if (!cnf_ode_method_is_adaptive(opt->solver.method))
-        opt->solver.h0 = 1e-2;   /* fixed-step: 0.01 of time per step */
+        opt->solver.h0 = a->step;   /* a fixed-step solver's step */
     opt->adjoint_solver = opt->solver;
+    cli_check_threads(a->threads);
     opt->threads = a->threads;
+}
+
+void cli_check_threads(size_t n)
+{
+    if (n < 1 || n > CNF_NET_MAX_THREADS)
+        cli_usage("--threads %zu: expected 1..%d", n, CNF_NET_MAX_THREADS);
+}
+
+void cli_solver_text(const cli_solve_args *a, const cnf_flow_options *o, char *buf, size_t n)
+{
+    if (cnf_ode_method_is_adaptive(o->solver.method))
+        snprintf(buf, n, "%s rtol %g atol %g", a->solver, a->rtol, a->atol);
+    else
+        snprintf(buf, n, "%s step %g", a->solver, a->step);
 }
 
 cnf_flow *cli_load_model(const char *path, cnf_model_extra *extra)

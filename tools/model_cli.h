@@ -18,6 +18,7 @@ typedef struct {
     const char *solver;
     double rtol, atol;
     size_t max_steps;
+    double step;                  /* fixed-step solvers' step size */
     const char *divergence;
     size_t batch;                 /* rows per solve */
     size_t threads;               /* cnf's threads, splitting each solve's rows */
@@ -26,18 +27,35 @@ typedef struct {
 /* Library defaults; divergence "exact". */
 void cli_solve_args_default(cli_solve_args *a);
 
-/* The option entries for a (7 entries, to copy into a command's table). */
+/* Step of the fixed-step solvers (euler, midpoint, rk4) outside training. */
+#define CLI_FIXED_STEP_DEFAULT 0.01
+
+/* The solver's option entries for a (7 entries, to copy into a command's
+ * table); commands whose solves use a divergence add CLI_DIVERGENCE_OPTION. */
 #define CLI_SOLVE_OPTIONS(a)                                                                   \
-    {"solver", CLI_STRING, &(a).solver, "NAME", "ODE solver (dopri5, rkf45, rkck, rk8pd, rk4, ...)", \
+    {"solver", CLI_STRING, &(a).solver, "NAME",                                                \
+     "ODE solver: dopri5, rkf45, rkck, rk8pd (adaptive); euler, midpoint, rk4 (fixed step)",   \
      "the model's training solver, else dopri5", 0},                                           \
-    {"rtol", CLI_POS, &(a).rtol, "R", "relative tolerance", "the model's training rtol, else 1e-5", 0}, \
-    {"atol", CLI_POS, &(a).atol, "A", "absolute tolerance", "the model's training atol, else 1e-5", 0}, \
+    {"rtol", CLI_POS, &(a).rtol, "R", "relative tolerance (adaptive solvers)",                 \
+     "the model's training rtol, else 1e-5", 0},                                               \
+    {"atol", CLI_POS, &(a).atol, "A", "absolute tolerance (adaptive solvers)",                 \
+     "the model's training atol, else 1e-5", 0},                                               \
     {"max-steps", CLI_COUNT, &(a).max_steps, "N", "step limit of one solve", NULL, 0},          \
-    {"divergence", CLI_STRING, &(a).divergence, "KIND", "exact, gaussian or rademacher", NULL, 0}, \
+    {"step", CLI_POS, &(a).step, "H", "step size of the fixed-step solvers (euler, midpoint, rk4)", \
+     NULL, 0},                                                                                 \
     {"batch", CLI_COUNT, &(a).batch, "N", "rows per solve", NULL, 0},                          \
     {"threads", CLI_COUNT, &(a).threads, "N",                                                  \
-     "threads, each computing its share of a solve's rows (OpenBLAS is then kept to one "      \
-     "thread)", NULL, 0}
+     "threads (1..64), each computing its share of a solve's rows (OpenBLAS is then kept to "  \
+     "one thread)", NULL, 0}
+#define CLI_DIVERGENCE_OPTION(a)                                                               \
+    {"divergence", CLI_STRING, &(a).divergence, "KIND", "exact, gaussian or rademacher", NULL, 0}
+
+/* Exit with a usage error naming --threads unless 1 <= n <= the library's
+ * limit (CNF_NET_MAX_THREADS). */
+void cli_check_threads(size_t n);
+
+/* "dopri5 rtol 1e-05 atol 1e-05" or, for a fixed-step solver, "rk4 step 0.01". */
+void cli_solver_text(const cli_solve_args *a, const cnf_flow_options *o, char *buf, size_t n);
 
 /* Fill the options not given on the command line from the model's record
  * (solver, rtol, atol, max_steps) and resolve to flow options. */
