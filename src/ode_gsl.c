@@ -45,11 +45,11 @@ static void *gsl_stepper_alloc(const gsl_odeiv2_step_type *type, size_t n)
     gsl_state *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    /* GSL's default error handler aborts on allocation failure; a library
-     * must not, so silence it for this call only. */
-    gsl_error_handler_t *old = gsl_set_error_handler_off();
+    /* GSL's default error handler aborts on allocation failure. Switching
+     * it off here would race with other threads (it is process-global), so
+     * the program does it once: call gsl_set_error_handler_off() at start,
+     * as the cnf command does (README, "The library"). */
     s->step = gsl_odeiv2_step_alloc(type, n ? n : 1);
-    gsl_set_error_handler(old);
     if (!s->step) {
         free(s);
         return NULL;

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <gsl/gsl_errno.h>
+
 #include "cli.h"
 #include "commands.h"
 
@@ -37,6 +39,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* GSL's default handler aborts; libcnf relies on GSL returning codes. */
+    gsl_set_error_handler_off();
     if (argc < 2) {
         usage(stderr);
         return 2;
