@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -542,7 +543,7 @@ cnf_status cnf_data_check_output_path(const char *path)
 
 struct cnf_h5_writer {
     char *final_path;     /* target, owned */
-    char *tmp_path;       /* "<target>.tmp.<pid>", owned */
+    char *tmp_path;       /* "<target>.tmp.<pid>.<serial>", owned */
     hid_t fid;
     cnf_status failed;    /* first failure, CNF_OK if none */
     char message[512];    /* its message, to repeat at commit */
@@ -582,14 +583,18 @@ cnf_h5_writer *cnf_h5_writer_open(const char *final_path)
     w->fid = H5I_INVALID_HID;
     size_t n = strlen(final_path);
     w->final_path = malloc(n + 1);
-    w->tmp_path = malloc(n + 32);
+    w->tmp_path = malloc(n + 64);
     if (!w->final_path || !w->tmp_path) {
         writer_dispose(w, 0);
         cnf_error(CNF_ENOMEM, "out of memory");
         return NULL;
     }
     memcpy(w->final_path, final_path, n + 1);
-    snprintf(w->tmp_path, n + 32, "%s.tmp.%ld", final_path, (long)getpid());
+    /* pid and a process-wide counter: two threads writing the same target
+     * at once get different temporary files. */
+    static atomic_ulong counter;
+    unsigned long serial = atomic_fetch_add(&counter, 1);
+    snprintf(w->tmp_path, n + 64, "%s.tmp.%ld.%lu", final_path, (long)getpid(), serial);
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
     w->fid = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);

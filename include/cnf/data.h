@@ -35,7 +35,8 @@
  * prints and a program's own HDF5 settings are left alone.
  *
  * Atomic writes. Every output file is written to a temporary name in the
- * same directory as the target, "<target>.tmp.<pid>", and renamed over the
+ * same directory as the target, "<target>.tmp.<pid>.<n>" (n a process-wide
+ * counter, so threads never share one), and renamed over the
  * target only when complete (rename(2) is atomic within a directory). On any
  * failure the temporary file is removed and an existing target is left
  * untouched, so a crash or an error never leaves a half-written file. A
@@ -126,7 +127,7 @@ cnf_status cnf_data_check_output_path(const char *path);
 
 typedef struct cnf_h5_writer cnf_h5_writer;
 
-/* Check the output directory and create "<final_path>.tmp.<pid>". NULL on
+/* Check the output directory and create "<final_path>.tmp.<pid>.<n>". NULL on
  * failure (CNF_EIO message naming the directory or file). The target is not
  * touched until cnf_h5_writer_commit. */
 cnf_h5_writer *cnf_h5_writer_open(const char *final_path);
