@@ -29,13 +29,18 @@ static char *trim(char *s)
     return s;
 }
 
-/* Parse one cell; 0 if it is a number (value in *x). */
+/* Parse one cell; 0 if it is a number (value in *x). strtod reports ERANGE
+ * both for overflow (+-HUGE_VAL) and for underflow (a denormal or 0, the
+ * nearest double): an underflowed value such as 1e-320 is a number and is
+ * kept; an overflowed one such as 1e400 is refused, as inf would be. */
 static int parse_cell(const char *cell, double *x)
 {
     char *end;
     errno = 0;
     *x = strtod(cell, &end);
-    return (!cell[0] || *end || errno == ERANGE) ? -1 : 0;
+    if (!cell[0] || *end)
+        return -1;
+    return (errno == ERANGE && isinf(*x)) ? -1 : 0;
 }
 
 /* Split line at commas into cells (pointers into line); returns the count. */

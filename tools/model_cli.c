@@ -32,8 +32,11 @@ static void from_record(const cnf_model_extra *ex, const cli_option *opts, const
         return;
     if (kind == CLI_STRING)
         *(const char **)dest = v;   /* borrowed from ex, which outlives the command */
-    else
-        (void)cli_parse_value(kind, v, dest, err, sizeof err);   /* keep default if bad */
+    else if (cli_parse_value(kind, v, dest, err, sizeof err))
+        /* A damaged record should not stop a model that loads from being
+         * used, but the user should know the default replaced it. */
+        cli_info("cnf %s: warning: the model's training record has %s = '%s' (%s); using "
+                 "--%s's default\n", cli_command, key, v, err, opt);
 }
 
 void cli_solve_resolve(cli_solve_args *a, const cli_option *opts, const cnf_model_extra *ex,

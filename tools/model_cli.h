@@ -1,7 +1,8 @@
 /* model_cli.h — what the commands that run a saved model share: loading it
  * (exiting with the library's message on failure), the solver options
  * (--solver, --rtol, --atol, --max-steps, --divergence, --batch, --threads), whose
- * defaults come from the model's training record when it has one, and data
+ * defaults come from the model's training record when it has one (a bad value
+ * there gives a warning, unless --quiet, and the default), and data
  * reading with the checks every command makes. */
 #ifndef CNF_TOOLS_MODEL_CLI_H
 #define CNF_TOOLS_MODEL_CLI_H
