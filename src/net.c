@@ -40,10 +40,20 @@
  * tangent cotangents (jvbar = NULL) the sweep skips the tangent rows, which
  * stay zero.
  *
- * Speed: the element-wise work runs in row kernels that GCC vectorises
+ * Speed: the element-wise work runs in block kernels that GCC vectorises
  * (restrict, out of line), with the activations of net_act.h instead of
  * scalar libm calls; at B = 1000 a 64-wide tanh layer otherwise costs more
- * than its dgemm.
+ * than its dgemm. The products run in row blocks that OpenBLAS takes
+ * through its small-matrix kernels (see row_gemm).
+ *
+ * Threads: the network is independent per sample, so a workspace made for
+ * n threads (cnf_net_work_alloc_threads) gives each thread a contiguous
+ * share of the B rows and its own caches (net_part); a persistent pool
+ * (pool.c) runs the shares. Only the parameter and time gradients sum over
+ * samples: part 0 adds into the caller's, the others into private sums,
+ * which are then added in part order (split over the threads by entry).
+ * So a given thread count gives the same bits every run, and one thread is
+ * exactly the single-threaded code.
  */
 #include "cnf/net.h"
 
