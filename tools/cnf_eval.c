@@ -77,8 +77,10 @@ int cnf_cmd_eval(int argc, char **argv)
         printf(", \"nfe\": %zu, \"dim\": %zu, \"divergence\": \"%s\", \"seconds\": %.3f}\n",
                st.forward.nfe, D, sa.divergence, secs);
     } else {
-        printf("%s: n = %zu, nll = %.6f +- %.6f nats (standard error), bits/dim = %.6f\n", data, N,
-               nll, se, bpd);
+        char name[CNF_DATA_FILE_MAX + CNF_DATA_PATH_MAX + 2];
+        cli_data_name(data, "/test", name, sizeof name);
+        printf("%s: n = %zu, nll = %.6f +- %.6f nats (standard error), bits/dim = %.6f\n", name,
+               N, nll, se, bpd);
         char solver[128];
         cli_solver_text(&sa, &m.fo, solver, sizeof solver);
         cli_info("(%s divergence, %s, %zu function evaluations, %.2f s)\n", sa.divergence, solver,

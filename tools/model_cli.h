@@ -70,6 +70,8 @@ cnf_flow *cli_load_model(const char *path, cnf_model_extra *extra);
  * and, when D > 0, that it has D columns (model/data mismatch). Exits on
  * failure. *N gets the rows. Returns N x D (caller frees). */
 double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout);
+/* The address spec resolves to ("toy.h5" with default "/test": "toy.h5:/test"). */
+void cli_data_name(const char *spec, const char *dflt, char *buf, size_t n);
 
 /* A work space for the flow or exit. */
 cnf_flow_work *cli_flow_work(const cnf_flow *flow, size_t max_batch, const cnf_flow_options *o);
