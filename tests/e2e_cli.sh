@@ -106,6 +106,10 @@ r=$(json_num check_max_rel_error "$g")
 awk -v r="$r" 'BEGIN { exit !(r < 1e-5) }' || fail "grad --check relative error $r >= 1e-5"
 h5ls -r g.h5 | grep -q "/blocks/0/layers/2/W .*{2, 8}" || fail "grad file layout"
 h5ls -r g.h5 | grep -q "/blocks/0/T " || fail "grad file has no /blocks/0/T"
+# an error above --check-tol is exit status 3
+rc=0
+"$cnf" grad --model m10.h5 --data toy.h5:/test --check --check-tol 1e-14 --quiet >/dev/null || rc=$?
+[ "$rc" = 3 ] || fail "grad --check above --check-tol exited $rc, not 3"
 
 # plot
 "$cnf" plot --model m10.h5 --data toy.h5:/test --size 48 --out d.png --quiet

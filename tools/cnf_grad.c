@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cnf/io.h"
@@ -39,7 +40,7 @@ int cnf_cmd_grad(int argc, char **argv)
     const char *model = NULL, *data = NULL, *out = NULL;
     int check = 0, json = 0;
     unsigned long seed = 1;
-    double check_rtol = 1e-13, check_atol = 1e-13, h = 1e-4, check_step = 1e-3;
+    double check_rtol = 1e-13, check_atol = 1e-13, h = 1e-4, check_step = 1e-3, check_tol = 1e-5;
     const char *check_solver = "dopri5";
     cli_solve_args sa;
     cli_solve_args_default(&sa);
@@ -51,6 +52,8 @@ int cnf_cmd_grad(int argc, char **argv)
         {"check", CLI_FLAG, &check, NULL,
          "compare with central differences for every parameter; print the largest relative error",
          NULL, 0},
+        {"check-tol", CLI_POS, &check_tol, "T",
+         "--check fails (exit status 3) when the largest relative error exceeds T", NULL, 0},
         {"check-rtol", CLI_POS, &check_rtol, "R", "relative tolerance of the --check solves", NULL, 0},
         {"check-atol", CLI_POS, &check_atol, "A", "absolute tolerance of the --check solves", NULL, 0},
         {"check-h", CLI_POS, &h, "H", "finite-difference step", NULL, 0},
@@ -79,7 +82,9 @@ int cnf_cmd_grad(int argc, char **argv)
               "every parameter (adjoint method), in the model file's layout\n"
               "(/blocks/k/layers/j/W, ..., /blocks/k/T). --check compares every entry with\n"
               "central differences of forward solves and prints the largest relative error\n"
-              "|a - f| / max(|a|, |f|, 1e-3 max|f|); use it with the exact divergence.",
+              "|a - f| / max(|a|, |f|, 1e-3 max|f|); use it with the exact divergence.\n"
+              "It runs 2P forward solves and shows its progress. Exit status: 0, 1 on an\n"
+              "error, 2 on a usage error, 3 when --check finds an error above --check-tol.",
               pos, 0, &n_pos);
     if (!model)
         cli_usage("--model is required");
@@ -143,7 +148,23 @@ int cnf_cmd_grad(int argc, char **argv)
         cli_check(cnf_flow_work_set_options(w, &co), "--check");
         double *fd = cli_calloc_doubles(P), *ll = cli_calloc_doubles(N);
         double *p = cnf_flow_params(flow);
+        /* 2P solves take a while: a \r line on a terminal, else a line every
+         * ~10% or 30 s. */
+        int tty = isatty(STDERR_FILENO);
+        double tc = cli_now(), last = tc;
+        size_t next_pct = 10;
         for (size_t i = 0; i < P; i++) {
+            double now = cli_now();
+            if (!cli_quiet && tty && now - last >= 0.2) {
+                fprintf(stderr, "\r\033[Kcheck: parameter %zu/%zu", i, P);
+                last = now;
+            } else if (!cli_quiet && !tty && i > 0
+                       && (100 * i / P >= next_pct || now - last >= 30.0)) {
+                fprintf(stderr, "check: parameter %zu/%zu (%.0f s)\n", i, P, now - tc);
+                last = now;
+                while (next_pct <= 100 * i / P)
+                    next_pct += 10;
+            }
             double p0 = p[i];
             p[i] = p0 + h;
             double fp = mean_nll(flow, w, X, N, ll, &fd_nfe);
@@ -152,6 +173,8 @@ int cnf_cmd_grad(int argc, char **argv)
             p[i] = p0;
             fd[i] = (fp - fm) / (2.0 * h);
         }
+        if (!cli_quiet && tty)
+            fprintf(stderr, "\r\033[K");
         double fdmax = 0.0;
         for (size_t i = 0; i < P; i++)
             fdmax = fdmax > fabs(fd[i]) ? fdmax : fabs(fd[i]);
@@ -206,5 +229,10 @@ int cnf_cmd_grad(int argc, char **argv)
     free(gc);
     free(X);
     cli_model_close(&m);
+    if (check && !(max_rel <= check_tol)) {
+        fprintf(stderr, "cnf grad: check failed: largest relative error %.3e exceeds --check-tol %g\n",
+                max_rel, check_tol);
+        return 3;
+    }
     return 0;
 }
