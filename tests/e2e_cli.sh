@@ -11,13 +11,16 @@ trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
 export OPENBLAS_NUM_THREADS=1
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# grep -q would stop reading early and, under pipefail, a writer killed by
+# SIGPIPE would fail the pipeline: read everything instead.
+has() { grep "$@" >/dev/null; }
 json_num() { # json_num KEY JSON -> the number
     sed -n "s/.*\"$1\": \([-+0-9.eE]*\).*/\1/p" <<<"$2"
 }
 
 # --help, --version
-"$cnf" --help | grep -q "convert" || fail "cnf --help lists no subcommands"
-"$cnf" --version | grep -q "^cnf " || fail "cnf --version"
+"$cnf" --help | has "convert" || fail "cnf --help lists no subcommands"
+"$cnf" --version | has "^cnf " || fail "cnf --version"
 for c in toy train eval sample grad info plot convert; do
     out=$("$cnf" "$c" --help) || fail "cnf $c --help exited non-zero"
     grep -q -- "--quiet" <<<"$out" || fail "cnf $c --help does not list --quiet"
@@ -33,13 +36,13 @@ awk 'BEGIN { srand(7); print "x,y";
              for (i = 0; i < 300; i++) printf "%.6f,%.6f\n", rand() * 2 - 1, rand() + 0.5 * i / 300 }' \
     > data.csv
 "$cnf" convert data.csv --out csv.h5 --split 0.6,0.2,0.2 --seed 3 --quiet
-h5ls csv.h5/train | grep -q "{180, 2}" || fail "convert: /train is not 180 x 2"
-h5ls csv.h5/val | grep -q "{60, 2}" || fail "convert: /val is not 60 x 2"
-h5ls csv.h5/test | grep -q "{60, 2}" || fail "convert: /test is not 60 x 2"
+h5ls csv.h5/train | has "{180, 2}" || fail "convert: /train is not 180 x 2"
+h5ls csv.h5/val | has "{60, 2}" || fail "convert: /val is not 60 x 2"
+h5ls csv.h5/test | has "{60, 2}" || fail "convert: /test is not 60 x 2"
 
 # toy
 "$cnf" toy 8gaussians --n 1000 --seed 2 --out toy.h5 --quiet
-h5ls toy.h5/train | grep -q "{800, 2}" || fail "toy: /train is not 800 x 2"
+h5ls toy.h5/train | has "{800, 2}" || fail "toy: /train is not 800 x 2"
 "$cnf" toy 8gaussians --n 1000 --seed 2 --out toy2.h5 --quiet
 cmp <(h5dump -d /train toy.h5 | tail -n +2) <(h5dump -d /train toy2.h5 | tail -n +2) \
     || fail "toy: the same seed gives different data"
@@ -76,20 +79,20 @@ for k in nll nll_se bits_per_dim nfe; do
 done
 awk -v n="$(json_num nll "$e")" -v b="$(json_num bits_per_dim "$e")" \
     'BEGIN { exit !(b > 0 && (b - n / (2 * log(2)))^2 < 1e-18) }' || fail "bits/dim != nll/(D ln 2): $e"
-h5ls ll.h5/loglik | grep -q "{100}" || fail "eval --out: /loglik is not (100)"
+h5ls ll.h5/loglik | has "{100}" || fail "eval --out: /loglik is not (100)"
 # Every file written carries its format name and version.
 for fv in "ll.h5 cnf-loglik" "toy.h5 cnf-data" "csv.h5 cnf-data"; do
     set -- $fv
     h5dump -A -a /format "$1" | grep "\"$2\"" >/dev/null || fail "$1 has no format $2"
     h5dump -A -a /version "$1" | grep "(0): 1" >/dev/null || fail "$1 has no version 1"
 done
-"$cnf" eval --model m10.h5 --data toy.h5 | grep -q "bits/dim" || fail "eval prints no bits/dim"
+"$cnf" eval --model m10.h5 --data toy.h5 | has "bits/dim" || fail "eval prints no bits/dim"
 
 # sample
 "$cnf" sample --model m10.h5 --n 64 --seed 5 --out s.h5 --quiet
-h5ls s.h5/samples | grep -q "{64, 2}" || fail "sample: /samples is not 64 x 2"
+h5ls s.h5/samples | has "{64, 2}" || fail "sample: /samples is not 64 x 2"
 "$cnf" sample --model m10.h5 --latent s.h5:/samples --out s2.h5 --quiet
-h5ls s2.h5/samples | grep -q "{64, 2}" || fail "sample --latent: /samples is not 64 x 2"
+h5ls s2.h5/samples | has "{64, 2}" || fail "sample --latent: /samples is not 64 x 2"
 h5dump -A -a /format s.h5 | grep '"cnf-samples"' >/dev/null || fail "s.h5 has no format cnf-samples"
 h5dump -A -a /version s.h5 | grep "(0): 1" >/dev/null || fail "s.h5 has no version 1"
 
@@ -104,8 +107,8 @@ grep -q "state: iteration 10" <<<"$i" || fail "info: training record: $i"
 g=$("$cnf" grad --model m10.h5 --data toy.h5:/test --check --json --out g.h5)
 r=$(json_num check_max_rel_error "$g")
 awk -v r="$r" 'BEGIN { exit !(r < 1e-5) }' || fail "grad --check relative error $r >= 1e-5"
-h5ls -r g.h5 | grep -q "/blocks/0/layers/2/W .*{2, 8}" || fail "grad file layout"
-h5ls -r g.h5 | grep -q "/blocks/0/T " || fail "grad file has no /blocks/0/T"
+h5ls -r g.h5 | has "/blocks/0/layers/2/W .*{2, 8}" || fail "grad file layout"
+h5ls -r g.h5 | has "/blocks/0/T " || fail "grad file has no /blocks/0/T"
 # an error above --check-tol is exit status 3
 rc=0
 "$cnf" grad --model m10.h5 --data toy.h5:/test --check --check-tol 1e-14 --quiet >/dev/null || rc=$?
@@ -114,5 +117,5 @@ rc=0
 # plot
 "$cnf" plot --model m10.h5 --data toy.h5:/test --size 48 --out d.png --quiet
 [ "$(head -c 8 d.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "plot: not a PNG"
-ls | grep -q '\.tmp\.' && fail "a temporary file was left behind"
+ls | has '\.tmp\.' && fail "a temporary file was left behind"
 echo "e2e_cli: all passed (grad --check max relative error $r)"

@@ -9,7 +9,7 @@ packages=(build-essential cmake pkg-config libgsl-dev libopenblas-dev libhdf5-de
 
 missing=()
 for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null \
         || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
