@@ -99,7 +99,8 @@ typedef struct {
     double *U[MAX_LAYERS];     /* W h and W dh_k, (K+1)B x n_{j+1} (unit, j = 0: values
                                   only); u = W h + beta */
     double *S1[MAX_LAYERS];    /* sigma'(y), B x n_{j+1}, hidden layers */
-    double *S2[MAX_LAYERS];    /* sigma''(y), B x n_{j+1}, hidden layers, only if K > 0 */
+    double *S2[MAX_LAYERS];    /* sigma''(y), B x n_{j+1}, hidden layers, only if K > 0 and not
+                                  tanh (whose sigma'' = -2 h sigma' comes from X[j+1]) */
     double *beta[MAX_LAYERS];  /* beta, n_{j+1} */
     double *gate[MAX_LAYERS];  /* s, n_{j+1} */
     double *shift[MAX_LAYERS]; /* c, n_{j+1} */
@@ -679,7 +680,7 @@ static void layer_forward(const cnf_net *net, net_part *w, size_t j, const doubl
     if (j + 1 < net->n_layers) {
         double *Xn = w->X[j + 1], *D1 = w->S1[j];
         activate_values(net->cfg.activation, B, out, U, beta, s, c, Xn, D1,
-                        K > 0 ? w->S2[j] : NULL);
+                        K > 0 && net->cfg.activation != CNF_ACT_TANH ? w->S2[j] : NULL);
         for (size_t k = 0; k < K; k++)
             tangent_rows_forward(B, out, Xn + (k + 1) * B * out, D1, tangent_row(w, j, k, 0), ld,
                                  s);
@@ -843,6 +844,23 @@ ROW_NOINLINE static void second_order_rows(size_t B, size_t n, double *restrict 
         }
 }
 
+/* second_order_rows for tanh, whose sigma'' = -2 h sigma' comes from the
+ * cached activations H instead of a stored array */
+ROW_NOINLINE static void second_order_rows_tanh(size_t B, size_t n, double *restrict X,
+                                                double *restrict dX, const double *restrict D1,
+                                                const double *restrict H,
+                                                const double *restrict du, size_t du_ld,
+                                                const double *restrict s)
+{
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++) {
+            size_t i = b * n + o;
+            double d2 = -2.0 * H[i] * D1[i];
+            X[i] += d2 * du[b * du_ld + o] * s[o] * dX[i];
+            dX[i] *= D1[i];
+        }
+}
+
 /* X_b .* d_b in place (d rows d_ld apart: 0 for one shared row) */
 ROW_NOINLINE static void scale_rows(size_t B, size_t n, double *restrict X,
                                     const double *restrict d, size_t d_ld)
@@ -917,14 +935,19 @@ static void affine_param_backward(const cnf_net *net, const net_part *w, size_t 
 
 /* From the cotangents Xb = [hbar' ; dhbar'_k] of hidden layer j's output
  * (rows x n), in place, the cotangents [ybar ; dybar_k] of its pre-activation. */
-static void activation_backward(net_part *w, size_t j, size_t Kb, double *Xb)
+static void activation_backward(net_part *w, size_t j, size_t Kb, double *Xb, int tanh_act)
 {
     size_t n = w->width[j + 1], B = w->B;
     const double *D1 = w->S1[j], *D2 = w->S2[j], *s = w->gate[j];
     scale_rows(B, n, Xb, D1, n);
-    for (size_t k = 0; k < Kb; k++)
-        second_order_rows(B, n, Xb, Xb + (k + 1) * B * n, D1, D2, tangent_row(w, j, k, 0),
-                          tangent_ld(w, j), s);
+    for (size_t k = 0; k < Kb; k++) {
+        if (tanh_act)
+            second_order_rows_tanh(B, n, Xb, Xb + (k + 1) * B * n, D1, w->X[j + 1],
+                                   tangent_row(w, j, k, 0), tangent_ld(w, j), s);
+        else
+            second_order_rows(B, n, Xb, Xb + (k + 1) * B * n, D1, D2, tangent_row(w, j, k, 0),
+                              tangent_ld(w, j), s);
+    }
 }
 
 /* The reverse sweep on one part's rows (after its part_forward). fbar,
@@ -978,7 +1001,7 @@ static void part_backward(const cnf_net *net, net_part *work, const double *thet
         }
         if (jj > 0) {
             row_gemm(rows, in, out, Y, out, W, ldw, 0.0, Xb, in);
-            activation_backward(work, jj - 1, Kb, Xb);
+            activation_backward(work, jj - 1, Kb, Xb, net->cfg.activation == CNF_ACT_TANH);
             double *swap = Y;
             Y = Xb;
             Xb = swap;
