@@ -56,6 +56,7 @@ typedef struct {
 
 struct cnf_flow_work {
     size_t D, n_blocks, max_batch;
+    size_t *np;                /* n_blocks: P_k of the flow it was made for */
     cnf_flow_options opt;
     cnf_net_work **nw;         /* n_blocks */
     double *y;                 /* max_batch*(D+1) + 2: forward state */
@@ -197,6 +198,7 @@ cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
         w->opt = *opt;
     else
         cnf_flow_options_default(&w->opt);
+    w->np = malloc((K ? K : 1) * sizeof *w->np);
     w->nw = calloc(K, sizeof *w->nw);
     w->rec = calloc(K, sizeof *w->rec);
     w->adj = calloc(K, sizeof *w->adj);
@@ -210,13 +212,14 @@ cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
     w->jvbar0 = malloc(D * Bm * D * sizeof *w->jvbar0);
     w->sq = malloc(Bm * sizeof *w->sq);
     w->a = malloc(Bm * D * sizeof *w->a);
-    if (!w->nw || !w->rec || !w->adj || !w->y || !w->zs || !w->eps || !w->jv || !w->fbuf ||
+    if (!w->np || !w->nw || !w->rec || !w->adj || !w->y || !w->zs || !w->eps || !w->jv || !w->fbuf ||
         !w->fbar || !w->jvbar || !w->jvbar0 || !w->sq || !w->a) {
         cnf_flow_work_free(w);
         cnf_error(CNF_ENOMEM, "out of memory allocating a flow workspace for %zu rows", max_batch);
         return NULL;
     }
     for (size_t k = 0; k < K; k++) {
+        w->np[k] = cnf_net_num_params(cnf_flow_block_net(flow, k));
         w->nw[k] = net_work_for(w, cnf_flow_block_net(flow, k));
         if (!w->nw[k]) {
             cnf_flow_work_free(w);
@@ -251,6 +254,7 @@ void cnf_flow_work_free(cnf_flow_work *w)
     }
     for (size_t i = 0; i < N_SLOTS; i++)
         cnf_ode_solver_free(w->slots[i].solver);
+    free(w->np);
     free(w->nw);
     free(w->rec);
     free(w->adj);
@@ -450,6 +454,25 @@ static cnf_status check_end_times(const cnf_flow *flow)
     return CNF_OK;
 }
 
+/* A work made for another flow (fewer blocks, a smaller D or smaller
+ * networks) would be read and written out of bounds: refuse it up front.
+ * Cheap checks only: D, the block count and every block's P_k. */
+static cnf_status check_work(const cnf_flow *flow, const cnf_flow_work *w, const char *what)
+{
+    size_t D = cnf_flow_dim(flow), K = cnf_flow_num_blocks(flow);
+    if (D != w->D || K != w->n_blocks)
+        return cnf_error(CNF_EDIM, "%s: the workspace was made for a flow of dimension %zu with %zu "
+                         "block(s), not for this flow of dimension %zu with %zu block(s)",
+                         what, w->D, w->n_blocks, D, K);
+    for (size_t k = 0; k < K; k++) {
+        size_t P = cnf_net_num_params(cnf_flow_block_net(flow, k));
+        if (P != w->np[k])
+            return cnf_error(CNF_EDIM, "%s: block %zu's network has %zu parameters but the "
+                             "workspace was made for one of %zu", what, k, P, w->np[k]);
+    }
+    return CNF_OK;
+}
+
 static size_t tangents_of(const cnf_flow_work *w)
 {
     return w->opt.divergence == CNF_DIV_EXACT ? w->D : 1;
@@ -527,7 +550,10 @@ cnf_status cnf_flow_log_likelihood(const cnf_flow *flow, cnf_flow_work *w, const
 {
     if (stats)
         memset(stats, 0, sizeof *stats);
-    cnf_status s = check_end_times(flow);
+    cnf_status s = check_work(flow, w, "cnf_flow_log_likelihood");
+    if (s != CNF_OK)
+        return s;
+    s = check_end_times(flow);
     if (s != CNF_OK)
         return s;
     size_t D = w->D;
@@ -549,7 +575,10 @@ cnf_status cnf_flow_encode(const cnf_flow *flow, cnf_flow_work *w, const double 
 {
     if (stats)
         memset(stats, 0, sizeof *stats);
-    cnf_status s = check_end_times(flow);
+    cnf_status s = check_work(flow, w, "cnf_flow_encode");
+    if (s != CNF_OK)
+        return s;
+    s = check_end_times(flow);
     if (s != CNF_OK)
         return s;
     size_t D = w->D;
@@ -568,7 +597,10 @@ cnf_status cnf_flow_decode(const cnf_flow *flow, cnf_flow_work *w, const double 
 {
     if (stats)
         memset(stats, 0, sizeof *stats);
-    cnf_status s = check_end_times(flow);
+    cnf_status s = check_work(flow, w, "cnf_flow_decode");
+    if (s != CNF_OK)
+        return s;
+    s = check_end_times(flow);
     if (s != CNF_OK)
         return s;
     size_t D = w->D;
@@ -612,10 +644,13 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const doubl
 {
     if (stats)
         memset(stats, 0, sizeof *stats);
+    cnf_status s = check_work(flow, w, "cnf_flow_nll_grad");
+    if (s != CNF_OK)
+        return s;
     if (B == 0 || B > w->max_batch)
         return cnf_error(CNF_EDIM, "gradient batch of %zu rows: must be between 1 and the workspace's max_batch %zu",
                          B, w->max_batch);
-    cnf_status s = check_end_times(flow);
+    s = check_end_times(flow);
     if (s != CNF_OK)
         return s;
     s = ensure_train(w, flow, B);

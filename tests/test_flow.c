@@ -304,6 +304,66 @@ START_TEST(test_nan_dynamics_fail_clearly)
 }
 END_TEST
 
+/* A work made for another flow is refused (CNF_EDIM, message naming the
+ * mismatch) by every entry point before it touches anything. */
+static void expect_mismatch(const cnf_flow *flow, cnf_flow_work *w, const char *needle)
+{
+    enum { N = 3, Dmax = 3 };
+    double X[N * Dmax], out[N * Dmax], ll[N], g[2048];
+    random_points(N, cnf_flow_dim(flow), 2, X);
+    ck_assert_uint_le(cnf_flow_num_params(flow), 2048);
+    for (size_t i = 0; i < N; i++)
+        ll[i] = 123.0;
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, w, X, N, NULL, ll, NULL), CNF_EDIM);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "cnf_flow_log_likelihood"));
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), needle));
+    ck_assert_double_eq(ll[0], 123.0);
+    ck_assert_int_eq(cnf_flow_encode(flow, w, X, N, out, NULL), CNF_EDIM);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), needle));
+    ck_assert_int_eq(cnf_flow_decode(flow, w, X, N, out, NULL), CNF_EDIM);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), needle));
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, N, NULL, NULL, NULL, g, NULL), CNF_EDIM);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "cnf_flow_nll_grad"));
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), needle));
+}
+
+START_TEST(test_work_of_another_flow_refused)
+{
+    cnf_flow *two = tiny_flow(2, CNF_LAYER_CONCATSQUASH, 7);   /* 2 blocks of 8-8 */
+    cnf_net_config cfg;
+    cnf_net_config_default(&cfg, 2);
+    ck_assert_int_eq(cnf_net_config_parse_hidden(&cfg, "8-8"), CNF_OK);
+    const double T1 = 0.5;
+    cnf_flow *one = cnf_flow_alloc(2, 1, &cfg, &T1);            /* 1 block */
+    cnf_net_config cfg3;
+    cnf_net_config_default(&cfg3, 3);
+    ck_assert_int_eq(cnf_net_config_parse_hidden(&cfg3, "8-8"), CNF_OK);
+    cnf_flow *d3 = cnf_flow_alloc(3, 1, &cfg3, &T1);            /* D = 3 */
+    ck_assert_int_eq(cnf_net_config_parse_hidden(&cfg, "4-4"), CNF_OK);
+    cnf_flow *small = cnf_flow_alloc(2, 1, &cfg, &T1);          /* smaller network */
+    ck_assert_ptr_nonnull(one);
+    ck_assert_ptr_nonnull(d3);
+    ck_assert_ptr_nonnull(small);
+    cnf_flow_work *w1 = cnf_flow_work_alloc(one, 4, NULL);
+    cnf_flow_work *ws = cnf_flow_work_alloc(small, 4, NULL);
+    ck_assert_ptr_nonnull(w1);
+    ck_assert_ptr_nonnull(ws);
+    expect_mismatch(two, w1, "with 1 block(s), not for this flow of dimension 2 with 2 block(s)");
+    expect_mismatch(d3, w1, "dimension 2 with 1 block(s), not for this flow of dimension 3");
+    expect_mismatch(one, ws, "block 0's network has");
+    /* and the right work still works */
+    double X[4 * 2], ll[4];
+    random_points(4, 2, 3, X);
+    ck_assert_int_eq(cnf_flow_log_likelihood(one, w1, X, 4, NULL, ll, NULL), CNF_OK);
+    cnf_flow_work_free(w1);
+    cnf_flow_work_free(ws);
+    cnf_flow_free(two);
+    cnf_flow_free(one);
+    cnf_flow_free(d3);
+    cnf_flow_free(small);
+}
+END_TEST
+
 START_TEST(test_options_default)
 {
     cnf_flow_options opt;
@@ -422,6 +482,7 @@ int main(void)
     tcase_add_test(tc, test_hutchinson_unbiased);
     tcase_add_test(tc, test_chunking_consistent);
     tcase_add_test(tc, test_nan_dynamics_fail_clearly);
+    tcase_add_test(tc, test_work_of_another_flow_refused);
     tcase_add_test(tc, test_options_default);
     tcase_add_test(tc, test_reference_models);
     suite_add_tcase(s, tc);
