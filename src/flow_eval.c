@@ -478,6 +478,45 @@ static size_t tangents_of(const cnf_flow_work *w)
     return w->opt.divergence == CNF_DIV_EXACT ? w->D : 1;
 }
 
+/* The blocks on the state y of B rows (y starts with z, B x D): forwards,
+ * blocks 0..K-1 from 0 to T_k, or backwards, blocks K-1..0 from T_k to 0.
+ * Kt tangents, n_reg regularizer accumulators. Forwards, each block draws
+ * its noise (Kt = 1), fills its record when record is set and leaves its
+ * output in w->zs[k+1]. */
+static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y, size_t n,
+                               size_t B, size_t Kt, int n_reg, int backward, int record,
+                               gsl_rng *rng, size_t row0, cnf_flow_stats *stats)
+{
+    size_t BD = B * w->D;
+    cnf_ode_solver *solver = get_solver(w, n);
+    if (!solver)
+        return CNF_ENOMEM;
+    for (size_t i = 0; i < w->n_blocks; i++) {
+        size_t k = backward ? w->n_blocks - 1 - i : i;
+        block_ctx c;
+        block_ctx_init(&c, flow, w, k, B, Kt, n_reg);
+        if (Kt == 1)
+            cnf_noise_draw(w->opt.divergence, rng, BD, w->eps + k * w->max_batch * w->D);
+        cnf_ode_record *rec = record ? w->rec[k] : NULL;
+        if (rec)
+            cnf_ode_record_clear(rec);
+        double T = block_end_time(flow, k);
+        if (T > 0.0) {
+            cnf_ode_stats st;
+            cnf_status s = cnf_ode_solve(solver, block_rhs, &c, backward ? T : 0.0,
+                                         backward ? 0.0 : T, y, rec, &st);
+            if (stats)
+                cnf_ode_stats_add(&stats->forward, &st);
+            if (s != CNF_OK)
+                return block_failure(s, &c, backward ? "reverse solve" : "forward solve", k,
+                                     row0, B);
+        }
+        if (!backward)
+            memcpy(w->zs + (k + 1) * BD, y, BD * sizeof *y);
+    }
+    return CNF_OK;
+}
+
 /* Forward through every block for one chunk X (B x D, data space). On
  * success w->zs holds the block boundaries (zs[k] = input of block k) and
  * w->y the final augmented state. Records are filled in MODE_TRAIN when
@@ -492,38 +531,14 @@ static cnf_status forward_chunk(const cnf_flow *flow, cnf_flow_work *w, const do
     if (K == 1 && !rng)
         return cnf_error(CNF_EINVAL, "the %s divergence estimate needs a random number generator (rng is NULL)",
                          cnf_divergence_name(w->opt.divergence));
-    cnf_ode_solver *solver = get_solver(w, n);
-    if (!solver)
-        return CNF_ENOMEM;
     double *y = w->y;
     for (size_t b = 0; b < B; b++)
         for (size_t i = 0; i < D; i++)
             y[b * D + i] = (X[b * D + i] - mean[i]) / scale[i];
     memset(y + BD, 0, (n - BD) * sizeof *y);
     memcpy(w->zs, y, BD * sizeof *y);
-    int record = (mode == MODE_TRAIN && !w->opt.backsolve);
-    for (size_t k = 0; k < w->n_blocks; k++) {
-        block_ctx c;
-        block_ctx_init(&c, flow, w, k, B, K, mode == MODE_TRAIN ? 2 : 0);
-        if (K == 1)
-            cnf_noise_draw(w->opt.divergence, rng, BD, w->eps + k * w->max_batch * D);
-        cnf_ode_record *rec = NULL;
-        if (record) {
-            rec = w->rec[k];
-            cnf_ode_record_clear(rec);
-        }
-        double T = block_end_time(flow, k);
-        if (T > 0.0) {
-            cnf_ode_stats st;
-            cnf_status s = cnf_ode_solve(solver, block_rhs, &c, 0.0, T, y, rec, &st);
-            if (stats)
-                cnf_ode_stats_add(&stats->forward, &st);
-            if (s != CNF_OK)
-                return block_failure(s, &c, "forward solve", k, row0, B);
-        }
-        memcpy(w->zs + (k + 1) * BD, y, BD * sizeof *y);
-    }
-    return CNF_OK;
+    return solve_blocks(flow, w, y, n, B, K, mode == MODE_TRAIN ? 2 : 0, 0,
+                        mode == MODE_TRAIN && !w->opt.backsolve, rng, row0, stats);
 }
 
 static double log_normal(const double *z, size_t D)
@@ -545,21 +560,33 @@ static double sum_log_scale(const cnf_flow *flow)
 
 /* ---- public entry points ---------------------------------------------- */
 
-cnf_status cnf_flow_log_likelihood(const cnf_flow *flow, cnf_flow_work *w, const double *X,
-                                   size_t N, gsl_rng *rng, double *loglik, cnf_flow_stats *stats)
+/* What every entry point checks first: the work fits the flow and the end
+ * times are valid; stats start at zero. */
+static cnf_status begin_call(const cnf_flow *flow, const cnf_flow_work *w, cnf_flow_stats *stats,
+                             const char *what)
 {
     if (stats)
         memset(stats, 0, sizeof *stats);
-    cnf_status s = check_work(flow, w, "cnf_flow_log_likelihood");
-    if (s != CNF_OK)
-        return s;
-    s = check_end_times(flow);
+    cnf_status s = check_work(flow, w, what);
+    return s != CNF_OK ? s : check_end_times(flow);
+}
+
+/* Rows of the chunk starting at row0 of N: at most max_batch, 0 at the end.
+ * Loop: for (size_t row0 = 0, B; (B = chunk_rows(w, N, row0)) > 0; row0 += B). */
+static size_t chunk_rows(const cnf_flow_work *w, size_t N, size_t row0)
+{
+    return N - row0 < w->max_batch ? N - row0 : w->max_batch;
+}
+
+cnf_status cnf_flow_log_likelihood(const cnf_flow *flow, cnf_flow_work *w, const double *X,
+                                   size_t N, gsl_rng *rng, double *loglik, cnf_flow_stats *stats)
+{
+    cnf_status s = begin_call(flow, w, stats, "cnf_flow_log_likelihood");
     if (s != CNF_OK)
         return s;
     size_t D = w->D;
     double lscale = sum_log_scale(flow);
-    for (size_t row0 = 0; row0 < N; row0 += w->max_batch) {
-        size_t B = N - row0 < w->max_batch ? N - row0 : w->max_batch;
+    for (size_t row0 = 0, B; (B = chunk_rows(w, N, row0)) > 0; row0 += B) {
         s = forward_chunk(flow, w, X + row0 * D, B, row0, MODE_LOGLIK, rng, stats);
         if (s != CNF_OK)
             return s;
@@ -573,17 +600,11 @@ cnf_status cnf_flow_log_likelihood(const cnf_flow *flow, cnf_flow_work *w, const
 cnf_status cnf_flow_encode(const cnf_flow *flow, cnf_flow_work *w, const double *X, size_t N,
                            double *Z, cnf_flow_stats *stats)
 {
-    if (stats)
-        memset(stats, 0, sizeof *stats);
-    cnf_status s = check_work(flow, w, "cnf_flow_encode");
-    if (s != CNF_OK)
-        return s;
-    s = check_end_times(flow);
+    cnf_status s = begin_call(flow, w, stats, "cnf_flow_encode");
     if (s != CNF_OK)
         return s;
     size_t D = w->D;
-    for (size_t row0 = 0; row0 < N; row0 += w->max_batch) {
-        size_t B = N - row0 < w->max_batch ? N - row0 : w->max_batch;
+    for (size_t row0 = 0, B; (B = chunk_rows(w, N, row0)) > 0; row0 += B) {
         s = forward_chunk(flow, w, X + row0 * D, B, row0, MODE_Z, NULL, stats);
         if (s != CNF_OK)
             return s;
@@ -595,36 +616,17 @@ cnf_status cnf_flow_encode(const cnf_flow *flow, cnf_flow_work *w, const double 
 cnf_status cnf_flow_decode(const cnf_flow *flow, cnf_flow_work *w, const double *Z, size_t N,
                            double *X, cnf_flow_stats *stats)
 {
-    if (stats)
-        memset(stats, 0, sizeof *stats);
-    cnf_status s = check_work(flow, w, "cnf_flow_decode");
-    if (s != CNF_OK)
-        return s;
-    s = check_end_times(flow);
+    cnf_status s = begin_call(flow, w, stats, "cnf_flow_decode");
     if (s != CNF_OK)
         return s;
     size_t D = w->D;
     const double *mean = cnf_flow_mean_const(flow), *scale = cnf_flow_scale_const(flow);
-    for (size_t row0 = 0; row0 < N; row0 += w->max_batch) {
-        size_t B = N - row0 < w->max_batch ? N - row0 : w->max_batch;
-        cnf_ode_solver *solver = get_solver(w, B * D);
-        if (!solver)
-            return CNF_ENOMEM;
+    for (size_t row0 = 0, B; (B = chunk_rows(w, N, row0)) > 0; row0 += B) {
         double *y = w->y;
         memcpy(y, Z + row0 * D, B * D * sizeof *y);
-        for (size_t k = w->n_blocks; k-- > 0;) {
-            block_ctx c;
-            block_ctx_init(&c, flow, w, k, B, 0, 0);
-            double T = block_end_time(flow, k);
-            if (T > 0.0) {
-                cnf_ode_stats st;
-                s = cnf_ode_solve(solver, block_rhs, &c, T, 0.0, y, NULL, &st);
-                if (stats)
-                    cnf_ode_stats_add(&stats->forward, &st);
-                if (s != CNF_OK)
-                    return block_failure(s, &c, "reverse solve", k, row0, B);
-            }
-        }
+        s = solve_blocks(flow, w, y, B * D, B, 0, 0, 1, 0, NULL, row0, stats);
+        if (s != CNF_OK)
+            return s;
         for (size_t b = 0; b < B; b++)
             for (size_t i = 0; i < D; i++)
                 X[(row0 + b) * D + i] = y[b * D + i] * scale[i] + mean[i];
@@ -642,17 +644,12 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const doubl
                              gsl_rng *rng, double *nll, double *loss, double *grad,
                              cnf_flow_stats *stats)
 {
-    if (stats)
-        memset(stats, 0, sizeof *stats);
-    cnf_status s = check_work(flow, w, "cnf_flow_nll_grad");
+    cnf_status s = begin_call(flow, w, stats, "cnf_flow_nll_grad");
     if (s != CNF_OK)
         return s;
     if (B == 0 || B > w->max_batch)
         return cnf_error(CNF_EDIM, "gradient batch of %zu rows: must be between 1 and the workspace's max_batch %zu",
                          B, w->max_batch);
-    s = check_end_times(flow);
-    if (s != CNF_OK)
-        return s;
     s = ensure_train(w, flow, B);
     if (s != CNF_OK)
         return s;
