@@ -18,6 +18,7 @@
 #include "cnf/flow.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,16 +59,20 @@ struct cnf_flow_work {
     size_t D, n_blocks, max_batch;
     size_t *np;                /* n_blocks: P_k of the flow it was made for */
     cnf_flow_options opt;
-    cnf_net_work **nw;         /* n_blocks */
+    size_t kt;                 /* tangent capacity Kc of nw, jv, jvbar, jvbar0:
+                                  D (exact) or 1 (Hutchinson), grown on demand */
+    cnf_net_work **nw;         /* n_blocks, for Kc tangents */
     double *y;                 /* max_batch*(D+1) + 2: forward state */
     double *zs;                /* (n_blocks+1) x B x D: block inputs/outputs */
     double *eps;               /* n_blocks x max_batch x D: noise per block */
-    double *jv;                /* D x max_batch x D */
+    double *jv;                /* Kc x max_batch x D */
+    double *sq;                /* max_batch */
+    /* training only, allocated by the first cnf_flow_nll_grad (train set) */
+    int train;
     double *fbuf;              /* max_batch x D */
     double *fbar;              /* max_batch x D */
-    double *jvbar;             /* D x max_batch x D */
-    double *jvbar0;            /* D x max_batch x D */
-    double *sq;                /* max_batch */
+    double *jvbar;             /* Kc x max_batch x D */
+    double *jvbar0;            /* Kc x max_batch x D */
     double *a;                 /* max_batch x D: adjoint handed between blocks */
     solver_slot slots[N_SLOTS];
     size_t next_slot;
@@ -97,11 +102,23 @@ static size_t threads_of(const cnf_flow_options *opt)
     return opt->threads > 1 ? opt->threads : 1;
 }
 
-/* Block k's network workspace for the work's chunks, with the option's
- * thread count. */
-static cnf_net_work *net_work_for(const cnf_flow_work *w, const cnf_net *net)
+/* Tangent directions the options' divergence needs: D or 1. */
+static size_t tangents_for(const cnf_flow_options *opt, size_t D)
 {
-    return cnf_net_work_alloc_threads(net, w->max_batch, w->D, threads_of(&w->opt));
+    return opt->divergence == CNF_DIV_EXACT ? D : 1;
+}
+
+/* a x b x c doubles in bytes; 0 when that overflows size_t. */
+static size_t doubles_bytes(size_t a, size_t b, size_t c)
+{
+    size_t n = a;
+    if (b && n > SIZE_MAX / b)
+        return 0;
+    n *= b;
+    if (c && n > SIZE_MAX / c)
+        return 0;
+    n *= c;
+    return n > SIZE_MAX / sizeof(double) ? 0 : n * sizeof(double);
 }
 
 static size_t state_size(fwd_mode mode, size_t B, size_t D)
@@ -145,9 +162,81 @@ static cnf_ode_solver *get_solver(cnf_flow_work *w, size_t n)
     return s;
 }
 
-/* Records and adjoints sized for training batches of B rows. */
+/* Grow the tangent buffers and network workspaces to the tangents the
+ * current options need (set_options may have switched to the exact
+ * divergence). Called before any solve of a call; never shrinks. The work
+ * is unchanged on failure. */
+static cnf_status ensure_tangents(cnf_flow_work *w, const cnf_flow *flow)
+{
+    size_t kt = tangents_for(&w->opt, w->D), K = w->n_blocks;
+    if (kt <= w->kt)
+        return CNF_OK;
+    size_t bytes = doubles_bytes(kt, w->max_batch, w->D);   /* checked at allocation */
+    double *jv = malloc(bytes);
+    double *jvbar = w->train ? malloc(bytes) : NULL, *jvbar0 = w->train ? malloc(bytes) : NULL;
+    cnf_net_work **nw = calloc(K, sizeof *nw);
+    int ok = jv && nw && (!w->train || (jvbar && jvbar0));
+    for (size_t k = 0; ok && k < K; k++) {
+        nw[k] = cnf_net_work_alloc_threads(cnf_flow_block_net(flow, k), w->max_batch, kt,
+                                           threads_of(&w->opt));
+        ok = nw[k] != NULL;
+    }
+    double *old[3] = { jv, jvbar, jvbar0 };
+    cnf_net_work **old_nw = nw;
+    if (ok) {
+        old[0] = w->jv;
+        old[1] = w->jvbar;
+        old[2] = w->jvbar0;
+        old_nw = w->nw;
+        w->jv = jv;
+        w->jvbar = jvbar;
+        w->jvbar0 = jvbar0;
+        w->nw = nw;
+        w->kt = kt;
+    }
+    for (size_t i = 0; i < 3; i++)
+        free(old[i]);
+    for (size_t k = 0; old_nw && k < K; k++)
+        cnf_net_work_free(old_nw[k]);
+    free(old_nw);
+    if (!ok)
+        return cnf_error(CNF_ENOMEM, "flow work: out of memory growing the workspace to %zu "
+                         "tangents of %zu rows (%s divergence)", kt, w->max_batch,
+                         cnf_divergence_name(w->opt.divergence));
+    return CNF_OK;
+}
+
+/* The training parts: gradient buffers (once, for max_batch rows),
+ * checkpoint records and adjoints sized for batches of B rows. Allocated
+ * by the gradient call, not by cnf_flow_work_alloc, so that evaluation and
+ * sampling works do not carry them. */
 static cnf_status ensure_train(cnf_flow_work *w, const cnf_flow *flow, size_t B)
 {
+    if (!w->train) {
+        size_t bd = doubles_bytes(1, w->max_batch, w->D), kbd = doubles_bytes(w->kt, w->max_batch, w->D);
+        w->fbuf = malloc(bd);
+        w->fbar = malloc(bd);
+        w->a = malloc(bd);
+        w->jvbar = malloc(kbd);
+        w->jvbar0 = malloc(kbd);
+        w->rec = calloc(w->n_blocks, sizeof *w->rec);
+        w->adj = calloc(w->n_blocks, sizeof *w->adj);
+        if (!w->fbuf || !w->fbar || !w->a || !w->jvbar || !w->jvbar0 || !w->rec || !w->adj) {
+            free(w->fbuf);
+            free(w->fbar);
+            free(w->a);
+            free(w->jvbar);
+            free(w->jvbar0);
+            free(w->rec);
+            free(w->adj);
+            w->fbuf = w->fbar = w->a = w->jvbar = w->jvbar0 = NULL;
+            w->rec = NULL;
+            w->adj = NULL;
+            return cnf_error(CNF_ENOMEM, "flow work: out of memory for the gradient buffers of "
+                             "%zu rows", w->max_batch);
+        }
+        w->train = 1;
+    }
     size_t rn = state_size(MODE_TRAIN, B, w->D);
     if (w->rec_n != rn) {
         for (size_t k = 0; k < w->n_blocks; k++) {
@@ -175,7 +264,8 @@ static cnf_status ensure_train(cnf_flow_work *w, const cnf_flow *flow, size_t B)
         }
         w->adj_B = B;
     }
-    return CNF_OK;
+    /* the training state's solver too, so that no solve allocates */
+    return get_solver(w, state_size(MODE_TRAIN, B, w->D)) ? CNF_OK : CNF_ENOMEM;
 }
 
 cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
@@ -185,12 +275,19 @@ cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
         cnf_error(CNF_EINVAL, "flow work: max_batch must be at least 1");
         return NULL;
     }
+    size_t D = cnf_flow_dim(flow), K = cnf_flow_num_blocks(flow), Bm = max_batch;
+    /* the largest buffers: the block boundaries and D tangents (which
+     * set_options may switch on later); the rest are smaller */
+    if (!doubles_bytes(K + 1, Bm, D) || !doubles_bytes(D, Bm, D) || !doubles_bytes(Bm, D + 1, 1)) {
+        cnf_error(CNF_EINVAL, "flow work: %zu rows of dimension %zu with %zu block(s) are too "
+                  "many for this machine's size_t (the workspace size overflows)", Bm, D, K);
+        return NULL;
+    }
     cnf_flow_work *w = calloc(1, sizeof *w);
     if (!w) {
         cnf_error(CNF_ENOMEM, "out of memory allocating a flow workspace");
         return NULL;
     }
-    size_t D = cnf_flow_dim(flow), K = cnf_flow_num_blocks(flow), Bm = max_batch;
     w->D = D;
     w->n_blocks = K;
     w->max_batch = Bm;
@@ -198,44 +295,35 @@ cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
         w->opt = *opt;
     else
         cnf_flow_options_default(&w->opt);
+    w->kt = tangents_for(&w->opt, D);
     w->np = malloc((K ? K : 1) * sizeof *w->np);
     w->nw = calloc(K, sizeof *w->nw);
-    w->rec = calloc(K, sizeof *w->rec);
-    w->adj = calloc(K, sizeof *w->adj);
     w->y = malloc((Bm * (D + 1) + 2) * sizeof *w->y);
-    w->zs = malloc((K + 1) * Bm * D * sizeof *w->zs);
-    w->eps = malloc(K * Bm * D * sizeof *w->eps);
-    w->jv = malloc(D * Bm * D * sizeof *w->jv);
-    w->fbuf = malloc(Bm * D * sizeof *w->fbuf);
-    w->fbar = malloc(Bm * D * sizeof *w->fbar);
-    w->jvbar = malloc(D * Bm * D * sizeof *w->jvbar);
-    w->jvbar0 = malloc(D * Bm * D * sizeof *w->jvbar0);
+    w->zs = malloc(doubles_bytes(K + 1, Bm, D));
+    w->eps = malloc(doubles_bytes(K, Bm, D));
+    w->jv = malloc(doubles_bytes(w->kt, Bm, D));
     w->sq = malloc(Bm * sizeof *w->sq);
-    w->a = malloc(Bm * D * sizeof *w->a);
-    if (!w->np || !w->nw || !w->rec || !w->adj || !w->y || !w->zs || !w->eps || !w->jv || !w->fbuf ||
-        !w->fbar || !w->jvbar || !w->jvbar0 || !w->sq || !w->a) {
+    if (!w->np || !w->nw || !w->y || !w->zs || !w->eps || !w->jv || !w->sq) {
         cnf_flow_work_free(w);
         cnf_error(CNF_ENOMEM, "out of memory allocating a flow workspace for %zu rows", max_batch);
         return NULL;
     }
     for (size_t k = 0; k < K; k++) {
         w->np[k] = cnf_net_num_params(cnf_flow_block_net(flow, k));
-        w->nw[k] = net_work_for(w, cnf_flow_block_net(flow, k));
+        w->nw[k] = cnf_net_work_alloc_threads(cnf_flow_block_net(flow, k), Bm, w->kt,
+                                              threads_of(&w->opt));
         if (!w->nw[k]) {
             cnf_flow_work_free(w);
             return NULL;
         }
     }
-    /* everything a full batch needs, so that solves do not allocate */
-    for (int m = MODE_Z; m <= MODE_TRAIN; m++) {
+    /* the evaluation solvers of a full chunk, so that solves do not
+     * allocate (the training one comes with the first gradient call) */
+    for (int m = MODE_Z; m <= MODE_LOGLIK; m++) {
         if (!get_solver(w, state_size((fwd_mode)m, Bm, D))) {
             cnf_flow_work_free(w);
             return NULL;
         }
-    }
-    if (ensure_train(w, flow, Bm) != CNF_OK) {
-        cnf_flow_work_free(w);
-        return NULL;
     }
     return w;
 }
@@ -271,6 +359,8 @@ void cnf_flow_work_free(cnf_flow_work *w)
     free(w);
 }
 
+/* A switch to the exact divergence grows the tangent buffers at the start of
+ * the next call (ensure_tangents), which has the flow's networks at hand. */
 cnf_status cnf_flow_work_set_options(cnf_flow_work *w, const cnf_flow_options *opt)
 {
     if (threads_of(opt) != threads_of(&w->opt))
@@ -286,7 +376,7 @@ cnf_status cnf_flow_work_set_options(cnf_flow_work *w, const cnf_flow_options *o
         }
     cnf_adjoint_options ao;
     adjoint_options_of(&w->opt, &ao);
-    for (size_t k = 0; k < w->n_blocks; k++)
+    for (size_t k = 0; w->adj && k < w->n_blocks; k++)
         if (w->adj[k]) {
             cnf_status s = cnf_adjoint_set_options(w->adj[k], &ao);
             if (s != CNF_OK)
@@ -475,7 +565,7 @@ static cnf_status check_work(const cnf_flow *flow, const cnf_flow_work *w, const
 
 static size_t tangents_of(const cnf_flow_work *w)
 {
-    return w->opt.divergence == CNF_DIV_EXACT ? w->D : 1;
+    return tangents_for(&w->opt, w->D);
 }
 
 /* The blocks on the state y of B rows (y starts with z, B x D): forwards,
@@ -560,15 +650,18 @@ static double sum_log_scale(const cnf_flow *flow)
 
 /* ---- public entry points ---------------------------------------------- */
 
-/* What every entry point checks first: the work fits the flow and the end
- * times are valid; stats start at zero. */
-static cnf_status begin_call(const cnf_flow *flow, const cnf_flow_work *w, cnf_flow_stats *stats,
+/* What every entry point does first: check that the work fits the flow and
+ * the end times are valid, grow the tangent buffers if the options now need
+ * more; stats start at zero. */
+static cnf_status begin_call(const cnf_flow *flow, cnf_flow_work *w, cnf_flow_stats *stats,
                              const char *what)
 {
     if (stats)
         memset(stats, 0, sizeof *stats);
     cnf_status s = check_work(flow, w, what);
-    return s != CNF_OK ? s : check_end_times(flow);
+    if (s == CNF_OK)
+        s = check_end_times(flow);
+    return s != CNF_OK ? s : ensure_tangents(w, flow);
 }
 
 /* Rows of the chunk starting at row0 of N: at most max_batch, 0 at the end.

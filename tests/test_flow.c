@@ -3,6 +3,7 @@
  * against the exact trace, chunking, failure on NaN dynamics, and the shared
  * reference models (independent DOP853 values, ../shared/reference). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -364,6 +365,60 @@ START_TEST(test_work_of_another_flow_refused)
 }
 END_TEST
 
+/* A work made for Hutchinson (1 tangent) switched to the exact divergence
+ * by cnf_flow_work_set_options grows its tangent buffers and then gives
+ * exactly what a work made for exact gives; an evaluation work takes a
+ * gradient call (its training parts come then); a workspace size that
+ * overflows size_t is refused. */
+START_TEST(test_work_grows_with_options)
+{
+    enum { D = 3, N = 7 };
+    cnf_flow *flow = tiny_flow(D, CNF_LAYER_CONCATSQUASH, 9);
+    double X[N * D], ll_a[N], ll_b[N];
+    random_points(N, D, 4, X);
+    cnf_flow_options ex, hu;
+    cnf_flow_options_default(&ex);
+    hu = ex;
+    hu.divergence = CNF_DIV_GAUSSIAN;
+    cnf_flow_work *wa = cnf_flow_work_alloc(flow, 4, &ex);
+    cnf_flow_work *wb = cnf_flow_work_alloc(flow, 4, &hu);
+    ck_assert_ptr_nonnull(wa);
+    ck_assert_ptr_nonnull(wb);
+    gsl_rng *r = rng_new(5);
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, wb, X, N, r, ll_b, NULL), CNF_OK);
+    ck_assert_int_eq(cnf_flow_work_set_options(wb, &ex), CNF_OK);
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, wa, X, N, NULL, ll_a, NULL), CNF_OK);
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, wb, X, N, NULL, ll_b, NULL), CNF_OK);
+    for (size_t i = 0; i < N; i++)
+        ck_assert_double_eq(ll_a[i], ll_b[i]);
+    /* gradients: exact on both, then back to Hutchinson with the same noise */
+    size_t P = cnf_flow_num_params(flow);
+    double *ga = malloc(P * sizeof *ga), *gb = malloc(P * sizeof *gb);
+    double nll_a, nll_b;
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, wa, X, 4, NULL, &nll_a, NULL, ga, NULL), CNF_OK);
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, wb, X, 4, NULL, &nll_b, NULL, gb, NULL), CNF_OK);
+    ck_assert_double_eq(nll_a, nll_b);
+    ck_assert_double_eq(max_abs_diff(ga, gb, P), 0.0);
+    ck_assert_int_eq(cnf_flow_work_set_options(wa, &hu), CNF_OK);
+    ck_assert_int_eq(cnf_flow_work_set_options(wb, &hu), CNF_OK);
+    gsl_rng_set(r, 11);
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, wa, X, 4, r, &nll_a, NULL, ga, NULL), CNF_OK);
+    gsl_rng_set(r, 11);
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, wb, X, 4, r, &nll_b, NULL, gb, NULL), CNF_OK);
+    ck_assert_double_eq(nll_a, nll_b);
+    ck_assert_double_eq(max_abs_diff(ga, gb, P), 0.0);
+    /* sizes that overflow */
+    ck_assert_ptr_null(cnf_flow_work_alloc(flow, SIZE_MAX / 2, &hu));
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "overflows"));
+    free(ga);
+    free(gb);
+    gsl_rng_free(r);
+    cnf_flow_work_free(wa);
+    cnf_flow_work_free(wb);
+    cnf_flow_free(flow);
+}
+END_TEST
+
 START_TEST(test_options_default)
 {
     cnf_flow_options opt;
@@ -483,6 +538,7 @@ int main(void)
     tcase_add_test(tc, test_chunking_consistent);
     tcase_add_test(tc, test_nan_dynamics_fail_clearly);
     tcase_add_test(tc, test_work_of_another_flow_refused);
+    tcase_add_test(tc, test_work_grows_with_options);
     tcase_add_test(tc, test_options_default);
     tcase_add_test(tc, test_reference_models);
     suite_add_tcase(s, tc);

@@ -110,7 +110,15 @@ typedef struct cnf_flow_work cnf_flow_work;
 /* Workspaces (solvers, network workspaces, checkpoints, noise) for chunks of
  * up to max_batch rows. Options are copied. NULL on failure. With
  * opt->threads > 1 the network workspaces start their threads here;
- * cnf_flow_work_set_options refuses another thread count (CNF_EINVAL). */
+ * cnf_flow_work_set_options refuses another thread count (CNF_EINVAL).
+ * The tangent buffers and network workspaces are sized for the options'
+ * divergence (D tangents exact, 1 Hutchinson); after set_options switches
+ * to the exact divergence the next call grows them (CNF_ENOMEM if it
+ * cannot). The training parts (adjoints, checkpoints, gradient buffers) are
+ * allocated by the first cnf_flow_nll_grad. Solves never allocate. A size
+ * that overflows size_t is refused (NULL, CNF_EINVAL). Every call refuses a
+ * work made for a flow of another D, block count or network size
+ * (CNF_EDIM). */
 cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
                                    const cnf_flow_options *opt);
 void cnf_flow_work_free(cnf_flow_work *work);            /* NULL is fine */
