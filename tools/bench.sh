@@ -8,8 +8,8 @@
 #                figures are then meaningless
 #   --no-build   use the existing build
 #   --threads N  OPENBLAS_NUM_THREADS for every case (default 1: the toy
-#                matrices are too small for threads to pay; case train2
-#                repeats the training case with 2)
+#                matrices are too small for BLAS threads to pay; cnf's own
+#                batch-splitting threads are measured by case train2)
 #   --out FILE   also append the JSON lines to FILE (default
 #                $CNF_BUILD_DIR/bench-results.jsonl)
 #   CASE         any of the cases below, in order (default: all of them):
@@ -21,7 +21,10 @@
 #                at 0.5; time to test NLL 2.95 (5000 held-out points, exact
 #                divergence, every 100 iterations, evaluations excluded, cap
 #                4000) and the test NLL at 2000 iterations
-#     train2     the training windows 1-100 and 501-600 with 2 OpenBLAS threads
+#     train2     the training windows 1-100 and 501-600 with 2 cnf threads
+#                (bench_train --threads 2: each network pass splits the
+#                batch rows over 2 threads; OpenBLAS stays at 1 thread), to
+#                set beside train's 1-thread windows
 #     loglik     log-likelihood throughput, batch 1000 (bench_loglik): D = 2
 #                untrained and trained (the model case train saved, if any),
 #                D = 16 tabular with Hutchinson (and exact) divergence
@@ -98,10 +101,13 @@ for c in "${cases[@]}"; do
         fi
         ;;
     train2)
+        # cnf's threads, not OpenBLAS's: with --threads 2 the library keeps
+        # OpenBLAS at one thread anyway, and so do we
         if [ $quick = 1 ]; then
-            OPENBLAS_NUM_THREADS=2 run "$build/bench_train" --quick --label learned_T_2threads
+            OPENBLAS_NUM_THREADS=1 run "$build/bench_train" --quick --threads 2 \
+                --label learned_T_2threads
         else
-            OPENBLAS_NUM_THREADS=2 run "$build/bench_train" --iters 600 \
+            OPENBLAS_NUM_THREADS=1 run "$build/bench_train" --iters 600 --threads 2 \
                 --windows 1-100,501-600 --label learned_T_2threads
         fi
         ;;
