@@ -139,8 +139,8 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
     c->nfe_b += p->nfe_backward;
     c->count++;
     c->last_iter = p->iteration;
-    size_t done = p->iteration - c->first_iter, todo = p->iters - p->iteration;
-    double eta = done ? p->elapsed / (double)done * (double)todo : NAN;
+    size_t done = p->iteration - c->first_iter, remaining = p->iters - p->iteration;
+    double eta = done ? p->elapsed / (double)done * (double)remaining : NAN;
     char el[32], et[32], val[96] = "";
     fmt_time(p->elapsed, el, sizeof el);
     fmt_time(eta, et, sizeof et);
