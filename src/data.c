@@ -394,11 +394,15 @@ cnf_status cnf_data_shape(const char *file, const char *path, size_t *N, size_t 
     return s;
 }
 
-cnf_status cnf_data_read(const char *file, const char *path, double **X, size_t *N,
-                         size_t *D)
+/* Read a whole float data set as doubles (malloc'd into *out), with HDF5's
+ * error printing off: a matrix must be N x D (data_shape's checks), a vector
+ * rank 0 or 1 (then dims = {n, 1}). One path for both, so that the checks,
+ * the overflow guard and the clean-up cannot drift apart. */
+static cnf_status read_all(const char *file, const char *path, int want_vector, double **out,
+                           hsize_t dims[2])
 {
-    *X = NULL;
-    *N = *D = 0;
+    *out = NULL;
+    dims[0] = dims[1] = 0;
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
     hid_t fid;
@@ -407,16 +411,27 @@ cnf_status cnf_data_read(const char *file, const char *path, double **X, size_t 
         cnf_h5_quiet_end(&q);
         return s;
     }
-    hsize_t dims[2] = {0, 0};
+    if (want_vector) {
+        int rank = -1;
+        s = cnf_h5_float_shape(fid, file, path, &rank, dims);
+        if (s == CNF_OK && rank > 1)
+            s = cnf_error(CNF_EDIM, "%s:%s has rank %d; expected a vector (rank 1)", file,
+                          path, rank);
+        if (s == CNF_OK) {
+            dims[0] = rank == 0 ? 1 : dims[0];
+            dims[1] = 1;
+        }
+    } else {
+        s = data_shape(fid, file, path, dims);
+    }
     double *buf = NULL;
-    s = data_shape(fid, file, path, dims);
     if (s == CNF_OK) {
-        if (dims[1] > SIZE_MAX / sizeof(double) / dims[0]) {
+        if (dims[0] > 0 && dims[1] > SIZE_MAX / sizeof(double) / dims[0]) {
             s = cnf_error(CNF_ENOMEM, "%s:%s: %llu x %llu values do not fit in memory", file,
                           path, (unsigned long long)dims[0], (unsigned long long)dims[1]);
         } else {
             size_t n = (size_t)dims[0] * (size_t)dims[1];
-            buf = malloc(n * sizeof *buf);
+            buf = malloc((n ? n : 1) * sizeof *buf);
             if (!buf)
                 s = cnf_error(CNF_ENOMEM, "%s:%s: out of memory for %llu x %llu values", file,
                               path, (unsigned long long)dims[0], (unsigned long long)dims[1]);
@@ -430,10 +445,20 @@ cnf_status cnf_data_read(const char *file, const char *path, double **X, size_t 
         free(buf);
         return s;
     }
-    *X = buf;
+    *out = buf;
+    return CNF_OK;
+}
+
+cnf_status cnf_data_read(const char *file, const char *path, double **X, size_t *N,
+                         size_t *D)
+{
+    hsize_t dims[2];
+    cnf_status s = read_all(file, path, 0, X, dims);
     *N = (size_t)dims[0];
     *D = (size_t)dims[1];
-    return CNF_OK;
+    if (s != CNF_OK)
+        *N = *D = 0;
+    return s;
 }
 
 cnf_status cnf_data_read_address(const char *text, const char *default_path, double **X,
@@ -453,41 +478,10 @@ cnf_status cnf_data_read_address(const char *text, const char *default_path, dou
 
 cnf_status cnf_data_read_vector(const char *file, const char *path, double **x, size_t *n)
 {
-    *x = NULL;
-    *n = 0;
-    cnf_h5_quiet q;
-    cnf_h5_quiet_begin(&q);
-    hid_t fid;
-    cnf_status s = cnf_h5_open_read(file, &fid);
-    if (s != CNF_OK) {
-        cnf_h5_quiet_end(&q);
-        return s;
-    }
-    int rank = -1;
-    hsize_t dims[2] = {0, 0};
-    double *buf = NULL;
-    size_t len = 0;
-    s = cnf_h5_float_shape(fid, file, path, &rank, dims);
-    if (s == CNF_OK && rank > 1)
-        s = cnf_error(CNF_EDIM, "%s:%s has rank %d; expected a vector (rank 1)", file, path,
-                      rank);
-    if (s == CNF_OK) {
-        len = rank == 0 ? 1 : (size_t)dims[0];
-        buf = malloc((len ? len : 1) * sizeof *buf);
-        if (!buf)
-            s = cnf_error(CNF_ENOMEM, "%s:%s: out of memory", file, path);
-        else
-            s = cnf_h5_read_doubles(fid, file, path, buf, len);
-    }
-    H5Fclose(fid);
-    cnf_h5_quiet_end(&q);
-    if (s != CNF_OK) {
-        free(buf);
-        return s;
-    }
-    *x = buf;
-    *n = len;
-    return CNF_OK;
+    hsize_t dims[2];
+    cnf_status s = read_all(file, path, 1, x, dims);
+    *n = s == CNF_OK ? (size_t)dims[0] : 0;
+    return s;
 }
 
 cnf_status cnf_data_check_finite(const double *X, size_t N, size_t D, const char *name)
