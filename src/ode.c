@@ -89,6 +89,7 @@ void cnf_ode_options_default(cnf_ode_options *opt)
     opt->min_factor = 0.2;
     opt->max_factor = 10.0;
     opt->error_mask = NULL;
+    opt->n_rhs_reads = 0;
 }
 
 void cnf_ode_stats_add(cnf_ode_stats *a, const cnf_ode_stats *b)
@@ -157,6 +158,7 @@ struct cnf_ode_solver {
     const cnf_ode_stepper_type *type;
     void *state;  /* the stepper's workspaces */
     size_t m;     /* components in the error norm */
+    size_t nread; /* components the rhs reads (n_rhs_reads, 0 -> n) */
     double *ynew; /* n: trial state */
     double *yerr; /* n: error estimate of the trial step */
     double *fa;   /* n: f at the current point or the trial point (swapped) */
@@ -166,6 +168,7 @@ struct cnf_ode_solver {
 static void solver_set(cnf_ode_solver *s, const cnf_ode_options *opt)
 {
     s->opt = *opt;
+    s->nread = opt->n_rhs_reads ? opt->n_rhs_reads : s->n;
     s->m = s->n;
     if (opt->error_mask) {
         s->m = 0;
@@ -182,6 +185,11 @@ cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt)
     }
     if (check_options(opt) != CNF_OK)
         return NULL;
+    if (opt->n_rhs_reads > n) {
+        cnf_error(CNF_EINVAL, "ODE options: n_rhs_reads = %zu exceeds the state length %zu",
+                  opt->n_rhs_reads, n);
+        return NULL;
+    }
     cnf_ode_solver *s = calloc(1, sizeof *s);
     if (!s)
         goto nomem;
@@ -221,6 +229,9 @@ cnf_status cnf_ode_solver_set_options(cnf_ode_solver *s, const cnf_ode_options *
     cnf_status rc = check_options(opt);
     if (rc != CNF_OK)
         return rc;
+    if (opt->n_rhs_reads > s->n)
+        return cnf_error(CNF_EINVAL, "ODE options: n_rhs_reads = %zu exceeds the state length %zu",
+                         opt->n_rhs_reads, s->n);
     const cnf_ode_stepper_type *type = stepper_of(opt->method);
     if (type != s->type) {
         /* a new method needs its own workspaces; allocate before letting go
@@ -431,7 +442,7 @@ static double initial_step(cnf_ode_solver *s, const cnf_ode_eval *ev, double t0,
     double d0 = weighted_rms(s, y0, y0, y0), d1 = weighted_rms(s, f0, y0, y0);
     double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
     h0 = fmin(h0, span);
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = 0; i < ev->nread; i++) /* the probe's quadratures are unread */
         y1[i] = y0[i] + h0 * dir * f0[i];
     int rc = cnf_ode_eval_call(ev, t0 + h0 * dir, y1, f1);
     if (rc < 0) {
@@ -482,7 +493,7 @@ cnf_status cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, doubl
     const char *name = type->name;
     const int adaptive = type->err_order > 0;
     const double expo = adaptive ? -1.0 / (type->err_order + 1) : 0.0;
-    cnf_ode_eval ev = {rhs, params, &st.nfe};
+    cnf_ode_eval ev = {rhs, params, &st.nfe, s->nread};
     double *f0 = s->fa, *fnew = s->fb; /* f at the current and the trial point */
     double t = t0;
 

@@ -6,7 +6,10 @@
  * fifth-order solution is propagated (local extrapolation); the seventh stage
  * is evaluated at (t+h, ynew), so it is f at the new point: "first same as
  * last", and an accepted step hands it to the next step as its first stage.
- * A rejected step leaves f(t, y) untouched, so nothing is recomputed. */
+ * A rejected step leaves f(t, y) untouched, so nothing is recomputed.
+ * Quadrature components (cnf_ode_options.n_rhs_reads) skip the stage inputs:
+ * for a backward adjoint pass they are the P-long parameter gradient, most of
+ * the state. */
 #include <stdlib.h>
 
 #include "ode_impl.h"
@@ -59,25 +62,28 @@ static int dopri5_apply(void *state, size_t n, const cnf_ode_eval *ev, double t,
     double *k2 = s->k, *k3 = k2 + n, *k4 = k3 + n, *k5 = k4 + n, *k6 = k5 + n;
     const double *k1 = f0;
     double *yt = ynew; /* stage inputs go to ynew until the final combination */
+    /* quadratures (index >= nr) are never read by the rhs: their stage
+     * inputs stay unformed, only ynew and yerr need them */
+    const size_t nr = ev->nread;
     int rc;
 
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < nr; i++)
         yt[i] = y[i] + h * a21 * k1[i];
     if ((rc = cnf_ode_eval_call(ev, t + c2 * h, yt, k2)))
         return rc;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < nr; i++)
         yt[i] = y[i] + h * (a31 * k1[i] + a32 * k2[i]);
     if ((rc = cnf_ode_eval_call(ev, t + c3 * h, yt, k3)))
         return rc;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < nr; i++)
         yt[i] = y[i] + h * (a41 * k1[i] + a42 * k2[i] + a43 * k3[i]);
     if ((rc = cnf_ode_eval_call(ev, t + c4 * h, yt, k4)))
         return rc;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < nr; i++)
         yt[i] = y[i] + h * (a51 * k1[i] + a52 * k2[i] + a53 * k3[i] + a54 * k4[i]);
     if ((rc = cnf_ode_eval_call(ev, t + c5 * h, yt, k5)))
         return rc;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < nr; i++)
         yt[i] = y[i] + h * (a61 * k1[i] + a62 * k2[i] + a63 * k3[i] + a64 * k4[i] +
                             a65 * k5[i]);
     if ((rc = cnf_ode_eval_call(ev, t + h, yt, k6)))

@@ -520,6 +520,92 @@ START_TEST(test_mask_leaves_components_out)
 }
 END_TEST
 
+/* Lotka-Volterra [x, y] with two quadratures q' = (x y, sin(3t) x): the rhs
+ * reads only the first two components and logs every (t, x, y) it is given,
+ * so that two solves can be compared call for call. */
+enum { QLOG = 4096 };
+typedef struct {
+    size_t calls;
+    double log[QLOG][3];
+    double seen_q[QLOG]; /* y[2] as given: stale when unformed */
+} quad_log;
+
+static int rhs_lv_quad(double t, const double *y, double *f, void *p)
+{
+    quad_log *q = p;
+    if (q->calls < QLOG) {
+        q->log[q->calls][0] = t;
+        q->log[q->calls][1] = y[0];
+        q->log[q->calls][2] = y[1];
+        q->seen_q[q->calls] = y[2];
+    }
+    q->calls++;
+    rhs_lv(t, y, f, NULL);
+    f[2] = y[0] * y[1];
+    f[3] = sin(3.0 * t) * y[0];
+    return 0;
+}
+
+START_TEST(test_quadratures_unformed_stages)
+{
+    static const unsigned char mask[4] = {1, 1, 0, 0};
+    static quad_log full_log, quad;
+    for (size_t i = 0; i < NELEM(adaptive_methods); i++) {
+        for (int masked = 0; masked < 2; masked++) {
+            cnf_ode_method m = adaptive_methods[i];
+            cnf_ode_options o = opts(m, 1e-9, 0.0);
+            o.error_mask = masked ? mask : NULL;
+            cnf_ode_record *r1 = cnf_ode_record_alloc(4), *r2 = cnf_ode_record_alloc(4);
+            ck_assert(r1 && r2);
+            double u[4] = {1.0, 1.0, 0.0, 0.5}, v[4] = {1.0, 1.0, 0.0, 0.5};
+            full_log.calls = quad.calls = 0;
+            cnf_ode_stats a = solve_ok(&o, 4, rhs_lv_quad, &full_log, 0.0, 4.0, u, r1);
+            o.n_rhs_reads = 2;
+            cnf_ode_stats b = solve_ok(&o, 4, rhs_lv_quad, &quad, 0.0, 4.0, v, r2);
+            const char *name = cnf_ode_method_name(m);
+            ck_assert_msg(a.accepted > 20, "%s: %zu steps", name, a.accepted);
+            ck_assert_int_eq(a.accepted, b.accepted);
+            ck_assert_int_eq(a.rejected, b.rejected);
+            ck_assert_int_eq(a.nfe, b.nfe);
+            ck_assert(a.h_last == b.h_last);
+            ck_assert_msg(memcmp(u, v, sizeof u) == 0, "%s masked %d: end states differ", name,
+                          masked);
+            /* the rhs saw the same leading components at the same times */
+            ck_assert_int_eq(full_log.calls, quad.calls);
+            ck_assert(full_log.calls <= QLOG);
+            ck_assert(memcmp(full_log.log, quad.log, full_log.calls * sizeof full_log.log[0]) ==
+                      0);
+            /* dopri5 did skip the quadratures' stage inputs */
+            if (m == CNF_ODE_DOPRI5)
+                ck_assert(memcmp(full_log.seen_q, quad.seen_q,
+                                 full_log.calls * sizeof full_log.seen_q[0]) != 0);
+            /* the record keeps complete states and derivatives */
+            ck_assert_int_eq(cnf_ode_record_size(r1), cnf_ode_record_size(r2));
+            for (size_t k = 0; k < cnf_ode_record_size(r1); k++) {
+                ck_assert(cnf_ode_record_time(r1, k) == cnf_ode_record_time(r2, k));
+                ck_assert(memcmp(cnf_ode_record_state(r1, k), cnf_ode_record_state(r2, k),
+                                 4 * sizeof(double)) == 0);
+                ck_assert(memcmp(cnf_ode_record_deriv(r1, k), cnf_ode_record_deriv(r2, k),
+                                 4 * sizeof(double)) == 0);
+            }
+            cnf_ode_record_free(r1);
+            cnf_ode_record_free(r2);
+        }
+    }
+    /* n_rhs_reads beyond the state is an error, at alloc and at set_options */
+    cnf_ode_options o = opts(CNF_ODE_DOPRI5, 1e-6, 0.0);
+    o.n_rhs_reads = 5;
+    ck_assert(cnf_ode_solver_alloc(4, &o) == NULL);
+    ck_assert(strstr(cnf_last_error(), "n_rhs_reads") != NULL);
+    o.n_rhs_reads = 4;
+    cnf_ode_solver *s = cnf_ode_solver_alloc(4, &o);
+    ck_assert(s != NULL);
+    o.n_rhs_reads = 5;
+    ck_assert_int_eq(cnf_ode_solver_set_options(s, &o), CNF_EINVAL);
+    cnf_ode_solver_free(s);
+}
+END_TEST
+
 START_TEST(test_batched_state)
 {
     enum { B = 64 };
@@ -747,6 +833,7 @@ int main(void)
     tcase_add_test(tc, test_adaptive_counters);
     tcase_add_test(tc, test_solver_reuse_and_set_options);
     tcase_add_test(tc, test_mask_leaves_components_out);
+    tcase_add_test(tc, test_quadratures_unformed_stages);
     tcase_add_test(tc, test_batched_state);
     tcase_add_test(tc, test_nan_region_is_retried);
     tcase_add_test(tc, test_recoverable_forever_is_nonfinite);

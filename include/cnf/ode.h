@@ -116,6 +116,16 @@ typedef struct {
     const unsigned char *error_mask; /* length n; nonzero = component enters
                                    the error norm; NULL = all (default).
                                    Borrowed: must outlive the solves. */
+    size_t n_rhs_reads;         /* the right-hand side reads only y[0 ..
+                                   n_rhs_reads); the components from index
+                                   n_rhs_reads on are quadratures (their
+                                   derivative never depends on them), so the
+                                   stepper may leave their stage values
+                                   unformed: the rhs then sees a y whose
+                                   trailing part is stale. Accepted states,
+                                   the record and the error estimate stay
+                                   complete. 0 = all (default); must be <= n.
+                                   dopri5 uses it; other methods ignore it. */
 } cnf_ode_options;
 
 void cnf_ode_options_default(cnf_ode_options *opt);
