@@ -107,27 +107,78 @@ static const char *layer_path(char *buf, size_t n, const char *prefix, size_t k,
     return buf;
 }
 
-/* The parameter arrays of one layer: name, offset into theta, rank, shape. */
+/* One parameter array of a P-vector in the file layout: its name in the
+ * layer (or block) group, its first index in the vector, rank (0 for the
+ * scalar T) and shape. */
 typedef struct {
     const char *name;
-    size_t offset;
+    size_t index;
     int rank;
     size_t rows, cols;
 } layer_array;
 
-/* The 2 or 5 arrays of layer lv (concatsquash has g_w, g_b, c_w). */
-static size_t layer_arrays(const cnf_net_layer *lv, layer_array out[5])
+/* The 2 or 5 arrays of layer lv, whose block starts at index base
+ * (concatsquash has g_w, g_b, c_w). */
+static size_t layer_arrays(const cnf_net_layer *lv, size_t base, layer_array out[5])
 {
     size_t n = 0;
-    out[n++] = (layer_array){"W", lv->W, 2, lv->out, lv->W_cols};
-    out[n++] = (layer_array){"b", lv->b, 1, lv->out, 1};
+    out[n++] = (layer_array){"W", base + lv->W, 2, lv->out, lv->W_cols};
+    out[n++] = (layer_array){"b", base + lv->b, 1, lv->out, 1};
     if (lv->g_w != CNF_NET_ABSENT)
-        out[n++] = (layer_array){"g_w", lv->g_w, 1, lv->out, 1};
+        out[n++] = (layer_array){"g_w", base + lv->g_w, 1, lv->out, 1};
     if (lv->g_b != CNF_NET_ABSENT)
-        out[n++] = (layer_array){"g_b", lv->g_b, 1, lv->out, 1};
+        out[n++] = (layer_array){"g_b", base + lv->g_b, 1, lv->out, 1};
     if (lv->c_w != CNF_NET_ABSENT)
-        out[n++] = (layer_array){"c_w", lv->c_w, 1, lv->out, 1};
+        out[n++] = (layer_array){"c_w", base + lv->c_w, 1, lv->out, 1};
     return n;
+}
+
+typedef cnf_status (*array_fn)(const char *path, const layer_array *a, void *ctx);
+
+/* Call fn on every layer array of the flow's P-vector layout under prefix
+ * and, with with_T, on each block's end time as the scalar
+ * <prefix>/blocks/<k>/T. The model writer and reader and the gradient files
+ * all walk the layout here, so they cannot disagree about it. */
+static cnf_status walk_arrays(const cnf_flow *flow, const char *prefix, int with_T, array_fn fn,
+                              void *ctx)
+{
+    char path[256];
+    cnf_status s = CNF_OK;
+    for (size_t k = 0; k < cnf_flow_num_blocks(flow) && s == CNF_OK; k++) {
+        const cnf_net *net = cnf_flow_block_net(flow, k);
+        size_t base = cnf_flow_block_offset(flow, k);
+        for (size_t j = 0; j < cnf_net_num_layers(net) && s == CNF_OK; j++) {
+            cnf_net_layer lv;
+            s = cnf_net_layer_view(net, j, &lv);
+            layer_array arr[5];
+            size_t na = s == CNF_OK ? layer_arrays(&lv, base, arr) : 0;
+            for (size_t a = 0; a < na && s == CNF_OK; a++)
+                s = fn(layer_path(path, sizeof path, prefix, k, j, arr[a].name), &arr[a], ctx);
+        }
+        if (with_T && s == CNF_OK) {
+            layer_array T = {"T", cnf_flow_T_index(flow, k), 0, 1, 1};
+            char bpath[240];
+            snprintf(path, sizeof path, "%s/T", block_path(bpath, sizeof bpath, prefix, k));
+            s = fn(path, &T, ctx);
+        }
+    }
+    return s;
+}
+
+typedef struct {
+    cnf_h5_writer *w;
+    const double *vec;   /* P */
+} write_ctx;
+
+static cnf_status write_array(const char *path, const layer_array *a, void *ctx)
+{
+    const write_ctx *c = ctx;
+    const double *x = c->vec + a->index;
+    if (a->rank == 0)
+        return cnf_h5_writer_write_scalar(c->w, path, *x);
+    if (a->rank == 1)
+        return cnf_h5_writer_write_1d(c->w, path, x, a->rows);
+    return cnf_h5_writer_write_2d(c->w, path, x, a->rows, a->cols);
 }
 
 /* Write the flow's per-layer arrays of vec (P, the flow's layout) under
@@ -135,37 +186,8 @@ static size_t layer_arrays(const cnf_net_layer *lv, layer_array out[5])
 static cnf_status write_layers(cnf_h5_writer *w, const char *prefix, const cnf_flow *flow,
                                const double *vec, int with_T)
 {
-    char path[256];
-    size_t K = cnf_flow_num_blocks(flow);
-    for (size_t k = 0; k < K; k++) {
-        const cnf_net *net = cnf_flow_block_net(flow, k);
-        const double *theta = vec + cnf_flow_block_offset(flow, k);
-        for (size_t j = 0; j < cnf_net_num_layers(net); j++) {
-            cnf_net_layer lv;
-            cnf_status s = cnf_net_layer_view(net, j, &lv);
-            if (s != CNF_OK)
-                return s;
-            layer_array arr[5];
-            size_t na = layer_arrays(&lv, arr);
-            for (size_t a = 0; a < na; a++) {
-                layer_path(path, sizeof path, prefix, k, j, arr[a].name);
-                s = arr[a].rank == 2
-                        ? cnf_h5_writer_write_2d(w, path, theta + arr[a].offset, arr[a].rows,
-                                                 arr[a].cols)
-                        : cnf_h5_writer_write_1d(w, path, theta + arr[a].offset, arr[a].rows);
-                if (s != CNF_OK)
-                    return s;
-            }
-        }
-        if (with_T) {
-            char tpath[280];
-            snprintf(tpath, sizeof tpath, "%s/T", block_path(path, sizeof path, prefix, k));
-            cnf_status s = cnf_h5_writer_write_scalar(w, tpath, vec[cnf_flow_T_index(flow, k)]);
-            if (s != CNF_OK)
-                return s;
-        }
-    }
-    return CNF_OK;
+    write_ctx c = {w, vec};
+    return walk_arrays(flow, prefix, with_T, write_array, &c);
 }
 
 /* ---- Saving ------------------------------------------------------------- */
@@ -458,40 +480,27 @@ static cnf_status read_block_arch(hid_t fid, const char *file, size_t k, size_t 
     return CNF_OK;
 }
 
+typedef struct {
+    hid_t fid;
+    const char *file;
+    double *vec;   /* P */
+    int finite;
+} read_ctx;
+
+static cnf_status read_array(const char *path, const layer_array *a, void *ctx)
+{
+    const read_ctx *c = ctx;
+    return read_checked(c->fid, c->file, path, a->rank, a->rows, a->cols, c->vec + a->index,
+                        c->finite);
+}
+
 /* Read every layer array of vec (P, the flow's layout) from under prefix;
  * with with_T the scalar data sets <prefix>/blocks/<k>/T too. */
 static cnf_status read_layers(hid_t fid, const char *file, const char *prefix,
                               const cnf_flow *flow, double *vec, int with_T, int finite)
 {
-    char path[256];
-    for (size_t k = 0; k < cnf_flow_num_blocks(flow); k++) {
-        const cnf_net *net = cnf_flow_block_net(flow, k);
-        double *theta = vec + cnf_flow_block_offset(flow, k);
-        for (size_t j = 0; j < cnf_net_num_layers(net); j++) {
-            cnf_net_layer lv;
-            cnf_status s = cnf_net_layer_view(net, j, &lv);
-            if (s != CNF_OK)
-                return s;
-            layer_array arr[5];
-            size_t na = layer_arrays(&lv, arr);
-            for (size_t a = 0; a < na; a++) {
-                layer_path(path, sizeof path, prefix, k, j, arr[a].name);
-                s = read_checked(fid, file, path, arr[a].rank, arr[a].rows, arr[a].cols,
-                                 theta + arr[a].offset, finite);
-                if (s != CNF_OK)
-                    return s;
-            }
-        }
-        if (with_T) {
-            char tpath[280];
-            snprintf(tpath, sizeof tpath, "%s/T", block_path(path, sizeof path, prefix, k));
-            cnf_status s = read_checked(fid, file, tpath, 0, 1, 1,
-                                        vec + cnf_flow_T_index(flow, k), finite);
-            if (s != CNF_OK)
-                return s;
-        }
-    }
-    return CNF_OK;
+    read_ctx c = {fid, file, vec, finite};
+    return walk_arrays(flow, prefix, with_T, read_array, &c);
 }
 
 static herr_t collect_config(hid_t obj, const char *name, const H5A_info_t *info, void *ctx)
