@@ -55,7 +55,8 @@ printf 'PATH v\nINPUT-CLASS TEXTFP\nRANK 1\nDIMENSION-SIZES 4\nOUTPUT-CLASS FP\n
 h5import vec.txt -c vec.cfg -o vec.h5
 # The int64 value 1 that follows the attribute name "version": try each
 # candidate position until h5dump reads the attribute as 2.
-off=$(grep -obUa 'version' m.h5 | head -n 1 | cut -d: -f1)
+# (awk, not head: head exiting early could SIGPIPE grep and fail the pipeline)
+off=$(grep -obUa 'version' m.h5 | awk -F: 'NR == 1 { print $1 }')
 found=0
 for d in $(seq 8 8 64); do
     cp m.h5 v2.h5
