@@ -202,8 +202,7 @@ static cnf_status check_finite_vec(const char *path, const char *what, const dou
     return CNF_OK;
 }
 
-static cnf_status write_training(cnf_h5_writer *w, const cnf_flow *flow,
-                                 const cnf_model_extra *extra)
+static cnf_status write_training(cnf_h5_writer *w, const cnf_model_extra *extra)
 {
     cnf_status s = CNF_OK;
     if (extra->n_config > 0)
@@ -249,7 +248,6 @@ static cnf_status write_training(cnf_h5_writer *w, const cnf_flow *flow,
             s = cnf_h5_writer_attr_string(w, "/training/rng_state", "rng_type",
                                           cnf_train_state_rng_type(st));
     }
-    (void)flow;
     return s;
 }
 
@@ -305,7 +303,7 @@ cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
     if (s == CNF_OK)
         s = write_layers(w, "", flow, params, 0);
     if (s == CNF_OK && extra)
-        s = write_training(w, flow, extra);
+        s = write_training(w, extra);
     if (s != CNF_OK) {
         cnf_h5_writer_abort(w);
         return s;
