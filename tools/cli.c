@@ -94,6 +94,8 @@ void cli_json_double(FILE *f, double x)
         fputs("null", f);
 }
 
+/* An unset string without a stated default prints none: "(default: none)"
+ * said nothing, and beside "(required)" it read as a contradiction. */
 static void format_default(const cli_option *o, char *buf, size_t n)
 {
     if (o->deflt) {
@@ -104,7 +106,7 @@ static void format_default(const cli_option *o, char *buf, size_t n)
     case CLI_FLAG: snprintf(buf, n, "%s", *(int *)o->dest ? "on" : "off"); break;
     case CLI_STRING: {
         const char *s = *(const char **)o->dest;
-        snprintf(buf, n, "%s", s ? s : "none");
+        snprintf(buf, n, "%s", s ? s : "");
         break;
     }
     case CLI_COUNT:
@@ -127,7 +129,10 @@ static void print_help(const cli_option *opts, const char *usage, const char *ab
         else
             snprintf(left, sizeof left, "--%s %s", o->name, o->meta ? o->meta : "X");
         format_default(o, def, sizeof def);
-        printf("  %-24s %s (default: %s)\n", left, o->help, def);
+        if (def[0])
+            printf("  %-24s %s (default: %s)\n", left, o->help, def);
+        else
+            printf("  %-24s %s\n", left, o->help);
     }
     printf("  %-24s %s\n", "--quiet", "print only results and errors (default: off)");
     printf("  %-24s %s\n", "--help", "show this help and exit");
