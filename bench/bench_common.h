@@ -20,6 +20,16 @@
 
 #include <cblas.h>
 
+/* 1 if an argument is -h or --help: the programs then print their usage to
+ * stdout and exit 0 without running anything (a benchmark run is minutes). */
+static inline int bench_help_requested(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
+            return 1;
+    return 0;
+}
+
 static inline double bench_now(void)
 {
     struct timespec ts;

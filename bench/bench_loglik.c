@@ -113,9 +113,9 @@ static int run_case(const char *name, const char *desc, const cnf_flow *flow,
     return 0;
 }
 
-static void usage(const char *prog)
+static void usage(const char *prog, FILE *out)
 {
-    fprintf(stderr,
+    fprintf(out,
             "usage: %s [--quick] [--batch B=1000] [--n N=10000] [--n16 N=2000] [--reps R=3]\n"
             "          [--seed S=1] [--model toy.h5] [--train-iters N=300] [--no-exact16]\n",
             prog);
@@ -168,8 +168,12 @@ static int parse_args(int argc, char **argv, args *a)
 int main(int argc, char **argv)
 {
     args a;
+    if (bench_help_requested(argc, argv)) {
+        usage(argv[0], stdout);
+        return 0;
+    }
     if (parse_args(argc, argv, &a)) {
-        usage(argv[0]);
+        usage(argv[0], stderr);
         return 2;
     }
     gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);

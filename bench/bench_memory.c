@@ -170,13 +170,22 @@ static int parse_args(int argc, char **argv, args *a)
     return (a->n_batches && a->iters) ? 0 : -1;
 }
 
+static void usage(const char *prog, FILE *out)
+{
+    fprintf(out, "usage: %s [--quick] [--batches 100,1000,10000] [--iters N=3]\n"
+                 "          [--n-train N=100000] [--pretrain N=0] [--seed S=1]\n",
+            prog);
+}
+
 int main(int argc, char **argv)
 {
     args a;
+    if (bench_help_requested(argc, argv)) {
+        usage(argv[0], stdout);
+        return 0;
+    }
     if (parse_args(argc, argv, &a)) {
-        fprintf(stderr, "usage: %s [--quick] [--batches 100,1000,10000] [--iters N=3]\n"
-                        "          [--n-train N=100000] [--pretrain N=0] [--seed S=1]\n",
-                argv[0]);
+        usage(argv[0], stderr);
         return 2;
     }
     int failed = 0;

@@ -180,9 +180,19 @@ static int bench_harmonic(double t1, const char *label, double tol)
 
 int main(int argc, char **argv)
 {
-    int repeats = argc > 1 ? atoi(argv[1]) : 7;
-    if (repeats < 1)
-        repeats = 1;
+    /* anything but one positive count (e.g. --help, which atoi read as 0)
+     * gets the usage instead of a run */
+    int repeats = 7;
+    if (argc > 1) {
+        char *end;
+        long r = strtol(argv[1], &end, 10);
+        int help = !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help");
+        if (help || argc > 2 || end == argv[1] || *end || r < 1 || r > 1000) {
+            fprintf(help ? stdout : stderr, "usage: %s [repeats (1..1000, default 7)]\n", argv[0]);
+            return help ? EXIT_SUCCESS : 2;
+        }
+        repeats = (int)r;
+    }
     int bad = 0;
     bad |= bench_harmonic(10.0, "10", 1e-6);
     bad |= bench_harmonic(10.0, "10", 1e-8);

@@ -158,9 +158,9 @@ static int on_iteration(const cnf_train_progress *p, void *ctx)
     return stop;
 }
 
-static void usage(const char *prog)
+static void usage(const char *prog, FILE *out)
 {
-    fprintf(stderr,
+    fprintf(out,
             "usage: %s [--quick] [--fixed-T] [--iters N=600] [--windows 1-100,501-600]\n"
             "          [--eval-every E=0] [--n-test N=5000] [--target NLL=2.95]\n"
             "          [--cap N=4000] [--nll-at N=2000] [--batch B=100] [--seed S=1]\n"
@@ -284,8 +284,12 @@ static void print_head(const args *a, const char *bench)
 int main(int argc, char **argv)
 {
     args a;
+    if (bench_help_requested(argc, argv)) {
+        usage(argv[0], stdout);
+        return 0;
+    }
     if (parse_args(argc, argv, &a)) {
-        usage(argv[0]);
+        usage(argv[0], stderr);
         return 2;
     }
 
