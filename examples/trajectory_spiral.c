@@ -110,8 +110,17 @@ static double full_error(model *m, cnf_ode_solver *s, const double *t, const dou
 
 int main(int argc, char **argv)
 {
-    int iters = argc > 1 ? atoi(argv[1]) : 3000;
-    unsigned long seed = argc > 2 ? strtoul(argv[2], NULL, 10) : 1;
+    /* strict: atoi read "--help" as 0 iterations and ran anyway */
+    char *end1 = NULL, *end2 = NULL;
+    long iters = argc > 1 ? strtol(argv[1], &end1, 10) : 3000;
+    unsigned long seed = argc > 2 ? strtoul(argv[2], &end2, 10) : 1;
+    if (argc > 3 || (end1 && (end1 == argv[1] || *end1 || iters < 1 || iters > 1000000))
+        || (end2 && (end2 == argv[2] || *end2))) {
+        int help = argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"));
+        fprintf(help ? stdout : stderr, "usage: %s [iterations >= 1 (default 3000)] [seed (default 1)]\n",
+                argv[0]);
+        return help ? 0 : 2;
+    }
 
     /* the observations */
     static double t[N_OBS], ytrue[N_OBS * D];
@@ -172,7 +181,7 @@ int main(int argc, char **argv)
     const double lr0 = 3e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
     double avg_loss = 0.0;
     size_t nfe_f = 0, nfe_b = 0;
-    for (int it = 1; it <= iters; it++) {
+    for (long it = 1; it <= iters; it++) {
         /* windows [s, s + WIN) of the observations; all start at time 0
          * (the truth is autonomous), as in ode_demo */
         size_t starts[NB];
@@ -201,13 +210,13 @@ int main(int argc, char **argv)
                 }
         }
         if (!ok) {
-            fprintf(stderr, "trajectory_spiral: forward solve failed at iteration %d: %s\n", it,
+            fprintf(stderr, "trajectory_spiral: forward solve failed at iteration %ld: %s\n", it,
                     cnf_last_error());
             return 1;
         }
         cnf_ode_stats bst;
         if (cnf_adjoint_solve(adj, &pb, rec, 0.0, WIN, t, z_obs, dz_obs, a, grad, NULL, &bst) != CNF_OK) {
-            fprintf(stderr, "trajectory_spiral: adjoint failed at iteration %d: %s\n", it, cnf_last_error());
+            fprintf(stderr, "trajectory_spiral: adjoint failed at iteration %ld: %s\n", it, cnf_last_error());
             return 1;
         }
         nfe_b += bst.nfe;
@@ -220,9 +229,11 @@ int main(int argc, char **argv)
             theta[p] -= lr * (m1[p] / c1) / (sqrt(m2[p] / c2) + eps);
         }
         avg_loss += loss;
-        if (it % 100 == 0) {
-            printf("%6d  %11.6f  %14.6f  %7.1f  %8.1f\n", it, avg_loss / 100, full_error(&m, one, t, ytrue),
-                   nfe_f / 100.0, nfe_b / 100.0);
+        /* every 100 iterations, and the last one (the figure of the run) */
+        if (it % 100 == 0 || it == iters) {
+            double k = (double)((it - 1) % 100 + 1);   /* iterations in this window */
+            printf("%6ld  %11.6f  %14.6f  %7.1f  %8.1f\n", it, avg_loss / k, full_error(&m, one, t, ytrue),
+                   (double)nfe_f / k, (double)nfe_b / k);
             fflush(stdout);
             avg_loss = 0.0;
             nfe_f = nfe_b = 0;
