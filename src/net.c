@@ -85,9 +85,7 @@ struct cnf_net {
 /* The workspace of one thread: the forward caches and reverse-sweep buffers
  * for its rows of the batch. */
 typedef struct {
-    size_t n_layers;
     size_t width[MAX_LAYERS + 1];
-    size_t max_batch, max_tangents, max_width;
 
     /* The last forward pass on these rows. */
     size_t B, K;               /* rows of this part, tangents */
@@ -99,8 +97,8 @@ typedef struct {
     double *U[MAX_LAYERS];     /* W h and W dh_k, (K+1)B x n_{j+1} (unit, j = 0: values
                                   only); u = W h + beta */
     double *S1[MAX_LAYERS];    /* sigma'(y), B x n_{j+1}, hidden layers */
-    double *S2[MAX_LAYERS];    /* sigma''(y), B x n_{j+1}, hidden layers, only if K > 0 and not
-                                  tanh (whose sigma'' = -2 h sigma' comes from X[j+1]) */
+    double *S2[MAX_LAYERS];    /* sigma''(y), B x n_{j+1}, hidden layers, filled only if K > 0;
+                                  NULL for tanh (whose sigma'' = -2 h sigma' comes from X[j+1]) */
     double *beta[MAX_LAYERS];  /* beta, n_{j+1} */
     double *gate[MAX_LAYERS];  /* s, n_{j+1} */
     double *shift[MAX_LAYERS]; /* c, n_{j+1} */
@@ -293,6 +291,14 @@ double cnf_net_flops_per_sample(const cnf_net *net, size_t K)
 
 /* ---------------------------------------------------------------- workspace */
 
+static size_t max_width(const cnf_net *net)
+{
+    size_t maxw = 0;
+    for (size_t j = 0; j <= net->n_layers; j++)
+        maxw = net->width[j] > maxw ? net->width[j] : maxw;
+    return maxw;
+}
+
 /* One thread's workspace for up to max_batch rows (sizes checked by the
  * caller); with_grad: also a private parameter-gradient buffer. */
 static net_part *part_alloc(const cnf_net *net, size_t max_batch, size_t max_tangents,
@@ -301,15 +307,9 @@ static net_part *part_alloc(const cnf_net *net, size_t max_batch, size_t max_tan
     net_part *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
-    size_t L = net->n_layers;
-    w->n_layers = L;
+    size_t L = net->n_layers, maxw = max_width(net);
+    int s2 = net->cfg.activation != CNF_ACT_TANH;
     memcpy(w->width, net->width, sizeof w->width);
-    w->max_batch = max_batch;
-    w->max_tangents = max_tangents;
-    size_t maxw = 0;
-    for (size_t j = 0; j <= L; j++)
-        maxw = net->width[j] > maxw ? net->width[j] : maxw;
-    w->max_width = maxw;
 
     size_t rows = (max_tangents + 1) * max_batch;
     /* Carve every array from one block; sizes first, then pointers. */
@@ -317,7 +317,7 @@ static net_part *part_alloc(const cnf_net *net, size_t max_batch, size_t max_tan
     for (size_t j = 0; j < L; j++) {
         total += rows * net->width[j] + rows * net->width[j + 1];
         if (j + 1 < L)
-            total += 2 * max_batch * net->width[j + 1];
+            total += (s2 ? 2 : 1) * max_batch * net->width[j + 1];
         total += 3 * net->width[j + 1] + net->width[j] * net->width[j + 1];
     }
     total += 2 * rows * maxw + 3 * maxw;
@@ -337,8 +337,10 @@ static net_part *part_alloc(const cnf_net *net, size_t max_batch, size_t max_tan
         if (j + 1 < L) {
             w->S1[j] = p;
             p += max_batch * net->width[j + 1];
-            w->S2[j] = p;
-            p += max_batch * net->width[j + 1];
+            if (s2) {
+                w->S2[j] = p;
+                p += max_batch * net->width[j + 1];
+            }
         }
         w->gate[j] = p;
         p += net->width[j + 1];
@@ -395,9 +397,7 @@ cnf_net_work *cnf_net_work_alloc_threads(const cnf_net *net, size_t max_batch,
                   n_threads, CNF_NET_MAX_THREADS);
         return NULL;
     }
-    size_t maxw = 0;
-    for (size_t j = 0; j <= net->n_layers; j++)
-        maxw = net->width[j] > maxw ? net->width[j] : maxw;
+    size_t maxw = max_width(net);
     size_t rows = (max_tangents + 1) * max_batch;
     if ((double)rows * (double)maxw * (double)(4 * net->n_layers + 2)
         + (double)n_threads * (double)net->n_params > (double)SIZE_MAX / 16.0) {
@@ -515,13 +515,13 @@ static void row_gemm_tn(size_t rows, size_t m, size_t n, const double *A, size_t
 
 /* ---------------------------------------------------------------- forward */
 
-/* Row of du_k for sample b in layer j (n_{j+1} values). */
-static inline const double *tangent_row(const net_part *w, size_t j, size_t k, size_t b)
+/* First row of du_k in layer j (rows tangent_ld apart, n_{j+1} values). */
+static inline const double *tangent_row(const net_part *w, size_t j, size_t k)
 {
     size_t out = w->width[j + 1];
     if (w->unit && j == 0)
         return w->WT[0] + k * out;
-    return w->U[j] + ((k + 1) * w->B + b) * out;
+    return w->U[j] + (k + 1) * w->B * out;
 }
 
 /* The value rows of a hidden layer: y = (u + beta) s + c, h' = sigma(y)
@@ -680,9 +680,9 @@ static void layer_forward(const cnf_net *net, net_part *w, size_t j, const doubl
     if (j + 1 < net->n_layers) {
         double *Xn = w->X[j + 1], *D1 = w->S1[j];
         activate_values(net->cfg.activation, B, out, U, beta, s, c, Xn, D1,
-                        K > 0 && net->cfg.activation != CNF_ACT_TANH ? w->S2[j] : NULL);
+                        K > 0 ? w->S2[j] : NULL);   /* NULL for tanh */
         for (size_t k = 0; k < K; k++)
-            tangent_rows_forward(B, out, Xn + (k + 1) * B * out, D1, tangent_row(w, j, k, 0), ld,
+            tangent_rows_forward(B, out, Xn + (k + 1) * B * out, D1, tangent_row(w, j, k), ld,
                                  s);
     } else {
         for (size_t b = 0; b < B; b++) {
@@ -692,7 +692,7 @@ static void layer_forward(const cnf_net *net, net_part *w, size_t j, const doubl
                 fb[o] = CNF_FMA(u[o] + beta[o], s[o], c[o]);
         }
         for (size_t k = 0; k < K; k++)
-            tangent_rows_forward(B, out, jv + k * Bs * out, NULL, tangent_row(w, j, k, 0), ld, s);
+            tangent_rows_forward(B, out, jv + k * Bs * out, NULL, tangent_row(w, j, k), ld, s);
     }
 }
 
@@ -885,7 +885,7 @@ static void gate_backward(const cnf_net *net, net_part *w, size_t j, size_t Kb, 
         return;   /* s = 1 and no gate parameters */
     scale_rows(B, out, Y, s, 0);
     for (size_t k = 0; k < Kb; k++)
-        gate_rows(B, out, Y + (k + 1) * B * out, tangent_row(w, j, k, 0), tangent_ld(w, j), s,
+        gate_rows(B, out, Y + (k + 1) * B * out, tangent_row(w, j, k), tangent_ld(w, j), s,
                   gs);
 }
 
@@ -943,9 +943,9 @@ static void activation_backward(net_part *w, size_t j, size_t Kb, double *Xb, in
     for (size_t k = 0; k < Kb; k++) {
         if (tanh_act)
             second_order_rows_tanh(B, n, Xb, Xb + (k + 1) * B * n, D1, w->X[j + 1],
-                                   tangent_row(w, j, k, 0), tangent_ld(w, j), s);
+                                   tangent_row(w, j, k), tangent_ld(w, j), s);
         else
-            second_order_rows(B, n, Xb, Xb + (k + 1) * B * n, D1, D2, tangent_row(w, j, k, 0),
+            second_order_rows(B, n, Xb, Xb + (k + 1) * B * n, D1, D2, tangent_row(w, j, k),
                               tangent_ld(w, j), s);
     }
 }
@@ -1010,7 +1010,7 @@ static void part_backward(const cnf_net *net, net_part *work, const double *thet
             row_gemm(B, in, out, Y, out, W, ldw, 1.0, zbar, D);
         }
     }
-    }
+}
 
 cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double *theta,
                             const double *fbar, const double *jvbar, double *zbar,
