@@ -390,8 +390,7 @@ static double flow_fd_fn(const double *x, void *ctx)
     flow_fd_ctx *c = ctx;
     double *p = cnf_flow_params(c->flow);
     memcpy(p, x, cnf_flow_num_params(c->flow) * sizeof *p);
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(rng, c->seed);
+    gsl_rng *rng = tu_rng(c->seed);
     double v = 0.0;
     if (c->use_loss) {
         cnf_status s = cnf_flow_nll_grad(c->flow, c->work, c->X, c->B, rng, NULL, &v, c->gtmp, NULL);
@@ -437,8 +436,7 @@ static cnf_flow *tiny_flow(size_t D, cnf_layer_type type, cnf_activation act, un
     const double T[2] = { 0.6, 0.45 };
     cnf_flow *flow = cnf_flow_alloc(D, 2, cfg, T);
     ck_assert_ptr_nonnull(flow);
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(rng, seed);
+    gsl_rng *rng = tu_rng(seed);
     cnf_flow_init_params(flow, rng, 0);
     for (size_t i = 0; i < D; i++) {
         cnf_flow_mean(flow)[i] = 0.1 * (double)i;
@@ -450,8 +448,7 @@ static cnf_flow *tiny_flow(size_t D, cnf_layer_type type, cnf_activation act, un
 
 static void tiny_data(size_t B, size_t D, unsigned long seed, double *X)
 {
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(rng, seed);
+    gsl_rng *rng = tu_rng(seed);
     for (size_t i = 0; i < B * D; i++)
         X[i] = 1.3 * (gsl_rng_uniform(rng) * 2.0 - 1.0);
     gsl_rng_free(rng);
@@ -471,8 +468,7 @@ static grad_result flow_grad_vs(cnf_flow *flow, const double *X, size_t B,
     cnf_flow_work *w = cnf_flow_work_alloc(flow, B, opt);
     ck_assert_ptr_nonnull(w);
     double *g = malloc(P * sizeof *g);
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(rng, seed);
+    gsl_rng *rng = tu_rng(seed);
     double nll, loss;
     cnf_flow_stats st;
     cnf_status s = cnf_flow_nll_grad(flow, w, X, B, rng, &nll, &loss, g, &st);
@@ -627,8 +623,7 @@ static void cnf_reg_case(cnf_divergence div)
     grad_result r = flow_grad_vs(flow, X, B, &opt, 42, gfd, cnf_divergence_name(div), &loss_reg, 1e-5);
     opt.reg_kinetic = opt.reg_jacobian = 0.0;
     double *g = malloc(P * sizeof *g);
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(rng, 42);
+    gsl_rng *rng = tu_rng(42);
     cnf_flow_work *w = cnf_flow_work_alloc(flow, B, &opt);
     double nll;
     ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, B, rng, &nll, &loss_plain, g, NULL), CNF_OK);

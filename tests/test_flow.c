@@ -16,13 +16,6 @@
 #include "cnf/io.h"
 #include "testutil.h"
 
-static gsl_rng *rng_new(unsigned long seed)
-{
-    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(r, seed);
-    return r;
-}
-
 static void set_tol(cnf_flow_options *opt, double tol)
 {
     opt->solver.rtol = opt->solver.atol = tol;
@@ -41,7 +34,7 @@ static cnf_flow *tiny_flow(size_t D, cnf_layer_type type, unsigned long seed)
     const double T[2] = { 0.5, 0.7 };
     cnf_flow *flow = cnf_flow_alloc(D, 2, cfg, T);
     ck_assert_ptr_nonnull(flow);
-    gsl_rng *r = rng_new(seed);
+    gsl_rng *r = tu_rng(seed);
     cnf_flow_init_params(flow, r, 0);
     for (size_t i = 0; i < D; i++) {
         cnf_flow_mean(flow)[i] = 0.3 - 0.2 * (double)i;
@@ -53,7 +46,7 @@ static cnf_flow *tiny_flow(size_t D, cnf_layer_type type, unsigned long seed)
 
 static void random_points(size_t N, size_t D, unsigned long seed, double *X)
 {
-    gsl_rng *r = rng_new(seed);
+    gsl_rng *r = tu_rng(seed);
     for (size_t i = 0; i < N * D; i++)
         X[i] = 2.0 * gsl_rng_uniform(r) - 1.0;
     gsl_rng_free(r);
@@ -81,7 +74,7 @@ START_TEST(test_linear_flow_closed_form)
     const double T[2] = { 0.7, 0.4 };
     cnf_flow *flow = cnf_flow_alloc(D, 2, cfg, T);
     ck_assert_ptr_nonnull(flow);
-    gsl_rng *r = rng_new(5);
+    gsl_rng *r = tu_rng(5);
     double *theta = cnf_flow_params(flow);
     double Wb[2][D * D + D];
     for (size_t k = 0; k < 2; k++) {
@@ -167,7 +160,7 @@ START_TEST(test_sample_then_encode)
     set_tol(&opt, 1e-9);
     cnf_flow_work *w = cnf_flow_work_alloc(flow, 16, &opt);   /* chunks of 16 */
     double Z[N * D], Z2[N * D], X[N * D], Z3[N * D];
-    gsl_rng *r = rng_new(77);
+    gsl_rng *r = tu_rng(77);
     cnf_flow_draw_latent(r, N, D, Z);
     gsl_rng_set(r, 77);
     cnf_flow_draw_latent(r, N, D, Z2);
@@ -207,7 +200,7 @@ static void hutchinson_case(cnf_divergence kind)
     opt.divergence = kind;
     ck_assert_int_eq(cnf_flow_work_set_options(w, &opt), CNF_OK);
     ck_assert_int_eq(cnf_flow_log_likelihood(flow, w, X, NP * REP, NULL, ll, NULL), CNF_EINVAL);
-    gsl_rng *r = rng_new(99);
+    gsl_rng *r = tu_rng(99);
     ck_assert_int_eq(cnf_flow_log_likelihood(flow, w, X, NP * REP, r, ll, NULL), CNF_OK);
     for (size_t p = 0; p < NP; p++) {
         double m = 0.0, s2 = 0.0;
@@ -384,7 +377,7 @@ START_TEST(test_work_grows_with_options)
     cnf_flow_work *wb = cnf_flow_work_alloc(flow, 4, &hu);
     ck_assert_ptr_nonnull(wa);
     ck_assert_ptr_nonnull(wb);
-    gsl_rng *r = rng_new(5);
+    gsl_rng *r = tu_rng(5);
     ck_assert_int_eq(cnf_flow_log_likelihood(flow, wb, X, N, r, ll_b, NULL), CNF_OK);
     ck_assert_int_eq(cnf_flow_work_set_options(wb, &ex), CNF_OK);
     ck_assert_int_eq(cnf_flow_log_likelihood(flow, wa, X, N, NULL, ll_a, NULL), CNF_OK);

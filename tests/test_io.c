@@ -125,8 +125,7 @@ static cnf_flow *random_flow(size_t D, size_t K, cnf_layer_type type, cnf_activa
     }
     cnf_flow *flow = cnf_flow_alloc(D, K, cfg, T);
     ck_assert_ptr_nonnull(flow);
-    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(r, seed);
+    gsl_rng *r = tu_rng(seed);
     cnf_flow_init_params(flow, r, 0);
     for (size_t i = 0; i < D; i++) {
         cnf_flow_mean(flow)[i] = gsl_rng_uniform(r) - 0.5;

@@ -127,8 +127,7 @@ static net_fixture make_net(cnf_layer_type type, cnf_activation act, size_t D,
     nf.D = D;
     nf.P = cnf_net_num_params(nf.net);
     nf.theta = malloc(nf.P * sizeof *nf.theta);
-    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(r, seed);
+    gsl_rng *r = tu_rng(seed);
     cnf_net_init(nf.net, nf.theta, r, 0);
     gsl_rng_free(r);
     for (size_t i = 0; i < nf.P; i++)
@@ -311,8 +310,7 @@ static const cnf_activation all_acts[] = {CNF_ACT_TANH, CNF_ACT_SOFTPLUS, CNF_AC
 START_TEST(test_derivatives_fd)
 {
     cnf_layer_type type = all_types[_i];
-    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(r, 1234 + (unsigned long)_i);
+    gsl_rng *r = tu_rng(1234 + (unsigned long)_i);
     for (size_t a = 0; a < 4; a++) {
         net_fixture nf = make_net(type, all_acts[a], 3, "5-4", 3, 3, 77 + a, 1.5);
         char tag[64];
@@ -339,8 +337,7 @@ START_TEST(test_linear_trace_exact)
     ck_assert_uint_eq(cnf_net_num_layers(nf.net), 1);
     ck_assert_uint_eq(nf.P, D * D + D);
     double z[12], f[12], jv[48], div[3];
-    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(r, 9);
+    gsl_rng *r = tu_rng(9);
     for (size_t i = 0; i < B * D; i++)
         z[i] = gsl_ran_gaussian(r, 1.0);
     ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, nf.theta, 0.3, z, B, D, NULL, f, jv), CNF_OK);
@@ -425,8 +422,7 @@ START_TEST(test_hutchinson_statistics)
     for (size_t i = 0; i < D; i++)
         diag2 += jvu[i * D + i] * jvu[i * D + i];
 
-    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(r, 2024);
+    gsl_rng *r = tu_rng(2024);
     double var[2];
     const cnf_divergence kinds[2] = {CNF_DIV_GAUSSIAN, CNF_DIV_RADEMACHER};
     for (int q = 0; q < 2; q++) {
@@ -528,8 +524,7 @@ START_TEST(test_init)
         cnf_net *net = cnf_net_alloc(&cfg);
         size_t P = cnf_net_num_params(net);
         double *th = malloc(P * sizeof *th), *th2 = malloc(P * sizeof *th2);
-        gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
-        gsl_rng_set(r, 42);
+        gsl_rng *r = tu_rng(42);
         cnf_net_init(net, th, r, 0);
         gsl_rng_set(r, 42);
         cnf_net_init(net, th2, r, 0);
@@ -582,8 +577,7 @@ START_TEST(test_batch_split)
 {
     const size_t D = 3, B = 5, K = 2;
     net_fixture nf = make_net(CNF_LAYER_CONCATSQUASH, CNF_ACT_SWISH, D, "7-6", B, D, 3, 1.5);
-    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(r, 8);
+    gsl_rng *r = tu_rng(8);
     double z[15], v[30], f[15], jv[45], fbar[15], jvbar[45];
     for (size_t i = 0; i < B * D; i++)
         z[i] = gsl_ran_gaussian(r, 1.0);

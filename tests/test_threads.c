@@ -13,13 +13,6 @@
 #include "cnf/net.h"
 #include "testutil.h"
 
-static gsl_rng *rng_new(unsigned long seed)
-{
-    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(r, seed);
-    return r;
-}
-
 static void fill(double *x, size_t n, gsl_rng *r)
 {
     for (size_t i = 0; i < n; i++)
@@ -64,7 +57,7 @@ static void check_net(cnf_layer_type type, cnf_activation act, size_t D, size_t 
     cnf_net *net = cnf_net_alloc(&cfg);
     ck_assert_ptr_nonnull(net);
     size_t P = cnf_net_num_params(net), K = unit ? D : 1;
-    gsl_rng *r = rng_new(11 + B + D);
+    gsl_rng *r = tu_rng(11 + B + D);
     double *theta = malloc(P * sizeof *theta);
     cnf_net_init(net, theta, r, 0);
     size_t n = B * D, len = n + K * n + n + P + 1;
@@ -143,7 +136,7 @@ static cnf_flow *small_flow(size_t D)
     const double T[2] = { 0.5, 0.4 };
     cnf_flow *flow = cnf_flow_alloc(D, 2, cfg, T);
     ck_assert_ptr_nonnull(flow);
-    gsl_rng *r = rng_new(5);
+    gsl_rng *r = tu_rng(5);
     cnf_flow_init_params(flow, r, 0);
     gsl_rng_free(r);
     return flow;
@@ -163,7 +156,7 @@ static void flow_run(const cnf_flow *flow, const cnf_flow_options *base, size_t 
     opt.threads = threads;
     cnf_flow_work *w = cnf_flow_work_alloc(flow, B, &opt);
     ck_assert_ptr_nonnull(w);
-    gsl_rng *r = rng_new(77);
+    gsl_rng *r = tu_rng(77);
     ck_assert_int_eq(cnf_flow_log_likelihood(flow, w, X, N, r, o->loglik, NULL), CNF_OK);
     ck_assert_int_eq(cnf_flow_decode(flow, w, Z, N, o->x, NULL), CNF_OK);
     ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, B, r, &o->nll, &o->loss, o->grad, NULL),
@@ -176,7 +169,7 @@ static void check_flow(const cnf_flow_options *base, size_t D, size_t N, size_t 
 {
     cnf_flow *flow = small_flow(D);
     size_t P = cnf_flow_num_params(flow);
-    gsl_rng *r = rng_new(3);
+    gsl_rng *r = tu_rng(3);
     double *X = malloc(N * D * sizeof *X), *Z = malloc(N * D * sizeof *Z);
     fill(X, N * D, r);
     cnf_flow_draw_latent(r, N, D, Z);

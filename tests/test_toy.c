@@ -18,8 +18,7 @@
  * must stay untouched. Caller frees. */
 static double *draw(const char *name, size_t n, unsigned long seed)
 {
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(rng, seed);
+    gsl_rng *rng = tu_rng(seed);
     double *X = malloc((2 * n + 2) * sizeof *X);
     ck_assert_ptr_nonnull(X);
     for (size_t i = 0; i < 2 * n + 2; i++)

@@ -68,8 +68,7 @@ static cnf_flow *make_flow(size_t D, size_t K, const char *hidden, double T, uns
     }
     cnf_flow *flow = cnf_flow_alloc(D, K, cfg, Ts);
     ck_assert_ptr_nonnull(flow);
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(rng, seed);
+    gsl_rng *rng = tu_rng(seed);
     cnf_flow_init_params(flow, rng, 0);
     gsl_rng_free(rng);
     return flow;
@@ -299,8 +298,7 @@ END_TEST
 
 static double *gaussian_data(size_t n, unsigned long seed)
 {
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    gsl_rng_set(rng, seed);
+    gsl_rng *rng = tu_rng(seed);
     double *X = malloc(2 * n * sizeof *X);
     for (size_t i = 0; i < n; i++) {
         double a = gsl_ran_gaussian(rng, 1.0), b = gsl_ran_gaussian(rng, 1.0);

@@ -19,6 +19,14 @@ void tu_fd_gradient(tu_scalar_fn fn, void *ctx, double *x, size_t n, double h, d
     }
 }
 
+gsl_rng *tu_rng(unsigned long seed)
+{
+    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
+    ck_assert_ptr_nonnull(r);
+    gsl_rng_set(r, seed);
+    return r;
+}
+
 double tu_max_rel_error(const char *name, const double *a, const double *b, size_t n,
                         double floor, double tol)
 {

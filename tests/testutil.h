@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include <check.h>
+#include <gsl/gsl_rng.h>
 
 /* A scalar function of n parameters for gradient checks. */
 typedef double (*tu_scalar_fn)(const double *x, void *ctx);
@@ -14,6 +15,10 @@ typedef double (*tu_scalar_fn)(const double *x, void *ctx);
 /* Central differences of fn at x (n values; x is perturbed and restored)
  * with step h * max(1, |x_i|), written to grad (n). */
 void tu_fd_gradient(tu_scalar_fn fn, void *ctx, double *x, size_t n, double h, double *grad);
+
+/* A Mersenne Twister seeded with seed (free with gsl_rng_free): every suite
+ * draws its fixtures from one, so a seed fixes a test's data. */
+gsl_rng *tu_rng(unsigned long seed);
 
 /* Largest relative error |a - b| / max(|a|, |b|, floor) over n entries.
  * Prints the first few mismatches above tol (with name) to stderr. */
