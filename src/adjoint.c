@@ -6,7 +6,6 @@
 #include "cnf/adjoint.h"
 
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,11 +60,9 @@ static cnf_status adjoint_setup(cnf_adjoint *adj)
     if (adj->solver)
         return cnf_ode_solver_set_options(adj->solver, &so);
     adj->solver = cnf_ode_solver_alloc(nb, &so);
-    if (!adj->solver) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", cnf_last_error());
-        return cnf_error(CNF_EINVAL, "adjoint solver for a state of %zu: %s", nb, msg);
-    }
+    if (!adj->solver)
+        return cnf_error(CNF_EINVAL, "adjoint solver for a state of %zu: %s", nb,
+                         cnf_last_error());
     return CNF_OK;
 }
 
@@ -217,17 +214,12 @@ cnf_status cnf_adjoint_solve(cnf_adjoint *adj, const cnf_adjoint_problem *prob,
         cnf_status s = cnf_ode_solve(adj->solver, adjoint_rhs, adj, t_from, t_to, y, NULL, &st);
         if (stats)
             cnf_ode_stats_add(stats, &st);
-        if (s != CNF_OK) {
-            char msg[512];
-            if (adj->inner != CNF_OK) {
-                snprintf(msg, sizeof msg, "%s", cnf_last_error());
-                return cnf_error(adj->inner, "adjoint: z(t) at t = %.17g not available from the forward record: %s",
-                                 adj->inner_t, msg);
-            }
-            snprintf(msg, sizeof msg, "%s", cnf_last_error());
+        if (s != CNF_OK && adj->inner != CNF_OK)
+            return cnf_error(adj->inner, "adjoint: z(t) at t = %.17g not available from the forward record: %s",
+                             adj->inner_t, cnf_last_error());
+        if (s != CNF_OK)
             return cnf_error(s, "adjoint: backward solve from t = %.17g to %.17g failed: %s", t_from, t_to,
-                             msg);
-        }
+                             cnf_last_error());
     }
     memcpy(a, y, n * sizeof *a);
     /* the state holds -g; 0.0 - x rather than -x keeps a zero +0 */

@@ -19,7 +19,6 @@
 
 #include <math.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -257,9 +256,8 @@ static cnf_status ensure_train(cnf_flow_work *w, const cnf_flow *flow, size_t B)
             w->adj[k] = cnf_adjoint_alloc(B * w->D, cnf_net_num_params(cnf_flow_block_net(flow, k)), &ao);
             if (!w->adj[k]) {
                 w->adj_B = 0;
-                char msg[512];
-                snprintf(msg, sizeof msg, "%s", cnf_last_error());
-                return cnf_error(CNF_ENOMEM, "block %zu: cannot set up the adjoint: %s", k, msg);
+                return cnf_error(CNF_ENOMEM, "block %zu: cannot set up the adjoint: %s", k,
+                                 cnf_last_error());
             }
         }
         w->adj_B = B;
@@ -521,12 +519,10 @@ static void block_ctx_init(block_ctx *c, const cnf_flow *flow, cnf_flow_work *w,
 static cnf_status block_failure(cnf_status s, const block_ctx *c, const char *what, size_t k,
                                 size_t row0, size_t B)
 {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", cnf_last_error());
     if (c->net_status != CNF_OK)
         s = c->net_status;
     return cnf_error(s, "%s of block %zu failed on the chunk of rows %zu-%zu: %s", what, k, row0,
-                     row0 + B - 1, msg);
+                     row0 + B - 1, cnf_last_error());
 }
 
 static double block_end_time(const cnf_flow *flow, size_t k)

@@ -60,7 +60,6 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -431,10 +430,8 @@ cnf_net_work *cnf_net_work_alloc_threads(const cnf_net *net, size_t max_batch,
         openblas_set_num_threads(1);
         w->pool = cnf_pool_alloc(n_threads);
         if (!w->pool) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "%s", cnf_last_error());
+            cnf_error(CNF_ENOMEM, "network workspace: %s", cnf_last_error());
             cnf_net_work_free(w);
-            cnf_error(CNF_ENOMEM, "network workspace: %s", msg);
             return NULL;
         }
     }

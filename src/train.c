@@ -10,7 +10,6 @@
 #include "cnf/train.h"
 
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -287,10 +286,8 @@ static cnf_status validate(const cnf_flow *flow, train_mem *m, const cnf_train_s
  * options or no memory), say which workspace. */
 static cnf_status work_failure(const char *what, size_t rows)
 {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", cnf_last_error());
-    cnf_status s = strstr(msg, "memory") ? CNF_ENOMEM : CNF_EINVAL;
-    return cnf_error(s, "%s workspace for %zu rows: %s", what, rows, msg);
+    cnf_status s = strstr(cnf_last_error(), "memory") ? CNF_ENOMEM : CNF_EINVAL;
+    return cnf_error(s, "%s workspace for %zu rows: %s", what, rows, cnf_last_error());
 }
 
 /* On the way out: the best parameters if a validation ran, else the last. */

@@ -9,7 +9,7 @@
  *
  * Typical use:
  *
- *     cnf_status s = cnf_solver_apply(...);
+ *     cnf_status s = cnf_flow_log_likelihood(flow, work, X, N, rng, loglik, NULL);
  *     if (s != CNF_OK) {
  *         fprintf(stderr, "cnf: %s\n", cnf_last_error());
  *         return 1;
@@ -46,7 +46,10 @@ const char *cnf_last_error(void);
 
 /* Record a failure message (printf-style) and return `status`, so that a
  * library function can write `return cnf_error(CNF_EIO, "cannot open %s", f);`.
- * The message is prefixed with nothing; make it name what is at fault. */
+ * The message is prefixed with nothing; make it name what is at fault. The
+ * previous message may be among the arguments, to wrap an inner failure:
+ * `cnf_error(s, "block %zu: %s", k, cnf_last_error())` (it is formatted
+ * before it is replaced). */
 cnf_status cnf_error(cnf_status status, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
