@@ -202,6 +202,18 @@ static cnf_status check_finite_vec(const char *path, const char *what, const dou
     return CNF_OK;
 }
 
+/* The root attributes format, version and dim shared by model and gradient
+ * files. */
+static cnf_status write_header(cnf_h5_writer *w, const char *format, size_t D)
+{
+    cnf_status s = cnf_h5_writer_attr_string(w, "/", "format", format);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "version", CNF_MODEL_VERSION);
+    if (s == CNF_OK)
+        s = cnf_h5_writer_attr_int(w, "/", "dim", (long long)D);
+    return s;
+}
+
 static cnf_status write_training(cnf_h5_writer *w, const cnf_model_extra *extra)
 {
     cnf_status s = CNF_OK;
@@ -279,11 +291,7 @@ cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
     cnf_h5_writer *w = cnf_h5_writer_open(path);
     if (!w)
         return CNF_EIO;
-    s = cnf_h5_writer_attr_string(w, "/", "format", CNF_MODEL_FORMAT);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_int(w, "/", "version", CNF_MODEL_VERSION);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_int(w, "/", "dim", (long long)D);
+    s = write_header(w, CNF_MODEL_FORMAT, D);
     if (s == CNF_OK)
         s = cnf_h5_writer_write_1d(w, "/preprocess/mean", mean, D);
     if (s == CNF_OK)
@@ -748,11 +756,7 @@ cnf_status cnf_model_write_grad(const char *path, const cnf_flow *flow, const do
     cnf_h5_writer *w = cnf_h5_writer_open(path);
     if (!w)
         return CNF_EIO;
-    cnf_status s = cnf_h5_writer_attr_string(w, "/", "format", CNF_GRAD_FORMAT);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_int(w, "/", "version", CNF_MODEL_VERSION);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_int(w, "/", "dim", (long long)cnf_flow_dim(flow));
+    cnf_status s = write_header(w, CNF_GRAD_FORMAT, cnf_flow_dim(flow));
     if (s == CNF_OK)
         s = cnf_h5_writer_grad(w, "", flow, grad);
     if (s != CNF_OK) {
