@@ -102,9 +102,9 @@ void cnf_ode_stats_add(cnf_ode_stats *a, const cnf_ode_stats *b)
     a->h_last = b->h_last;
 }
 
-/* Check every option, naming the first bad one. (Comparisons are written so
- * that NaN fails them.) */
-static cnf_status check_options(const cnf_ode_options *opt)
+/* Check every option for states of length n, naming the first bad one.
+ * (Comparisons are written so that NaN fails them.) */
+static cnf_status check_options(const cnf_ode_options *opt, size_t n)
 {
     if (!opt)
         return cnf_error(CNF_EINVAL, "ODE options: NULL");
@@ -147,6 +147,9 @@ static cnf_status check_options(const cnf_ode_options *opt)
     if (!(opt->max_factor >= 1.0) || isinf(opt->max_factor))
         return cnf_error(CNF_EINVAL, "ODE options: max_factor = %g (need finite, >= 1)",
                          opt->max_factor);
+    if (opt->n_rhs_reads > n)
+        return cnf_error(CNF_EINVAL, "ODE options: n_rhs_reads = %zu exceeds the state length %zu",
+                         opt->n_rhs_reads, n);
     return CNF_OK;
 }
 
@@ -183,13 +186,8 @@ cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt)
         cnf_error(CNF_EINVAL, "cnf_ode_solver_alloc: state length n = 0");
         return NULL;
     }
-    if (check_options(opt) != CNF_OK)
+    if (check_options(opt, n) != CNF_OK)
         return NULL;
-    if (opt->n_rhs_reads > n) {
-        cnf_error(CNF_EINVAL, "ODE options: n_rhs_reads = %zu exceeds the state length %zu",
-                  opt->n_rhs_reads, n);
-        return NULL;
-    }
     cnf_ode_solver *s = calloc(1, sizeof *s);
     if (!s)
         goto nomem;
@@ -226,12 +224,9 @@ cnf_status cnf_ode_solver_set_options(cnf_ode_solver *s, const cnf_ode_options *
 {
     if (!s)
         return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_options: NULL solver");
-    cnf_status rc = check_options(opt);
+    cnf_status rc = check_options(opt, s->n);
     if (rc != CNF_OK)
         return rc;
-    if (opt->n_rhs_reads > s->n)
-        return cnf_error(CNF_EINVAL, "ODE options: n_rhs_reads = %zu exceeds the state length %zu",
-                         opt->n_rhs_reads, s->n);
     const cnf_ode_stepper_type *type = stepper_of(opt->method);
     if (type != s->type) {
         /* a new method needs its own workspaces; allocate before letting go
