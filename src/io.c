@@ -528,6 +528,44 @@ typedef struct {
     int rc;
 } attr_got;
 
+/* The generator's state (/training/rng_state, uint8 bytes with attribute
+ * rng_type) into st. */
+static cnf_status read_rng_state(hid_t fid, const char *file, cnf_train_state *st)
+{
+    const char *rp = "/training/rng_state";
+    hid_t ds = cnf_h5_exists(fid, rp) ? H5Dopen2(fid, rp, H5P_DEFAULT) : H5I_INVALID_HID;
+    if (ds < 0)
+        return cnf_error(CNF_EFORMAT, "%s: missing data set %s", file, rp);
+    cnf_status s;
+    char type[64];
+    hid_t sp = H5Dget_space(ds);
+    hid_t ft = H5Dget_type(ds);
+    hssize_t nb = H5Sget_simple_extent_npoints(sp);
+    int trc = cnf_h5_attr_string(ds, "rng_type", type, sizeof type);
+    unsigned char *bytes = NULL;
+    if (trc != 0)
+        s = cnf_error(CNF_EFORMAT, "%s:%s: %s string attribute rng_type", file, rp,
+                      trc > 0 ? "missing" : "unreadable");
+    else if (strcmp(type, cnf_train_state_rng_type(st)) != 0)
+        s = cnf_error(CNF_EFORMAT, "%s:%s: random number generator '%s'; this build "
+                      "resumes '%s' only", file, rp, type, cnf_train_state_rng_type(st));
+    else if (H5Tget_class(ft) != H5T_INTEGER || H5Tget_size(ft) != 1 || nb < 0)
+        s = cnf_error(CNF_EFORMAT, "%s:%s must be a uint8 vector", file, rp);
+    else if (!(bytes = malloc((size_t)nb + 1)))
+        s = cnf_error(CNF_ENOMEM, "%s:%s: out of memory for %lld bytes", file, rp, (long long)nb);
+    else if (nb > 0 && H5Dread(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes) < 0)
+        s = cnf_error(CNF_EIO, "%s:%s: read failed", file, rp);
+    else
+        s = cnf_train_state_set_rng_bytes(st, bytes, (size_t)nb);
+    if (s != CNF_OK && trc == 0 && bytes)
+        s = cnf_error(s, "%s:%s: %s", file, rp, cnf_last_error());
+    free(bytes);
+    H5Tclose(ft);
+    H5Sclose(sp);
+    H5Dclose(ds);
+    return s;
+}
+
 static cnf_status read_training(hid_t fid, const char *file, const cnf_flow *flow,
                                 cnf_model_extra *extra)
 {
@@ -592,7 +630,8 @@ static cnf_status read_training(hid_t fid, const char *file, const cnf_flow *flo
 
     cnf_train_state *st = cnf_train_state_alloc(P, (unsigned long)seed);
     if (!st)
-        return CNF_ENOMEM;
+        return cnf_error(CNF_ENOMEM, "%s:/training: no memory for the training state (%zu "
+                         "parameters)", file, P);
     st->iteration = (size_t)iteration;
     st->lr = lr;
     st->has_best = has_best != 0;
@@ -607,41 +646,8 @@ static cnf_status read_training(hid_t fid, const char *file, const cnf_flow *flo
         s = read_checked(fid, file, "/training/adam_v", 1, P, 1, st->adam_v, 1);
     if (s == CNF_OK && st->has_best)
         s = read_checked(fid, file, "/training/best_params", 1, P, 1, st->best_params, 1);
-    if (s == CNF_OK) {
-        const char *rp = "/training/rng_state";
-        hid_t ds = cnf_h5_exists(fid, rp) ? H5Dopen2(fid, rp, H5P_DEFAULT) : H5I_INVALID_HID;
-        if (ds < 0) {
-            s = cnf_error(CNF_EFORMAT, "%s: missing data set %s", file, rp);
-        } else {
-            char type[64];
-            hid_t sp = H5Dget_space(ds);
-            hid_t ft = H5Dget_type(ds);
-            hssize_t nb = H5Sget_simple_extent_npoints(sp);
-            int trc = cnf_h5_attr_string(ds, "rng_type", type, sizeof type);
-            unsigned char *bytes = NULL;
-            if (trc != 0)
-                s = cnf_error(CNF_EFORMAT, "%s:%s: %s string attribute rng_type", file, rp,
-                              trc > 0 ? "missing" : "unreadable");
-            else if (strcmp(type, cnf_train_state_rng_type(st)) != 0)
-                s = cnf_error(CNF_EFORMAT, "%s:%s: random number generator '%s'; this build "
-                              "resumes '%s' only", file, rp, type, cnf_train_state_rng_type(st));
-            else if (H5Tget_class(ft) != H5T_INTEGER || H5Tget_size(ft) != 1 || nb < 0)
-                s = cnf_error(CNF_EFORMAT, "%s:%s must be a uint8 vector", file, rp);
-            else if (!(bytes = malloc((size_t)nb + 1)))
-                s = cnf_error(CNF_ENOMEM, "out of memory");
-            else if (nb > 0 && H5Dread(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                       bytes) < 0)
-                s = cnf_error(CNF_EIO, "%s:%s: read failed", file, rp);
-            else
-                s = cnf_train_state_set_rng_bytes(st, bytes, (size_t)nb);
-            if (s != CNF_OK && trc == 0 && bytes)
-                s = cnf_error(s, "%s:%s: %s", file, rp, cnf_last_error());
-            free(bytes);
-            H5Tclose(ft);
-            H5Sclose(sp);
-            H5Dclose(ds);
-        }
-    }
+    if (s == CNF_OK)
+        s = read_rng_state(fid, file, st);
     if (s != CNF_OK) {
         cnf_train_state_free(st);
         return s;
