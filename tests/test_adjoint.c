@@ -508,21 +508,10 @@ static void cnf_grad_case(size_t D, cnf_layer_type type, cnf_activation act, dou
     flow_fd_ctx c = { flow, cnf_flow_work_alloc(flow, B, &fo), X, B, 0, 1, NULL };
     double *x = malloc(P * sizeof *x), *gfd = malloc(P * sizeof *gfd);
     memcpy(x, cnf_flow_params(flow), P * sizeof *x);
-    if (fd_h <= 1e-5) {
+    if (fd_h <= 1e-5)
         tu_fd_gradient(flow_fd_fn, &c, x, P, fd_h, gfd);
-    } else {
-        /* fourth-order central differences for the larger step */
-        for (size_t i = 0; i < P; i++) {
-            double xi = x[i], f[4];
-            const double off[4] = { 2, 1, -1, -2 };
-            for (int j = 0; j < 4; j++) {
-                x[i] = xi + off[j] * fd_h;
-                f[j] = flow_fd_fn(x, &c);
-            }
-            x[i] = xi;
-            gfd[i] = (8.0 * (f[1] - f[2]) - (f[0] - f[3])) / (12.0 * fd_h);
-        }
-    }
+    else   /* fourth-order central differences for the larger step */
+        tu_fd_gradient4(flow_fd_fn, &c, x, P, fd_h, gfd);
     memcpy(cnf_flow_params(flow), x, P * sizeof *x);
 
     char label[128], name[64];

@@ -16,6 +16,11 @@ typedef double (*tu_scalar_fn)(const double *x, void *ctx);
  * with step h * max(1, |x_i|), written to grad (n). */
 void tu_fd_gradient(tu_scalar_fn fn, void *ctx, double *x, size_t n, double h, double *grad);
 
+/* Fourth-order central differences, (8 (f(+1) - f(-1)) - (f(+2) - f(-2))) / 12
+ * at offsets of the same step as tu_fd_gradient: truncation O(step^4), for
+ * steps large enough to rise above noise in fn (e.g. adaptive solves). */
+void tu_fd_gradient4(tu_scalar_fn fn, void *ctx, double *x, size_t n, double h, double *grad);
+
 /* A Mersenne Twister seeded with seed (free with gsl_rng_free): every suite
  * draws its fixtures from one, so a seed fixes a test's data. */
 gsl_rng *tu_rng(unsigned long seed);
