@@ -763,19 +763,21 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const doubl
     double *a = w->a;
     for (size_t i = 0; i < BD; i++)
         a[i] = zT[i] * invB;   /* dPhi/dz(T) */
+    /* the divergence term's constant cotangent on the tangent outputs:
+     * -e_k/B, the same for every block (exact), or -eps/B of each block's
+     * noise (Hutchinson, below) */
+    if (Kt != 1) {
+        memset(w->jvbar0, 0, Kt * BD * sizeof *w->jvbar0);
+        for (size_t kk = 0; kk < Kt; kk++)
+            for (size_t b = 0; b < B; b++)
+                w->jvbar0[(kk * B + b) * D + kk] = -invB;
+    }
     for (size_t k = w->n_blocks; k-- > 0;) {
         block_ctx c;
         block_ctx_init(&c, flow, w, k, B, Kt, 2);
-        /* the divergence term's constant cotangent on the tangent outputs */
-        if (Kt == 1) {
+        if (Kt == 1)
             for (size_t i = 0; i < BD; i++)
                 w->jvbar0[i] = -c.v[i] * invB;
-        } else {
-            memset(w->jvbar0, 0, Kt * BD * sizeof *w->jvbar0);
-            for (size_t kk = 0; kk < Kt; kk++)
-                for (size_t b = 0; b < B; b++)
-                    w->jvbar0[(kk * B + b) * D + kk] = -invB;
-        }
         double T = block_end_time(flow, k);
         size_t Tidx = cnf_flow_T_index(flow, k);
         cnf_adjoint_problem pb = { BD, cnf_net_num_params(c.net), block_vjp, &c };
