@@ -741,8 +741,7 @@ static cnf_status write_attr(cnf_h5_writer *w, const char *obj_path, const char 
     const char *obj = obj_path && obj_path[0] ? obj_path : "/";
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
-    if (strcmp(obj, "/") != 0 && !cnf_h5_exists(w->fid, obj))
-        s = make_groups(w, obj, 1);
+    s = make_groups(w, obj, 1);   /* creates only what is missing */
     hid_t o = s == CNF_OK ? H5Oopen(w->fid, obj, H5P_DEFAULT) : H5I_INVALID_HID;
     if (s == CNF_OK && o < 0)
         s = cnf_error(CNF_EIO, "%s: cannot open %s for attribute %s", w->final_path, obj, name);
@@ -819,30 +818,21 @@ cnf_status cnf_h5_writer_commit(cnf_h5_writer *w)
     herr_t rc = H5Fclose(w->fid);
     cnf_h5_quiet_end(&q);
     w->fid = H5I_INVALID_HID;
-    if (rc < 0) {
-        cnf_status s = cnf_error(CNF_EIO, "cannot finish writing '%s' (disk full?)", w->tmp_path);
-        writer_dispose(w, 1);
-        return s;
-    }
+    cnf_status s = CNF_OK;
     /* The data must be on disk before the name points at it, or a crash
      * right after the rename could leave an empty file under the target. */
-    int fd = open(w->tmp_path, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        cnf_status s = cnf_error(CNF_EIO, "cannot flush '%s': %s", w->tmp_path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        writer_dispose(w, 1);
-        return s;
-    }
-    close(fd);
-    if (rename(w->tmp_path, w->final_path) != 0) {
-        cnf_status s = cnf_error(CNF_EIO, "cannot rename '%s' to '%s': %s", w->tmp_path,
-                                 w->final_path, strerror(errno));
-        writer_dispose(w, 1);
-        return s;
-    }
-    writer_dispose(w, 0);
-    return CNF_OK;
+    int fd = rc < 0 ? -1 : open(w->tmp_path, O_RDONLY);
+    if (rc < 0)
+        s = cnf_error(CNF_EIO, "cannot finish writing '%s' (disk full?)", w->tmp_path);
+    else if (fd < 0 || fsync(fd) != 0)
+        s = cnf_error(CNF_EIO, "cannot flush '%s': %s", w->tmp_path, strerror(errno));
+    else if (rename(w->tmp_path, w->final_path) != 0)
+        s = cnf_error(CNF_EIO, "cannot rename '%s' to '%s': %s", w->tmp_path, w->final_path,
+                      strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    writer_dispose(w, s != CNF_OK);
+    return s;
 }
 
 void cnf_h5_writer_abort(cnf_h5_writer *w)
