@@ -25,6 +25,15 @@ static const char *const layer_names[] = {"concatsquash", "concat", "ignore"};
 static const char *const act_names[] = {"tanh", "softplus", "elu", "swish"};
 static const char *const div_names[] = {"exact", "gaussian", "rademacher"};
 
+/* Index of name in names[0..n), or -1 (also for a NULL name). */
+static int name_index(const char *const *names, int n, const char *name)
+{
+    for (int i = 0; name && i < n; i++)
+        if (strcmp(name, names[i]) == 0)
+            return i;
+    return -1;
+}
+
 const char *cnf_layer_type_name(cnf_layer_type type)
 {
     return (unsigned)type <= CNF_LAYER_IGNORE ? layer_names[type] : "unknown";
@@ -32,11 +41,11 @@ const char *cnf_layer_type_name(cnf_layer_type type)
 
 cnf_status cnf_layer_type_from_name(const char *name, cnf_layer_type *type)
 {
-    for (int i = 0; i <= (int)CNF_LAYER_IGNORE; i++)
-        if (name && strcmp(name, layer_names[i]) == 0) {
-            *type = (cnf_layer_type)i;
-            return CNF_OK;
-        }
+    int i = name_index(layer_names, (int)CNF_LAYER_IGNORE + 1, name);
+    if (i >= 0) {
+        *type = (cnf_layer_type)i;
+        return CNF_OK;
+    }
     return cnf_error(CNF_EINVAL, "unknown layer type '%s' (valid: concatsquash, concat, ignore)",
                      name ? name : "(null)");
 }
@@ -48,11 +57,11 @@ const char *cnf_activation_name(cnf_activation act)
 
 cnf_status cnf_activation_from_name(const char *name, cnf_activation *act)
 {
-    for (int i = 0; i <= (int)CNF_ACT_SWISH; i++)
-        if (name && strcmp(name, act_names[i]) == 0) {
-            *act = (cnf_activation)i;
-            return CNF_OK;
-        }
+    int i = name_index(act_names, (int)CNF_ACT_SWISH + 1, name);
+    if (i >= 0) {
+        *act = (cnf_activation)i;
+        return CNF_OK;
+    }
     return cnf_error(CNF_EINVAL, "unknown activation '%s' (valid: tanh, softplus, elu, swish)",
                      name ? name : "(null)");
 }
@@ -64,11 +73,11 @@ const char *cnf_divergence_name(cnf_divergence kind)
 
 cnf_status cnf_divergence_from_name(const char *name, cnf_divergence *kind)
 {
-    for (int i = 0; i <= (int)CNF_DIV_RADEMACHER; i++)
-        if (name && strcmp(name, div_names[i]) == 0) {
-            *kind = (cnf_divergence)i;
-            return CNF_OK;
-        }
+    int i = name_index(div_names, (int)CNF_DIV_RADEMACHER + 1, name);
+    if (i >= 0) {
+        *kind = (cnf_divergence)i;
+        return CNF_OK;
+    }
     return cnf_error(CNF_EINVAL, "unknown divergence '%s' (valid: exact, gaussian, rademacher)",
                      name ? name : "(null)");
 }
