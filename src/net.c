@@ -533,7 +533,7 @@ static inline const double *tangent_row(const net_part *w, size_t j, size_t k)
 #else
 #define ROW_NOINLINE
 #endif
-#define ACT_ROWS(name, kernel)                                                                  \
+#define ACT_ROWS2(name, kernel)                                                                  \
     ROW_NOINLINE static void name##_rows2(size_t B, size_t n, const double *restrict U,       \
                                           const double *restrict beta,                         \
                                           const double *restrict s, const double *restrict c, \
@@ -545,7 +545,8 @@ static inline const double *tangent_row(const net_part *w, size_t j, size_t k)
                 size_t i = b * n + o;                                                           \
                 kernel(CNF_FMA(U[i] + beta[o], s[o], c[o]), &H[i], &D1[i], &D2[i]);             \
             }                                                                                   \
-    }                                                                                           \
+    }
+#define ACT_ROWS1(name, kernel)                                                                 \
     ROW_NOINLINE static void name##_rows1(size_t B, size_t n, const double *restrict U,       \
                                           const double *restrict beta,                         \
                                           const double *restrict s, const double *restrict c, \
@@ -558,11 +559,17 @@ static inline const double *tangent_row(const net_part *w, size_t j, size_t k)
                 kernel(CNF_FMA(U[i] + beta[o], s[o], c[o]), &H[i], &D1[i], &unused);            \
             }                                                                                   \
     }
-ACT_ROWS(tanh, cnf_act_tanh)
-ACT_ROWS(softplus_d, cnf_act_softplus_d)
-ACT_ROWS(elu, cnf_act_elu)
-ACT_ROWS(swish, cnf_act_swish)
-#undef ACT_ROWS
+/* tanh needs no rows2: its sigma'' comes from the activations in the
+ * reverse sweep (second_order_rows_tanh) */
+ACT_ROWS1(tanh, cnf_act_tanh)
+ACT_ROWS1(softplus_d, cnf_act_softplus_d)
+ACT_ROWS2(softplus_d, cnf_act_softplus_d)
+ACT_ROWS1(elu, cnf_act_elu)
+ACT_ROWS2(elu, cnf_act_elu)
+ACT_ROWS1(swish, cnf_act_swish)
+ACT_ROWS2(swish, cnf_act_swish)
+#undef ACT_ROWS1
+#undef ACT_ROWS2
 
 /* The value rows of a hidden layer (U, H, D1, D2: B x n; D2 may be NULL). */
 static void activate_values(cnf_activation act, size_t B, size_t n, const double *U,
@@ -570,11 +577,8 @@ static void activate_values(cnf_activation act, size_t B, size_t n, const double
                             double *D1, double *D2)
 {
     switch (act) {
-    case CNF_ACT_TANH:
-        if (D2)
-            tanh_rows2(B, n, U, beta, s, c, H, D1, D2);
-        else
-            tanh_rows1(B, n, U, beta, s, c, H, D1);
+    case CNF_ACT_TANH:   /* D2 is NULL: the workspace has no sigma'' for tanh */
+        tanh_rows1(B, n, U, beta, s, c, H, D1);
         break;
     case CNF_ACT_SOFTPLUS:
         if (D2)
@@ -798,7 +802,7 @@ cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double 
 /* ---------------------------------------------------------------- reverse */
 
 /* Block kernels of the reverse sweep (B rows of n), restrict-qualified and
- * out of line so that they vectorise (see ACT_ROWS). */
+ * out of line so that they vectorise (see ACT_ROWS1). */
 
 /* cs += sum_b Y_b, gs += sum_b Y_b .* (U_b + beta) */
 ROW_NOINLINE static void value_sums_rows(size_t B, size_t n, const double *restrict Y,
