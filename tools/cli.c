@@ -14,6 +14,7 @@
 
 int cli_quiet = 0;
 const char *cli_command = "";
+const char cli_required[] = "required";
 
 static void vmessage(const char *kind, const char *fmt, va_list ap)
 {
@@ -129,7 +130,9 @@ static void print_help(const cli_option *opts, const char *usage, const char *ab
         else
             snprintf(left, sizeof left, "--%s %s", o->name, o->meta ? o->meta : "X");
         format_default(o, def, sizeof def);
-        if (def[0])
+        if (o->deflt == CLI_REQUIRED)
+            printf("  %-24s %s (required)\n", left, o->help);
+        else if (def[0])
             printf("  %-24s %s (default: %s)\n", left, o->help, def);
         else
             printf("  %-24s %s\n", left, o->help);
@@ -267,6 +270,9 @@ void cli_parse(int argc, char **argv, cli_option *opts, const char *usage,
         set_value(o, v);
         o->given = 1;
     }
+    for (const cli_option *o = opts; o->name; o++)
+        if (o->deflt == CLI_REQUIRED && !o->given)
+            cli_usage("--%s is required", o->name);
 }
 
 const char *cli_peek(int argc, char **argv, const char *name)

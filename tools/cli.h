@@ -37,9 +37,14 @@ typedef struct {
     void *dest;          /* filled when the option is given */
     const char *meta;    /* value placeholder in --help ("N", "F.h5") */
     const char *help;    /* one line */
-    const char *deflt;   /* NULL: print the value of *dest; else this text */
+    const char *deflt;   /* NULL: print the value of *dest; CLI_REQUIRED: it has
+                            none, cli_parse refuses a command line without it;
+                            else this text */
     int given;           /* set by cli_parse */
 } cli_option;
+
+extern const char cli_required[];
+#define CLI_REQUIRED cli_required
 
 /* Set by cli_parse from --quiet (every subcommand has it). */
 extern int cli_quiet;

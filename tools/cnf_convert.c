@@ -72,7 +72,7 @@ int cnf_cmd_convert(int argc, char **argv)
     unsigned long seed = 1;
     int shuffle = 1;
     cli_option opts[] = {
-        {"out", CLI_STRING, &out, "F.h5", "output data file (required)", NULL, 0},
+        {"out", CLI_STRING, &out, "F.h5", "output data file", CLI_REQUIRED, 0},
         {"split", CLI_STRING, &split, "F,F,F", "fractions of train, val, test", NULL, 0},
         {"seed", CLI_SEED, &seed, "S", "seed of the shuffle (mt19937)", NULL, 0},
         {"shuffle", CLI_BOOL, &shuffle, "0|1", "shuffle the rows before splitting", NULL, 0},
@@ -88,8 +88,6 @@ int cnf_cmd_convert(int argc, char **argv)
               pos, 1, &n_pos);
     if (n_pos != 1)
         cli_usage("name the CSV file to convert");
-    if (!out)
-        cli_usage("--out is required");
     if (strcmp(header, "auto") && strcmp(header, "yes") && strcmp(header, "no"))
         cli_usage("--header %s: expected auto, yes or no", header);
     cli_check(cnf_data_check_output_path(out), "--out");

@@ -19,8 +19,8 @@ int cnf_cmd_eval(int argc, char **argv)
     cli_solve_args sa;
     cli_solve_args_default(&sa);
     cli_option opts[] = {
-        {"model", CLI_STRING, &model, "M.h5", "model file (required)", NULL, 0},
-        {"data", CLI_STRING, &data, "F.h5[:/path]", "data set (required; path default /test)", NULL, 0},
+        {"model", CLI_STRING, &model, "M.h5", "model file", CLI_REQUIRED, 0},
+        {"data", CLI_STRING, &data, "F.h5[:/path]", "data set (path default /test)", CLI_REQUIRED, 0},
         {"out", CLI_STRING, &out, "L.h5", "write the per-row log-likelihood as /loglik (N)", NULL, 0},
         {"json", CLI_FLAG, &json, NULL, "print one JSON object with the results on stdout", NULL, 0},
         {"seed", CLI_SEED, &seed, "S", "seed of the Hutchinson noise (unused when exact)", NULL, 0},
@@ -33,10 +33,6 @@ int cnf_cmd_eval(int argc, char **argv)
               "Log-likelihood of every row of a data set under a model (nats, data space),\n"
               "the mean negative log-likelihood with its standard error, and bits/dim.",
               pos, 0, &n_pos);
-    if (!model)
-        cli_usage("--model is required");
-    if (!data)
-        cli_usage("--data is required");
     if (out)
         cli_check(cnf_data_check_output_path(out), "--out");
 

@@ -46,8 +46,8 @@ int cnf_cmd_grad(int argc, char **argv)
     cli_solve_args_default(&sa);
     sa.rtol = sa.atol = 1e-12;
     cli_option opts[] = {
-        {"model", CLI_STRING, &model, "M.h5", "model file (required)", NULL, 0},
-        {"data", CLI_STRING, &data, "F.h5:/x", "data set (required; path default /train)", NULL, 0},
+        {"model", CLI_STRING, &model, "M.h5", "model file", CLI_REQUIRED, 0},
+        {"data", CLI_STRING, &data, "F.h5:/x", "data set (path default /train)", CLI_REQUIRED, 0},
         {"out", CLI_STRING, &out, "G.h5", "gradient file in the model's layout", NULL, 0},
         {"check", CLI_FLAG, &check, NULL,
          "compare with central differences for every parameter; print the largest relative error",
@@ -86,10 +86,6 @@ int cnf_cmd_grad(int argc, char **argv)
               "It runs 2P forward solves and shows its progress. Exit status: 0, 1 on an\n"
               "error, 2 on a usage error, 3 when --check finds an error above --check-tol.",
               pos, 0, &n_pos);
-    if (!model)
-        cli_usage("--model is required");
-    if (!data)
-        cli_usage("--data is required");
     if (!out && !check)
         cli_usage("nothing to do: give --out G.h5 and/or --check");
     if (out)

@@ -50,8 +50,8 @@ int cnf_cmd_plot(int argc, char **argv)
     cli_solve_args sa;
     cli_solve_args_default(&sa);
     cli_option opts[] = {
-        {"model", CLI_STRING, &model, "M.h5", "a 2-D model file (required)", NULL, 0},
-        {"out", CLI_STRING, &out, "density.png", "output PNG (required)", NULL, 0},
+        {"model", CLI_STRING, &model, "M.h5", "a 2-D model file", CLI_REQUIRED, 0},
+        {"out", CLI_STRING, &out, "density.png", "output PNG", CLI_REQUIRED, 0},
         {"data", CLI_STRING, &data, "F.h5:/x", "points to overlay (path default /test)", NULL, 0},
         {"size", CLI_COUNT, &size, "PX", "image width and height in pixels (one density "
          "evaluation per pixel)", NULL, 0},
@@ -68,10 +68,6 @@ int cnf_cmd_plot(int argc, char **argv)
               "Heat map of a 2-D model's density on a grid (viridis colours), optionally\n"
               "with points overlaid in white, written atomically as a PNG.",
               pos, 0, &n_pos);
-    if (!model)
-        cli_usage("--model is required");
-    if (!out)
-        cli_usage("--out is required");
     if (size < 2 || size > 4096)
         cli_usage("--size %zu: expected 2..4096", size);
     double xr[2], yr[2];

@@ -17,11 +17,11 @@ int cnf_cmd_sample(int argc, char **argv)
     cli_solve_args sa;
     cli_solve_args_default(&sa);
     cli_option opts[] = {
-        {"model", CLI_STRING, &model, "M.h5", "model file (required)", NULL, 0},
+        {"model", CLI_STRING, &model, "M.h5", "model file", CLI_REQUIRED, 0},
         {"n", CLI_COUNT, &n, "N", "number of samples (ignored with --latent)", NULL, 0},
         {"seed", CLI_SEED, &seed, "S", "seed of the latent draw (mt19937)", NULL, 0},
         {"latent", CLI_STRING, &latent, "F.h5:/z", "push these latent points instead of drawing", NULL, 0},
-        {"out", CLI_STRING, &out, "S.h5", "output file: /samples (N x D) (required)", NULL, 0},
+        {"out", CLI_STRING, &out, "S.h5", "output file: /samples (N x D)", CLI_REQUIRED, 0},
         CLI_SOLVE_OPTIONS(sa),
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     const char *pos[1];
@@ -30,10 +30,6 @@ int cnf_cmd_sample(int argc, char **argv)
               "Draw N points from a model (z ~ N(0, I) through the inverse flow), or map\n"
               "given latent points (--latent) to data space; writes /samples (N x D).",
               pos, 0, &n_pos);
-    if (!model)
-        cli_usage("--model is required");
-    if (!out)
-        cli_usage("--out is required");
     cli_check(cnf_data_check_output_path(out), "--out");
 
     cli_model m;

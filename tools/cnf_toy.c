@@ -20,7 +20,7 @@ int cnf_cmd_toy(int argc, char **argv)
         {"n", CLI_COUNT, &n, "N", "number of points in all (split into train, val, test)", NULL, 0},
         {"seed", CLI_SEED, &seed, "S", "seed of the generator (mt19937)", NULL, 0},
         {"split", CLI_STRING, &split, "F,F,F", "fractions of train, val, test", NULL, 0},
-        {"out", CLI_STRING, &out, "F.h5", "output data file (required)", NULL, 0},
+        {"out", CLI_STRING, &out, "F.h5", "output data file", CLI_REQUIRED, 0},
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     char about[512];
     snprintf(about, sizeof about,
@@ -34,8 +34,6 @@ int cnf_cmd_toy(int argc, char **argv)
         cli_usage("name the toy data set (one of: %s)", cnf_toy_names());
     if (!cnf_toy_exists(pos[0]))
         cli_usage("unknown toy data set '%s' (one of: %s)", pos[0], cnf_toy_names());
-    if (!out)
-        cli_usage("--out is required");
     size_t counts[3];
     cli_split_counts(split, n, counts);
     cli_check(cnf_data_check_output_path(out), "--out");

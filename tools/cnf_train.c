@@ -226,7 +226,7 @@ int cnf_cmd_train(int argc, char **argv)
     opts[no++] = (cli_option){"val", CLI_STRING, &val, "F.h5:/y", "validation set (instead of --data)", NULL, 0};
     opts[no++] = (cli_option){"flow", CLI_STRING, &flow_opt, "flows/NAME.cfg",
                               "preset of architecture and training settings (flows/README.md)", NULL, 0};
-    opts[no++] = (cli_option){"out", CLI_STRING, &out, "M.h5", "model file to write (required)", NULL, 0};
+    opts[no++] = (cli_option){"out", CLI_STRING, &out, "M.h5", "model file to write", CLI_REQUIRED, 0};
     opts[no++] = (cli_option){"resume", CLI_STRING, &resume_opt, "M.h5",
                               "continue the run saved in this model file", NULL, 0};
     opts[no++] = (cli_option){"threads", CLI_COUNT, &threads, "N",
@@ -259,8 +259,6 @@ int cnf_cmd_train(int argc, char **argv)
               "With --resume the architecture, preprocessing and settings come from the\n"
               "model; --iters sets the new total.",
               pos, 0, &n_pos);
-    if (!out)
-        cli_usage("--out is required");
     if (data && (train || val))
         cli_usage("give either --data or --train/--val, not both");
     if (!data && !train)
