@@ -98,8 +98,9 @@ typedef struct {
 
 typedef struct {
     cnf_ode_options solver; /* backward solves (own tolerances); its
-                               error_mask is ignored (see seminorm).
-                               Default: cnf_ode_options_default */
+                               error_mask and n_rhs_reads are ignored (the
+                               adjoint sets them: see seminorm; g is a
+                               quadrature). Default: cnf_ode_options_default */
     int backsolve;          /* 0 (default): z from the forward record;
                                1: integrate z backwards with a */
     int seminorm;           /* 1: g left out of the error norm; default 0 */
@@ -113,7 +114,8 @@ typedef struct cnf_adjoint cnf_adjoint;
 
 cnf_adjoint *cnf_adjoint_alloc(size_t n, size_t p, const cnf_adjoint_options *opt);
 void cnf_adjoint_free(cnf_adjoint *adj);       /* NULL is fine */
-/* Replace the options; reallocates the solver only when backsolve changes. */
+/* Replace the options; reallocates the backward state and its solver only
+ * when backsolve changes (a new method replaces the stepper's workspaces). */
 cnf_status cnf_adjoint_set_options(cnf_adjoint *adj, const cnf_adjoint_options *opt);
 size_t cnf_adjoint_dim(const cnf_adjoint *adj);      /* n */
 size_t cnf_adjoint_num_params(const cnf_adjoint *adj); /* p */
