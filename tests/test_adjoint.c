@@ -426,18 +426,9 @@ static double max_abs(const double *a, size_t n)
 
 static cnf_flow *tiny_flow(size_t D, cnf_layer_type type, cnf_activation act, unsigned long seed)
 {
-    cnf_net_config cfg[2];
-    for (size_t k = 0; k < 2; k++) {
-        cnf_net_config_default(&cfg[k], D);
-        ck_assert_int_eq(cnf_net_config_parse_hidden(&cfg[k], "8-8"), CNF_OK);
-        cfg[k].layer_type = type;
-        cfg[k].activation = act;
-    }
     const double T[2] = { 0.6, 0.45 };
-    cnf_flow *flow = cnf_flow_alloc(D, 2, cfg, T);
-    ck_assert_ptr_nonnull(flow);
     gsl_rng *rng = tu_rng(seed);
-    cnf_flow_init_params(flow, rng, 0);
+    cnf_flow *flow = tu_flow(D, 2, "8-8", type, act, T, rng);
     for (size_t i = 0; i < D; i++) {
         cnf_flow_mean(flow)[i] = 0.1 * (double)i;
         cnf_flow_scale(flow)[i] = 1.0 + 0.25 * (double)i;

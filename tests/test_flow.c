@@ -25,17 +25,9 @@ static void set_tol(cnf_flow_options *opt, double tol)
 /* A flow of 2 blocks of 8-8 networks with random parameters. */
 static cnf_flow *tiny_flow(size_t D, cnf_layer_type type, unsigned long seed)
 {
-    cnf_net_config cfg[2];
-    for (size_t k = 0; k < 2; k++) {
-        cnf_net_config_default(&cfg[k], D);
-        ck_assert_int_eq(cnf_net_config_parse_hidden(&cfg[k], "8-8"), CNF_OK);
-        cfg[k].layer_type = type;
-    }
     const double T[2] = { 0.5, 0.7 };
-    cnf_flow *flow = cnf_flow_alloc(D, 2, cfg, T);
-    ck_assert_ptr_nonnull(flow);
     gsl_rng *r = tu_rng(seed);
-    cnf_flow_init_params(flow, r, 0);
+    cnf_flow *flow = tu_flow(D, 2, "8-8", type, CNF_ACT_TANH, T, r);
     for (size_t i = 0; i < D; i++) {
         cnf_flow_mean(flow)[i] = 0.3 - 0.2 * (double)i;
         cnf_flow_scale(flow)[i] = 0.8 + 0.3 * (double)i;

@@ -114,19 +114,12 @@ static void make_dataset(const char *file, const char *path, int rank, const hsi
 static cnf_flow *random_flow(size_t D, size_t K, cnf_layer_type type, cnf_activation act,
                              const char *hidden, unsigned long seed)
 {
-    cnf_net_config cfg[4];
     double T[4];
-    for (size_t k = 0; k < K; k++) {
-        cnf_net_config_default(&cfg[k], D);
-        ck_assert_int_eq(cnf_net_config_parse_hidden(&cfg[k], hidden), CNF_OK);
-        cfg[k].layer_type = type;
-        cfg[k].activation = act;
+    ck_assert_uint_le(K, 4);
+    for (size_t k = 0; k < K; k++)
         T[k] = 0.3 + 0.7 * (double)k + 1e-3 * (double)seed;
-    }
-    cnf_flow *flow = cnf_flow_alloc(D, K, cfg, T);
-    ck_assert_ptr_nonnull(flow);
     gsl_rng *r = tu_rng(seed);
-    cnf_flow_init_params(flow, r, 0);
+    cnf_flow *flow = tu_flow(D, K, hidden, type, act, T, r);
     for (size_t i = 0; i < D; i++) {
         cnf_flow_mean(flow)[i] = gsl_rng_uniform(r) - 0.5;
         cnf_flow_scale(flow)[i] = 0.5 + gsl_rng_uniform(r);

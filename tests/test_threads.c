@@ -128,16 +128,9 @@ END_TEST
 /* A 2-block flow of 16-16 concatsquash tanh networks, random parameters. */
 static cnf_flow *small_flow(size_t D)
 {
-    cnf_net_config cfg[2];
-    for (size_t k = 0; k < 2; k++) {
-        cnf_net_config_default(&cfg[k], D);
-        ck_assert_int_eq(cnf_net_config_parse_hidden(&cfg[k], "16-16"), CNF_OK);
-    }
     const double T[2] = { 0.5, 0.4 };
-    cnf_flow *flow = cnf_flow_alloc(D, 2, cfg, T);
-    ck_assert_ptr_nonnull(flow);
     gsl_rng *r = tu_rng(5);
-    cnf_flow_init_params(flow, r, 0);
+    cnf_flow *flow = tu_flow(D, 2, "16-16", CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, T, r);
     gsl_rng_free(r);
     return flow;
 }

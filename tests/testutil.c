@@ -41,6 +41,23 @@ gsl_rng *tu_rng(unsigned long seed)
     return r;
 }
 
+cnf_flow *tu_flow(size_t D, size_t K, const char *hidden, cnf_layer_type type, cnf_activation act,
+                  const double *T, gsl_rng *r)
+{
+    cnf_net_config cfg[8];
+    ck_assert_uint_le(K, 8);
+    for (size_t k = 0; k < K; k++) {
+        cnf_net_config_default(&cfg[k], D);
+        ck_assert_int_eq(cnf_net_config_parse_hidden(&cfg[k], hidden), CNF_OK);
+        cfg[k].layer_type = type;
+        cfg[k].activation = act;
+    }
+    cnf_flow *flow = cnf_flow_alloc(D, K, cfg, T);
+    ck_assert_msg(flow != NULL, "%s", cnf_last_error());
+    cnf_flow_init_params(flow, r, 0);
+    return flow;
+}
+
 double tu_max_rel_error(const char *name, const double *a, const double *b, size_t n,
                         double floor, double tol)
 {

@@ -9,6 +9,8 @@
 #include <check.h>
 #include <gsl/gsl_rng.h>
 
+#include "cnf/flow.h"
+
 /* A scalar function of n parameters for gradient checks. */
 typedef double (*tu_scalar_fn)(const double *x, void *ctx);
 
@@ -24,6 +26,13 @@ void tu_fd_gradient4(tu_scalar_fn fn, void *ctx, double *x, size_t n, double h, 
 /* A Mersenne Twister seeded with seed (free with gsl_rng_free): every suite
  * draws its fixtures from one, so a seed fixes a test's data. */
 gsl_rng *tu_rng(unsigned long seed);
+
+/* A flow of K (<= 8) blocks, each a network of the hidden widths given as
+ * text (e.g. "8-8"), layer type and activation, block k ending at T[k] (K);
+ * network parameters from cnf_flow_init_params(flow, r, 0), so r moves on;
+ * mean 0 and scale 1. Every suite's random-flow fixture. */
+cnf_flow *tu_flow(size_t D, size_t K, const char *hidden, cnf_layer_type type, cnf_activation act,
+                  const double *T, gsl_rng *r);
 
 /* Largest relative error |a - b| / max(|a|, |b|, floor) over n entries.
  * Prints the first few mismatches above tol (with name) to stderr. */
