@@ -476,12 +476,6 @@ static grad_result flow_grad_vs(cnf_flow *flow, const double *X, size_t B,
     return r;
 }
 
-static void set_tol(cnf_flow_options *opt, double fwd, double back)
-{
-    opt->solver.rtol = opt->solver.atol = fwd;
-    opt->adjoint_solver.rtol = opt->adjoint_solver.atol = back;
-}
-
 /* fd_h: the finite-difference step; tol: the relative error allowed for
  * the checkpointed gradient. */
 static void cnf_grad_case(size_t D, cnf_layer_type type, cnf_activation act, double fd_h,
@@ -495,7 +489,7 @@ static void cnf_grad_case(size_t D, cnf_layer_type type, cnf_activation act, dou
 
     cnf_flow_options fo;
     cnf_flow_options_default(&fo);
-    set_tol(&fo, 1e-12, 1e-12);
+    tu_set_tol(&fo, 1e-12, 1e-12);
     flow_fd_ctx c = { flow, cnf_flow_work_alloc(flow, B, &fo), X, B, 0, 1, NULL };
     double *x = malloc(P * sizeof *x), *gfd = malloc(P * sizeof *gfd);
     memcpy(x, cnf_flow_params(flow), P * sizeof *x);
@@ -509,7 +503,7 @@ static void cnf_grad_case(size_t D, cnf_layer_type type, cnf_activation act, dou
     snprintf(name, sizeof name, "D=%zu %s/%s", D, cnf_layer_type_name(type), cnf_activation_name(act));
     cnf_flow_options opt;
     cnf_flow_options_default(&opt);
-    set_tol(&opt, 1e-10, 1e-10);
+    tu_set_tol(&opt, 1e-10, 1e-10);
     /* per entry (floor 1% of the largest): as tight as the norm, except
      * where the differences themselves are the limit (elu) */
     double max_tol = fd_h > 1e-5 ? 10 * tol : tol;
@@ -586,7 +580,7 @@ static void cnf_reg_case(cnf_divergence div)
     tiny_data(B, D, 3, X);
     cnf_flow_options fo;
     cnf_flow_options_default(&fo);
-    set_tol(&fo, 1e-12, 1e-12);
+    tu_set_tol(&fo, 1e-12, 1e-12);
     fo.divergence = div;
     fo.reg_kinetic = 0.3;
     fo.reg_jacobian = 0.2;
@@ -598,7 +592,7 @@ static void cnf_reg_case(cnf_divergence div)
     memcpy(cnf_flow_params(flow), x, P * sizeof *x);
 
     cnf_flow_options opt = fo;
-    set_tol(&opt, 1e-10, 1e-10);
+    tu_set_tol(&opt, 1e-10, 1e-10);
     double loss_reg, loss_plain;
     grad_result r = flow_grad_vs(flow, X, B, &opt, 42, gfd, cnf_divergence_name(div), &loss_reg, 1e-5);
     opt.reg_kinetic = opt.reg_jacobian = 0.0;

@@ -16,12 +16,6 @@
 #include "cnf/io.h"
 #include "testutil.h"
 
-static void set_tol(cnf_flow_options *opt, double tol)
-{
-    opt->solver.rtol = opt->solver.atol = tol;
-    opt->adjoint_solver.rtol = opt->adjoint_solver.atol = tol;
-}
-
 /* A flow of 2 blocks of 8-8 networks with random parameters. */
 static cnf_flow *tiny_flow(size_t D, cnf_layer_type type, unsigned long seed)
 {
@@ -124,7 +118,7 @@ START_TEST(test_linear_flow_closed_form)
 
     cnf_flow_options opt;
     cnf_flow_options_default(&opt);
-    set_tol(&opt, 1e-11);
+    tu_set_tol(&opt, 1e-11, 1e-11);
     cnf_flow_work *w = cnf_flow_work_alloc(flow, N, &opt);
     ck_assert_ptr_nonnull(w);
     double ll[N], Z[N * D], Xb[N * D];
@@ -149,7 +143,7 @@ START_TEST(test_sample_then_encode)
     cnf_flow *flow = tiny_flow(D, CNF_LAYER_CONCATSQUASH, 3);
     cnf_flow_options opt;
     cnf_flow_options_default(&opt);
-    set_tol(&opt, 1e-9);
+    tu_set_tol(&opt, 1e-9, 1e-9);
     cnf_flow_work *w = cnf_flow_work_alloc(flow, 16, &opt);   /* chunks of 16 */
     double Z[N * D], Z2[N * D], X[N * D], Z3[N * D];
     gsl_rng *r = tu_rng(77);
@@ -181,7 +175,7 @@ static void hutchinson_case(cnf_divergence kind)
     random_points(NP, D, 8, Xp);
     cnf_flow_options opt;
     cnf_flow_options_default(&opt);
-    set_tol(&opt, 1e-8);
+    tu_set_tol(&opt, 1e-8, 1e-8);
     cnf_flow_work *w = cnf_flow_work_alloc(flow, NP * REP, &opt);
     double exact[NP];
     ck_assert_int_eq(cnf_flow_log_likelihood(flow, w, Xp, NP, NULL, exact, NULL), CNF_OK);
@@ -231,7 +225,7 @@ START_TEST(test_chunking_consistent)
     random_points(N, D, 12, X);
     cnf_flow_options opt;
     cnf_flow_options_default(&opt);
-    set_tol(&opt, 1e-10);
+    tu_set_tol(&opt, 1e-10, 1e-10);
     cnf_flow_work *wa = cnf_flow_work_alloc(flow, N, &opt);
     cnf_flow_work *wb = cnf_flow_work_alloc(flow, 3, &opt);   /* 3+3+3+2 */
     ck_assert_uint_eq(cnf_flow_work_max_batch(wb), 3);
@@ -465,7 +459,7 @@ START_TEST(test_reference_models)
 
         cnf_flow_options opt;
         cnf_flow_options_default(&opt);
-        set_tol(&opt, 1e-11);
+        tu_set_tol(&opt, 1e-11, 1e-11);
         cnf_flow_work *w = cnf_flow_work_alloc(flow, N, &opt);
         double *ll = malloc(N * sizeof *ll), *S = malloc(n3 * D * sizeof *S);
         ck_assert_int_eq(cnf_flow_log_likelihood(flow, w, X, N, NULL, ll, NULL), CNF_OK);

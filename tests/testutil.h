@@ -34,6 +34,9 @@ gsl_rng *tu_rng(unsigned long seed);
 cnf_flow *tu_flow(size_t D, size_t K, const char *hidden, cnf_layer_type type, cnf_activation act,
                   const double *T, gsl_rng *r);
 
+/* rtol = atol = fwd for the forward solves, = back for the adjoint's. */
+void tu_set_tol(cnf_flow_options *opt, double fwd, double back);
+
 /* Largest relative error |a - b| / max(|a|, |b|, floor) over n entries.
  * Prints the first few mismatches above tol (with name) to stderr. */
 double tu_max_rel_error(const char *name, const double *a, const double *b, size_t n,
