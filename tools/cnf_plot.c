@@ -116,7 +116,7 @@ int cnf_cmd_plot(int argc, char **argv)
         }
     cli_model_prepare(&m, &sa, G, 1);
     double t0 = cli_now();
-    cli_check(cnf_flow_log_likelihood(flow, m.w, X, G, NULL, ll, NULL), "density grid");
+    cli_check(cnf_flow_log_likelihood(flow, m.w, X, G, m.rng, ll, NULL), "density grid");
     double lmax = -INFINITY, lmin = INFINITY;
     for (size_t i = 0; i < G; i++) {
         lmax = fmax(lmax, ll[i]);
