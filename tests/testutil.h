@@ -1,6 +1,7 @@
 /* testutil.h — helpers shared by the Check suites: finite-difference
- * gradient checks, array comparison that prints the first mismatches, and
- * paths to shared test data. */
+ * gradient checks (second and fourth order), seeded generators and the
+ * random-flow fixture, array comparison that prints the first mismatches,
+ * and paths to shared test data. */
 #ifndef CNF_TESTUTIL_H
 #define CNF_TESTUTIL_H
 
