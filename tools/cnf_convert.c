@@ -66,33 +66,24 @@ static size_t split_cells(char *line, char ***cells, size_t *cap)
     }
 }
 
-int cnf_cmd_convert(int argc, char **argv)
+/* Is the first data line a header? "yes", "no", or with "auto" whether any
+ * of its nc cells is not a number. */
+static int is_header(const char *header, char **cells, size_t nc)
 {
-    const char *out = NULL, *split = "0.8,0.1,0.1", *header = "auto";
-    unsigned long seed = 1;
-    int shuffle = 1;
-    cli_option opts[] = {
-        {"out", CLI_STRING, &out, "F.h5", "output data file", CLI_REQUIRED, 0},
-        {"split", CLI_STRING, &split, "F,F,F", "fractions of train, val, test", NULL, 0},
-        {"seed", CLI_SEED, &seed, "S", "seed of the shuffle (mt19937)", NULL, 0},
-        {"shuffle", CLI_BOOL, &shuffle, "0|1", "shuffle the rows before splitting", NULL, 0},
-        {"header", CLI_STRING, &header, "auto|yes|no",
-         "first line is a header (auto: if any of its cells is not a number)", NULL, 0},
-        {NULL, 0, NULL, NULL, NULL, NULL, 0}};
-    const char *pos[1];
-    size_t n_pos;
-    cli_parse(argc, argv, opts, "convert data.csv --out data.h5 [--split 0.8,0.1,0.1] [--seed S]",
-              "Convert a CSV file (comma-separated numbers, one row per line, an optional\n"
-              "header line; blank lines and lines starting with '#' are skipped) into\n"
-              "/train, /val and /test of an HDF5 data file (float64, N x D).",
-              pos, 1, &n_pos);
-    if (n_pos != 1)
-        cli_usage("name the CSV file to convert");
-    if (strcmp(header, "auto") && strcmp(header, "yes") && strcmp(header, "no"))
-        cli_usage("--header %s: expected auto, yes or no", header);
-    cli_check(cnf_data_check_output_path(out), "--out");
+    if (strcmp(header, "auto"))
+        return !strcmp(header, "yes");
+    for (size_t j = 0; j < nc; j++) {
+        double x;
+        if (parse_cell(cells[j], &x))
+            return 1;
+    }
+    return 0;
+}
 
-    const char *csv = pos[0];
+/* The numbers of a CSV file (N x D, malloc'd), or exit naming the file, line
+ * and column at fault. */
+static double *read_csv(const char *csv, const char *header, size_t *N_out, size_t *D_out)
+{
     FILE *f = fopen(csv, "r");
     if (!f)
         cli_die("cannot open %s: %s", csv, strerror(errno));
@@ -100,8 +91,7 @@ int cnf_cmd_convert(int argc, char **argv)
     size_t line_cap = 0, cells_cap = 0, lineno = 0, D = 0, N = 0, cap = 0;
     double *X = NULL;   /* N x D, grown */
     int first = 1;
-    ssize_t len;
-    while ((len = getline(&line, &line_cap, f)) != -1) {
+    while (getline(&line, &line_cap, f) != -1) {
         lineno++;
         char *s = trim(line);
         if (!s[0] || s[0] == '#')
@@ -109,15 +99,8 @@ int cnf_cmd_convert(int argc, char **argv)
         size_t nc = split_cells(s, &cells, &cells_cap);
         if (first) {
             first = 0;
-            int is_header = !strcmp(header, "yes");
-            if (!strcmp(header, "auto"))
-                for (size_t j = 0; j < nc; j++) {
-                    double x;
-                    if (parse_cell(cells[j], &x))
-                        is_header = 1;
-                }
             D = nc;
-            if (is_header)
+            if (is_header(header, cells, nc))
                 continue;
         }
         if (nc != D)
@@ -150,6 +133,40 @@ int cnf_cmd_convert(int argc, char **argv)
         cli_die("error reading %s", csv);
     if (N == 0)
         cli_die("%s: no data rows", csv);
+    *N_out = N;
+    *D_out = D;
+    return X;
+}
+
+int cnf_cmd_convert(int argc, char **argv)
+{
+    const char *out = NULL, *split = "0.8,0.1,0.1", *header = "auto";
+    unsigned long seed = 1;
+    int shuffle = 1;
+    cli_option opts[] = {
+        {"out", CLI_STRING, &out, "F.h5", "output data file", CLI_REQUIRED, 0},
+        {"split", CLI_STRING, &split, "F,F,F", "fractions of train, val, test", NULL, 0},
+        {"seed", CLI_SEED, &seed, "S", "seed of the shuffle (mt19937)", NULL, 0},
+        {"shuffle", CLI_BOOL, &shuffle, "0|1", "shuffle the rows before splitting", NULL, 0},
+        {"header", CLI_STRING, &header, "auto|yes|no",
+         "first line is a header (auto: if any of its cells is not a number)", NULL, 0},
+        {NULL, 0, NULL, NULL, NULL, NULL, 0}};
+    const char *pos[1];
+    size_t n_pos;
+    cli_parse(argc, argv, opts, "convert data.csv --out data.h5 [--split 0.8,0.1,0.1] [--seed S]",
+              "Convert a CSV file (comma-separated numbers, one row per line, an optional\n"
+              "header line; blank lines and lines starting with '#' are skipped) into\n"
+              "/train, /val and /test of an HDF5 data file (float64, N x D).",
+              pos, 1, &n_pos);
+    if (n_pos != 1)
+        cli_usage("name the CSV file to convert");
+    if (strcmp(header, "auto") && strcmp(header, "yes") && strcmp(header, "no"))
+        cli_usage("--header %s: expected auto, yes or no", header);
+    cli_check(cnf_data_check_output_path(out), "--out");
+
+    const char *csv = pos[0];
+    size_t N, D;
+    double *X = read_csv(csv, header, &N, &D);   /* N x D */
 
     size_t counts[3];
     cli_split_counts(split, N, counts);
