@@ -4,6 +4,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include "cnf/data.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -325,4 +327,15 @@ void cli_split_counts(const char *spec, size_t N, size_t counts[3])
     if (counts[1] + counts[2] > N)
         counts[2] = N - counts[1];
     counts[0] = N - counts[1] - counts[2];
+}
+
+void cli_write_splits(const char *out, const double *X, const size_t counts[3], size_t D,
+                      const char *source)
+{
+    const double *val = X + D * counts[0], *test = val + D * counts[1];
+    cli_check(cnf_data_write_splits(out, X, counts[0], val, counts[1], test, counts[2], D, source,
+                                    "none"),
+              out);
+    cli_info("wrote %s: /train %zu x %zu, /val %zu x %zu, /test %zu x %zu (%s)\n", out, counts[0],
+             D, counts[1], D, counts[2], D, source);
 }

@@ -106,4 +106,10 @@ double cli_now(void);
  * train). Usage error naming --split otherwise. */
 void cli_split_counts(const char *spec, size_t N, size_t counts[3]);
 
+/* Write X (N x D, N = counts[0] + counts[1] + counts[2]) as /train, /val and
+ * /test of data file out, in that order of rows, and say so; exit on
+ * failure. */
+void cli_write_splits(const char *out, const double *X, const size_t counts[3], size_t D,
+                      const char *source);
+
 #endif /* CNF_TOOLS_CLI_H */

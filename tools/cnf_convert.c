@@ -189,14 +189,9 @@ int cnf_cmd_convert(int argc, char **argv)
         gsl_rng_free(rng);
     }
     char source[4200];
-    snprintf(source, sizeof source, "cnf convert %s (shuffle %d, seed %lu, split %s)", csv,
+    snprintf(source, sizeof source, "cnf convert %s, shuffle %d, seed %lu, split %s", csv,
              shuffle, seed, split);
-    cli_check(cnf_data_write_splits(out, X, counts[0], X + D * counts[0], counts[1],
-                                    X + D * (counts[0] + counts[1]), counts[2], D, source,
-                                    "none"),
-              out);
-    cli_info("wrote %s: /train %zu x %zu, /val %zu x %zu, /test %zu x %zu\n", out, counts[0], D,
-             counts[1], D, counts[2], D);
+    cli_write_splits(out, X, counts, D, source);
     free(X);
     return 0;
 }

@@ -45,14 +45,9 @@ int cnf_cmd_toy(int argc, char **argv)
     double *X = cli_malloc(n * 2 * sizeof *X);   /* n x 2 */
     cli_check(cnf_toy_generate(pos[0], n, rng, X), NULL);
     char source[256];
-    snprintf(source, sizeof source, "cnf toy %s --n %zu --seed %lu (FFJORD lib/toy_data.py)",
+    snprintf(source, sizeof source, "cnf toy %s --n %zu --seed %lu, FFJORD lib/toy_data.py",
              pos[0], n, seed);
-    cli_check(cnf_data_write_splits(out, X, counts[0], X + 2 * counts[0], counts[1],
-                                    X + 2 * (counts[0] + counts[1]), counts[2], 2, source,
-                                    "none"),
-              out);
-    cli_info("wrote %s: /train %zu x 2, /val %zu x 2, /test %zu x 2 (%s, seed %lu)\n", out,
-             counts[0], counts[1], counts[2], pos[0], seed);
+    cli_write_splits(out, X, counts, 2, source);
     free(X);
     gsl_rng_free(rng);
     return 0;
