@@ -207,10 +207,8 @@ int cnf_cmd_train(int argc, char **argv)
             (void)cnf_run_config_set(&cfg, ex.config_keys[i], ex.config_values[i], err,
                                      sizeof err);
         }
-    } else if (preset && !want_help) {
-        cnf_run_config_load(&cfg, preset);
     } else if (preset) {
-        cnf_run_config_load(&cfg, preset);   /* so that --help shows its values */
+        cnf_run_config_load(&cfg, preset);   /* with --help too, which shows its values */
     }
 
     const char *data = NULL, *train = NULL, *val = NULL, *out = NULL, *flow_opt = NULL;
@@ -283,7 +281,7 @@ int cnf_cmd_train(int argc, char **argv)
     size_t Dmodel = flow ? cnf_flow_dim(flow) : 0;
     Xtr = cli_read_data(train, NULL, Dmodel, &Ntr, &D);
     if (val) {
-        Xval = cli_read_data(val, NULL, D, &Nval, &Dval);
+        Xval = cli_read_data(val, NULL, 0, &Nval, &Dval);   /* checked against D below */
         if (Dval != D)
             cli_die("%s has %zu columns but %s has %zu", val, Dval, train, D);
     }
