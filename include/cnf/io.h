@@ -28,8 +28,9 @@
  *   /training               attributes n_params, seed, iteration, lr,
  *                           has_best, best_val_nll, best_iteration,
  *                           last_val_nll, bad_validations (the scalar fields
- *                           of cnf_train_state; sizes as int64, the rest
- *                           float64; +inf/NaN stored as they are)
+ *                           of cnf_train_state; seed as uint64, the other
+ *                           counts and has_best as int64, the rest float64;
+ *                           +inf/NaN stored as they are)
  *   /training/params        (P) current parameters (not the best)
  *   /training/adam_m        (P) Adam first moment
  *   /training/adam_v        (P) Adam second moment
@@ -117,8 +118,8 @@ cnf_status cnf_model_extra_set(cnf_model_extra *extra, const char *key, const ch
 const char *cnf_model_extra_get(const cnf_model_extra *extra, const char *key);
 
 /* Write flow (and extra, which may be NULL) to path atomically. CNF_EDATA
- * if a parameter, mean or scale is non-finite (such a model could not be
- * loaded); CNF_EDIM if extra->state's n_params differs from the flow's P;
+ * if a parameter, mean or scale is non-finite or a block's T is not
+ * positive (such a model could not be loaded); CNF_EDIM if extra->state's n_params differs from the flow's P;
  * CNF_EIO if the directory is missing or the file cannot be written (an
  * existing path is then untouched). */
 cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
