@@ -657,7 +657,14 @@ static cnf_status begin_call(const cnf_flow *flow, cnf_flow_work *w, cnf_flow_st
     cnf_status s = check_work(flow, w, what);
     if (s == CNF_OK)
         s = check_end_times(flow);
-    return s != CNF_OK ? s : ensure_tangents(w, flow);
+    if (s == CNF_OK)
+        s = ensure_tangents(w, flow);
+    /* the parameters stay put for the whole call: transpose the weights
+     * once here rather than in every evaluation of every solve */
+    for (size_t k = 0; s == CNF_OK && k < w->n_blocks; k++)
+        s = cnf_net_work_bind(cnf_flow_block_net(flow, k), w->nw[k],
+                              cnf_flow_params_const(flow) + cnf_flow_block_offset(flow, k));
+    return s;
 }
 
 /* Rows of the chunk starting at row0 of N: at most max_batch, 0 at the end.

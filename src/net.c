@@ -101,9 +101,7 @@ typedef struct {
     double *beta[MAX_LAYERS];  /* beta, n_{j+1} */
     double *gate[MAX_LAYERS];  /* s, n_{j+1} */
     double *shift[MAX_LAYERS]; /* c, n_{j+1} */
-    double *WT[MAX_LAYERS];    /* W^T without a concat time column, n_j x n_{j+1}: the
-                                  forward products run as X WT (see row_gemm); with the
-                                  unit directions, du_k = W e_k is row k of WT[0] */
+    double *WT[MAX_LAYERS];    /* the work's transposed weights (shared, read only) */
 
     /* Reverse sweep. */
     double *cot[2];            /* cotangents, (K+1)B x max width, ping-pong */
@@ -141,6 +139,11 @@ struct cnf_net_work {
     net_part *part[CNF_NET_MAX_THREADS];   /* n_threads; part i takes rows
                                               [B i / n, B (i+1) / n) */
     cnf_pool *pool;            /* NULL with one thread */
+    double *WT[MAX_LAYERS];    /* W^T without a concat time column, n_j x n_{j+1}: the
+                                  forward products run as X WT (see row_gemm); with the
+                                  unit directions, du_k = W e_k is row k of WT[0] */
+    double *wt_mem;
+    const double *bound;       /* the theta whose W^T is in WT (cnf_net_work_bind) */
     int ready;
     size_t B;                  /* batch of the last forward pass */
     net_job job;
@@ -317,7 +320,7 @@ static net_part *part_alloc(const cnf_net *net, size_t max_batch, size_t max_tan
         total += rows * net->width[j] + rows * net->width[j + 1];
         if (j + 1 < L)
             total += (s2 ? 2 : 1) * max_batch * net->width[j + 1];
-        total += 3 * net->width[j + 1] + net->width[j] * net->width[j + 1];
+        total += 3 * net->width[j + 1];
     }
     total += 2 * rows * maxw + 3 * maxw;
     if (with_grad)
@@ -347,8 +350,6 @@ static net_part *part_alloc(const cnf_net *net, size_t max_batch, size_t max_tan
         p += net->width[j + 1];
         w->beta[j] = p;
         p += net->width[j + 1];
-        w->WT[j] = p;
-        p += net->width[j] * net->width[j + 1];
     }
     w->cot[0] = p;
     p += rows * maxw;
@@ -413,6 +414,20 @@ cnf_net_work *cnf_net_work_alloc_threads(const cnf_net *net, size_t max_batch,
     w->max_batch = max_batch;
     w->max_tangents = max_tangents;
     w->n_threads = n_threads;
+    size_t wt_total = 0;
+    for (size_t j = 0; j < net->n_layers; j++)
+        wt_total += net->width[j] * net->width[j + 1];
+    w->wt_mem = malloc(wt_total * sizeof *w->wt_mem);
+    if (!w->wt_mem) {
+        cnf_net_work_free(w);
+        cnf_error(CNF_ENOMEM, "cannot allocate the network workspace's %zu weights", wt_total);
+        return NULL;
+    }
+    double *wt = w->wt_mem;
+    for (size_t j = 0; j < net->n_layers; j++) {
+        w->WT[j] = wt;
+        wt += net->width[j] * net->width[j + 1];
+    }
     /* Part i gets at most ceil(max_batch / n) rows. */
     size_t part_rows = (max_batch + n_threads - 1) / n_threads;
     for (size_t i = 0; i < n_threads; i++) {
@@ -423,6 +438,7 @@ cnf_net_work *cnf_net_work_alloc_threads(const cnf_net *net, size_t max_batch,
                       "%zu of %zu)", part_rows, i + 1, n_threads);
             return NULL;
         }
+        memcpy(w->part[i]->WT, w->WT, sizeof w->WT);
     }
     if (n_threads > 1) {
         /* Our threads split the batch; BLAS threads inside them would only
@@ -445,6 +461,7 @@ void cnf_net_work_free(cnf_net_work *work)
     cnf_pool_free(work->pool);
     for (size_t i = 0; i < work->n_threads; i++)
         part_free(work->part[i]);
+    free(work->wt_mem);
     free(work);
 }
 
@@ -470,8 +487,9 @@ static cnf_status check_work(const cnf_net *net, const cnf_net_work *w, const ch
  * beta = 0: on (300 x 64) x (64 x 64), 48 us against 60 in one call. Only
  * the non-transposed A qualifies fully, so the forward pass multiplies by a
  * transposed copy of W (X W^T as X WT; 4096 copies against 12 us saved per
- * layer). Blocks below GEMM_MIN_ROWS would lose more than they gain (wide
- * layers): those products stay whole. */
+ * layer, and none at all while the weights are bound, cnf_net_work_bind).
+ * Blocks below GEMM_MIN_ROWS would lose more than they gain (wide layers):
+ * those products stay whole. */
 #define GEMM_SMALL_MNK 1000000.0
 #define GEMM_MIN_ROWS 32
 
@@ -645,11 +663,7 @@ static void layer_forward(const cnf_net *net, net_part *w, size_t j, const doubl
     double *X = w->X[j], *U = w->U[j], *s = w->gate[j], *c = w->shift[j], *beta = w->beta[j];
     double t = w->t;
 
-    double *WT = w->WT[j];
-    for (size_t i = 0; i < in; i++)
-        for (size_t o = 0; o < out; o++)
-            WT[i * out + o] = W[o * ldw + i];
-    row_gemm(rows, out, in, X, in, WT, out, 0.0, U, out);
+    row_gemm(rows, out, in, X, in, w->WT[j], out, 0.0, U, out);
 
     switch (net->cfg.layer_type) {
     case CNF_LAYER_CONCATSQUASH: {
@@ -765,6 +779,38 @@ static void run_part(void *ctx, size_t i)
                   thetabar, tbar);
 }
 
+/* WT = W^T of every layer, once for all threads. */
+static void transpose_weights(const cnf_net *net, cnf_net_work *work, const double *theta)
+{
+    for (size_t j = 0; j < net->n_layers; j++) {
+        const cnf_net_layer *lv = &net->view[j];
+        size_t in = lv->in, out = lv->out, ldw = lv->W_cols;
+        const double *W = theta + lv->W;
+        double *WT = work->WT[j];
+        for (size_t i = 0; i < in; i++)
+            for (size_t o = 0; o < out; o++)
+                WT[i * out + o] = W[o * ldw + i];
+    }
+}
+
+cnf_status cnf_net_work_bind(const cnf_net *net, cnf_net_work *work, const double *theta)
+{
+    if (!net || !work || !theta)
+        return cnf_error(CNF_EINVAL, "cnf_net_work_bind: net, work and theta must be given");
+    cnf_status st = check_work(net, work, "cnf_net_work_bind");
+    if (st != CNF_OK)
+        return st;
+    transpose_weights(net, work, theta);
+    work->bound = theta;
+    return CNF_OK;
+}
+
+void cnf_net_work_unbind(cnf_net_work *work)
+{
+    if (work)
+        work->bound = NULL;
+}
+
 cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double *theta,
                            double t, const double *z, size_t B, size_t K, const double *v,
                            double *f, double *jv)
@@ -788,6 +834,8 @@ cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double 
                          "%zu, got K = %zu", D, K);
     work->ready = 0;
     work->B = B;
+    if (theta != work->bound)
+        transpose_weights(net, work, theta);
     if (work->n_threads == 1) {
         part_forward(net, work->part[0], theta, t, z, B, B, K, v, f, jv);
     } else {

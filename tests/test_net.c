@@ -667,6 +667,41 @@ START_TEST(test_backward_accumulates)
 }
 END_TEST
 
+/* Bound weights give the unbound results bit for bit; another theta pointer
+ * is transposed afresh; after unbind, a changed theta is seen. */
+START_TEST(test_bind_weights)
+{
+    const size_t D = 2, B = 4;
+    net_fixture nf = make_net(CNF_LAYER_CONCAT, CNF_ACT_TANH, D, "6-5", B, D, 5, 1.0);
+    double z[8] = {0.1, 0.2, -0.3, 0.4, 1.0, -1.0, 0.5, 0.0};
+    double f0[8], jv0[16], f1[8], jv1[16], f2[8], jv2[16];
+    size_t P = nf.P;
+    double *other = malloc(P * sizeof *other);
+    for (size_t i = 0; i < P; i++)
+        other[i] = 0.5 * nf.theta[i];
+    ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, nf.theta, 0.3, z, B, D, NULL, f0, jv0), CNF_OK);
+    ck_assert_int_eq(cnf_net_work_bind(nf.net, nf.w, nf.theta), CNF_OK);
+    ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, nf.theta, 0.3, z, B, D, NULL, f1, jv1), CNF_OK);
+    ck_assert_mem_eq(f0, f1, sizeof f0);
+    ck_assert_mem_eq(jv0, jv1, sizeof jv0);
+    /* another pointer while bound: its own weights, not the bound ones */
+    ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, other, 0.3, z, B, D, NULL, f2, jv2), CNF_OK);
+    ck_assert(memcmp(f2, f0, sizeof f0) != 0);
+    cnf_net_work_unbind(nf.w);
+    ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, other, 0.3, z, B, D, NULL, f1, jv1), CNF_OK);
+    ck_assert_mem_eq(f1, f2, sizeof f1);
+    ck_assert_mem_eq(jv1, jv2, sizeof jv1);
+    /* unbound, theta changed in place between passes: the change is seen */
+    for (size_t i = 0; i < P; i++)
+        nf.theta[i] *= 0.5;
+    ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, nf.theta, 0.3, z, B, D, NULL, f1, jv1), CNF_OK);
+    ck_assert_mem_eq(f1, f2, sizeof f1);
+    ck_assert_mem_eq(jv1, jv2, sizeof jv1);
+    free(other);
+    free_net(&nf);
+}
+END_TEST
+
 START_TEST(test_argument_errors)
 {
     net_fixture nf = make_net(CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, 2, "4", 3, 1, 1, 1.0);
@@ -876,6 +911,7 @@ int main(void)
     tcase_add_test(tc, test_hutchinson_statistics);
     tcase_add_test(tc, test_batch_split);
     tcase_add_test(tc, test_backward_accumulates);
+    tcase_add_test(tc, test_bind_weights);
     suite_add_tcase(s, tc);
     TCase *tc2 = tcase_create("structure");
     tcase_add_test(tc2, test_layout);

@@ -161,6 +161,17 @@ cnf_net_work *cnf_net_work_alloc_threads(const cnf_net *net, size_t max_batch,
 void cnf_net_work_free(cnf_net_work *work);            /* NULL is fine; joins the threads */
 size_t cnf_net_work_threads(const cnf_net_work *work);
 
+/* The forward products multiply by W^T, which each cnf_net_forward
+ * transposes from theta afresh (4096 copies per 64 x 64 layer: a few
+ * percent of a pass at B = 100). A caller that evaluates the same
+ * parameters many times (an ODE solve) binds them once: until
+ * cnf_net_work_unbind or the next bind, passes given this same theta
+ * pointer reuse the transposed weights. theta must not change while bound;
+ * a pass given another pointer transposes as usual. Results are bit for
+ * bit those without binding. */
+cnf_status cnf_net_work_bind(const cnf_net *net, cnf_net_work *work, const double *theta);
+void cnf_net_work_unbind(cnf_net_work *work);   /* NULL is fine */
+
 /* f = net(z, t) and, for K > 0, jv_k = J(z) v_k.
  *   theta: P            z: B x D            f: B x D
  *   v: K x B x D (direction k of sample b at v[(k*B + b)*D]), or NULL for
