@@ -43,7 +43,7 @@ struct cnf_pool {
     atomic_size_t pending;     /* worker parts of the current job still running */
     int sleepers;              /* workers blocked on wake (under mu) */
     int caller_waiting;        /* caller blocked on done (under mu) */
-    int stop;                  /* under mu; seen with the gen that follows it */
+    atomic_int stop;           /* set before the gen that announces it */
     cnf_pool_task task;
     void *ctx;
 };
@@ -92,10 +92,8 @@ static void *worker_main(void *varg)
     unsigned seen = 0;
     for (;;) {
         seen = wait_job(p, seen);
-        pthread_mutex_lock(&p->mu);
-        int stop = p->stop;
-        pthread_mutex_unlock(&p->mu);
-        if (stop)
+        /* ordered by gen's release/acquire; no lock per job */
+        if (atomic_load_explicit(&p->stop, memory_order_relaxed))
             break;
         p->task(p->ctx, wa->part);
         if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
@@ -134,6 +132,7 @@ cnf_pool *cnf_pool_alloc(size_t n_threads)
     pthread_cond_init(&p->done, NULL);
     atomic_init(&p->gen, 0u);
     atomic_init(&p->pending, (size_t)0);
+    atomic_init(&p->stop, 0);
 
     sigset_t all, old;
     sigfillset(&all);
@@ -162,7 +161,7 @@ void cnf_pool_free(cnf_pool *p)
     if (!p)
         return;
     pthread_mutex_lock(&p->mu);
-    p->stop = 1;
+    atomic_store_explicit(&p->stop, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->gen, 1u, memory_order_release);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
