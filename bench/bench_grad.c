@@ -9,11 +9,14 @@
  * moves by 10-50% from run to run.
  *
  * Usage: bench_grad --model M.h5 [--reps N=200] [--batch B=100] [--seed S=1]
- *                   [--threads N=1] [--label TEXT]
+ *                   [--threads N=1] [--warm 0|1] [--label TEXT]
  * The model is any cnf model file of dimension 2 (bench_train --save
  * writes one; an early model is cheap, a trained one dear); the batch is
  * drawn from 8gaussians. The solver settings are the toy configuration's
- * (dopri5 1e-5/1e-5, exact divergence, checkpointed adjoint).
+ * (dopri5 1e-5/1e-5, exact divergence, checkpointed adjoint); --warm 1
+ * starts each call's solves from the first steps the previous call
+ * suggested, as training does (cnf_flow_options.warm_start; the warm-up
+ * calls set them).
  * Prints one JSON line: min, p10, median of wall and CPU milliseconds per
  * gradient, and the evaluation counts of one gradient.
  */
@@ -33,13 +36,13 @@
 static void usage(const char *prog, FILE *out)
 {
     fprintf(out, "usage: %s --model M.h5 [--reps N=200] [--batch B=100] [--seed S=1]\n"
-                 "          [--threads N=1] [--label TEXT]\n", prog);
+                 "          [--threads N=1] [--warm 0|1] [--label TEXT]\n", prog);
 }
 
 int main(int argc, char **argv)
 {
     const char *model = NULL, *label = "";
-    long reps = 200, batch = 100, seed = 1, threads = 1;
+    long reps = 200, batch = 100, seed = 1, threads = 1, warm = 0;
     if (bench_help_requested(argc, argv)) {
         usage(argv[0], stdout);
         return 0;
@@ -62,6 +65,8 @@ int main(int argc, char **argv)
             seed = strtol(v, NULL, 10);
         else if (!strcmp(o, "--threads"))
             threads = strtol(v, NULL, 10);
+        else if (!strcmp(o, "--warm"))
+            warm = strtol(v, NULL, 10);
         else {
             fprintf(stderr, "bench_grad: unknown option %s\n", o);
             usage(argv[0], stderr);
@@ -87,6 +92,7 @@ int main(int argc, char **argv)
     cnf_flow_options opt;
     cnf_flow_options_default(&opt);           /* the toy configuration's solver */
     opt.threads = (size_t)threads;
+    opt.warm_start = warm != 0;
     cnf_flow_work *w = cnf_flow_work_alloc(flow, (size_t)batch, &opt);
     gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
     size_t P = cnf_flow_num_params(flow);
@@ -117,10 +123,11 @@ int main(int argc, char **argv)
     bench_summary sw = bench_summarise(wall, (size_t)reps, tmp);
     bench_summary sc = bench_summarise(cpu, (size_t)reps, tmp);
     printf("{\"bench\":\"grad_fixed\",\"label\":\"%s\",\"model\":\"%s\",\"batch\":%ld,"
-           "\"threads\":%ld,\"reps\":%ld,\"nfe_fwd\":%zu,\"nfe_bwd\":%zu,\"nll\":%.6f,"
+           "\"threads\":%ld,\"warm\":%ld,\"reps\":%ld,\"nfe_fwd\":%zu,\"nfe_bwd\":%zu,\"steps_fwd\":\"%zu+%zu\",\"steps_bwd\":\"%zu+%zu\",\"nll\":%.6f,"
            "\"min_ms\":%.3f,\"p10_ms\":%.3f,\"median_ms\":%.3f,\"cpu_min_ms\":%.3f,"
            "\"cpu_median_ms\":%.3f,\"load1\":%.2f}\n",
-           label, model, batch, threads, reps, st.forward.nfe, st.backward.nfe, nll, sw.min,
+           label, model, batch, threads, warm, reps, st.forward.nfe, st.backward.nfe, st.forward.accepted,
+           st.forward.rejected, st.backward.accepted, st.backward.rejected, nll, sw.min,
            sw.p10, sw.median, sc.min, sc.median, bench_loadavg());
     free(X);
     free(grad);

@@ -66,6 +66,8 @@ struct cnf_flow_work {
     double *eps;               /* n_blocks x max_batch x D: noise per block */
     double *jv;                /* Kc x max_batch x D */
     double *sq;                /* max_batch */
+    double *h_warm;            /* 2 x n_blocks: first steps of the gradient's forward
+                                  and backward solves (warm_start), 0 = automatic */
     /* training only, allocated by the first cnf_flow_nll_grad (train set) */
     int train;
     double *fbuf;              /* max_batch x D */
@@ -94,6 +96,7 @@ void cnf_flow_options_default(cnf_flow_options *opt)
     opt->reg_kinetic = 0.0;
     opt->reg_jacobian = 0.0;
     opt->threads = 1;
+    opt->warm_start = 0;
 }
 
 static size_t threads_of(const cnf_flow_options *opt)
@@ -301,7 +304,8 @@ cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
     w->eps = malloc(doubles_bytes(K, Bm, D));
     w->jv = malloc(doubles_bytes(w->kt, Bm, D));
     w->sq = malloc(Bm * sizeof *w->sq);
-    if (!w->np || !w->nw || !w->y || !w->zs || !w->eps || !w->jv || !w->sq) {
+    w->h_warm = calloc(2 * (K ? K : 1), sizeof *w->h_warm);
+    if (!w->np || !w->nw || !w->y || !w->zs || !w->eps || !w->jv || !w->sq || !w->h_warm) {
         cnf_flow_work_free(w);
         cnf_error(CNF_ENOMEM, "out of memory allocating a flow workspace for %zu rows", max_batch);
         return NULL;
@@ -354,6 +358,7 @@ void cnf_flow_work_free(cnf_flow_work *w)
     free(w->jvbar0);
     free(w->sq);
     free(w->a);
+    free(w->h_warm);
     free(w);
 }
 
@@ -384,6 +389,40 @@ cnf_status cnf_flow_work_set_options(cnf_flow_work *w, const cnf_flow_options *o
 }
 
 size_t cnf_flow_work_max_batch(const cnf_flow_work *w) { return w->max_batch; }
+
+size_t cnf_flow_work_step_hints(const cnf_flow_work *w, double *hints)
+{
+    size_t n = 2 * w->n_blocks;
+    if (hints)
+        memcpy(hints, w->h_warm, n * sizeof *hints);
+    return n;
+}
+
+cnf_status cnf_flow_work_set_step_hints(cnf_flow_work *w, const double *hints, size_t n)
+{
+    if (n != 2 * w->n_blocks)
+        return cnf_error(CNF_EDIM, "flow work: %zu step hints given, the work's %zu block(s) "
+                         "keep %zu", n, w->n_blocks, 2 * w->n_blocks);
+    for (size_t i = 0; i < n; i++)
+        if (!(hints[i] >= 0.0) || !isfinite(hints[i]))
+            return cnf_error(CNF_EINVAL, "flow work: step hint %zu is %g; hints are finite "
+                             "sizes >= 0", i, hints[i]);
+    memcpy(w->h_warm, hints, n * sizeof *hints);
+    return CNF_OK;
+}
+
+/* The gradient's solves under warm_start: options with the kept first step
+ * of solve i (of h_warm), and afterwards the step that solve suggests. */
+static int warm_active(const cnf_flow_work *w, const cnf_ode_options *o)
+{
+    return w->opt.warm_start && cnf_ode_method_is_adaptive(o->method);
+}
+
+static void warm_keep(cnf_flow_work *w, size_t i, const cnf_ode_stats *st)
+{
+    if (st->accepted > 0)
+        w->h_warm[i] = fabs(st->h_warm);
+}
 
 /* ---- right-hand sides ------------------------------------------------ */
 
@@ -568,10 +607,10 @@ static size_t tangents_of(const cnf_flow_work *w)
  * blocks 0..K-1 from 0 to T_k, or backwards, blocks K-1..0 from T_k to 0.
  * Kt tangents, n_reg regularizer accumulators. Forwards, each block draws
  * its noise (Kt = 1), fills its record when record is set and leaves its
- * output in w->zs[k+1]. */
+ * output in w->zs[k+1]; warm: the gradient's forward solves (warm_start). */
 static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y, size_t n,
                                size_t B, size_t Kt, int n_reg, int backward, int record,
-                               gsl_rng *rng, size_t row0, cnf_flow_stats *stats)
+                               int warm, gsl_rng *rng, size_t row0, cnf_flow_stats *stats)
 {
     size_t BD = B * w->D;
     cnf_ode_solver *solver = get_solver(w, n);
@@ -588,9 +627,19 @@ static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y
             cnf_ode_record_clear(rec);
         double T = block_end_time(flow, k);
         if (T > 0.0) {
+            int warm_k = warm && warm_active(w, &w->opt.solver);
+            cnf_ode_options so = w->opt.solver;
+            so.h0 = w->h_warm[k];
+            if (warm_k && cnf_ode_solver_set_options(solver, &so) != CNF_OK)
+                return cnf_error(CNF_EINVAL, "block %zu: warm first step: %s", k, cnf_last_error());
             cnf_ode_stats st;
             cnf_status s = cnf_ode_solve(solver, block_rhs, &c, backward ? T : 0.0,
                                          backward ? 0.0 : T, y, rec, &st);
+            if (warm_k) {
+                warm_keep(w, k, &st);
+                /* the evaluation solves may share this solver */
+                cnf_ode_solver_set_options(solver, &w->opt.solver);
+            }
             if (stats)
                 cnf_ode_stats_add(&stats->forward, &st);
             if (s != CNF_OK)
@@ -624,7 +673,8 @@ static cnf_status forward_chunk(const cnf_flow *flow, cnf_flow_work *w, const do
     memset(y + BD, 0, (n - BD) * sizeof *y);
     memcpy(w->zs, y, BD * sizeof *y);
     return solve_blocks(flow, w, y, n, B, K, mode == MODE_TRAIN ? 2 : 0, 0,
-                        mode == MODE_TRAIN && !w->opt.backsolve, rng, row0, stats);
+                        mode == MODE_TRAIN && !w->opt.backsolve, mode == MODE_TRAIN, rng, row0,
+                        stats);
 }
 
 static double log_normal(const double *z, size_t D)
@@ -720,7 +770,7 @@ cnf_status cnf_flow_decode(const cnf_flow *flow, cnf_flow_work *w, const double 
     for (size_t row0 = 0, B; (B = chunk_rows(w, N, row0)) > 0; row0 += B) {
         double *y = w->y;
         memcpy(y, Z + row0 * D, B * D * sizeof *y);
-        s = solve_blocks(flow, w, y, B * D, B, 0, 0, 1, 0, NULL, row0, stats);
+        s = solve_blocks(flow, w, y, B * D, B, 0, 0, 1, 0, 0, NULL, row0, stats);
         if (s != CNF_OK)
             return s;
         for (size_t b = 0; b < B; b++)
@@ -788,10 +838,21 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const doubl
         double T = block_end_time(flow, k);
         size_t Tidx = cnf_flow_T_index(flow, k);
         cnf_adjoint_problem pb = { BD, cnf_net_num_params(c.net), block_vjp, &c };
+        int warm_k = warm_active(w, &w->opt.adjoint_solver);
+        if (warm_k) {
+            cnf_adjoint_options ao;
+            adjoint_options_of(&w->opt, &ao);
+            ao.solver.h0 = w->h_warm[w->n_blocks + k];
+            s = cnf_adjoint_set_options(w->adj[k], &ao);
+            if (s != CNF_OK)
+                return cnf_error(s, "block %zu: warm first step: %s", k, cnf_last_error());
+        }
         double dT = 0.0;
         cnf_ode_stats st;
         s = cnf_adjoint_solve(w->adj[k], &pb, w->rec[k], 0.0, 1, &T, w->zs + (k + 1) * BD, a, a,
                               grad + cnf_flow_block_offset(flow, k), &dT, &st);
+        if (warm_k && s == CNF_OK)
+            warm_keep(w, w->n_blocks + k, &st);
         if (stats)
             cnf_ode_stats_add(&stats->backward, &st);
         if (s != CNF_OK)

@@ -252,6 +252,8 @@ static cnf_status write_training(cnf_h5_writer *w, const cnf_model_extra *extra)
         s = cnf_h5_writer_write_1d(w, "/training/adam_v", st->adam_v, P);
     if (s == CNF_OK && st->has_best)
         s = cnf_h5_writer_write_1d(w, "/training/best_params", st->best_params, P);
+    if (s == CNF_OK && st->n_step_hints > 0)
+        s = cnf_h5_writer_write_1d(w, "/training/step_hints", st->step_hints, st->n_step_hints);
     if (s == CNF_OK && st->rng) {
         size_t nbytes = 0;
         const void *bytes = cnf_train_state_rng_bytes(st, &nbytes);
@@ -648,6 +650,22 @@ static cnf_status read_training(hid_t fid, const char *file, const cnf_flow *flo
         s = read_checked(fid, file, "/training/best_params", 1, P, 1, st->best_params, 1);
     if (s == CNF_OK)
         s = read_rng_state(fid, file, st);
+    /* optional: files written before warm starts have none (the run then
+     * resumes with automatic first steps) */
+    if (s == CNF_OK && cnf_h5_exists(fid, "/training/step_hints")) {
+        size_t nh = 2 * cnf_flow_num_blocks(flow);
+        st->step_hints = malloc(nh * sizeof *st->step_hints);
+        if (!st->step_hints)
+            s = cnf_error(CNF_ENOMEM, "%s:/training/step_hints: out of memory", file);
+        if (s == CNF_OK)
+            s = read_checked(fid, file, "/training/step_hints", 1, nh, 1, st->step_hints, 1);
+        for (size_t i = 0; s == CNF_OK && i < nh; i++)
+            if (st->step_hints[i] < 0.0)
+                s = cnf_error(CNF_EFORMAT, "%s:/training/step_hints entry %zu is %g (step sizes "
+                              "are >= 0)", file, i, st->step_hints[i]);
+        if (s == CNF_OK)
+            st->n_step_hints = nh;
+    }
     if (s != CNF_OK) {
         cnf_train_state_free(st);
         return s;

@@ -101,6 +101,7 @@ void cnf_ode_stats_add(cnf_ode_stats *a, const cnf_ode_stats *b)
     a->accepted += b->accepted;
     a->rejected += b->rejected;
     a->h_last = b->h_last;
+    a->h_warm = b->h_warm;
 }
 
 /* Check every option for states of length n, naming the first bad one.
@@ -495,7 +496,7 @@ static double initial_step(cnf_ode_solver *s, const cnf_ode_eval *ev, double t0,
 cnf_status cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, double t0,
                          double t1, double *y, cnf_ode_record *record, cnf_ode_stats *stats)
 {
-    cnf_ode_stats st = {0, 0, 0, 0.0};
+    cnf_ode_stats st = {0, 0, 0, 0.0, 0.0};
     cnf_status status = CNF_OK;
     if (stats)
         *stats = st;
@@ -643,6 +644,12 @@ cnf_status cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, doubl
         t = tnew;
         st.accepted++;
         st.h_last = h;
+        if (adaptive && st.accepted == 1) {
+            double grow = err == 0.0 ? CNF_ODE_WARM_GROWTH
+                                     : fmin(CNF_ODE_WARM_GROWTH,
+                                            fmax(opt->min_factor, opt->safety * pow(err, expo)));
+            st.h_warm = h * grow;
+        }
         retries = 0;
         if (record && (status = record_push(record, t, y, f0)) != CNF_OK)
             goto done;

@@ -38,6 +38,9 @@ void cnf_train_options_default(cnf_train_options *opt)
     opt->max_val_rows = 0;
     opt->val_batch = 0;
     cnf_flow_options_default(&opt->flow);
+    /* successive batches: each gradient's solves start with the step the
+     * last one suggested (cnf_flow_options.warm_start) */
+    opt->flow.warm_start = 1;
     opt->callback = NULL;
     opt->callback_ctx = NULL;
 }
@@ -109,6 +112,7 @@ void cnf_train_state_free(cnf_train_state *state)
     free(state->adam_m);
     free(state->adam_v);
     free(state->best_params);
+    free(state->step_hints);
     if (state->rng)
         gsl_rng_free(state->rng);
     free(state);
@@ -376,6 +380,24 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         memcpy(p, state->params, P * sizeof *p);   /* resume */
     else
         memcpy(state->params, p, P * sizeof *p);
+    /* the warm first steps, so that a resumed run continues bit for bit */
+    size_t n_hints = cnf_flow_work_step_hints(m.work, NULL);
+    if (state->n_step_hints > 0
+        && (s = cnf_flow_work_set_step_hints(m.work, state->step_hints, state->n_step_hints))
+               != CNF_OK) {
+        train_mem_free(&m);
+        return cnf_error(s, "resuming: the training state's step hints: %s", cnf_last_error());
+    }
+    if (state->n_step_hints != n_hints) {
+        double *h = realloc(state->step_hints, n_hints * sizeof *h);
+        if (!h) {
+            train_mem_free(&m);
+            return cnf_error(CNF_ENOMEM, "out of memory for %zu step hints", n_hints);
+        }
+        state->step_hints = h;
+        state->n_step_hints = n_hints;
+        cnf_flow_work_step_hints(m.work, h);
+    }
 
     double window[TRAIN_NLL_WINDOW];
     size_t n_window = 0;
@@ -403,6 +425,7 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
             memcpy(p, state->params, P * sizeof *p);   /* undo nothing half-done */
             break;
         }
+        cnf_flow_work_step_hints(m.work, state->step_hints);
         res.iters_run++;
         res.nfe_forward += stats.forward.nfe;
         res.nfe_backward += stats.backward.nfe;

@@ -398,6 +398,85 @@ START_TEST(test_work_grows_with_options)
 }
 END_TEST
 
+/* warm_start: the gradient's solves start from the first steps the last
+ * call suggested. Off, repeated calls are bit for bit the same; on, the
+ * second call on the same batch spends fewer evaluations (no probes, no
+ * undershooting first steps) and agrees with the cold gradient to the
+ * solves' accuracy; the hints are readable, restorable and checked. */
+START_TEST(test_warm_start)
+{
+    enum { D = 2, N = 16 };
+    cnf_flow *flow = tiny_flow(D, CNF_LAYER_CONCATSQUASH, 21);
+    size_t P = cnf_flow_num_params(flow);
+    double X[N * D];
+    random_points(N, D, 8, X);
+    double *g_cold = malloc(P * sizeof(double)), *g_again = malloc(P * sizeof(double));
+    double *g_warm = malloc(P * sizeof(double));
+    cnf_flow_options opt;
+    cnf_flow_options_default(&opt);
+    ck_assert_int_eq(opt.warm_start, 0);
+    cnf_flow_work *w = cnf_flow_work_alloc(flow, N, &opt);
+    ck_assert_ptr_nonnull(w);
+    double hints[4], nll_cold, nll_warm;
+    ck_assert_uint_eq(cnf_flow_work_step_hints(w, hints), 4);
+    for (size_t i = 0; i < 4; i++)
+        ck_assert(hints[i] == 0.0);
+
+    cnf_flow_stats cold, again, warm;
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, N, NULL, &nll_cold, NULL, g_cold, &cold), CNF_OK);
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, N, NULL, NULL, NULL, g_again, &again), CNF_OK);
+    ck_assert_int_eq(memcmp(g_cold, g_again, P * sizeof(double)), 0);
+    ck_assert_uint_eq(again.forward.nfe, cold.forward.nfe);
+
+    opt.warm_start = 1;
+    ck_assert_int_eq(cnf_flow_work_set_options(w, &opt), CNF_OK);
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, N, NULL, NULL, NULL, g_again, NULL), CNF_OK);
+    ck_assert_uint_eq(cnf_flow_work_step_hints(w, hints), 4);
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_msg(hints[i] > 0.0, "hint %zu is %g", i, hints[i]);
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, N, NULL, &nll_warm, NULL, g_warm, &warm), CNF_OK);
+    ck_assert_uint_lt(warm.forward.nfe + warm.backward.nfe, cold.forward.nfe + cold.backward.nfe);
+    /* both solves hold rtol = atol = 1e-5 per step: the two gradients are
+     * two approximations of one, about a tolerance apart (9e-6 measured) */
+    double e = tu_max_rel_error("warm vs cold gradient", g_warm, g_cold, P, 1e-2, 1e-4);
+    fprintf(stderr, "warm start: evaluations %zu+%zu cold, %zu+%zu warm; gradient rel diff %.2g\n",
+            cold.forward.nfe, cold.backward.nfe, warm.forward.nfe, warm.backward.nfe, e);
+    ck_assert_double_le(e, 1e-4);
+    ck_assert_double_le(fabs(nll_warm - nll_cold), 1e-4 * fabs(nll_cold));
+
+    /* restoring hints: a second work continues exactly as the first */
+    cnf_flow_work *w2 = cnf_flow_work_alloc(flow, N, &opt);
+    ck_assert_int_eq(cnf_flow_work_step_hints(w, hints), 4);
+    ck_assert_int_eq(cnf_flow_work_set_step_hints(w2, hints, 4), CNF_OK);
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, N, NULL, NULL, NULL, g_warm, NULL), CNF_OK);
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, w2, X, N, NULL, NULL, NULL, g_again, NULL), CNF_OK);
+    ck_assert_int_eq(memcmp(g_warm, g_again, P * sizeof(double)), 0);
+    /* bad hints leave the work as it was */
+    double bad[4] = { 0.1, -0.1, 0.1, 0.1 }, now[4], before[4];
+    cnf_flow_work_step_hints(w2, before);
+    ck_assert_int_eq(cnf_flow_work_set_step_hints(w2, bad, 3), CNF_EDIM);
+    ck_assert_int_eq(cnf_flow_work_set_step_hints(w2, bad, 4), CNF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "step hint 1"));
+    bad[1] = NAN;
+    ck_assert_int_eq(cnf_flow_work_set_step_hints(w2, bad, 4), CNF_EINVAL);
+    cnf_flow_work_step_hints(w2, now);
+    ck_assert_int_eq(memcmp(now, before, sizeof now), 0);
+    /* evaluation never uses them: the log-likelihood matches a fresh work */
+    double ll_a[N], ll_b[N];
+    cnf_flow_work *w3 = cnf_flow_work_alloc(flow, N, NULL);
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, w, X, N, NULL, ll_a, NULL), CNF_OK);
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, w3, X, N, NULL, ll_b, NULL), CNF_OK);
+    ck_assert_int_eq(memcmp(ll_a, ll_b, sizeof ll_a), 0);
+    cnf_flow_work_free(w);
+    cnf_flow_work_free(w2);
+    cnf_flow_work_free(w3);
+    free(g_cold);
+    free(g_again);
+    free(g_warm);
+    cnf_flow_free(flow);
+}
+END_TEST
+
 START_TEST(test_options_default)
 {
     cnf_flow_options opt;
@@ -519,6 +598,7 @@ int main(void)
     tcase_add_test(tc, test_work_of_another_flow_refused);
     tcase_add_test(tc, test_work_grows_with_options);
     tcase_add_test(tc, test_options_default);
+    tcase_add_test(tc, test_warm_start);
     tcase_add_test(tc, test_reference_models);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

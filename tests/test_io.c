@@ -288,6 +288,12 @@ START_TEST(test_training_state_roundtrip)
     st->best_iteration = 4000;
     st->last_val_nll = 1.3;
     st->bad_validations = 3;
+    size_t nh = 2 * cnf_flow_num_blocks(flow);
+    st->n_step_hints = nh;
+    st->step_hints = malloc(nh * sizeof(double));
+    ck_assert_ptr_nonnull(st->step_hints);
+    for (size_t i = 0; i < nh; i++)
+        st->step_hints[i] = 0.01 * (double)(i + 1) / 3.0;
 
     cnf_model_extra ex;
     cnf_model_extra_init(&ex);
@@ -324,6 +330,8 @@ START_TEST(test_training_state_roundtrip)
     ck_assert_int_eq(memcmp(g->adam_m, st->adam_m, P * sizeof(double)), 0);
     ck_assert_int_eq(memcmp(g->adam_v, st->adam_v, P * sizeof(double)), 0);
     ck_assert_int_eq(memcmp(g->best_params, st->best_params, P * sizeof(double)), 0);
+    ck_assert_uint_eq(g->n_step_hints, nh);
+    ck_assert_int_eq(memcmp(g->step_hints, st->step_hints, nh * sizeof(double)), 0);
     /* the generator continues exactly where the saved one stood */
     ck_assert_str_eq(cnf_train_state_rng_type(g), cnf_train_state_rng_type(st));
     for (int i = 0; i < 1000; i++)
@@ -341,6 +349,7 @@ START_TEST(test_training_state_roundtrip)
     ck_assert_int_eq(got.state->has_best, 0);
     ck_assert(isinf(got.state->best_val_nll) && got.state->best_val_nll > 0);
     ck_assert(isnan(got.state->last_val_nll));
+    ck_assert_uint_eq(got.state->n_step_hints, 0);   /* none before an iteration */
     ck_assert_uint_eq(got.n_config, 0);
     cnf_model_extra_clear(&got);
     cnf_flow_free(back);

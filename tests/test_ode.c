@@ -211,6 +211,34 @@ START_TEST(test_dopri5_exp_minus_one)
 }
 END_TEST
 
+/* h_warm: the first accepted step scaled by the controller's factor, at
+ * most CNF_ODE_WARM_GROWTH times; as the next solve's h0 it saves the
+ * automatic first step's probe and keeps the accuracy. */
+START_TEST(test_warm_first_step)
+{
+    cnf_ode_options o = opts(CNF_ODE_DOPRI5, 1e-8, 0.0);
+    double y = 1.0;
+    cnf_ode_stats cold = solve_ok(&o, 1, rhs_decay, NULL, 0.0, 1.0, &y, NULL);
+    ck_assert(cold.h_warm > 0.0);
+    o.h0 = cold.h_warm;
+    double yw = 1.0;
+    cnf_ode_stats warm = solve_ok(&o, 1, rhs_decay, NULL, 0.0, 1.0, &yw, NULL);
+    ck_assert_msg(fabs(yw - exp(-1.0)) < 1e-7, "warm y(1) error %.3g", fabs(yw - exp(-1.0)));
+    /* no probe: f(t0) and six stages per attempted step */
+    ck_assert_uint_eq(warm.nfe, 1 + 6 * (warm.accepted + warm.rejected));
+    ck_assert_uint_lt(warm.nfe, cold.nfe);
+    /* its own suggestion grows the step it was given by at most the cap */
+    ck_assert(warm.h_warm > 0.0 && warm.h_warm <= CNF_ODE_WARM_GROWTH * o.h0 * (1 + 1e-15));
+    /* backwards: negative like the steps; a solve of no step suggests none */
+    o.h0 = 0.0;
+    y = exp(-1.0);
+    cnf_ode_stats back = solve_ok(&o, 1, rhs_decay, NULL, 1.0, 0.0, &y, NULL);
+    ck_assert(back.h_warm < 0.0);
+    cnf_ode_stats none = solve_ok(&o, 1, rhs_decay, NULL, 1.0, 1.0, &y, NULL);
+    ck_assert(none.h_warm == 0.0);
+}
+END_TEST
+
 /* Counts of scipy 1.10.1's solve_ivp(method='RK45', rtol = atol = tol,
  * first_step automatic) on the same problems (bench/compare_scipy.py):
  * the same Dormand-Prince pair, norm, controller and initial step, so the
@@ -457,7 +485,7 @@ START_TEST(test_solver_reuse_and_set_options)
     cnf_ode_options o = opts(CNF_ODE_DOPRI5, 1e-8, 0.0);
     cnf_ode_solver *s = cnf_ode_solver_alloc(2, &o);
     ck_assert_int_eq(cnf_ode_solver_dim(s), 2);
-    cnf_ode_stats a, b, sum = {0, 0, 0, 0.0};
+    cnf_ode_stats a, b, sum = {0, 0, 0, 0.0, 0.0};
     double y1[2] = {10.0, 5.0}, y2[2] = {10.0, 5.0};
     ck_assert_int_eq(cnf_ode_solve(s, rhs_lv, NULL, 0.0, 5.0, y1, NULL, &a), CNF_OK);
     ck_assert_int_eq(cnf_ode_solve(s, rhs_lv, NULL, 0.0, 5.0, y2, NULL, &b), CNF_OK);
@@ -823,6 +851,7 @@ int main(void)
     tcase_add_test(tc, test_battery_decay_harmonic);
     tcase_add_test(tc, test_battery_lotka_volterra);
     tcase_add_test(tc, test_dopri5_exp_minus_one);
+    tcase_add_test(tc, test_warm_first_step);
     tcase_add_test(tc, test_matches_scipy_rk45_counts);
     tcase_add_test(tc, test_convergence_orders);
     tcase_add_test(tc, test_error_falls_with_tolerance);

@@ -455,6 +455,14 @@ START_TEST(test_resume)
     sc->best_iteration = sb->best_iteration;
     sc->last_val_nll = sb->last_val_nll;
     sc->bad_validations = sb->bad_validations;
+    /* the warm first steps of the 2 blocks' forward and backward solves */
+    ck_assert_uint_eq(sb->n_step_hints, 4);
+    for (size_t i = 0; i < 4; i++)
+        ck_assert(sb->step_hints[i] > 0.0);
+    sc->n_step_hints = sb->n_step_hints;
+    sc->step_hints = malloc(4 * sizeof(double));
+    ck_assert_ptr_nonnull(sc->step_hints);
+    memcpy(sc->step_hints, sb->step_hints, 4 * sizeof(double));
     size_t n;
     const void *bytes = cnf_train_state_rng_bytes(sb, &n);
     ck_assert_int_eq(cnf_train_state_set_rng_bytes(sc, bytes, n), CNF_OK);

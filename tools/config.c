@@ -27,6 +27,8 @@ const cnf_config_key cnf_config_keys[] = {
     KEY(max_steps, CLI_COUNT, "N", "step limit of one solve"),
     KEY(backsolve, CLI_BOOL, "0|1", "adjoint recovers z(t) by integrating backwards"),
     KEY(seminorm, CLI_BOOL, "0|1", "leave the parameter gradient out of the backward error norm"),
+    KEY(warm_start, CLI_BOOL, "0|1",
+        "start each iteration's solves with the first step the last iteration suggested"),
     KEY(divergence, CLI_STRING, "KIND", "training divergence: exact, gaussian, rademacher"),
     KEY(val_divergence, CLI_STRING, "KIND",
         "validation divergence: auto (exact if D <= 4), exact, training"),
@@ -66,6 +68,7 @@ void cnf_run_config_default(cnf_run_config *cfg)
     cfg->max_steps = opt.flow.solver.max_steps;
     cfg->backsolve = opt.flow.backsolve;
     cfg->seminorm = opt.flow.seminorm;
+    cfg->warm_start = opt.flow.warm_start;
     cfg->divergence = cnf_divergence_name(opt.flow.divergence);
     cfg->val_divergence = "auto";
     cfg->reg_kinetic = opt.flow.reg_kinetic;
@@ -333,6 +336,7 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
     opt->flow.adjoint_solver = opt->flow.solver;
     opt->flow.backsolve = cfg->backsolve;
     opt->flow.seminorm = cfg->seminorm;
+    opt->flow.warm_start = cfg->warm_start;
     opt->flow.reg_kinetic = cfg->reg_kinetic;
     opt->flow.reg_jacobian = cfg->reg_jacobian;
     cli_check(cnf_divergence_from_name(cfg->divergence, &opt->flow.divergence), "divergence");

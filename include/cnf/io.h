@@ -35,6 +35,10 @@
  *   /training/adam_m        (P) Adam first moment
  *   /training/adam_v        (P) Adam second moment
  *   /training/best_params   (P) present when has_best = 1
+ *   /training/step_hints    (2K) the warm first steps of the gradient's
+ *                           forward and backward solves (cnf_train_state);
+ *                           optional: without it a resumed run starts them
+ *                           afresh
  *   /training/rng_state     (bytes) uint8, the gsl_rng's raw state, with
  *                           attribute rng_type (gsl name, e.g. "mt19937")
  * All (P) vectors use the flow's parameter layout (cnf/flow.h). The group is

@@ -153,6 +153,12 @@ typedef struct {
     size_t best_iteration;   /* 0 if none */
     double last_val_nll;     /* NaN if none */
     size_t bad_validations;  /* validations since the best (patience counter) */
+    size_t n_step_hints;     /* 2K once an iteration has run, 0 before */
+    double *step_hints;      /* n_step_hints: the warm first steps of the
+                                gradient's solves after the last iteration
+                                (cnf_flow_work_step_hints); allocated by
+                                cnf_train (or the file reader), freed with
+                                the state */
 } cnf_train_state;
 
 /* A fresh state for P parameters: iteration 0, zero moments, rng seeded
