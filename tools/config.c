@@ -25,6 +25,7 @@ const cnf_config_key cnf_config_keys[] = {
     KEY(rtol, CLI_POS, "R", "relative tolerance of the solves"),
     KEY(atol, CLI_POS, "A", "absolute tolerance of the solves"),
     KEY(max_steps, CLI_COUNT, "N", "step limit of one solve"),
+    KEY(safety, CLI_POS, "S", "step-size safety factor of the forward solves (<= 1)"),
     KEY(backsolve, CLI_BOOL, "0|1", "adjoint recovers z(t) by integrating backwards"),
     KEY(seminorm, CLI_BOOL, "0|1", "leave the parameter gradient out of the backward error norm"),
     KEY(warm_start, CLI_BOOL, "0|1",
@@ -66,6 +67,7 @@ void cnf_run_config_default(cnf_run_config *cfg)
     cfg->rtol = opt.flow.solver.rtol;
     cfg->atol = opt.flow.solver.atol;
     cfg->max_steps = opt.flow.solver.max_steps;
+    cfg->safety = opt.flow.solver.safety;
     cfg->backsolve = opt.flow.backsolve;
     cfg->seminorm = opt.flow.seminorm;
     cfg->warm_start = opt.flow.warm_start;
@@ -334,6 +336,9 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
     opt->flow.solver.atol = cfg->atol;
     opt->flow.solver.max_steps = cfg->max_steps;
     opt->flow.adjoint_solver = opt->flow.solver;
+    if (!(cfg->safety <= 1.0))
+        cli_usage("safety %g: the step-size safety factor must be at most 1", cfg->safety);
+    opt->flow.solver.safety = cfg->safety;   /* the forward solves' only */
     opt->flow.backsolve = cfg->backsolve;
     opt->flow.seminorm = cfg->seminorm;
     opt->flow.warm_start = cfg->warm_start;

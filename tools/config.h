@@ -25,6 +25,7 @@ typedef struct {
     const char *solver;         /* dopri5, ... (cnf/ode.h) */
     double rtol, atol;
     size_t max_steps;           /* per solve */
+    double safety;              /* step-size safety factor of the forward solves */
     int backsolve, seminorm, warm_start;
     const char *divergence;     /* training: exact | gaussian | rademacher */
     const char *val_divergence; /* auto | exact | training */

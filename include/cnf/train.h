@@ -120,8 +120,10 @@ typedef struct {
     size_t max_val_rows;     /* validate on at most this many (first) rows,
                                 0 = all (default) */
     size_t val_batch;        /* chunk size of validation solves, 0 = 1000 (default) */
-    cnf_flow_options flow;   /* solver, tolerances, divergence, regularizers
-                                (cnf_flow_options_default) */
+    cnf_flow_options flow;   /* solver, tolerances, divergence, regularizers:
+                                cnf_flow_options_default, but warm_start = 1
+                                and the forward solver's safety = 0.7 (the
+                                adjoint's stays 0.9); see src/train.c */
     cnf_train_callback callback;  /* may be NULL (default) */
     void *callback_ctx;
 } cnf_train_options;
