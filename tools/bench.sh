@@ -21,10 +21,14 @@
 #                at 0.5; time to test NLL 2.95 (5000 held-out points, exact
 #                divergence, every 100 iterations, evaluations excluded, cap
 #                4000) and the test NLL at 2000 iterations
-#     train2     the training windows 1-100 and 501-600 with 2 cnf threads
-#                (bench_train --threads 2: each network pass splits the
-#                batch rows over 2 threads; OpenBLAS stays at 1 thread), to
-#                set beside train's 1-thread windows
+#     train2     case train again with 2 cnf threads (bench_train --threads 2:
+#                each network pass splits the batch rows over 2 threads;
+#                OpenBLAS stays at 1 thread), T learned and T fixed
+#     grad       one training gradient at a fixed state, repeated 200 times
+#                (bench_grad, on the model case train saved): minimum, p10
+#                and median milliseconds, 1 and 2 threads, cold and warm
+#                first steps; identical work per repetition, so the
+#                minimum is the steadiest figure for comparing builds
 #     loglik     log-likelihood throughput, batch 1000 (bench_loglik): D = 2
 #                untrained and trained (the model case train saved, if any),
 #                D = 16 tabular with Hutchinson (and exact) divergence
@@ -51,18 +55,18 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift ;;
     --out) out=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    machine|train|train2|loglik|net|memory) cases+=("$1") ;;
+    machine|train|train2|grad|loglik|net|memory) cases+=("$1") ;;
     *) echo "bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
-[ ${#cases[@]} -gt 0 ] || cases=(machine train train2 loglik net memory)
+[ ${#cases[@]} -gt 0 ] || cases=(machine train train2 grad loglik net memory)
 [ -n "$out" ] || out=$build/bench-results.jsonl
 
 if [ $do_build = 1 ]; then
     CNF_BUILD_DIR=$build "$root/tools/build.sh"
 fi
-for p in bench_train bench_loglik bench_memory; do
+for p in bench_train bench_grad bench_loglik bench_memory; do
     [ -x "$build/$p" ] || { echo "bench.sh: $build/$p is missing (build first)" >&2; exit 1; }
 done
 mkdir -p "$(dirname "$out")"
@@ -107,8 +111,26 @@ for c in "${cases[@]}"; do
             OPENBLAS_NUM_THREADS=1 run "$build/bench_train" --quick --threads 2 \
                 --label learned_T_2threads
         else
-            OPENBLAS_NUM_THREADS=1 run "$build/bench_train" --iters 600 --threads 2 \
-                --windows 1-100,501-600 --label learned_T_2threads
+            for fixed in "" --fixed-T; do
+                OPENBLAS_NUM_THREADS=1 run "$build/bench_train" --iters 2000 --cap 4000 \
+                    --eval-every 100 --n-test 5000 --target 2.95 --nll-at 2000 \
+                    --windows 1-100,501-600,1901-2000 --threads 2 $fixed \
+                    --label "$([ -z "$fixed" ] && echo learned_T || echo fixed_T)_2threads"
+            done
+        fi
+        ;;
+    grad)
+        if [ ! -f "$model" ]; then
+            echo "bench.sh: $model is missing (run case train first); case grad skipped" >&2
+        else
+            reps=200
+            [ $quick = 0 ] || reps=3
+            for th in 1 2; do
+                for warm in 0 1; do
+                    OPENBLAS_NUM_THREADS=1 run "$build/bench_grad" --model "$model" --reps $reps \
+                        --threads $th --warm $warm --label "trained_${th}thread_warm$warm"
+                done
+            done
         fi
         ;;
     loglik)
