@@ -401,6 +401,13 @@ cnf_status cnf_ode_record_eval(const cnf_ode_record *r, double t, size_t m, doub
 
 /* ---- error norm and initial step -------------------------------------- */
 
+/* The largest factor a rejected step's size is multiplied by. With the
+ * default safety 0.9 the controller's own factor is below it anyway; with a
+ * safety near 1 and an error estimate that falls more slowly than h^(q+1)
+ * (a kink in the solution), err^(-1/(q+1)) alone would shrink the step ever
+ * less while the error creeps down to 1 from above, spinning to max_steps. */
+#define REJECT_MAX_FACTOR 0.9
+
 /* Branch-free, so that it vectorises: the backward adjoint state is about
  * 10k long and checked twice per step. A double is non-finite when its
  * exponent bits are all set. */
@@ -605,7 +612,8 @@ cnf_status cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, doubl
         if (!failed && adaptive && err > 1.0) {
             st.rejected++;
             rejected = 1;
-            habs = fabs(h) * fmax(opt->min_factor, opt->safety * pow(err, expo));
+            habs = fabs(h) * fmax(opt->min_factor,
+                                  fmin(REJECT_MAX_FACTOR, opt->safety * pow(err, expo)));
             continue;
         }
         /* f at the new point: FSAL methods have it; the others need it as the
