@@ -68,6 +68,8 @@ struct cnf_flow_work {
     double *sq;                /* max_batch */
     double *h_warm;            /* 2 x n_blocks: first steps of the gradient's forward
                                   and backward solves (warm_start), 0 = automatic */
+    double *h_chunk;           /* n_blocks: first steps handed from chunk to chunk
+                                  within one evaluation call */
     /* training only, allocated by the first cnf_flow_nll_grad (train set) */
     int train;
     double *fbuf;              /* max_batch x D */
@@ -305,7 +307,9 @@ cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
     w->jv = malloc(doubles_bytes(w->kt, Bm, D));
     w->sq = malloc(Bm * sizeof *w->sq);
     w->h_warm = calloc(2 * (K ? K : 1), sizeof *w->h_warm);
-    if (!w->np || !w->nw || !w->y || !w->zs || !w->eps || !w->jv || !w->sq || !w->h_warm) {
+    w->h_chunk = calloc(K ? K : 1, sizeof *w->h_chunk);
+    if (!w->np || !w->nw || !w->y || !w->zs || !w->eps || !w->jv || !w->sq || !w->h_warm
+        || !w->h_chunk) {
         cnf_flow_work_free(w);
         cnf_error(CNF_ENOMEM, "out of memory allocating a flow workspace for %zu rows", max_batch);
         return NULL;
@@ -359,6 +363,7 @@ void cnf_flow_work_free(cnf_flow_work *w)
     free(w->sq);
     free(w->a);
     free(w->h_warm);
+    free(w->h_chunk);
     free(w);
 }
 
@@ -411,17 +416,19 @@ cnf_status cnf_flow_work_set_step_hints(cnf_flow_work *w, const double *hints, s
     return CNF_OK;
 }
 
-/* The gradient's solves under warm_start: options with the kept first step
- * of solve i (of h_warm), and afterwards the step that solve suggests. */
-static int warm_active(const cnf_flow_work *w, const cnf_ode_options *o)
+/* Warm first steps: a solve of the adaptive methods starts with a kept
+ * step (0 = the automatic one) and leaves the step it suggests in its
+ * place. The gradient keeps them from call to call (warm_start, h_warm);
+ * the evaluation calls from chunk to chunk within the call (h_chunk). */
+static int warm_active(const cnf_ode_options *o)
 {
-    return w->opt.warm_start && cnf_ode_method_is_adaptive(o->method);
+    return cnf_ode_method_is_adaptive(o->method);
 }
 
-static void warm_keep(cnf_flow_work *w, size_t i, const cnf_ode_stats *st)
+static void warm_keep(double *hint, const cnf_ode_stats *st)
 {
     if (st->accepted > 0)
-        w->h_warm[i] = fabs(st->h_warm);
+        *hint = fabs(st->h_warm);
 }
 
 /* ---- right-hand sides ------------------------------------------------ */
@@ -607,10 +614,11 @@ static size_t tangents_of(const cnf_flow_work *w)
  * blocks 0..K-1 from 0 to T_k, or backwards, blocks K-1..0 from T_k to 0.
  * Kt tangents, n_reg regularizer accumulators. Forwards, each block draws
  * its noise (Kt = 1), fills its record when record is set and leaves its
- * output in w->zs[k+1]; warm: the gradient's forward solves (warm_start). */
+ * output in w->zs[k+1]; warm (n_blocks, may be NULL): the first steps, kept
+ * and updated (see warm_keep). */
 static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y, size_t n,
                                size_t B, size_t Kt, int n_reg, int backward, int record,
-                               int warm, gsl_rng *rng, size_t row0, cnf_flow_stats *stats)
+                               double *warm, gsl_rng *rng, size_t row0, cnf_flow_stats *stats)
 {
     size_t BD = B * w->D;
     cnf_ode_solver *solver = get_solver(w, n);
@@ -627,16 +635,16 @@ static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y
             cnf_ode_record_clear(rec);
         double T = block_end_time(flow, k);
         if (T > 0.0) {
-            int warm_k = warm && warm_active(w, &w->opt.solver);
+            int warm_k = warm && warm_active(&w->opt.solver);
             cnf_ode_options so = w->opt.solver;
-            so.h0 = w->h_warm[k];
+            so.h0 = warm_k ? warm[k] : so.h0;
             if (warm_k && cnf_ode_solver_set_options(solver, &so) != CNF_OK)
                 return cnf_error(CNF_EINVAL, "block %zu: warm first step: %s", k, cnf_last_error());
             cnf_ode_stats st;
             cnf_status s = cnf_ode_solve(solver, block_rhs, &c, backward ? T : 0.0,
                                          backward ? 0.0 : T, y, rec, &st);
             if (warm_k) {
-                warm_keep(w, k, &st);
+                warm_keep(&warm[k], &st);
                 /* the evaluation solves may share this solver */
                 cnf_ode_solver_set_options(solver, &w->opt.solver);
             }
@@ -672,9 +680,9 @@ static cnf_status forward_chunk(const cnf_flow *flow, cnf_flow_work *w, const do
             y[b * D + i] = (X[b * D + i] - mean[i]) / scale[i];
     memset(y + BD, 0, (n - BD) * sizeof *y);
     memcpy(w->zs, y, BD * sizeof *y);
+    double *warm = mode != MODE_TRAIN ? w->h_chunk : w->opt.warm_start ? w->h_warm : NULL;
     return solve_blocks(flow, w, y, n, B, K, mode == MODE_TRAIN ? 2 : 0, 0,
-                        mode == MODE_TRAIN && !w->opt.backsolve, mode == MODE_TRAIN, rng, row0,
-                        stats);
+                        mode == MODE_TRAIN && !w->opt.backsolve, warm, rng, row0, stats);
 }
 
 static double log_normal(const double *z, size_t D)
@@ -714,6 +722,9 @@ static cnf_status begin_call(const cnf_flow *flow, cnf_flow_work *w, cnf_flow_st
     for (size_t k = 0; s == CNF_OK && k < w->n_blocks; k++)
         s = cnf_net_work_bind(cnf_flow_block_net(flow, k), w->nw[k],
                               cnf_flow_params_const(flow) + cnf_flow_block_offset(flow, k));
+    /* a call's first chunk starts cold: calls do not depend on each other */
+    if (s == CNF_OK)
+        memset(w->h_chunk, 0, w->n_blocks * sizeof *w->h_chunk);
     return s;
 }
 
@@ -770,7 +781,7 @@ cnf_status cnf_flow_decode(const cnf_flow *flow, cnf_flow_work *w, const double 
     for (size_t row0 = 0, B; (B = chunk_rows(w, N, row0)) > 0; row0 += B) {
         double *y = w->y;
         memcpy(y, Z + row0 * D, B * D * sizeof *y);
-        s = solve_blocks(flow, w, y, B * D, B, 0, 0, 1, 0, 0, NULL, row0, stats);
+        s = solve_blocks(flow, w, y, B * D, B, 0, 0, 1, 0, w->h_chunk, NULL, row0, stats);
         if (s != CNF_OK)
             return s;
         for (size_t b = 0; b < B; b++)
@@ -838,7 +849,7 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const doubl
         double T = block_end_time(flow, k);
         size_t Tidx = cnf_flow_T_index(flow, k);
         cnf_adjoint_problem pb = { BD, cnf_net_num_params(c.net), block_vjp, &c };
-        int warm_k = warm_active(w, &w->opt.adjoint_solver);
+        int warm_k = w->opt.warm_start && warm_active(&w->opt.adjoint_solver);
         if (warm_k) {
             cnf_adjoint_options ao;
             adjoint_options_of(&w->opt, &ao);
@@ -852,7 +863,7 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const doubl
         s = cnf_adjoint_solve(w->adj[k], &pb, w->rec[k], 0.0, 1, &T, w->zs + (k + 1) * BD, a, a,
                               grad + cnf_flow_block_offset(flow, k), &dT, &st);
         if (warm_k && s == CNF_OK)
-            warm_keep(w, w->n_blocks + k, &st);
+            warm_keep(&w->h_warm[w->n_blocks + k], &st);
         if (stats)
             cnf_ode_stats_add(&stats->backward, &st);
         if (s != CNF_OK)

@@ -236,6 +236,20 @@ START_TEST(test_chunking_consistent)
     ck_assert_int_eq(cnf_flow_encode(flow, wa, X, N, Z1, NULL), CNF_OK);
     ck_assert_int_eq(cnf_flow_encode(flow, wb, X, N, Z2, NULL), CNF_OK);
     ck_assert_double_le(max_abs_diff(Z1, Z2, N * D), 1e-8);
+    /* a chunk after the first starts from the previous one's first step:
+     * the same 3 points twice in one call cost fewer evaluations the second
+     * time and give their values again to the tolerance */
+    double X2[6 * D], ll6[6], ll3[3];
+    memcpy(X2, X, 3 * D * sizeof *X);
+    memcpy(X2 + 3 * D, X, 3 * D * sizeof *X);
+    cnf_flow_stats st3, st6;
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, wb, X2, 3, NULL, ll3, &st3), CNF_OK);
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, wb, X2, 6, NULL, ll6, &st6), CNF_OK);
+    ck_assert_uint_lt(st6.forward.nfe - st3.forward.nfe, st3.forward.nfe);
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert(ll6[i] == ll3[i]);   /* the first chunk starts cold, as a lone call */
+        ck_assert_double_eq_tol(ll6[3 + i], ll3[i], 1e-8);
+    }
     /* repeated calls reuse the workspace and give the same numbers */
     ck_assert_int_eq(cnf_flow_log_likelihood(flow, wb, X, N, NULL, ll1, NULL), CNF_OK);
     ck_assert_double_eq(max_abs_diff(ll1, ll2, N), 0.0);
