@@ -12,8 +12,9 @@
  *                   [--threads N=1] [--warm 0|1] [--label TEXT]
  * The model is any cnf model file of dimension 2 (bench_train --save
  * writes one; an early model is cheap, a trained one dear); the batch is
- * drawn from 8gaussians. The solver settings are the toy configuration's
- * (dopri5 1e-5/1e-5, exact divergence, checkpointed adjoint); --warm 1
+ * drawn from 8gaussians. The solver settings are training's (dopri5
+ * 1e-5/1e-5, exact divergence, checkpointed adjoint, forward safety factor
+ * 0.7: cnf_train_options_default); --warm 1
  * starts each call's solves from the first steps the previous call
  * suggested, as training does (cnf_flow_options.warm_start; the warm-up
  * calls set them).
@@ -32,6 +33,7 @@
 #include "cnf/flow.h"
 #include "cnf/io.h"
 #include "cnf/toy.h"
+#include "cnf/train.h"
 
 static void usage(const char *prog, FILE *out)
 {
@@ -89,8 +91,11 @@ int main(int argc, char **argv)
                 cnf_flow_dim(flow));
         return 1;
     }
-    cnf_flow_options opt;
-    cnf_flow_options_default(&opt);           /* the toy configuration's solver */
+    /* training's solver settings: the toy configuration's tolerances, the
+     * forward safety factor 0.7 (cnf_train_options_default) */
+    cnf_train_options topt;
+    cnf_train_options_default(&topt);
+    cnf_flow_options opt = topt.flow;
     opt.threads = (size_t)threads;
     opt.warm_start = warm != 0;
     cnf_flow_work *w = cnf_flow_work_alloc(flow, (size_t)batch, &opt);

@@ -28,7 +28,8 @@
  * only on the seed).
  *
  * Usage: bench_loglik [--quick] [--batch B] [--n N] [--reps R] [--seed S]
- *                     [--model toy.h5] [--train-iters N] [--no-exact16]
+ *                     [--model toy.h5] [--train-iters N] [--no-exact16] [--threads N]
+ * --threads: cnf's own threads (cnf_flow_options.threads), OpenBLAS as set.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -46,7 +47,7 @@
 #include "bench_common.h"
 
 typedef struct {
-    size_t batch, n, reps, train_iters, n16;
+    size_t batch, n, reps, train_iters, n16, threads;
     unsigned long seed;
     const char *model;
     int exact16;
@@ -58,7 +59,9 @@ static int run_case(const char *name, const char *desc, const cnf_flow *flow,
                     const cnf_flow_options *fo, const double *X, size_t N, const args *a)
 {
     size_t D = cnf_flow_dim(flow);
-    cnf_flow_work *w = cnf_flow_work_alloc(flow, a->batch, fo);
+    cnf_flow_options fot = *fo;
+    fot.threads = a->threads;   /* cnf's own, each network pass splitting the chunk's rows */
+    cnf_flow_work *w = cnf_flow_work_alloc(flow, a->batch, &fot);
     double *ll = malloc(N * sizeof *ll);       /* N */
     double *secs = malloc(a->reps * sizeof *secs);
     double *cpus = malloc(a->reps * sizeof *cpus);
@@ -96,11 +99,11 @@ static int run_case(const char *name, const char *desc, const cnf_flow *flow,
            "\"n_points\":%zu,\"reps\":%zu,\"points_per_s_best\":%.1f,"
            "\"points_per_s_median\":%.1f,\"points_per_cpu_s_best\":%.1f,"
            "\"seconds_median\":%.4f,\"nfe_per_chunk\":%.1f,\"us_per_nfe_per_point\":%.4f,"
-           "\"mean_loglik\":%.6f,\"T\":%.4f,\"seed\":%lu",
+           "\"mean_loglik\":%.6f,\"T\":%.4f,\"seed\":%lu,\"threads\":%zu",
            name, desc, D, a->batch, N, a->reps, (double)N / sw.min, (double)N / sw.median,
            (double)N / sc.min, sw.median, (double)st.forward.nfe / (double)chunks,
            1e6 * sw.min / ((double)st.forward.nfe / (double)chunks) / (double)N, mean_ll,
-           cnf_flow_params_const(flow)[cnf_flow_T_index(flow, 0)], a->seed);
+           cnf_flow_params_const(flow)[cnf_flow_T_index(flow, 0)], a->seed, a->threads);
     bench_print_context(stdout);
     printf("}\n");
     fflush(stdout);
@@ -117,14 +120,15 @@ static void usage(const char *prog, FILE *out)
 {
     fprintf(out,
             "usage: %s [--quick] [--batch B=1000] [--n N=10000] [--n16 N=2000] [--reps R=3]\n"
-            "          [--seed S=1] [--model toy.h5] [--train-iters N=300] [--no-exact16]\n",
+            "          [--seed S=1] [--model toy.h5] [--train-iters N=300] [--no-exact16]\n"
+            "          [--threads N=1]\n",
             prog);
 }
 
 static int parse_args(int argc, char **argv, args *a)
 {
     *a = (args){.batch = 1000, .n = 10000, .n16 = 2000, .reps = 3, .seed = 1,
-                .train_iters = 300, .exact16 = 1};
+                .train_iters = 300, .exact16 = 1, .threads = 1};
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--quick")) {
             a->n = 1000;
@@ -159,10 +163,12 @@ static int parse_args(int argc, char **argv, args *a)
             a->model = v;
         else if (!strcmp(o, "--train-iters"))
             a->train_iters = strtoul(v, NULL, 10);
+        else if (!strcmp(o, "--threads"))
+            a->threads = strtoul(v, NULL, 10);
         else
             return -1;
     }
-    return (a->batch && a->n && a->n16 && a->reps) ? 0 : -1;
+    return (a->batch && a->n && a->n16 && a->reps && a->threads) ? 0 : -1;
 }
 
 int main(int argc, char **argv)

@@ -31,7 +31,8 @@
 #                minimum is the steadiest figure for comparing builds
 #     loglik     log-likelihood throughput, batch 1000 (bench_loglik): D = 2
 #                untrained and trained (the model case train saved, if any),
-#                D = 16 tabular with Hutchinson (and exact) divergence
+#                D = 16 tabular with Hutchinson (and exact) divergence; then
+#                again with 2 cnf threads (exact D = 16 left out)
 #     net        network GFLOP/s against cblas_dgemm on the same shapes (bench_net)
 #     memory     peak resident memory of training at batch 100, 1000, 10000,
 #                each in its own process (bench_memory)
@@ -140,6 +141,8 @@ for c in "${cases[@]}"; do
             run "$build/bench_loglik" --quick "${margs[@]}"
         else
             run "$build/bench_loglik" --batch 1000 --n 10000 --n16 2000 --reps 3 "${margs[@]}"
+            OPENBLAS_NUM_THREADS=1 run "$build/bench_loglik" --batch 1000 --n 10000 --n16 2000 \
+                --reps 3 --threads 2 --no-exact16 "${margs[@]}"
         fi
         ;;
     net)
