@@ -872,8 +872,11 @@ cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double 
                          "%zu, got K = %zu", D, K);
     work->ready = 0;
     work->B = B;
-    if (theta != work->bound)
+    if (theta != work->bound) {
+        /* the shared W^T now holds these weights, not the bound ones */
         transpose_weights(net, work, theta);
+        work->bound = NULL;
+    }
     if (work->n_threads == 1) {
         part_forward(net, work->part[0], theta, t, z, B, B, K, v, f, jv);
     } else {

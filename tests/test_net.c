@@ -684,9 +684,13 @@ START_TEST(test_bind_weights)
     ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, nf.theta, 0.3, z, B, D, NULL, f1, jv1), CNF_OK);
     ck_assert_mem_eq(f0, f1, sizeof f0);
     ck_assert_mem_eq(jv0, jv1, sizeof jv0);
-    /* another pointer while bound: its own weights, not the bound ones */
+    /* another pointer while bound: its own weights, not the bound ones; and
+     * back to the bound pointer: its weights again, not the other's */
     ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, other, 0.3, z, B, D, NULL, f2, jv2), CNF_OK);
     ck_assert(memcmp(f2, f0, sizeof f0) != 0);
+    ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, nf.theta, 0.3, z, B, D, NULL, f1, jv1), CNF_OK);
+    ck_assert_mem_eq(f0, f1, sizeof f0);
+    ck_assert_mem_eq(jv0, jv1, sizeof jv0);
     cnf_net_work_unbind(nf.w);
     ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, other, 0.3, z, B, D, NULL, f1, jv1), CNF_OK);
     ck_assert_mem_eq(f1, f2, sizeof f1);

@@ -167,8 +167,9 @@ size_t cnf_net_work_threads(const cnf_net_work *work);
  * parameters many times (an ODE solve) binds them once: until
  * cnf_net_work_unbind or the next bind, passes given this same theta
  * pointer reuse the transposed weights. theta must not change while bound;
- * a pass given another pointer transposes as usual. Results are bit for
- * bit those without binding. */
+ * a pass given another pointer transposes as usual and ends the binding
+ * (the transposed weights are shared). Results are bit for bit those
+ * without binding. */
 cnf_status cnf_net_work_bind(const cnf_net *net, cnf_net_work *work, const double *theta);
 void cnf_net_work_unbind(cnf_net_work *work);   /* NULL is fine */
 
