@@ -637,7 +637,8 @@ static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y
         if (T > 0.0) {
             int warm_k = warm && warm_active(&w->opt.solver);
             cnf_ode_options so = w->opt.solver;
-            so.h0 = warm_k ? warm[k] : so.h0;
+            /* no hint yet: the options' own first step (automatic or the user's) */
+            so.h0 = warm_k && warm[k] > 0.0 ? warm[k] : so.h0;
             if (warm_k && cnf_ode_solver_set_options(solver, &so) != CNF_OK)
                 return cnf_error(CNF_EINVAL, "block %zu: warm first step: %s", k, cnf_last_error());
             cnf_ode_stats st;

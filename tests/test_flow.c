@@ -481,6 +481,19 @@ START_TEST(test_warm_start)
     ck_assert_int_eq(cnf_flow_log_likelihood(flow, w, X, N, NULL, ll_a, NULL), CNF_OK);
     ck_assert_int_eq(cnf_flow_log_likelihood(flow, w3, X, N, NULL, ll_b, NULL), CNF_OK);
     ck_assert_int_eq(memcmp(ll_a, ll_b, sizeof ll_a), 0);
+    /* a first step the user set still counts where no hint exists yet (the
+     * first chunk of an evaluation, the first gradient on a warm work) */
+    cnf_flow_options tiny = opt;
+    tiny.solver.h0 = 1e-4;
+    cnf_flow_work *w4 = cnf_flow_work_alloc(flow, N, &tiny);
+    cnf_flow_stats s_auto, s_tiny;
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, w3, X, N, NULL, ll_a, &s_auto), CNF_OK);
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, w4, X, N, NULL, ll_b, &s_tiny), CNF_OK);
+    ck_assert_uint_gt(s_tiny.forward.nfe, s_auto.forward.nfe);
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, w4, X, N, NULL, NULL, NULL, g_again, &s_tiny),
+                     CNF_OK);
+    ck_assert_uint_gt(s_tiny.forward.nfe, cold.forward.nfe);
+    cnf_flow_work_free(w4);
     cnf_flow_work_free(w);
     cnf_flow_work_free(w2);
     cnf_flow_work_free(w3);
