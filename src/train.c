@@ -356,7 +356,12 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         return work_failure("training", B);
     }
     if (do_val) {
-        cnf_flow_options vopt = opt->flow;
+        cnf_flow_options vopt = opt->flow, eval_default;
+        /* validate as cnf eval evaluates: the usual safety factor, not the
+         * training forward solves' 0.7, so that the best model is chosen
+         * by the numbers a user gets afterwards */
+        cnf_flow_options_default(&eval_default);
+        vopt.solver.safety = eval_default.solver.safety;
         int exact = opt->val_divergence == CNF_TRAIN_VAL_EXACT
                     || (opt->val_divergence == CNF_TRAIN_VAL_AUTO && D <= 4);
         if (exact)

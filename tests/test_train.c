@@ -399,6 +399,46 @@ static void short_run(cnf_flow *flow, cnf_train_state *st, size_t iters, cnf_tra
     ck_assert_int_eq(cnf_train(flow, X, 500, V, 200, &opt, st, res), CNF_OK);
 }
 
+/* Validation evaluates as cnf_flow_log_likelihood does with the flow's
+ * default options (the safety factor of evaluation, not the training
+ * forward solves' 0.7), so the best model is picked by the numbers a user
+ * gets from cnf eval afterwards. */
+START_TEST(test_validation_as_evaluation)
+{
+    double *X = gaussian_data(300, 41), *V = gaussian_data(150, 42);
+    cnf_flow *flow = make_flow(2, 1, "8-8", 0.5, 9);
+    size_t P = cnf_flow_num_params(flow);
+    cnf_train_state *st = cnf_train_state_alloc(P, 4);
+    cnf_train_options opt;
+    cnf_train_options_default(&opt);
+    ck_assert(opt.flow.solver.safety == 0.7);
+    opt.iters = 6;
+    opt.batch = 32;
+    opt.val_every = 6;      /* one validation, after the last step: best = last */
+    /* tolerances that take several steps, so that the safety factor matters */
+    tu_set_tol(&opt.flow, 1e-9, 1e-9);
+    cnf_train_result res;
+    ck_assert_int_eq(cnf_train(flow, X, 300, V, 150, &opt, st, &res), CNF_OK);
+    ck_assert_uint_eq(res.best_iteration, 6);
+    cnf_flow_options eo;
+    cnf_flow_options_default(&eo);
+    tu_set_tol(&eo, 1e-9, 1e-9);
+    cnf_flow_work *w = cnf_flow_work_alloc(flow, 1000, &eo);
+    double ll[150], nll = 0.0;
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, w, V, 150, NULL, ll, NULL), CNF_OK);
+    for (size_t i = 0; i < 150; i++)
+        nll -= ll[i];
+    nll /= 150.0;
+    ck_assert_msg(fabs(nll - res.val_nll) <= 1e-13, "validation %.17g, evaluation %.17g",
+                  res.val_nll, nll);
+    cnf_flow_work_free(w);
+    cnf_train_state_free(st);
+    cnf_flow_free(flow);
+    free(X);
+    free(V);
+}
+END_TEST
+
 START_TEST(test_same_seed_bitwise)
 {
     cnf_flow *a = make_flow(2, 2, "8-8", 0.5, 9), *b = make_flow(2, 2, "8-8", 0.5, 9);
@@ -622,6 +662,7 @@ int main(void)
     tcase_set_timeout(tt, 120);
     tcase_add_test(tt, test_gaussian_fit);
     tcase_add_test(tt, test_same_seed_bitwise);
+    tcase_add_test(tt, test_validation_as_evaluation);
     tcase_add_test(tt, test_resume);
     tcase_add_test(tt, test_fixed_T);
     tcase_add_test(tt, test_early_stopping);

@@ -123,7 +123,8 @@ typedef struct {
     cnf_flow_options flow;   /* solver, tolerances, divergence, regularizers:
                                 cnf_flow_options_default, but warm_start = 1
                                 and the forward solver's safety = 0.7 (the
-                                adjoint's stays 0.9); see src/train.c */
+                                adjoint's stays 0.9, and validation uses the
+                                evaluation's 0.9); see src/train.c */
     cnf_train_callback callback;  /* may be NULL (default) */
     void *callback_ctx;
 } cnf_train_options;
