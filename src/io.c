@@ -289,6 +289,11 @@ cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
     if (extra && extra->state && extra->state->n_params != P)
         return cnf_error(CNF_EDIM, "%s: training state has %zu parameters, the flow %zu", path,
                          extra->state->n_params, P);
+    if (extra && extra->state && extra->state->n_step_hints != 0
+        && extra->state->n_step_hints != 2 * K)
+        return cnf_error(CNF_EDIM, "%s: training state has %zu step hints, the flow's %zu "
+                         "block(s) keep %zu (nothing written)", path,
+                         extra->state->n_step_hints, K, 2 * K);
 
     cnf_h5_writer *w = cnf_h5_writer_open(path);
     if (!w)

@@ -340,6 +340,19 @@ START_TEST(test_training_state_roundtrip)
     ck_assert_ptr_null(got.state);
     cnf_flow_free(back);
 
+    /* a state whose step hints do not fit the flow is refused, nothing written */
+    cnf_train_state *odd = cnf_train_state_alloc(P, 6);
+    odd->n_step_hints = 3;
+    odd->step_hints = calloc(3, sizeof(double));
+    cnf_model_extra_init(&ex);
+    ex.state = odd;
+    char path2[512];
+    tpath(path2, sizeof path2, "odd_hints.h5");
+    ck_assert_int_eq(cnf_model_save(path2, flow, &ex), CNF_EDIM);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "step hints"));
+    ck_assert_int_ne(access(path2, F_OK), 0);
+    cnf_train_state_free(odd);
+
     /* a fresh state: no best, +inf / NaN kept as they are */
     cnf_train_state *fresh = cnf_train_state_alloc(P, 5);
     cnf_model_extra_init(&ex);
