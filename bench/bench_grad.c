@@ -1,6 +1,7 @@
 /* bench_grad.c — the cost of one training gradient at a fixed state: the
  * same cnf_flow_nll_grad call (one model, one batch, one noise seed)
- * repeated, so that every repetition does exactly the same work.
+ * repeated, so that every repetition does the same work (with --warm 1
+ * nearly: each call's first steps come from the previous call's).
  *
  * Why beside bench_train: a training run's iterations differ in their
  * evaluation counts, and on a shared machine a whole run can be slowed by

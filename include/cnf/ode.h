@@ -22,7 +22,9 @@
  * where m is the number of components in the mask (all of them when mask is
  * NULL). A step is accepted when err <= 1; the next step is
  * h * clamp(safety * err^(-1/(q+1)), min_factor, max_factor) with q the lower
- * order of the pair. The mask lets a backward pass leave its quadrature
+ * order of the pair, at most h right after a rejection; a rejected step is
+ * retried with h * clamp(safety * err^(-1/(q+1)), min_factor, 0.9): it
+ * always shrinks by 10% or more, even with safety near 1. The mask lets a backward pass leave its quadrature
  * components (the parameter gradient) out of the norm: the seminorm of
  * Kidger, Chen and Lyons (2021), which cuts backward steps.
  *
@@ -146,8 +148,10 @@ typedef struct {
                           a nearby problem (the same one with slightly changed
                           parameters, as in successive training iterations):
                           the first accepted step times the controller's
-                          factor for it, growing it at most CNF_ODE_WARM_GROWTH
-                          times. Give it as the next solve's h0 (as a size)
+                          factor for its error (without the no-growth rule
+                          after a rejection), growing it at most
+                          CNF_ODE_WARM_GROWTH times. Give it as the next
+                          solve's h0 (as a size)
                           to skip the automatic first step's probe and its
                           usual undershoot. 0 if no step was accepted. */
 } cnf_ode_stats;
