@@ -577,8 +577,9 @@ static inline const double *tangent_row(const net_part *w, size_t j, size_t k)
                 kernel(CNF_FMA(U[i] + beta[o], s[o], c[o]), &H[i], &D1[i], &unused);            \
             }                                                                                   \
     }
-/* tanh has its own kernel (tanh_tangent_rows, below) and needs no rows2:
- * its sigma'' comes from the activations in the reverse sweep */
+/* tanh needs no rows2: its sigma'' comes from the activations in the
+ * reverse sweep (second_order_rows_tanh) */
+ACT_ROWS1(tanh, cnf_act_tanh)
 ACT_ROWS1(softplus_d, cnf_act_softplus_d)
 ACT_ROWS2(softplus_d, cnf_act_softplus_d)
 ACT_ROWS1(elu, cnf_act_elu)
@@ -588,42 +589,14 @@ ACT_ROWS2(swish, cnf_act_swish)
 #undef ACT_ROWS1
 #undef ACT_ROWS2
 
-/* The tanh value rows (as ACT_ROWS1) and tangent_rows_forward in one pass,
- * row by row, so that a row's sigma' is still in L1 when its K tangents use
- * it (the two block passes read 25 KB of sigma' back from L2 at B = 50,
- * n = 64). Tangent k of row b: du at du0 + k du_kstep + b du_ld, dh at
- * dH + (k B + b) n. The arithmetic per element is that of the two passes. */
-ROW_NOINLINE static void tanh_tangent_rows(size_t B, size_t n, const double *restrict U,
-                                           const double *restrict beta,
-                                           const double *restrict s, const double *restrict c,
-                                           double *restrict H, double *restrict D1, size_t K,
-                                           const double *restrict du0, size_t du_kstep,
-                                           size_t du_ld, double *restrict dH)
-{
-    for (size_t b = 0; b < B; b++) {
-        const double *restrict u = U + b * n;
-        double *restrict h = H + b * n, *restrict d1 = D1 + b * n;
-        for (size_t o = 0; o < n; o++) {
-            double unused;
-            cnf_act_tanh(CNF_FMA(u[o] + beta[o], s[o], c[o]), &h[o], &d1[o], &unused);
-        }
-        for (size_t k = 0; k < K; k++) {
-            const double *restrict du = du0 + k * du_kstep + b * du_ld;
-            double *restrict dh = dH + (k * B + b) * n;
-            for (size_t o = 0; o < n; o++)
-                dh[o] = d1[o] * du[o] * s[o];
-        }
-    }
-}
-
 /* The value rows of a hidden layer (U, H, D1, D2: B x n; D2 may be NULL). */
 static void activate_values(cnf_activation act, size_t B, size_t n, const double *U,
                             const double *beta, const double *s, const double *c, double *H,
                             double *D1, double *D2)
 {
     switch (act) {
-    case CNF_ACT_TANH:   /* layer_forward fuses it with the tangents; no sigma'' */
-        tanh_tangent_rows(B, n, U, beta, s, c, H, D1, 0, NULL, 0, 0, NULL);
+    case CNF_ACT_TANH:   /* D2 is NULL: the workspace has no sigma'' for tanh */
+        tanh_rows1(B, n, U, beta, s, c, H, D1);
         break;
     case CNF_ACT_SOFTPLUS:
         if (D2)
@@ -657,13 +630,6 @@ static void activate_values(cnf_activation act, size_t B, size_t n, const double
 static inline size_t tangent_ld(const net_part *w, size_t j)
 {
     return (w->unit && j == 0) ? 0 : w->width[j + 1];
-}
-
-/* How far du_{k+1} starts after du_k (see tangent_row). */
-static inline size_t tangent_kstep(const net_part *w, size_t j)
-{
-    size_t out = w->width[j + 1];
-    return (w->unit && j == 0) ? out : w->B * out;
 }
 
 /* dh'_b = d1_b .* du_b .* s for the B rows of one tangent (d1 NULL: the
@@ -726,14 +692,10 @@ static void layer_forward(const cnf_net *net, net_part *w, size_t j, const doubl
     }
 
     size_t ld = tangent_ld(w, j);
-    if (j + 1 < net->n_layers && net->cfg.activation == CNF_ACT_TANH) {
-        double *Xn = w->X[j + 1];
-        tanh_tangent_rows(B, out, U, beta, s, c, Xn, w->S1[j], K, tangent_row(w, j, 0),
-                          tangent_kstep(w, j), ld, Xn + B * out);
-    } else if (j + 1 < net->n_layers) {
+    if (j + 1 < net->n_layers) {
         double *Xn = w->X[j + 1], *D1 = w->S1[j];
         activate_values(net->cfg.activation, B, out, U, beta, s, c, Xn, D1,
-                        K > 0 ? w->S2[j] : NULL);
+                        K > 0 ? w->S2[j] : NULL);   /* NULL for tanh */
         for (size_t k = 0; k < K; k++)
             tangent_rows_forward(B, out, Xn + (k + 1) * B * out, D1, tangent_row(w, j, k), ld,
                                  s);
@@ -934,33 +896,21 @@ ROW_NOINLINE static void second_order_rows(size_t B, size_t n, double *restrict 
         }
 }
 
-/* For tanh, whose sigma'' = -2 h sigma' comes from the cached activations
- * H instead of a stored array: scale_rows(X, D1) and second_order_rows for
- * every tangent in one pass, row by row (the same arithmetic per element as
- * the separate passes, so that row's D1 and H stay in L1): X the value rows,
- * tangent k's rows at dX + k B n, its du at du0 + k du_kstep + b du_ld. */
-ROW_NOINLINE static void tanh_second_order_rows(size_t B, size_t n, double *restrict X,
-                                                double *restrict dX,
-                                                const double *restrict D1,
-                                                const double *restrict H, size_t K,
-                                                const double *restrict du0, size_t du_kstep,
-                                                size_t du_ld, const double *restrict s)
+/* second_order_rows for tanh, whose sigma'' = -2 h sigma' comes from the
+ * cached activations H instead of a stored array */
+ROW_NOINLINE static void second_order_rows_tanh(size_t B, size_t n, double *restrict X,
+                                                double *restrict dX, const double *restrict D1,
+                                                const double *restrict H,
+                                                const double *restrict du, size_t du_ld,
+                                                const double *restrict s)
 {
-    for (size_t b = 0; b < B; b++) {
-        double *restrict x = X + b * n;
-        const double *restrict d1 = D1 + b * n, *restrict h = H + b * n;
-        for (size_t o = 0; o < n; o++)
-            x[o] *= d1[o];
-        for (size_t k = 0; k < K; k++) {
-            double *restrict dx = dX + (k * B + b) * n;
-            const double *restrict du = du0 + k * du_kstep + b * du_ld;
-            for (size_t o = 0; o < n; o++) {
-                double d2 = -2.0 * h[o] * d1[o];
-                x[o] += d2 * du[o] * s[o] * dx[o];
-                dx[o] *= d1[o];
-            }
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++) {
+            size_t i = b * n + o;
+            double d2 = -2.0 * H[i] * D1[i];
+            X[i] += d2 * du[b * du_ld + o] * s[o] * dX[i];
+            dX[i] *= D1[i];
         }
-    }
 }
 
 /* X_b .* d_b in place (d rows d_ld apart: 0 for one shared row) */
@@ -1041,15 +991,15 @@ static void activation_backward(net_part *w, size_t j, size_t Kb, double *Xb, in
 {
     size_t n = w->width[j + 1], B = w->B;
     const double *D1 = w->S1[j], *D2 = w->S2[j], *s = w->gate[j];
-    if (tanh_act) {
-        tanh_second_order_rows(B, n, Xb, Xb + B * n, D1, w->X[j + 1], Kb, tangent_row(w, j, 0),
-                               tangent_kstep(w, j), tangent_ld(w, j), s);
-        return;
-    }
     scale_rows(B, n, Xb, D1, n);
-    for (size_t k = 0; k < Kb; k++)
-        second_order_rows(B, n, Xb, Xb + (k + 1) * B * n, D1, D2, tangent_row(w, j, k),
-                          tangent_ld(w, j), s);
+    for (size_t k = 0; k < Kb; k++) {
+        if (tanh_act)
+            second_order_rows_tanh(B, n, Xb, Xb + (k + 1) * B * n, D1, w->X[j + 1],
+                                   tangent_row(w, j, k), tangent_ld(w, j), s);
+        else
+            second_order_rows(B, n, Xb, Xb + (k + 1) * B * n, D1, D2, tangent_row(w, j, k),
+                              tangent_ld(w, j), s);
+    }
 }
 
 /* The reverse sweep on one part's rows (after its part_forward). fbar,
