@@ -417,12 +417,13 @@ cnf_status cnf_flow_work_set_step_hints(cnf_flow_work *w, const double *hints, s
 }
 
 /* Warm first steps: a solve of the adaptive methods starts with a kept
- * step (0 = the automatic one) and leaves the step it suggests in its
- * place. The gradient keeps them from call to call (warm_start, h_warm);
- * the evaluation calls from chunk to chunk within the call (h_chunk). */
-static int warm_active(const cnf_ode_options *o)
+ * step (0 = none yet: the options' own h0, automatic or the user's) and
+ * leaves the step it suggests in its place. The gradient keeps them from
+ * call to call (warm_start, h_warm); the evaluation calls from chunk to
+ * chunk within the call (h_chunk). */
+static double warm_h0(double hint, double h0)
 {
-    return cnf_ode_method_is_adaptive(o->method);
+    return hint > 0.0 ? hint : h0;
 }
 
 static void warm_keep(double *hint, const cnf_ode_stats *st)
@@ -635,10 +636,9 @@ static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y
             cnf_ode_record_clear(rec);
         double T = block_end_time(flow, k);
         if (T > 0.0) {
-            int warm_k = warm && warm_active(&w->opt.solver);
+            int warm_k = warm && cnf_ode_method_is_adaptive(w->opt.solver.method);
             cnf_ode_options so = w->opt.solver;
-            /* no hint yet: the options' own first step (automatic or the user's) */
-            so.h0 = warm_k && warm[k] > 0.0 ? warm[k] : so.h0;
+            so.h0 = warm_k ? warm_h0(warm[k], so.h0) : so.h0;
             if (warm_k && cnf_ode_solver_set_options(solver, &so) != CNF_OK)
                 return cnf_error(CNF_EINVAL, "block %zu: warm first step: %s", k, cnf_last_error());
             cnf_ode_stats st;
@@ -850,11 +850,11 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const doubl
         double T = block_end_time(flow, k);
         size_t Tidx = cnf_flow_T_index(flow, k);
         cnf_adjoint_problem pb = { BD, cnf_net_num_params(c.net), block_vjp, &c };
-        int warm_k = w->opt.warm_start && warm_active(&w->opt.adjoint_solver);
+        int warm_k = w->opt.warm_start && cnf_ode_method_is_adaptive(w->opt.adjoint_solver.method);
         if (warm_k) {
             cnf_adjoint_options ao;
             adjoint_options_of(&w->opt, &ao);
-            ao.solver.h0 = w->h_warm[w->n_blocks + k];
+            ao.solver.h0 = warm_h0(w->h_warm[w->n_blocks + k], ao.solver.h0);
             s = cnf_adjoint_set_options(w->adj[k], &ao);
             if (s != CNF_OK)
                 return cnf_error(s, "block %zu: warm first step: %s", k, cnf_last_error());

@@ -142,7 +142,7 @@ struct cnf_net_work {
     double *WT[MAX_LAYERS];    /* W^T without a concat time column, n_j x n_{j+1}: the
                                   forward products run as X WT (see row_gemm); with the
                                   unit directions, du_k = W e_k is row k of WT[0] */
-    double *wt_mem;
+    double *wt_mem;            /* the one allocation behind WT */
     const double *bound;       /* the theta whose W^T is in WT (cnf_net_work_bind) */
     int ready;
     size_t B;                  /* batch of the last forward pass */

@@ -24,9 +24,10 @@
  * h * clamp(safety * err^(-1/(q+1)), min_factor, max_factor) with q the lower
  * order of the pair, at most h right after a rejection; a rejected step is
  * retried with h * clamp(safety * err^(-1/(q+1)), min_factor, 0.9): it
- * always shrinks by 10% or more, even with safety near 1. The mask lets a backward pass leave its quadrature
- * components (the parameter gradient) out of the norm: the seminorm of
- * Kidger, Chen and Lyons (2021), which cuts backward steps.
+ * always shrinks by 10% or more, even with safety near 1. The mask lets a
+ * backward pass leave its quadrature components (the parameter gradient)
+ * out of the norm: the seminorm of Kidger, Chen and Lyons (2021), which
+ * cuts backward steps.
  *
  * The right-hand side follows the CVODES contract:
  *     return 0   success;
@@ -151,9 +152,9 @@ typedef struct {
                           factor for its error (without the no-growth rule
                           after a rejection), growing it at most
                           CNF_ODE_WARM_GROWTH times. Give it as the next
-                          solve's h0 (as a size)
-                          to skip the automatic first step's probe and its
-                          usual undershoot. 0 if no step was accepted. */
+                          solve's h0 (as a size) to skip the automatic first
+                          step's probe and its usual undershoot. 0 if no
+                          step was accepted. */
 } cnf_ode_stats;
 
 /* The largest growth h_warm applies to the first accepted step: the next
