@@ -109,8 +109,8 @@ typedef struct {
                                         automatic one. Successive training
                                         batches have nearly the same dynamics,
                                         so this saves the probe and most
-                                        first-step rejections: 12-18% fewer
-                                        evaluations in training (bench/
+                                        first-step rejections: 11-18% less
+                                        solver work in training (bench/
                                         README.md). The result then depends,
                                         within the tolerances, on the previous
                                         call. Default 0: each call stands
