@@ -392,6 +392,18 @@ static cnf_status read_checked(hid_t fid, const char *file, const char *path, in
     return s;
 }
 
+/* The string attribute name of the object at path (opened as obj) into
+ * buf, or CNF_EFORMAT saying it is missing or unreadable. */
+static cnf_status read_name_attr(hid_t obj, const char *file, const char *path,
+                                 const char *name, char *buf, size_t n)
+{
+    int rc = cnf_h5_attr_string(obj, name, buf, n);
+    if (rc != 0)
+        return cnf_error(CNF_EFORMAT, "%s:%s: %s string attribute %s", file, path,
+                         rc > 0 ? "missing" : "unreadable", name);
+    return CNF_OK;
+}
+
 /* Read the architecture of block k into cfg and its end time into *T. */
 static cnf_status read_block_arch(hid_t fid, const char *file, size_t k, size_t D,
                                   cnf_net_config *cfg, double *T)
@@ -413,22 +425,14 @@ static cnf_status read_block_arch(hid_t fid, const char *file, size_t k, size_t 
                       *T);
     memset(cfg, 0, sizeof *cfg);
     cfg->dim = D;
-    if (s == CNF_OK) {
-        rc = cnf_h5_attr_string(g, "layer_type", buf, sizeof buf);
-        if (rc != 0)
-            s = cnf_error(CNF_EFORMAT, "%s:%s: %s string attribute layer_type", file, path,
-                          rc > 0 ? "missing" : "unreadable");
-        else if (cnf_layer_type_from_name(buf, &cfg->layer_type) != CNF_OK)
-            s = cnf_error(CNF_EFORMAT, "%s:%s: layer_type: %s", file, path, cnf_last_error());
-    }
-    if (s == CNF_OK) {
-        rc = cnf_h5_attr_string(g, "activation", buf, sizeof buf);
-        if (rc != 0)
-            s = cnf_error(CNF_EFORMAT, "%s:%s: %s string attribute activation", file, path,
-                          rc > 0 ? "missing" : "unreadable");
-        else if (cnf_activation_from_name(buf, &cfg->activation) != CNF_OK)
-            s = cnf_error(CNF_EFORMAT, "%s:%s: activation: %s", file, path, cnf_last_error());
-    }
+    if (s == CNF_OK)
+        s = read_name_attr(g, file, path, "layer_type", buf, sizeof buf);
+    if (s == CNF_OK && cnf_layer_type_from_name(buf, &cfg->layer_type) != CNF_OK)
+        s = cnf_error(CNF_EFORMAT, "%s:%s: layer_type: %s", file, path, cnf_last_error());
+    if (s == CNF_OK)
+        s = read_name_attr(g, file, path, "activation", buf, sizeof buf);
+    if (s == CNF_OK && cnf_activation_from_name(buf, &cfg->activation) != CNF_OK)
+        s = cnf_error(CNF_EFORMAT, "%s:%s: activation: %s", file, path, cnf_last_error());
     H5Gclose(g);
     if (s != CNF_OK)
         return s;
