@@ -131,3 +131,27 @@ cnf_status cnf_flow_fit_preprocess(cnf_flow *flow, const double *X, size_t N)
     }
     return CNF_OK;
 }
+
+void cnf_flow_preprocess_rows(const cnf_flow *flow, const double *X, size_t N, double *Y)
+{
+    const size_t D = flow->dim;
+    for (size_t n = 0; n < N; n++)
+        for (size_t i = 0; i < D; i++)
+            Y[n * D + i] = (X[n * D + i] - flow->mean[i]) / flow->scale[i];
+}
+
+void cnf_flow_unpreprocess_rows(const cnf_flow *flow, const double *Y, size_t N, double *X)
+{
+    const size_t D = flow->dim;
+    for (size_t n = 0; n < N; n++)
+        for (size_t i = 0; i < D; i++)
+            X[n * D + i] = Y[n * D + i] * flow->scale[i] + flow->mean[i];
+}
+
+double cnf_flow_preprocess_log_det(const cnf_flow *flow)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < flow->dim; i++)
+        s += log(flow->scale[i]);
+    return -s;
+}

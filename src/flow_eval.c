@@ -669,16 +669,13 @@ static cnf_status forward_chunk(const cnf_flow *flow, cnf_flow_work *w, const do
                                 size_t row0, fwd_mode mode, gsl_rng *rng, cnf_flow_stats *stats)
 {
     size_t D = w->D, BD = B * D;
-    const double *mean = cnf_flow_mean_const(flow), *scale = cnf_flow_scale_const(flow);
     size_t n = state_size(mode, B, D);
     size_t K = mode == MODE_Z ? 0 : tangents_of(w);
     if (K == 1 && !rng)
         return cnf_error(CNF_EINVAL, "the %s divergence estimate needs a random number generator (rng is NULL)",
                          cnf_divergence_name(w->opt.divergence));
     double *y = w->y;
-    for (size_t b = 0; b < B; b++)
-        for (size_t i = 0; i < D; i++)
-            y[b * D + i] = (X[b * D + i] - mean[i]) / scale[i];
+    cnf_flow_preprocess_rows(flow, X, B, y);
     memset(y + BD, 0, (n - BD) * sizeof *y);
     memcpy(w->zs, y, BD * sizeof *y);
     double *warm = mode != MODE_TRAIN ? w->h_chunk : w->opt.warm_start ? w->h_warm : NULL;
@@ -692,15 +689,6 @@ static double log_normal(const double *z, size_t D)
     for (size_t i = 0; i < D; i++)
         s += z[i] * z[i];
     return -0.5 * s - 0.5 * (double)D * log(2.0 * 3.14159265358979323846);
-}
-
-static double sum_log_scale(const cnf_flow *flow)
-{
-    const double *scale = cnf_flow_scale_const(flow);
-    double s = 0.0;
-    for (size_t i = 0; i < cnf_flow_dim(flow); i++)
-        s += log(scale[i]);
-    return s;
 }
 
 /* ---- public entry points ---------------------------------------------- */
@@ -743,14 +731,14 @@ cnf_status cnf_flow_log_likelihood(const cnf_flow *flow, cnf_flow_work *w, const
     if (s != CNF_OK)
         return s;
     size_t D = w->D;
-    double lscale = sum_log_scale(flow);
+    double log_det = cnf_flow_preprocess_log_det(flow);
     for (size_t row0 = 0, B; (B = chunk_rows(w, N, row0)) > 0; row0 += B) {
         s = forward_chunk(flow, w, X + row0 * D, B, row0, MODE_LOGLIK, rng, stats);
         if (s != CNF_OK)
             return s;
         const double *z = w->y, *q = w->y + B * D;
         for (size_t b = 0; b < B; b++)
-            loglik[row0 + b] = log_normal(z + b * D, D) + q[b] - lscale;
+            loglik[row0 + b] = log_normal(z + b * D, D) + q[b] + log_det;
     }
     return CNF_OK;
 }
@@ -778,16 +766,13 @@ cnf_status cnf_flow_decode(const cnf_flow *flow, cnf_flow_work *w, const double 
     if (s != CNF_OK)
         return s;
     size_t D = w->D;
-    const double *mean = cnf_flow_mean_const(flow), *scale = cnf_flow_scale_const(flow);
     for (size_t row0 = 0, B; (B = chunk_rows(w, N, row0)) > 0; row0 += B) {
         double *y = w->y;
         memcpy(y, Z + row0 * D, B * D * sizeof *y);
         s = solve_blocks(flow, w, y, B * D, B, 0, 0, 1, 0, w->h_chunk, NULL, row0, stats);
         if (s != CNF_OK)
             return s;
-        for (size_t b = 0; b < B; b++)
-            for (size_t i = 0; i < D; i++)
-                X[(row0 + b) * D + i] = y[b * D + i] * scale[i] + mean[i];
+        cnf_flow_unpreprocess_rows(flow, y, B, X + row0 * D);
     }
     return CNF_OK;
 }
@@ -817,12 +802,12 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const doubl
         return s;
 
     /* loss = Phi + int l: Phi = -(1/B) sum log N(z(T)), the integrals of
-     * l are -(1/B) sum q + (rK + rJ)/B, plus the constant sum log scale. */
+     * l are -(1/B) sum q + (rK + rJ)/B, minus the preprocessing's constant log|det|. */
     const double *zT = w->zs + w->n_blocks * BD, *q = w->y + BD;
     double invB = 1.0 / (double)B, snll = 0.0;
     for (size_t b = 0; b < B; b++)
         snll -= log_normal(zT + b * D, D) + q[b];
-    double mean_nll = snll * invB + sum_log_scale(flow);
+    double mean_nll = snll * invB - cnf_flow_preprocess_log_det(flow);
     if (nll)
         *nll = mean_nll;
     if (loss)

@@ -66,6 +66,15 @@ void cnf_flow_init_params(cnf_flow *flow, gsl_rng *rng, int zero_last_layer);
  * deviations (a zero deviation becomes 1). CNF_EDATA if X has N < 2. */
 cnf_status cnf_flow_fit_preprocess(cnf_flow *flow, const double *X, size_t N);
 
+/* The preprocessing as a map: X (N x D, data space) -> Y (N x D, the space
+ * the blocks see), its inverse, and log|det dY/dX|^-1 = the constant that
+ * every data-space log-likelihood adds (-sum_i log scale_i). Every
+ * evaluation, sampling and training objective goes through these, so that
+ * a new preprocessing changes one place. X and Y may not overlap. */
+void cnf_flow_preprocess_rows(const cnf_flow *flow, const double *X, size_t N, double *Y);
+void cnf_flow_unpreprocess_rows(const cnf_flow *flow, const double *Y, size_t N, double *X);
+double cnf_flow_preprocess_log_det(const cnf_flow *flow);
+
 /* ---- Evaluation, sampling and the likelihood gradient ------------------
  *
  * All functions take data-space points (N x D row-major) and work through
