@@ -2,12 +2,17 @@
  * dynamics networks with their end times, the preprocessing and one
  * parameter vector [theta_0 | ... | theta_{K-1} | T_0 ... T_{K-1}]
  * (DESIGN.md section 1). Evaluation, sampling and gradients live in
- * flow_eval.c and adjoint.c; this file only owns the layout. */
+ * flow_eval.c and adjoint.c; this file owns the layout and the
+ * preprocessing map (standardise or whiten, cnf/flow.h). */
 #include "cnf/flow.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <gsl/gsl_eigen.h>
+#include <gsl/gsl_linalg.h>
 
 struct cnf_flow {
     size_t dim;           /* D */
@@ -18,6 +23,8 @@ struct cnf_flow {
     double *params;       /* P, owned */
     double *mean;         /* D, owned */
     double *scale;        /* D, owned */
+    double *chol;         /* D x D lower-triangular whitening factor L, owned;
+                             NULL = standardise */
 };
 
 cnf_flow *cnf_flow_alloc(size_t dim, size_t n_blocks, const cnf_net_config *nets,
@@ -86,6 +93,7 @@ void cnf_flow_free(cnf_flow *flow)
     free(flow->params);
     free(flow->mean);
     free(flow->scale);
+    free(flow->chol);
     free(flow);
 }
 
@@ -108,11 +116,66 @@ void cnf_flow_init_params(cnf_flow *flow, gsl_rng *rng, int zero_last_layer)
         cnf_net_init(flow->nets[k], flow->params + flow->offset[k], rng, zero_last_layer);
 }
 
-cnf_status cnf_flow_fit_preprocess(cnf_flow *flow, const double *X, size_t N)
+static const char *const preprocess_names[] = {"standardize", "whiten"};
+
+const char *cnf_preprocess_name(cnf_preprocess kind)
+{
+    return (unsigned)kind <= CNF_PREPROCESS_WHITEN ? preprocess_names[kind] : "unknown";
+}
+
+cnf_status cnf_preprocess_from_name(const char *name, cnf_preprocess *kind)
+{
+    for (int i = 0; name && i <= (int)CNF_PREPROCESS_WHITEN; i++)
+        if (strcmp(name, preprocess_names[i]) == 0) {
+            *kind = (cnf_preprocess)i;
+            return CNF_OK;
+        }
+    return cnf_error(CNF_EINVAL, "unknown preprocessing '%s' (valid: standardize, whiten)",
+                     name ? name : "(null)");
+}
+
+cnf_preprocess cnf_flow_preprocess_kind(const cnf_flow *flow)
+{
+    return flow->chol ? CNF_PREPROCESS_WHITEN : CNF_PREPROCESS_STANDARDIZE;
+}
+
+const double *cnf_flow_whitening_const(const cnf_flow *flow) { return flow->chol; }
+
+cnf_status cnf_flow_set_whitening(cnf_flow *flow, const double *L)
 {
     const size_t D = flow->dim;
-    if (N < 2)
-        return cnf_error(CNF_EDATA, "standardisation needs at least 2 rows of data (got %zu)", N);
+    if (!L) {
+        free(flow->chol);
+        flow->chol = NULL;
+        return CNF_OK;
+    }
+    for (size_t i = 0; i < D; i++)
+        for (size_t j = 0; j < D; j++) {
+            double v = L[i * D + j];
+            if (!isfinite(v))
+                return cnf_error(CNF_EDATA, "whitening factor L entry (%zu, %zu) is %g; L must "
+                                 "be finite", i, j, v);
+            if (j > i && v != 0.0)
+                return cnf_error(CNF_EDATA, "whitening factor L entry (%zu, %zu) is %g, above the "
+                                 "diagonal; L must be lower-triangular", i, j, v);
+            if (j == i && !(v > 0.0))
+                return cnf_error(CNF_EDATA, "whitening factor L diagonal entry (%zu, %zu) is %g; "
+                                 "it must be positive", i, j, v);
+        }
+    if (!flow->chol) {
+        flow->chol = malloc(D * D * sizeof *flow->chol);
+        if (!flow->chol)
+            return cnf_error(CNF_ENOMEM, "out of memory for a %zu x %zu whitening factor", D, D);
+    }
+    memcpy(flow->chol, L, D * D * sizeof *flow->chol);
+    return CNF_OK;
+}
+
+/* Column means and standard deviations of X (N x D, N >= 2) into mean and
+ * scale (D); a zero or non-finite deviation becomes 1. */
+static void fit_standardisation(const double *X, size_t N, size_t D, double *mean_out,
+                                double *scale_out)
+{
     for (size_t i = 0; i < D; i++) {
         /* Two passes: the mean first, then the spread about it, which keeps
          * precision for data far from the origin. */
@@ -126,10 +189,126 @@ cnf_status cnf_flow_fit_preprocess(cnf_flow *flow, const double *X, size_t N)
             ss += d * d;
         }
         double sd = sqrt(ss / (double)(N - 1));
-        flow->mean[i] = mean;
-        flow->scale[i] = (sd > 0.0 && isfinite(sd)) ? sd : 1.0;
+        mean_out[i] = mean;
+        scale_out[i] = (sd > 0.0 && isfinite(sd)) ? sd : 1.0;
     }
+}
+
+cnf_status cnf_flow_fit_preprocess(cnf_flow *flow, const double *X, size_t N)
+{
+    if (N < 2)
+        return cnf_error(CNF_EDATA, "standardisation needs at least 2 rows of data (got %zu)", N);
+    fit_standardisation(X, N, flow->dim, flow->mean, flow->scale);
+    free(flow->chol);
+    flow->chol = NULL;
     return CNF_OK;
+}
+
+/* Whether Cholesky of A = C + r I (C: D x D symmetric, lower triangle read)
+ * is certain to succeed in floating point, whatever the order of its sums
+ * (GSL's recursive blocked variant, OpenBLAS kernels). Demmel's bound
+ * (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
+ * Thm 10.7): with H = S A S, S = diag(A)^{-1/2}, the factorisation runs to
+ * completion when lambda_min(H) > D g / (1 - D g), g = gamma_{D+1} =
+ * (D+1) u / (1 - (D+1) u). We ask for twice that, the second half covering
+ * the error of the computed eigenvalue (backward stable: O(D u ||H||)).
+ * H and eval are D x D and D scratch. */
+static int cholesky_certain(const double *C, double r, size_t D, double *H, double *eval,
+                            gsl_eigen_symm_workspace *ws)
+{
+    for (size_t i = 0; i < D; i++)
+        if (!(C[i * D + i] + r > 0.0))
+            return 0;
+    for (size_t i = 0; i < D; i++)
+        for (size_t j = 0; j <= i; j++)
+            H[i * D + j] = (C[i * D + j] + (i == j ? r : 0.0))
+                           / sqrt((C[i * D + i] + r) * (C[j * D + j] + r));
+    gsl_matrix_view Hv = gsl_matrix_view_array(H, D, D);
+    gsl_vector_view ev = gsl_vector_view_array(eval, D);
+    /* sizes agree, so no error path of GSL's; finite input (checked by the
+     * caller), so the QR iteration converges */
+    if (gsl_eigen_symm(&Hv.matrix, &ev.vector, ws) != GSL_SUCCESS)
+        return 0;
+    double lmin = eval[0];
+    for (size_t i = 1; i < D; i++)
+        lmin = fmin(lmin, eval[i]);
+    const double u = DBL_EPSILON / 2.0, n = (double)D;
+    double g = (n + 1.0) * u / (1.0 - (n + 1.0) * u);
+    return lmin > 2.0 * n * g / (1.0 - n * g);
+}
+
+cnf_status cnf_flow_fit_whitening(cnf_flow *flow, const double *X, size_t N, double *ridge)
+{
+    const size_t D = flow->dim;
+    if (N < 2)
+        return cnf_error(CNF_EDATA, "whitening needs at least 2 rows of data (got %zu)", N);
+    /* mean, scale, z (D each); C, H, L (D x D each) */
+    double *buf = malloc((3 * D + 3 * D * D) * sizeof *buf);
+    gsl_eigen_symm_workspace *ws = buf ? gsl_eigen_symm_alloc(D) : NULL;
+    if (!ws) {
+        free(buf);
+        return cnf_error(CNF_ENOMEM, "out of memory whitening %zu dimensions", D);
+    }
+    double *mean = buf, *scale = mean + D, *z = scale + D;
+    double *C = z + D, *H = C + D * D, *L = H + D * D;
+    fit_standardisation(X, N, D, mean, scale);
+
+    /* C = the covariance of the standardised rows (lower triangle), the
+     * sample correlation with the N - 1 of the scales */
+    memset(C, 0, D * D * sizeof *C);
+    for (size_t n = 0; n < N; n++) {
+        for (size_t i = 0; i < D; i++)
+            z[i] = (X[n * D + i] - mean[i]) / scale[i];
+        for (size_t i = 0; i < D; i++)
+            for (size_t j = 0; j <= i; j++)
+                C[i * D + j] += z[i] * z[j];
+    }
+    cnf_status s = CNF_OK;
+    for (size_t i = 0; i < D && s == CNF_OK; i++)
+        for (size_t j = 0; j <= i && s == CNF_OK; j++) {
+            C[i * D + j] /= (double)(N - 1);
+            if (!isfinite(C[i * D + j]))
+                s = cnf_error(CNF_EDATA, "whitening: the correlation of columns %zu and %zu is "
+                              "%g (NaN or Inf in the data?)", j, i, C[i * D + j]);
+        }
+
+    /* gsl_linalg_cholesky_decomp1 reports a matrix that is not positive
+     * definite through GSL_ERROR, whose default handler aborts the program,
+     * and a library must not switch the process-wide handler off (README,
+     * "The library"). So each ridge is first certified to factorise
+     * (cholesky_certain) and GSL is called only then; should it still
+     * refuse (possible only with the handler off), the next ridge is
+     * tried. corr + I is always certain, so the ladder ends at r = 1. */
+    double r = 0.0;
+    int done = 0;
+    for (int k = -1; s == CNF_OK && !done && k <= 10; k++) {
+        r = k < 0 ? 0.0 : 1e-10 * pow(10.0, (double)k);
+        if (!cholesky_certain(C, r, D, H, z, ws))
+            continue;
+        for (size_t i = 0; i < D; i++)
+            for (size_t j = 0; j <= i; j++)
+                L[i * D + j] = C[i * D + j] + (i == j ? r : 0.0);
+        gsl_matrix_view Lv = gsl_matrix_view_array(L, D, D);
+        done = gsl_linalg_cholesky_decomp1(&Lv.matrix) == GSL_SUCCESS;
+    }
+    if (s == CNF_OK && !done)
+        s = cnf_error(CNF_EDATA, "whitening: the correlation matrix cannot be factorised even "
+                      "with a ridge of %g", r);
+    if (s == CNF_OK) {
+        for (size_t i = 0; i < D; i++)   /* decomp1 leaves A in the upper part */
+            for (size_t j = i + 1; j < D; j++)
+                L[i * D + j] = 0.0;
+        s = cnf_flow_set_whitening(flow, L);
+    }
+    if (s == CNF_OK) {
+        memcpy(flow->mean, mean, D * sizeof *mean);
+        memcpy(flow->scale, scale, D * sizeof *scale);
+        if (ridge)
+            *ridge = r;
+    }
+    gsl_eigen_symm_free(ws);
+    free(buf);
+    return s;
 }
 
 void cnf_flow_preprocess_rows(const cnf_flow *flow, const double *X, size_t N, double *Y)
@@ -138,14 +317,41 @@ void cnf_flow_preprocess_rows(const cnf_flow *flow, const double *X, size_t N, d
     for (size_t n = 0; n < N; n++)
         for (size_t i = 0; i < D; i++)
             Y[n * D + i] = (X[n * D + i] - flow->mean[i]) / flow->scale[i];
+    const double *L = flow->chol;
+    if (!L)
+        return;
+    /* y = L^{-1} y by forward substitution, row by row: a row's result does
+     * not depend on the rows beside it (chunking) or on the BLAS */
+    for (size_t n = 0; n < N; n++) {
+        double *y = Y + n * D;
+        for (size_t i = 0; i < D; i++) {
+            double v = y[i];
+            for (size_t j = 0; j < i; j++)
+                v -= L[i * D + j] * y[j];
+            y[i] = v / L[i * D + i];
+        }
+    }
 }
 
 void cnf_flow_unpreprocess_rows(const cnf_flow *flow, const double *Y, size_t N, double *X)
 {
     const size_t D = flow->dim;
-    for (size_t n = 0; n < N; n++)
-        for (size_t i = 0; i < D; i++)
-            X[n * D + i] = Y[n * D + i] * flow->scale[i] + flow->mean[i];
+    const double *L = flow->chol;
+    if (!L) {
+        for (size_t n = 0; n < N; n++)
+            for (size_t i = 0; i < D; i++)
+                X[n * D + i] = Y[n * D + i] * flow->scale[i] + flow->mean[i];
+        return;
+    }
+    for (size_t n = 0; n < N; n++) {
+        const double *y = Y + n * D;
+        for (size_t i = 0; i < D; i++) {
+            double v = 0.0;
+            for (size_t j = 0; j <= i; j++)
+                v += L[i * D + j] * y[j];
+            X[n * D + i] = v * flow->scale[i] + flow->mean[i];
+        }
+    }
 }
 
 double cnf_flow_preprocess_log_det(const cnf_flow *flow)
@@ -153,5 +359,8 @@ double cnf_flow_preprocess_log_det(const cnf_flow *flow)
     double s = 0.0;
     for (size_t i = 0; i < flow->dim; i++)
         s += log(flow->scale[i]);
+    if (flow->chol)
+        for (size_t i = 0; i < flow->dim; i++)
+            s += log(flow->chol[i * flow->dim + i]);
     return -s;
 }

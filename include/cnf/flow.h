@@ -1,12 +1,15 @@
 /* cnf/flow.h — a continuous normalizing flow: preprocessing, K CNF blocks,
  * standard normal base (DESIGN.md section 1).
  *
- * A data point x in R^D is standardised, x_std = (x - mean) / scale, and
- * pushed through blocks k = 0..K-1; block k integrates dz/dt = f_k(z, t) over
- * [0, T_k] with f_k a dynamics network (cnf/net.h). Then
+ * A data point x in R^D is preprocessed, x_std = (x - mean) / scale (or
+ * whitened, see "Preprocessing" below), and pushed through blocks
+ * k = 0..K-1; block k integrates dz/dt = f_k(z, t) over [0, T_k] with f_k a
+ * dynamics network (cnf/net.h). Then
  *
  *   log p(x) = log N(z_K; 0, I) + sum_k int_0^{T_k} tr(df_k/dz) dt
- *              - sum_i log scale_i.
+ *              + log|dx_std/dx|,
+ *
+ * log|dx_std/dx| = -sum_i log scale_i when standardising.
  *
  * Parameters. The flow owns one vector of P = sum_k P_k + K doubles:
  *   [ theta_0 | theta_1 | ... | theta_{K-1} | T_0 ... T_{K-1} ]
@@ -39,7 +42,8 @@ typedef struct cnf_flow cnf_flow;
 
 /* A flow of n_blocks blocks of dimension dim; block k has network nets[k]
  * (nets[k].dim must equal dim) and end time T[k] > 0. Parameters start at
- * zero, mean at 0 and scale at 1. NULL on failure (message says why). */
+ * zero, mean at 0 and scale at 1 (standardising). NULL on failure (message
+ * says why). */
 cnf_flow *cnf_flow_alloc(size_t dim, size_t n_blocks, const cnf_net_config *nets,
                          const double *T);
 void cnf_flow_free(cnf_flow *flow);                     /* NULL is fine */
@@ -62,15 +66,69 @@ const double *cnf_flow_scale_const(const cnf_flow *flow);
 /* Initialise every block's network (cnf_net_init) from rng; leaves T. */
 void cnf_flow_init_params(cnf_flow *flow, gsl_rng *rng, int zero_last_layer);
 
-/* Set mean and scale from data X (N x D): column means and standard
- * deviations (a zero deviation becomes 1). CNF_EDATA if X has N < 2. */
+/* ---- Preprocessing -----------------------------------------------------
+ *
+ * Two kinds, stored with the model (cnf/io.h):
+ *
+ *   standardize  x_std = (x - mean) / scale
+ *                log|dx_std/dx| = -sum_i log scale_i
+ *   whiten       x_std = L^{-1} ((x - mean) / scale)
+ *                log|dx_std/dx| = -sum_i log scale_i - sum_i log L_ii
+ *                inverse: x = mean + scale .* (L x_std)
+ *
+ * mean and scale (D) are the training data's column means and standard
+ * deviations (N - 1 normalisation); L (D x D, lower-triangular, positive
+ * diagonal) is the Cholesky factor of the standardised data's covariance,
+ * the sample correlation matrix with the same N - 1 normalisation:
+ * L L^T = corr. Whitening makes the density of a flow with zero dynamics
+ * the Gaussian with the training data's mean and full covariance
+ * (standardising: with its diagonal covariance), so the blocks need to
+ * learn only what is not Gaussian. Keeping mean and scale and factoring the
+ * correlation rather than the covariance keeps mean and scale meaningful
+ * (cnf info, plots) and conditions the factorisation (a unit diagonal).
+ * The flow owns L; without one (NULL) it standardises. */
+typedef enum { CNF_PREPROCESS_STANDARDIZE = 0, CNF_PREPROCESS_WHITEN } cnf_preprocess;
+
+/* "standardize", "whiten"; from_name gives CNF_EINVAL listing the names. */
+const char *cnf_preprocess_name(cnf_preprocess kind);
+cnf_status cnf_preprocess_from_name(const char *name, cnf_preprocess *kind);
+
+/* CNF_PREPROCESS_WHITEN if the flow holds a whitening factor L. */
+cnf_preprocess cnf_flow_preprocess_kind(const cnf_flow *flow);
+/* L (D x D row-major, the part above the diagonal zero; borrowed), or NULL
+ * when standardising. */
+const double *cnf_flow_whitening_const(const cnf_flow *flow);
+/* Copy L (D x D row-major) into the flow, which then whitens with its
+ * current mean and scale; NULL goes back to standardising. CNF_EDATA
+ * (naming the entry) unless every entry is finite, every entry above the
+ * diagonal is 0 and every diagonal entry is positive; the flow is then
+ * unchanged. */
+cnf_status cnf_flow_set_whitening(cnf_flow *flow, const double *L);
+
+/* Standardise: mean and scale from data X (N x D), column means and
+ * standard deviations (a zero deviation becomes 1); drops any whitening
+ * factor. CNF_EDATA if X has N < 2. */
 cnf_status cnf_flow_fit_preprocess(cnf_flow *flow, const double *X, size_t N);
 
+/* Whiten: mean and scale as cnf_flow_fit_preprocess, then L = chol(corr).
+ * A correlation matrix that is not numerically positive definite
+ * (collinear or constant columns, N <= D) gets a ridge, corr + r I with the
+ * smallest r = 1e-10 * 10^k (k = 0, 1, ...) for which the factorisation
+ * succeeds; *ridge (may be NULL) gets r (0 if none). "Succeeds" is decided
+ * before factorising, from the smallest eigenvalue of the matrix scaled to
+ * a unit diagonal, with Demmel's bound for Cholesky in floating point
+ * (Higham, Accuracy and Stability of Numerical Algorithms, Thm 10.7), so
+ * GSL's error handler is never invoked for it. CNF_EDATA if N < 2 or the
+ * data give a non-finite correlation (NaN or Inf in X); on error the flow
+ * is unchanged. O(N D^2 + D^3). */
+cnf_status cnf_flow_fit_whitening(cnf_flow *flow, const double *X, size_t N, double *ridge);
+
 /* The preprocessing as a map: X (N x D, data space) -> Y (N x D, the space
- * the blocks see), its inverse, and log|det dY/dX|^-1 = the constant that
- * every data-space log-likelihood adds (-sum_i log scale_i). Every
- * evaluation, sampling and training objective goes through these, so that
- * a new preprocessing changes one place. X and Y may not overlap. */
+ * the blocks see, x_std above), its inverse, and log|det dY/dX| = the
+ * constant that every data-space log-likelihood adds. Every evaluation,
+ * sampling and training objective goes through these, so that a new
+ * preprocessing changes one place. X and Y may not overlap. O(N D) when
+ * standardising, O(N D^2) when whitening. */
 void cnf_flow_preprocess_rows(const cnf_flow *flow, const double *X, size_t N, double *Y);
 void cnf_flow_unpreprocess_rows(const cnf_flow *flow, const double *Y, size_t N, double *X);
 double cnf_flow_preprocess_log_det(const cnf_flow *flow);
@@ -168,17 +226,17 @@ size_t cnf_flow_work_step_hints(const cnf_flow_work *work, double *hints);
 cnf_status cnf_flow_work_set_step_hints(cnf_flow_work *work, const double *hints, size_t n);
 
 /* Per-row log-likelihood in data space (loglik: N), including the
- * preprocessing's -sum_i log scale_i. */
+ * preprocessing's log|det| (cnf_flow_preprocess_log_det). */
 cnf_status cnf_flow_log_likelihood(const cnf_flow *flow, cnf_flow_work *work,
                                    const double *X, size_t N, gsl_rng *rng,
                                    double *loglik, cnf_flow_stats *stats);
 
-/* x -> z (standardise, then blocks 0..K-1 forwards). Z: N x D. */
+/* x -> z (preprocess, then blocks 0..K-1 forwards). Z: N x D. */
 cnf_status cnf_flow_encode(const cnf_flow *flow, cnf_flow_work *work, const double *X,
                            size_t N, double *Z, cnf_flow_stats *stats);
 
 /* z -> x (blocks K-1..0, each from T_k back to 0, then undo the
- * standardisation). X: N x D. */
+ * preprocessing). X: N x D. */
 cnf_status cnf_flow_decode(const cnf_flow *flow, cnf_flow_work *work, const double *Z,
                            size_t N, double *X, cnf_flow_stats *stats);
 
