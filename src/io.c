@@ -204,11 +204,11 @@ static cnf_status check_finite_vec(const char *path, const char *what, const dou
 
 /* The root attributes format, version and dim shared by model and gradient
  * files. */
-static cnf_status write_header(cnf_h5_writer *w, const char *format, size_t D)
+static cnf_status write_header(cnf_h5_writer *w, const char *format, int version, size_t D)
 {
     cnf_status s = cnf_h5_writer_attr_string(w, "/", "format", format);
     if (s == CNF_OK)
-        s = cnf_h5_writer_attr_int(w, "/", "version", CNF_MODEL_VERSION);
+        s = cnf_h5_writer_attr_int(w, "/", "version", version);
     if (s == CNF_OK)
         s = cnf_h5_writer_attr_int(w, "/", "dim", (long long)D);
     return s;
@@ -295,14 +295,19 @@ cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
                          "block(s) keep %zu (nothing written)", path,
                          extra->state->n_step_hints, K, 2 * K);
 
+    /* Only a whitened model needs version 2: a standardised one stays at
+     * version 1, which older builds read. */
+    const double *chol = cnf_flow_whitening_const(flow);
     cnf_h5_writer *w = cnf_h5_writer_open(path);
     if (!w)
         return CNF_EIO;
-    s = write_header(w, CNF_MODEL_FORMAT, D);
+    s = write_header(w, CNF_MODEL_FORMAT, chol ? 2 : 1, D);
     if (s == CNF_OK)
         s = cnf_h5_writer_write_1d(w, "/preprocess/mean", mean, D);
     if (s == CNF_OK)
         s = cnf_h5_writer_write_1d(w, "/preprocess/scale", scale, D);
+    if (s == CNF_OK && chol)
+        s = cnf_h5_writer_write_2d(w, "/preprocess/chol", chol, D, D);
     char bpath[64];
     for (size_t k = 0; k < K && s == CNF_OK; k++) {
         const cnf_net_config *cfg = cnf_net_get_config(cnf_flow_block_net(flow, k));
@@ -683,6 +688,40 @@ static cnf_status read_training(hid_t fid, const char *file, const cnf_flow *flo
     return CNF_OK;
 }
 
+/* Version 2 (whitening) has /preprocess/chol, D x D; version 1 must not (an
+ * older reader would ignore it and standardise only). */
+static cnf_status check_chol_presence(hid_t fid, const char *path, long long version, size_t D)
+{
+    const char *cp = "/preprocess/chol";
+    int has = cnf_h5_exists(fid, cp);
+    if (version >= 2 && !has)
+        return cnf_error(CNF_EFORMAT, "%s: missing data set %s (a version-%lld model is whitened "
+                         "and needs its D x D factor)", path, cp, version);
+    if (version < 2 && has)
+        return cnf_error(CNF_EFORMAT, "%s:%s exists, but the file says version %lld (whitened "
+                         "models are version 2)", path, cp, version);
+    return has ? expect_shape(fid, path, cp, 2, D, D) : CNF_OK;
+}
+
+/* The whitening factor L of a version-2 file into flow, validated as
+ * cnf_flow_set_whitening does (CNF_EDATA naming the entry). */
+static cnf_status read_chol(hid_t fid, const char *path, cnf_flow *flow)
+{
+    size_t D = cnf_flow_dim(flow);
+    double *L = malloc(D * D * sizeof *L);
+    if (!L)
+        return cnf_error(CNF_ENOMEM, "%s:/preprocess/chol: out of memory", path);
+    /* finiteness too is left to set_whitening, whose message names (i, j) */
+    cnf_status s = read_checked(fid, path, "/preprocess/chol", 2, D, D, L, 0);
+    if (s == CNF_OK) {
+        s = cnf_flow_set_whitening(flow, L);
+        if (s != CNF_OK)
+            s = cnf_error(s, "%s:/preprocess/chol: %s", path, cnf_last_error());
+    }
+    free(L);
+    return s;
+}
+
 static cnf_status load_open(hid_t fid, const char *path, cnf_flow **flow_out,
                             cnf_model_extra *extra)
 {
@@ -699,9 +738,12 @@ static cnf_status load_open(hid_t fid, const char *path, cnf_flow **flow_out,
     if (rc != 0)
         return cnf_error(CNF_EFORMAT, "%s: %s integer root attribute version", path,
                          rc > 0 ? "missing" : "unreadable");
-    if (version != CNF_MODEL_VERSION)
+    if (version > CNF_MODEL_VERSION)
         return cnf_error(CNF_EFORMAT, "%s: model file version %lld (written by a newer cnf? "
-                         "this build reads version %d)", path, version, CNF_MODEL_VERSION);
+                         "this build reads versions 1 to %d)", path, version, CNF_MODEL_VERSION);
+    if (version < 1)
+        return cnf_error(CNF_EFORMAT, "%s: model file version %lld is not a version (this "
+                         "build reads versions 1 to %d)", path, version, CNF_MODEL_VERSION);
     rc = cnf_h5_attr_llong(fid, "dim", &dim);
     if (rc != 0)
         return cnf_error(CNF_EFORMAT, "%s: %s integer root attribute dim", path,
@@ -717,6 +759,8 @@ static cnf_status load_open(hid_t fid, const char *path, cnf_flow **flow_out,
     cnf_status s = expect_shape(fid, path, "/preprocess/mean", 1, D, 1);
     if (s == CNF_OK)
         s = expect_shape(fid, path, "/preprocess/scale", 1, D, 1);
+    if (s == CNF_OK)
+        s = check_chol_presence(fid, path, version, D);
     if (s != CNF_OK)
         return s;
 
@@ -745,6 +789,8 @@ static cnf_status load_open(hid_t fid, const char *path, cnf_flow **flow_out,
         if (!(cnf_flow_scale(flow)[i] > 0.0))
             s = cnf_error(CNF_EDATA, "%s:/preprocess/scale entry %zu is %g; scales must be "
                           "positive", path, i, cnf_flow_scale(flow)[i]);
+    if (s == CNF_OK && version >= 2)
+        s = read_chol(fid, path, flow);
     if (s == CNF_OK)
         s = read_layers(fid, path, "", flow, cnf_flow_params(flow), 0, 1);
     if (s == CNF_OK && extra)
@@ -789,7 +835,7 @@ cnf_status cnf_model_write_grad(const char *path, const cnf_flow *flow, const do
     cnf_h5_writer *w = cnf_h5_writer_open(path);
     if (!w)
         return CNF_EIO;
-    cnf_status s = write_header(w, CNF_GRAD_FORMAT, cnf_flow_dim(flow));
+    cnf_status s = write_header(w, CNF_GRAD_FORMAT, CNF_GRAD_VERSION, cnf_flow_dim(flow));
     if (s == CNF_OK)
         s = cnf_h5_writer_grad(w, "", flow, grad);
     if (s != CNF_OK) {

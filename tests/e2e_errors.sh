@@ -40,8 +40,8 @@ expect_fail() {
 }
 
 # Fixtures: data via convert, a tiny model, a NaN data set and a rank-1 data
-# set via h5import (hdf5-tools), a model of another version by patching the
-# version attribute's value.
+# set via h5import (hdf5-tools), a model of a newer version (3) by patching
+# the version attribute's value.
 awk 'BEGIN { srand(3); for (i = 0; i < 200; i++) printf "%.6f,%.6f\n", rand(), rand() * rand() }' > d.csv
 "$cnf" convert d.csv --out data.h5 --quiet
 awk 'BEGIN { srand(4); for (i = 0; i < 50; i++) printf "%.6f,%.6f,%.6f\n", rand(), rand(), rand() }' > d3.csv
@@ -54,18 +54,18 @@ printf '1 2 3 4\n' > vec.txt
 printf 'PATH v\nINPUT-CLASS TEXTFP\nRANK 1\nDIMENSION-SIZES 4\nOUTPUT-CLASS FP\nOUTPUT-SIZE 64\n' > vec.cfg
 h5import vec.txt -c vec.cfg -o vec.h5
 # The int64 value 1 that follows the attribute name "version": try each
-# candidate position until h5dump reads the attribute as 2.
+# candidate position until h5dump reads the attribute as 3.
 # (awk, not head: head exiting early could SIGPIPE grep and fail the pipeline)
 off=$(grep -obUa 'version' m.h5 | awk -F: 'NR == 1 { print $1 }')
 found=0
 for d in $(seq 8 8 64); do
-    cp m.h5 v2.h5
+    cp m.h5 v3.h5
     pos=$((off + d))
-    [ "$(od -An -tx1 -j "$pos" -N 8 v2.h5 | tr -d ' \n')" = 0100000000000000 ] || continue
-    printf '\x02' | dd of=v2.h5 bs=1 seek="$pos" conv=notrunc 2>/dev/null
-    if h5dump -a /version v2.h5 2>/dev/null | has '(0): 2'; then found=1; break; fi
+    [ "$(od -An -tx1 -j "$pos" -N 8 v3.h5 | tr -d ' \n')" = 0100000000000000 ] || continue
+    printf '\x03' | dd of=v3.h5 bs=1 seek="$pos" conv=notrunc 2>/dev/null
+    if h5dump -a /version v3.h5 2>/dev/null | has '(0): 3'; then found=1; break; fi
 done
-[ "$found" = 1 ] || fail "could not make a version-2 model fixture"
+[ "$found" = 1 ] || fail "could not make a version-3 model fixture"
 
 # Missing file, missing data set, wrong rank, NaN row.
 expect_fail "nofile.h5" L.h5 -- "$cnf" eval --model m.h5 --data nofile.h5 --out L.h5
@@ -82,8 +82,8 @@ expect_fail "3 columns.*dimension is 2" M.h5 -- "$cnf" train --data data3.h5 --r
 expect_fail "3 columns.*dimension is 2" G.h5 -- "$cnf" grad --model m.h5 --data data3.h5:/train --out G.h5
 # A model of another format (a data file) or version.
 expect_fail "not a cnf model" L.h5 -- "$cnf" eval --model data.h5 --data data.h5 --out L.h5
-expect_fail "version" S.h5 -- "$cnf" sample --model v2.h5 --out S.h5
-expect_fail "version" - -- "$cnf" info v2.h5
+expect_fail "version 3 .written by a newer cnf" S.h5 -- "$cnf" sample --model v3.h5 --out S.h5
+expect_fail "version 3 .written by a newer cnf" - -- "$cnf" info v3.h5
 # Unknown option, bad numbers, unknown preset key, bad preset value.
 expect_fail "unknown option '--bogus'" M.h5 -- "$cnf" train --data data.h5 --bogus 3 --out M.h5
 expect_fail "--n '0'.*at least 1" S.h5 -- "$cnf" sample --model m.h5 --n 0 --out S.h5

@@ -424,6 +424,48 @@ static void expect_load_error(const char *path, cnf_status status, const char *n
                   cnf_last_error(), needle);
 }
 
+static void set_root_version(const char *path, long long version)
+{
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert(fid >= 0);
+    hid_t a = H5Aopen(fid, "version", H5P_DEFAULT);
+    ck_assert(a >= 0);
+    ck_assert(H5Awrite(a, H5T_NATIVE_LLONG, &version) >= 0);
+    H5Aclose(a);
+    H5Fclose(fid);
+}
+
+static long long root_version(const char *path)
+{
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ck_assert(fid >= 0);
+    long long v = -1;
+    hid_t a = H5Aopen(fid, "version", H5P_DEFAULT);
+    ck_assert(H5Aread(a, H5T_NATIVE_LLONG, &v) >= 0);
+    H5Aclose(a);
+    H5Fclose(fid);
+    return v;
+}
+
+/* Replace (or create) the float64 data set name of path with rows x cols
+ * values (cols 0: a vector of rows). */
+static void put_dataset(const char *path, const char *name, size_t rows, size_t cols,
+                        const double *x)
+{
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert(fid >= 0);
+    if (H5Lexists(fid, name, H5P_DEFAULT) > 0)
+        H5Ldelete(fid, name, H5P_DEFAULT);
+    hsize_t d[2] = {rows, cols};
+    hid_t sp = H5Screate_simple(cols ? 2 : 1, d, NULL);
+    hid_t ds = H5Dcreate2(fid, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert(ds >= 0);
+    ck_assert(H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) >= 0);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    H5Fclose(fid);
+}
+
 START_TEST(test_model_wrong_format_or_version)
 {
     char path[512];
@@ -443,11 +485,14 @@ START_TEST(test_model_wrong_format_or_version)
     saved_model(path);
     hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t a = H5Aopen(fid, "version", H5P_DEFAULT);
-    long long two = 2;
-    H5Awrite(a, H5T_NATIVE_LLONG, &two);
+    long long three = 3;
+    H5Awrite(a, H5T_NATIVE_LLONG, &three);
     H5Aclose(a);
     H5Fclose(fid);
-    expect_load_error(path, CNF_EFORMAT, "newer cnf? this build reads version 1");
+    expect_load_error(path, CNF_EFORMAT, "version 3 (written by a newer cnf? this build reads "
+                      "versions 1 to 2)");
+    set_root_version(path, 0);
+    expect_load_error(path, CNF_EFORMAT, "version 0 is not a version");
 
     /* a data file is not a model */
     double X[6] = {1, 2, 3, 4, 5, 6};
@@ -532,6 +577,119 @@ START_TEST(test_model_damaged)
     H5Lmove(fid, "/blocks/1", fid, "/blocks/7", H5P_DEFAULT, H5P_DEFAULT);
     H5Fclose(fid);
     expect_load_error(path, CNF_EFORMAT, "/blocks/1");
+}
+END_TEST
+
+/* ---- Whitened models (version 2) ------------------------------------------ */
+
+/* random_flow with a random whitening factor (3 x 3). */
+static cnf_flow *whitened_flow(unsigned long seed, double *L)
+{
+    cnf_flow *flow = random_flow(3, 2, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, "5-4", seed);
+    gsl_rng *r = tu_rng(seed + 100);
+    for (size_t i = 0; i < 3; i++)
+        for (size_t j = 0; j < 3; j++)
+            L[i * 3 + j] = j > i ? 0.0 : j == i ? 0.2 + gsl_rng_uniform(r) : gsl_rng_uniform(r) - 0.5;
+    gsl_rng_free(r);
+    ck_assert_int_eq(cnf_flow_set_whitening(flow, L), CNF_OK);
+    return flow;
+}
+
+START_TEST(test_whitened_roundtrip)
+{
+    enum { N = 20 };
+    char path[512], spath[512];
+    tpath(path, sizeof path, "white.h5");
+    double L[9];
+    cnf_flow *flow = whitened_flow(9, L);
+    ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_OK);
+    ck_assert_int_eq(root_version(path), 2);
+    cnf_flow *back = NULL;
+    cnf_status s = cnf_model_load(path, &back, NULL);
+    ck_assert_msg(s == CNF_OK, "load: %s", cnf_last_error());
+    assert_same_flow(flow, back);   /* parameters, mean, scale bit for bit */
+    ck_assert_int_eq(cnf_flow_preprocess_kind(back), CNF_PREPROCESS_WHITEN);
+    ck_assert_int_eq(memcmp(cnf_flow_whitening_const(back), L, sizeof L), 0);
+
+    /* the same log-likelihoods, bit for bit */
+    double X[N * 3], ll[N], llb[N];
+    gsl_rng *r = tu_rng(3);
+    for (size_t i = 0; i < N * 3; i++)
+        X[i] = 2.0 * gsl_rng_uniform(r) - 1.0;
+    gsl_rng_free(r);
+    cnf_flow_options opt;
+    cnf_flow_options_default(&opt);
+    cnf_flow_work *w = cnf_flow_work_alloc(flow, N, &opt);
+    ck_assert_int_eq(cnf_flow_log_likelihood(flow, w, X, N, NULL, ll, NULL), CNF_OK);
+    ck_assert_int_eq(cnf_flow_log_likelihood(back, w, X, N, NULL, llb, NULL), CNF_OK);
+    ck_assert_int_eq(memcmp(ll, llb, sizeof ll), 0);
+    cnf_flow_work_free(w);
+
+    /* the same flow standardising is still a version-1 file, without chol */
+    ck_assert_int_eq(cnf_flow_set_whitening(flow, NULL), CNF_OK);
+    tpath(spath, sizeof spath, "std.h5");
+    ck_assert_int_eq(cnf_model_save(spath, flow, NULL), CNF_OK);
+    ck_assert_int_eq(root_version(spath), 1);
+    hid_t fid = H5Fopen(spath, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ck_assert_int_eq(H5Lexists(fid, "/preprocess/chol", H5P_DEFAULT), 0);
+    H5Fclose(fid);
+    cnf_flow *sback = NULL;
+    ck_assert_int_eq(cnf_model_load(spath, &sback, NULL), CNF_OK);
+    ck_assert_int_eq(cnf_flow_preprocess_kind(sback), CNF_PREPROCESS_STANDARDIZE);
+    cnf_flow_free(sback);
+    cnf_flow_free(back);
+    cnf_flow_free(flow);
+}
+END_TEST
+
+START_TEST(test_whitened_damaged)
+{
+    char path[512];
+    tpath(path, sizeof path, "white.h5");
+    double L[9];
+    cnf_flow *flow = whitened_flow(4, L);
+
+    /* version 2 without its factor */
+    ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_OK);
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(fid, "/preprocess/chol", H5P_DEFAULT);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EFORMAT, "white.h5: missing data set /preprocess/chol");
+
+    /* of the wrong shape */
+    ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_OK);
+    put_dataset(path, "/preprocess/chol", 3, 2, L);
+    expect_load_error(path, CNF_EFORMAT, "white.h5:/preprocess/chol has shape (3, 2), expected (3, 3)");
+    put_dataset(path, "/preprocess/chol", 9, 0, L);
+    expect_load_error(path, CNF_EFORMAT, "/preprocess/chol has shape (9), expected (3, 3)");
+
+    /* not lower-triangular, a non-positive diagonal, a NaN */
+    double bad[9];
+    memcpy(bad, L, sizeof bad);
+    bad[0 * 3 + 2] = 0.125;
+    put_dataset(path, "/preprocess/chol", 3, 3, bad);
+    expect_load_error(path, CNF_EDATA, "white.h5:/preprocess/chol: whitening factor L entry "
+                      "(0, 2) is 0.125, above the diagonal");
+    memcpy(bad, L, sizeof bad);
+    bad[1 * 3 + 1] = -0.5;
+    put_dataset(path, "/preprocess/chol", 3, 3, bad);
+    expect_load_error(path, CNF_EDATA, "diagonal entry (1, 1) is -0.5");
+    memcpy(bad, L, sizeof bad);
+    bad[2 * 3 + 0] = NAN;
+    put_dataset(path, "/preprocess/chol", 3, 3, bad);
+    expect_load_error(path, CNF_EDATA, "entry (2, 0) is nan");
+
+    /* a factor in a version-1 file would be ignored by older readers */
+    put_dataset(path, "/preprocess/chol", 3, 3, L);
+    set_root_version(path, 1);
+    expect_load_error(path, CNF_EFORMAT, "/preprocess/chol exists, but the file says version 1");
+    set_root_version(path, 2);
+    cnf_flow *back = NULL;
+    ck_assert_int_eq(cnf_model_load(path, &back, NULL), CNF_OK);   /* repaired */
+    cnf_flow_free(back);
+    set_root_version(path, 3);
+    expect_load_error(path, CNF_EFORMAT, "newer cnf?");
+    cnf_flow_free(flow);
 }
 END_TEST
 
@@ -888,6 +1046,8 @@ int main(void)
     tcase_add_test(tc, test_training_state_roundtrip);
     tcase_add_test(tc, test_model_wrong_format_or_version);
     tcase_add_test(tc, test_model_damaged);
+    tcase_add_test(tc, test_whitened_roundtrip);
+    tcase_add_test(tc, test_whitened_damaged);
     tcase_add_test(tc, test_atomic_failure_keeps_target);
     tcase_add_test(tc, test_save_refuses_bad_T);
     tcase_add_test(tc, test_missing_output_directory);

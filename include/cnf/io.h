@@ -3,9 +3,16 @@
  * A model is one HDF5 file that any HDF5 client (h5py, h5dump) can read:
  *
  *   /                       attributes format = "cnf-model" (variable-length
- *                           UTF-8 string), version = 1, dim = D (int64)
+ *                           UTF-8 string), version = 1 or 2, dim = D (int64)
  *   /preprocess/mean        (D) float64      x_std = (x - mean) / scale
  *   /preprocess/scale       (D) float64
+ *   /preprocess/chol        (D, D) float64, version 2 only: the whitening
+ *                           factor L, lower-triangular (zeros above the
+ *                           diagonal), positive diagonal, L L^T = the
+ *                           training data's correlation matrix;
+ *                           x_std = L^{-1} ((x - mean) / scale), and the
+ *                           log-likelihood adds -sum_i log scale_i
+ *                           - sum_i log L_ii (cnf/flow.h, "Preprocessing")
  *   /blocks/<k>             k = 0..K-1, attributes T (float64, end time),
  *                           layer_type ("concatsquash" | "concat" | "ignore"),
  *                           activation ("tanh" | "softplus" | "elu" | "swish")
@@ -20,6 +27,11 @@
  * (hidden widths = out of every layer but the last), so a file written by
  * another program (e.g. h5py) in this layout loads as it is. This is
  * exactly the layout of ../shared/reference/case*_model.h5.
+ *
+ * Versions. A standardising model is written as version 1, a whitening one
+ * as version 2 (version 1 plus /preprocess/chol), so that builds that read
+ * only version 1 still read every model they can evaluate correctly and
+ * refuse, by its version, one they cannot. This build reads both.
  *
  * Training record (optional, for `cnf info` and `--resume`):
  *   /training/config        group whose string attributes are the key/value
@@ -54,12 +66,17 @@
  * Errors of cnf_model_load (each message names the file and the object):
  *   CNF_EIO      file missing or unreadable
  *   CNF_EFORMAT  not an HDF5 file; "not a cnf model file" (format attribute
- *                missing or other than "cnf-model"); a version other than 1
- *                ("written by a newer cnf? this build reads version 1");
- *                a missing group, data set or attribute; shapes that do not
- *                chain (layer j's input width vs layer j-1's output, D);
- *                unknown layer_type or activation; a bad /training group
- *   CNF_EDATA    a non-finite parameter, mean or scale, or scale <= 0
+ *                missing or other than "cnf-model"); a version above
+ *                CNF_MODEL_VERSION ("written by a newer cnf? this build
+ *                reads versions 1 to 2") or below 1; a missing group, data
+ *                set or attribute (version 2 without /preprocess/chol);
+ *                /preprocess/chol in a version-1 file or not (D, D);
+ *                shapes that do not chain (layer j's input width vs layer
+ *                j-1's output, D); unknown layer_type or activation; a bad
+ *                /training group
+ *   CNF_EDATA    a non-finite parameter, mean, scale or chol entry,
+ *                scale <= 0, a chol entry above the diagonal that is not 0
+ *                or a diagonal entry <= 0 (the entry is named)
  *   CNF_ENOMEM   out of memory
  * Writing goes through cnf_h5_writer (cnf/data.h): temporary file, renamed
  * over the target only when complete; on failure the target is untouched.
@@ -97,7 +114,11 @@ extern "C" {
 
 #define CNF_MODEL_FORMAT "cnf-model"
 #define CNF_GRAD_FORMAT "cnf-grad"
-#define CNF_MODEL_VERSION 1
+/* The newest model version this build reads and writes (standardising
+ * models are written as version 1, whitening ones as 2), and the version of
+ * gradient files. */
+#define CNF_MODEL_VERSION 2
+#define CNF_GRAD_VERSION 1
 
 /* The optional training record of a model file. */
 typedef struct {
@@ -121,7 +142,8 @@ cnf_status cnf_model_extra_set(cnf_model_extra *extra, const char *key, const ch
 /* The value of key (borrowed), or NULL if absent. */
 const char *cnf_model_extra_get(const cnf_model_extra *extra, const char *key);
 
-/* Write flow (and extra, which may be NULL) to path atomically. CNF_EDATA
+/* Write flow (and extra, which may be NULL) to path atomically: version 1,
+ * or version 2 with /preprocess/chol when the flow whitens. CNF_EDATA
  * if a parameter, mean or scale is non-finite or a block's T is not
  * positive (such a model could not be loaded); CNF_EDIM if extra->state's n_params differs from the flow's P;
  * CNF_EIO if the directory is missing or the file cannot be written (an
@@ -130,7 +152,8 @@ cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
                           const cnf_model_extra *extra);
 
 /* Read a model. *flow is a new flow (owned by the caller, cnf_flow_free)
- * with the file's architecture, parameters, T, mean and scale; NULL on
+ * with the file's architecture, parameters, T, mean, scale and whitening
+ * factor (version 2); NULL on
  * failure. extra may be NULL (the training record is then not read at all);
  * otherwise it is initialised here (its previous contents are NOT freed)
  * and filled with the configuration and, if the file has one, the state
