@@ -101,6 +101,7 @@ i=$("$cnf" info m10.h5)
 grep -q "dimension D *2" <<<"$i" || fail "info: no dimension"
 grep -q "concatsquash layers, tanh, widths 2-8-8-2" <<<"$i" || fail "info: architecture: $i"
 grep -q "parameters P *169" <<<"$i" || fail "info: parameter count: $i"
+grep -q "preprocessing *standardize, x_std = (x - mean) / scale" <<<"$i" || fail "info: preprocessing: $i"
 grep -q "state: iteration 10" <<<"$i" || fail "info: training record: $i"
 
 # grad --check on the small trained model, exact divergence.

@@ -38,13 +38,26 @@ int cnf_cmd_info(int argc, char **argv)
                cnf_net_num_params(net));
     }
     const double *mean = cnf_flow_mean_const(flow), *scale = cnf_flow_scale_const(flow);
-    printf("  preprocessing      x_std = (x - mean) / scale\n    mean  ");
+    const double *L = cnf_flow_whitening_const(flow);
+    printf("  preprocessing      %s, x_std = %s\n",
+           cnf_preprocess_name(cnf_flow_preprocess_kind(flow)),
+           L ? "L^-1 ((x - mean) / scale), L L^T = the correlation" : "(x - mean) / scale");
+    printf("    mean  ");
     for (size_t i = 0; i < D && i < 8; i++)
         printf(" %.6g", mean[i]);
     printf(D > 8 ? " ...\n    scale " : "\n    scale ");
     for (size_t i = 0; i < D && i < 8; i++)
         printf(" %.6g", scale[i]);
     printf(D > 8 ? " ...\n" : "\n");
+    if (L) {
+        double lo = L[0], hi = L[0];
+        for (size_t i = 1; i < D; i++) {
+            lo = fmin(lo, L[i * D + i]);
+            hi = fmax(hi, L[i * D + i]);
+        }
+        printf("    L diagonal %.6g to %.6g, log|det dx_std/dx| = %.6g\n", lo, hi,
+               cnf_flow_preprocess_log_det(flow));
+    }
     if (!ex.n_config && !ex.state) {
         printf("  training record    none\n");
     } else {
