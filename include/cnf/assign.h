@@ -14,20 +14,23 @@
  *
  * Method: the shortest augmenting path algorithm of Jonker and Volgenant
  * (1987), in the dense form Crouse (2016) describes. Row potentials u and
- * column potentials v keep every reduced cost c_ij - u_i - v_j >= 0; each
- * row in turn is added by a Dijkstra search over reduced costs from that row
- * to a free column, the potentials are moved by the search's distances and
- * the path is flipped. n augmentations of O(n^2) each: O(n^3) in the worst
- * case, exact (not an entropic or greedy approximation), and at the end
+ * column potentials v keep every reduced cost c_ij - u_i - v_j >= 0. JV's
+ * column reduction starts them (v_j = the least entry of column j, each
+ * column matched to its least-cost row while that row is free: half or more
+ * of the rows on squared distances of Gaussian points); each row still free
+ * is then added by a Dijkstra search over reduced costs from it to a free
+ * column, the potentials are moved by the search's distances and the path
+ * is flipped.
+ * At most n searches of O(n) scans of O(n): O(n^3) in the worst case,
+ * exact (not an entropic or greedy approximation), and at the end
  * u_i + v_j <= c_ij for all i, j with equality on the chosen pairs, the
  * linear-programming certificate that no other permutation costs less.
  *
- * Ties: the search always takes the closest unscanned column; among equally
- * close ones a free column first (it ends the search, which matters on
- * integer costs with many ties), then the lowest column index; rows are
- * added in index order. So the result is a function of the cost matrix
- * alone, the same on every run and machine (given the same floating-point
- * arithmetic); a matrix of equal entries gives the identity.
+ * Ties: every choice among equals goes to the lowest index (the least-cost
+ * row of a column, the closest column of a search), and the rows left free
+ * by the reduction are added in index order. So the result is a function of
+ * the cost matrix alone, the same on every run and machine (given the same
+ * floating-point arithmetic); a matrix of equal entries gives the identity.
  *
  * Typical call (one workspace for the run, sized for the largest batch):
  *
