@@ -3,17 +3,15 @@
  *
  * For n = 64, 128, 256, 512, 1000 and D = 2, 16: n data rows and n noise
  * rows, both N(0, I) draws (fresh ones every repeat, so the figure spans
- * instances rather than one matrix), and
- *   - solve: cnf_assign_solve on the squared-distance matrix built beforehand,
- *     the algorithm alone;
- *   - sq_euclidean: cnf_assign_sq_euclidean, i.e. the matrix by cblas_dgemm
- *     plus the solve, what a training step pays.
- * One JSON line per (n, D): median and p90 microseconds of each, as the
- * calling thread's CPU time (all the work runs there with
- * OPENBLAS_NUM_THREADS=1, and unlike wall time it does not count waiting
- * for a shared machine's cores), the wall medians beside them, and the
- * machine context (BLAS threads, load average). A first line describes the
- * machine.
+ * instances rather than one matrix), paired by cnf_assign_sq_euclidean: the
+ * squared-distance matrix (one cblas_dgemm, a few percent of the time) and
+ * the solve, what a training step pays.
+ * One JSON line per (n, D): median and p90 microseconds as the calling
+ * thread's CPU time (all the work runs there with OPENBLAS_NUM_THREADS=1,
+ * and unlike wall time it does not count waiting for a shared machine's
+ * cores), the wall median beside them, the mean ratio of the optimal total
+ * to the identity pairing's (what OT saves), and the machine context (BLAS
+ * threads, load average). A first line describes the machine.
  *
  * Usage: bench_assign [repeats]   (1..1000, default 21) */
 #define _POSIX_C_SOURCE 199309L
@@ -48,17 +46,12 @@ static void gaussian_fill(gsl_rng *r, double *x, size_t m)
     }
 }
 
-static void sq_dist(const double *X, const double *Y, size_t n, size_t D, double *c)
+static double sq_dist(const double *x, const double *y, size_t D)
 {
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; j < n; j++) {
-            double s = 0.0;
-            for (size_t k = 0; k < D; k++) {
-                double d = X[i * D + k] - Y[j * D + k];
-                s += d * d;
-            }
-            c[i * n + j] = s;
-        }
+    double s = 0.0;
+    for (size_t k = 0; k < D; k++)
+        s += (x[k] - y[k]) * (x[k] - y[k]);
+    return s;
 }
 
 enum { N_MAX = 1000, D_MAX = 16 };
@@ -66,57 +59,40 @@ enum { N_MAX = 1000, D_MAX = 16 };
 static int bench_case(cnf_assign_work *w, gsl_rng *r, size_t n, size_t D, int repeats)
 {
     double *X = malloc(n * D * sizeof *X), *Y = malloc(n * D * sizeof *Y);
-    double *c = malloc(n * n * sizeof *c);
     size_t *perm = malloc(n * sizeof *perm);
-    double *t = malloc(4 * (size_t)repeats * sizeof *t), *tmp = malloc((size_t)repeats * sizeof *tmp);
-    if (!X || !Y || !c || !perm || !t || !tmp) {
+    double *t = malloc(2 * (size_t)repeats * sizeof *t), *tmp = malloc((size_t)repeats * sizeof *tmp);
+    if (!X || !Y || !perm || !t || !tmp) {
         fprintf(stderr, "bench_assign: out of memory\n");
         return 1;
     }
-    double *cpu_solve = t, *cpu_full = t + repeats, *wall_solve = t + 2 * repeats,
-           *wall_full = t + 3 * repeats;
-    double ratio_sum = 0.0; /* optimal over identity total: how much OT shortens */
+    double *cpu = t, *wall = t + repeats, ratio_sum = 0.0;
     for (int k = 0; k < repeats; k++) {
         gaussian_fill(r, X, n * D);
         gaussian_fill(r, Y, n * D);
-        sq_dist(X, Y, n, D, c);
-        double total, total_full, w0 = bench_now(), c0 = thread_cpu_now();
-        cnf_status s = cnf_assign_solve(w, c, n, perm, &total);
-        double c1 = thread_cpu_now(), w1 = bench_now();
-        if (s == CNF_OK)
-            s = cnf_assign_sq_euclidean(w, X, Y, n, D, perm, &total_full);
-        double c2 = thread_cpu_now(), w2 = bench_now();
+        double total, w0 = bench_now(), c0 = thread_cpu_now();
+        cnf_status s = cnf_assign_sq_euclidean(w, X, Y, n, D, perm, &total);
+        cpu[k] = thread_cpu_now() - c0;
+        wall[k] = bench_now() - w0;
         if (s != CNF_OK) {
             fprintf(stderr, "bench_assign: %s\n", cnf_last_error());
             return 1;
         }
-        cpu_solve[k] = c1 - c0;
-        cpu_full[k] = c2 - c1;
-        wall_solve[k] = w1 - w0;
-        wall_full[k] = w2 - w1;
         double identity = 0.0;
         for (size_t i = 0; i < n; i++)
-            identity += c[i * n + i];
+            identity += sq_dist(X + i * D, Y + i * D, D);
         ratio_sum += total / identity;
     }
-    bench_summary cs = bench_summarise(cpu_solve, (size_t)repeats, tmp);
-    bench_summary cf = bench_summarise(cpu_full, (size_t)repeats, tmp);
-    bench_summary ws = bench_summarise(wall_solve, (size_t)repeats, tmp);
-    bench_summary wf = bench_summarise(wall_full, (size_t)repeats, tmp);
-    printf("{\"bench\":\"assign\",\"n\":%zu,\"D\":%zu,\"repeats\":%d,"
-           "\"solve_median_us\":%.1f,\"solve_p90_us\":%.1f,"
-           "\"sq_euclidean_median_us\":%.1f,\"sq_euclidean_p90_us\":%.1f,"
-           "\"solve_wall_median_us\":%.1f,\"sq_euclidean_wall_median_us\":%.1f,"
-           "\"ot_over_identity_cost\":%.4f",
-           n, D, repeats, 1e6 * cs.median, 1e6 * cs.p90, 1e6 * cf.median, 1e6 * cf.p90,
-           1e6 * ws.median, 1e6 * wf.median, ratio_sum / repeats);
+    bench_summary sc = bench_summarise(cpu, (size_t)repeats, tmp);
+    bench_summary sw = bench_summarise(wall, (size_t)repeats, tmp);
+    printf("{\"bench\":\"assign\",\"n\":%zu,\"D\":%zu,\"repeats\":%d,\"median_us\":%.1f,"
+           "\"p90_us\":%.1f,\"wall_median_us\":%.1f,\"ot_over_identity_cost\":%.4f",
+           n, D, repeats, 1e6 * sc.median, 1e6 * sc.p90, 1e6 * sw.median, ratio_sum / repeats);
     bench_print_context(stdout);
     printf("}\n");
     fflush(stdout);
     free(tmp);
     free(t);
     free(perm);
-    free(c);
     free(Y);
     free(X);
     return 0;

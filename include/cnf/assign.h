@@ -42,6 +42,11 @@
  *     ...
  *     cnf_assign_work_free(w);
  *
+ * Cost (bench_assign, squared distances of N(0, I) points, one core of a
+ * 2-core EPYC, median): B = 128 in 0.10 ms (D = 16) to 0.16 ms (D = 2),
+ * B = 1000 in 10 ms (D = 16) to 20 ms (D = 2); growth is about n^2.2 to
+ * n^2.4, well below the worst case.
+ *
  * A workspace holds every buffer (allocated once), so a solve never
  * allocates. It is not thread-safe; use one per thread.
  */
