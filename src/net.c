@@ -90,6 +90,8 @@ typedef struct {
     size_t B, K;               /* rows of this part, tangents */
     int unit;                  /* directions were the unit vectors (v == NULL) */
     double t;
+    int per_row;               /* the pass had one time per row (cnf_net_forward_rows) */
+    double *trow;              /* max_batch: those times */
 
     /* Stacked rows: values at rows 0..B-1, tangent k at rows (k+1)B..(k+2)B-1. */
     double *X[MAX_LAYERS];     /* layer j input, (K+1)B x n_j (unit: row 0 only for j = 0) */
@@ -108,6 +110,7 @@ typedef struct {
     double *colsum;            /* sum_b ybar, max width */
     double *gatesum;           /* sum of ybar.u over all rows, max width */
     double *tmp;               /* max width */
+    double *tsum;              /* max width: per-row times' extra sum */
     double *thetabar;          /* P: this part's private dS/dtheta (parts 1.. of a
                                   threaded workspace), NULL otherwise; zero between
                                   calls (the reduction clears what it takes) */
@@ -123,6 +126,7 @@ typedef struct {
     cnf_net_work *w;
     const double *theta;
     double t;
+    const double *trow;        /* B per-row times, or NULL for t */
     const double *z, *v;
     double *f, *jv;
     const double *fbar, *jvbar;
@@ -322,7 +326,7 @@ static net_part *part_alloc(const cnf_net *net, size_t max_batch, size_t max_tan
             total += (s2 ? 2 : 1) * max_batch * net->width[j + 1];
         total += 3 * net->width[j + 1];
     }
-    total += 2 * rows * maxw + 3 * maxw;
+    total += 2 * rows * maxw + 4 * maxw + max_batch;
     if (with_grad)
         total += net->n_params;
     w->mem = calloc(total, sizeof *w->mem);
@@ -361,6 +365,10 @@ static net_part *part_alloc(const cnf_net *net, size_t max_batch, size_t max_tan
     p += maxw;
     w->tmp = p;
     p += maxw;
+    w->tsum = p;
+    p += maxw;
+    w->trow = p;
+    p += max_batch;
     if (with_grad)
         w->thetabar = p;
     return w;
@@ -649,6 +657,58 @@ ROW_NOINLINE static void tangent_rows_forward(size_t B, size_t n, double *restri
                 dh[b * n + o] = du[b * du_ld + o] * s[o];
 }
 
+/* The gate of a concatsquash layer at one row's time. */
+static inline double row_gate(const double *gw, const double *gb, size_t o, double t)
+{
+    return cnf_act_logistic(CNF_FMA(gw[o], t, gb[o]));
+}
+
+/* Layer j (concatsquash or concat) after its product U = X W^T, when every
+ * row has its own time (no tangents). concat folds t_b W[:, in] into U, so
+ * that U + beta is u as in the shared-time pass; concatsquash forms the
+ * pre-activation y_b = (u_b + b) .* s(t_b) + c_w t_b in a scratch buffer and
+ * keeps no gates: the reverse sweep recomputes them (the same bits). Then
+ * the activation runs with s = 1, c = 0. */
+static void layer_forward_rows(const cnf_net *net, net_part *w, size_t j, const double *theta,
+                               double *f)
+{
+    const cnf_net_layer *lv = &net->view[j];
+    size_t in = lv->in, out = lv->out, ldw = lv->W_cols, B = w->B;
+    const double *W = theta + lv->W, *bias = theta + lv->b, *t = w->trow;
+    double *U = w->U[j], *s = w->gate[j], *c = w->shift[j], *beta = w->beta[j];
+    int last = j + 1 == net->n_layers;
+    for (size_t o = 0; o < out; o++) {
+        s[o] = 1.0;
+        c[o] = 0.0;
+        beta[o] = bias[o];
+    }
+    const double *pre = U;   /* the pre-activation, less beta */
+    if (net->cfg.layer_type == CNF_LAYER_CONCAT) {
+        for (size_t b = 0; b < B; b++)
+            for (size_t o = 0; o < out; o++)
+                U[b * out + o] = CNF_FMA(t[b], W[o * ldw + in], U[b * out + o]);
+    } else {
+        const double *gw = theta + lv->g_w, *gb = theta + lv->g_b, *cw = theta + lv->c_w;
+        double *y = last ? f : w->cot[0];
+        for (size_t b = 0; b < B; b++)
+            for (size_t o = 0; o < out; o++)
+                y[b * out + o] = CNF_FMA(U[b * out + o] + bias[o], row_gate(gw, gb, o, t[b]),
+                                         cw[o] * t[b]);
+        if (last)
+            return;
+        pre = y;
+        beta = c;   /* y already holds the bias */
+    }
+    if (!last) {
+        activate_values(net->cfg.activation, B, out, pre, beta, s, c, w->X[j + 1], w->S1[j],
+                        NULL);
+        return;
+    }
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < out; o++)
+            f[b * out + o] = pre[b * out + o] + beta[o];
+}
+
 /* Layer j on a part's rows; the last layer writes f (B x D) and jv, whose
  * direction k starts Bs rows after direction k - 1. */
 static void layer_forward(const cnf_net *net, net_part *w, size_t j, const double *theta,
@@ -664,6 +724,10 @@ static void layer_forward(const cnf_net *net, net_part *w, size_t j, const doubl
     double t = w->t;
 
     row_gemm(rows, out, in, X, in, w->WT[j], out, 0.0, U, out);
+    if (w->per_row && net->cfg.layer_type != CNF_LAYER_IGNORE) {
+        layer_forward_rows(net, w, j, theta, f);
+        return;
+    }
 
     switch (net->cfg.layer_type) {
     case CNF_LAYER_CONCATSQUASH: {
@@ -714,16 +778,19 @@ static void layer_forward(const cnf_net *net, net_part *w, size_t j, const doubl
 /* The forward pass on one part's B rows. z, f: B x D at the part's first
  * row; v, jv: direction k of row b at [(k Bs + b) D], Bs the whole batch. */
 static void part_forward(const cnf_net *net, net_part *w, const double *theta, double t,
-                         const double *z, size_t B, size_t Bs, size_t K, const double *v,
-                         double *f, double *jv)
+                         const double *trow, const double *z, size_t B, size_t Bs, size_t K,
+                         const double *v, double *f, double *jv)
 {
     size_t D = net->cfg.dim;
     w->B = B;
     w->K = K;
     w->unit = (K > 0 && !v);
     w->t = t;
+    w->per_row = trow != NULL;
     if (B == 0)
         return;
+    if (trow)
+        memcpy(w->trow, trow, B * sizeof *trow);
     memcpy(w->X[0], z, B * D * sizeof *z);
     if (K > 0 && v)
         for (size_t k = 0; k < K; k++)
@@ -747,8 +814,9 @@ static void run_part(void *ctx, size_t i)
     size_t n = w->n_threads, D = j->net->cfg.dim;
     size_t b0 = j->B * i / n, b1 = j->B * (i + 1) / n, off = b0 * D;
     if (!j->backward) {
-        part_forward(j->net, p, j->theta, j->t, j->z + off, b1 - b0, j->B, j->K,
-                     j->v ? j->v + off : NULL, j->f + off, j->jv ? j->jv + off : NULL);
+        part_forward(j->net, p, j->theta, j->t, j->trow ? j->trow + b0 : NULL, j->z + off,
+                     b1 - b0, j->B, j->K, j->v ? j->v + off : NULL, j->f + off,
+                     j->jv ? j->jv + off : NULL);
         return;
     }
     if (j->backward == 2) {
@@ -811,12 +879,12 @@ void cnf_net_work_unbind(cnf_net_work *work)
         work->bound = NULL;
 }
 
-cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double *theta,
-                           double t, const double *z, size_t B, size_t K, const double *v,
-                           double *f, double *jv)
+/* cnf_net_forward and cnf_net_forward_rows: one time t for every row, or
+ * (trow != NULL, K = 0) one per row. */
+static cnf_status forward(const cnf_net *net, cnf_net_work *work, const double *theta, double t,
+                          const double *trow, const double *z, size_t B, size_t K,
+                          const double *v, double *f, double *jv)
 {
-    if (!net || !work || !theta || !z || !f)
-        return cnf_error(CNF_EINVAL, "cnf_net_forward: net, work, theta, z and f must be given");
     cnf_status st = check_work(net, work, "cnf_net_forward");
     if (st != CNF_OK)
         return st;
@@ -840,14 +908,37 @@ cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double 
         work->bound = NULL;
     }
     if (work->n_threads == 1) {
-        part_forward(net, work->part[0], theta, t, z, B, B, K, v, f, jv);
+        part_forward(net, work->part[0], theta, t, trow, z, B, B, K, v, f, jv);
     } else {
-        work->job = (net_job){.net = net, .w = work, .theta = theta, .t = t, .z = z, .v = v,
-                              .f = f, .jv = K > 0 ? jv : NULL, .B = B, .K = K, .backward = 0};
+        work->job = (net_job){.net = net, .w = work, .theta = theta, .t = t, .trow = trow,
+                              .z = z, .v = v, .f = f, .jv = K > 0 ? jv : NULL, .B = B, .K = K,
+                              .backward = 0};
         cnf_pool_run(work->pool, run_part, &work->job);
     }
     work->ready = 1;
     return CNF_OK;
+}
+
+cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double *theta,
+                           double t, const double *z, size_t B, size_t K, const double *v,
+                           double *f, double *jv)
+{
+    if (!net || !work || !theta || !z || !f)
+        return cnf_error(CNF_EINVAL, "cnf_net_forward: net, work, theta, z and f must be given");
+    return forward(net, work, theta, t, NULL, z, B, K, v, f, jv);
+}
+
+cnf_status cnf_net_forward_rows(const cnf_net *net, cnf_net_work *work, const double *theta,
+                                const double *t, const double *z, size_t B, double *f)
+{
+    if (!net || !work || !theta || !t || !z || !f)
+        return cnf_error(CNF_EINVAL,
+                         "cnf_net_forward_rows: net, work, theta, t, z and f must be given");
+    for (size_t b = 0; b < B; b++)
+        if (!isfinite(t[b]))
+            return cnf_error(CNF_EINVAL, "cnf_net_forward_rows: time t[%zu] = %g is not finite",
+                             b, t[b]);
+    return forward(net, work, theta, 0.0, t, z, B, 0, NULL, f, NULL);
 }
 
 /* ---------------------------------------------------------------- reverse */
@@ -925,6 +1016,57 @@ ROW_NOINLINE static void scale_rows(size_t B, size_t n, double *restrict X,
 /* Y (rows x out) holds [ybar ; dybar_k] of layer j's output. Sums what the
  * bias, time and gate gradients need (colsum = sum_b ybar, gatesum = sum of
  * Y .* [u ; du_k] over all rows) and turns Y into [ubar ; dubar_k] = Y .* s. */
+/* gate_backward and affine_param_backward in one, for a pass with one time
+ * per row (no tangents, no dS/dt): the sums over rows weight each row by its
+ * own gate s(t_b) and time t_b. concatsquash:
+ *     b bar += sum_b s_b ybar_b,     c_w bar += sum_b t_b ybar_b,
+ *     g_b bar += sum_b g_b,  g_w bar += sum_b t_b g_b,  g_b = s_b (1 - s_b) ybar_b u_b,
+ * and Y becomes ubar = ybar .* s_b; concat: b bar += sum_b ybar_b,
+ * W[:, in] bar += sum_b t_b ybar_b. */
+static void rows_time_backward(const cnf_net *net, net_part *w, size_t j, const double *theta,
+                               double *Y, double *thetabar)
+{
+    const cnf_net_layer *lv = &net->view[j];
+    size_t out = lv->out, in = lv->in, ldw = lv->W_cols, B = w->B;
+    const double *t = w->trow, *U = w->U[j], *bias = theta + lv->b;
+    double *cs = w->colsum, *ts = w->tsum, *gs = w->gatesum, *gts = w->tmp;
+    for (size_t o = 0; o < out; o++)
+        cs[o] = ts[o] = gs[o] = gts[o] = 0.0;
+    if (net->cfg.layer_type == CNF_LAYER_CONCAT) {
+        for (size_t b = 0; b < B; b++)
+            for (size_t o = 0; o < out; o++) {
+                double y = Y[b * out + o];
+                cs[o] += y;
+                ts[o] += t[b] * y;
+            }
+        if (thetabar)
+            for (size_t o = 0; o < out; o++) {
+                thetabar[lv->b + o] += cs[o];
+                thetabar[lv->W + o * ldw + in] += ts[o];
+            }
+        return;
+    }
+    const double *gw = theta + lv->g_w, *gb = theta + lv->g_b;
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < out; o++) {
+            size_t i = b * out + o;
+            double sg = row_gate(gw, gb, o, t[b]), y = Y[i];
+            double g = sg * (1.0 - sg) * y * (U[i] + bias[o]);
+            gs[o] += g;
+            gts[o] += t[b] * g;
+            ts[o] += t[b] * y;
+            Y[i] = y * sg;
+            cs[o] += Y[i];
+        }
+    if (thetabar)
+        for (size_t o = 0; o < out; o++) {
+            thetabar[lv->b + o] += cs[o];
+            thetabar[lv->g_w + o] += gts[o];
+            thetabar[lv->g_b + o] += gs[o];
+            thetabar[lv->c_w + o] += ts[o];
+        }
+}
+
 static void gate_backward(const cnf_net *net, net_part *w, size_t j, size_t Kb, double *Y)
 {
     size_t out = net->view[j].out, B = w->B;
@@ -1030,8 +1172,12 @@ static void part_backward(const cnf_net *net, net_part *work, const double *thet
         const double *W = theta + lv->W;
         int first_unit = work->unit && jj == 0;
 
-        gate_backward(net, work, jj, Kb, Y);
-        affine_param_backward(net, work, jj, theta, thetabar, tbar);
+        if (work->per_row && net->cfg.layer_type != CNF_LAYER_IGNORE) {
+            rows_time_backward(net, work, jj, theta, Y, thetabar);
+        } else {
+            gate_backward(net, work, jj, Kb, Y);
+            affine_param_backward(net, work, jj, theta, thetabar, tbar);
+        }
         if (thetabar) {
             size_t grows = first_unit ? B : rows;
             row_gemm_tn(grows, out, in, Y, out, work->X[jj], in, thetabar + lv->W, ldw);
@@ -1075,6 +1221,9 @@ cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double
         return st;
     if (!work->ready)
         return cnf_error(CNF_EINVAL, "cnf_net_backward: no forward pass on this workspace");
+    if (work->part[0]->per_row && (tbar || jvbar))
+        return cnf_error(CNF_EINVAL, "cnf_net_backward: after cnf_net_forward_rows, tbar and "
+                         "jvbar must be NULL (one time per row has no single dS/dt)");
     if ((!zbar && !thetabar && !tbar) || (!fbar && !jvbar) || work->B == 0)
         return CNF_OK;
     if (work->n_threads == 1) {

@@ -183,6 +183,18 @@ cnf_status cnf_net_forward(const cnf_net *net, cnf_net_work *work, const double 
                            double t, const double *z, size_t B, size_t K,
                            const double *v, double *f, double *jv);
 
+/* f_b = net(z_b, t_b): the forward pass with one time per row (t: B, finite)
+ * and no tangents, for objectives that sample a time per sample (flow
+ * matching, cnf/fm.h). One batched pass, as cnf_net_forward's: the products
+ * are the same, the times enter element-wise (concat: t_b W[:, in] added
+ * to row b; concatsquash: the gate and shift of row b). With every t_b = t
+ * it agrees with cnf_net_forward to rounding (the time term is added in
+ * another order). cnf_net_backward then sweeps back through it with
+ * jvbar = NULL and tbar = NULL (a batch of times has no single dS/dt;
+ * CNF_EINVAL otherwise). The times are copied: t may change afterwards. */
+cnf_status cnf_net_forward_rows(const cnf_net *net, cnf_net_work *work, const double *theta,
+                                const double *t, const double *z, size_t B, double *f);
+
 /* Reverse sweep through the last cnf_net_forward on work (same theta), for
  * S = sum(fbar .* f) + sum(jvbar .* jv). Accumulates (adds to) its outputs:
  *   zbar: B x D += dS/dz        thetabar: P += dS/dtheta     *tbar += dS/dt
