@@ -1,5 +1,6 @@
-/* train.c — maximum-likelihood training of a flow: minibatch gradients from
- * cnf_flow_nll_grad (the integral-loss adjoint, DESIGN.md section 2), Adam
+/* train.c — training a flow: minibatch gradients from cnf_flow_nll_grad
+ * (maximum likelihood by the integral-loss adjoint, DESIGN.md section 2) or
+ * cnf_fm_loss_grad (flow matching, cnf/fm.h), Adam
  * (Kingma and Ba 2015) with L2 weight decay exactly as torch.optim.Adam,
  * which FFJORD (Grathwohl et al. 2019, train_toy.py / train_tabular.py)
  * uses, learned end times through T = s^2 as FFJORD's sqrt_end_time,
@@ -28,6 +29,11 @@ void cnf_train_options_default(cnf_train_options *opt)
     opt->beta2 = 0.999;
     opt->eps = 1e-8;
     opt->learn_T = 1;
+    opt->objective = CNF_OBJ_MLE;
+    cnf_fm_options_default(&opt->fm);
+    opt->lr_schedule = CNF_LR_STEP;
+    opt->warmup = 0;
+    opt->lr_min = 0.0;
     opt->lr_decay = 1.0;
     opt->lr_decay_every = 0;
     opt->clip_norm = 0.0;
@@ -73,6 +79,21 @@ cnf_status cnf_train_options_check(const cnf_train_options *opt)
     if (!(opt->clip_norm >= 0.0) || !isfinite(opt->clip_norm))
         return cnf_error(CNF_EINVAL, "clip_norm = %g must be >= 0 (0 = off) and finite",
                          opt->clip_norm);
+    if (opt->objective != CNF_OBJ_MLE && opt->objective != CNF_OBJ_FM)
+        return cnf_error(CNF_EINVAL, "objective = %d is not a valid choice", (int)opt->objective);
+    if (opt->lr_schedule != CNF_LR_STEP && opt->lr_schedule != CNF_LR_COSINE)
+        return cnf_error(CNF_EINVAL, "lr_schedule = %d is not a valid choice",
+                         (int)opt->lr_schedule);
+    if (!(opt->lr_min >= 0.0 && opt->lr_min <= opt->lr))
+        return cnf_error(CNF_EINVAL, "lr_min = %g must be in [0, lr = %g]", opt->lr_min, opt->lr);
+    if (opt->objective == CNF_OBJ_FM) {
+        cnf_status s = cnf_fm_options_check(&opt->fm);
+        if (s != CNF_OK)
+            return s;
+        if (opt->learn_T)
+            return cnf_error(CNF_EINVAL, "flow matching's path fixes the end time at T = 1: "
+                             "learn_T must be 0");
+    }
     if (opt->val_divergence != CNF_TRAIN_VAL_AUTO && opt->val_divergence != CNF_TRAIN_VAL_EXACT
         && opt->val_divergence != CNF_TRAIN_VAL_AS_TRAINING)
         return cnf_error(CNF_EINVAL, "val_divergence = %d is not a valid choice",
@@ -167,12 +188,55 @@ void cnf_adam_step(double *p, const double *grad, double *m, double *v, size_t n
     }
 }
 
+static const char *const objective_names[] = {"mle", "fm"};
+static const char *const schedule_names[] = {"step", "cosine"};
+
+const char *cnf_train_objective_name(cnf_train_objective obj)
+{
+    return (unsigned)obj < 2 ? objective_names[obj] : "?";
+}
+
+cnf_status cnf_train_objective_from_name(const char *name, cnf_train_objective *obj)
+{
+    for (unsigned i = 0; i < 2; i++)
+        if (name && !strcmp(name, objective_names[i])) {
+            *obj = (cnf_train_objective)i;
+            return CNF_OK;
+        }
+    return cnf_error(CNF_EINVAL, "unknown objective '%s' (mle, fm)", name ? name : "(null)");
+}
+
+const char *cnf_lr_schedule_name(cnf_lr_schedule sch)
+{
+    return (unsigned)sch < 2 ? schedule_names[sch] : "?";
+}
+
+cnf_status cnf_lr_schedule_from_name(const char *name, cnf_lr_schedule *sch)
+{
+    for (unsigned i = 0; i < 2; i++)
+        if (name && !strcmp(name, schedule_names[i])) {
+            *sch = (cnf_lr_schedule)i;
+            return CNF_OK;
+        }
+    return cnf_error(CNF_EINVAL, "unknown learning-rate schedule '%s' (step, cosine)",
+                     name ? name : "(null)");
+}
+
 double cnf_train_lr(const cnf_train_options *opt, size_t iteration)
 {
-    if (opt->lr_decay_every == 0 || iteration == 0)
+    if (iteration == 0)
         return opt->lr;
-    size_t steps = (iteration - 1) / opt->lr_decay_every;
-    return opt->lr * pow(opt->lr_decay, (double)steps);
+    if (iteration <= opt->warmup)
+        return opt->lr * (double)iteration / (double)opt->warmup;
+    size_t i = iteration - 1 - opt->warmup;   /* 0 at the first step after warm-up */
+    if (opt->lr_schedule == CNF_LR_COSINE) {
+        size_t span = opt->iters > opt->warmup + 1 ? opt->iters - opt->warmup - 1 : 1;
+        double p = i < span ? (double)i / (double)span : 1.0;
+        return opt->lr_min + 0.5 * (opt->lr - opt->lr_min) * (1.0 + cos(3.14159265358979323846 * p));
+    }
+    if (opt->lr_decay_every == 0)
+        return opt->lr;
+    return opt->lr * pow(opt->lr_decay, (double)(i / opt->lr_decay_every));
 }
 
 cnf_status cnf_train_apply_gradient(cnf_flow *flow, cnf_train_state *state,
@@ -254,9 +318,11 @@ static cnf_status check_finite_rows(const char *what, const double *X, size_t N,
 
 /* Everything cnf_train allocates, freed in one place. */
 typedef struct {
-    cnf_flow_work *work;      /* training chunks of B rows */
-    cnf_flow_work *vwork;     /* validation chunks */
+    cnf_flow_work *work;      /* maximum likelihood: training chunks of B rows */
+    cnf_fm_work *fm;          /* flow matching: training and validation batches */
+    cnf_flow_work *vwork;     /* NLL validation chunks (NULL if NLL is never validated) */
     gsl_rng *vrng;            /* validation noise (NULL with exact validation) */
+    gsl_rng *fmrng;           /* flow matching's validation draws */
     double *Xb;               /* B x D minibatch */
     double *grad;             /* P */
     double *loglik;           /* Nv validation log-likelihoods */
@@ -265,9 +331,12 @@ typedef struct {
 static void train_mem_free(train_mem *m)
 {
     cnf_flow_work_free(m->work);
+    cnf_fm_work_free(m->fm);
     cnf_flow_work_free(m->vwork);
     if (m->vrng)
         gsl_rng_free(m->vrng);
+    if (m->fmrng)
+        gsl_rng_free(m->fmrng);
     free(m->Xb);
     free(m->grad);
     free(m->loglik);
@@ -290,6 +359,26 @@ static cnf_status validate(const cnf_flow *flow, train_mem *m, const cnf_train_s
         sum += m->loglik[i];
     *nll = -sum / (double)Nv;
     *nfe += stats.forward.nfe;
+    return CNF_OK;
+}
+
+/* Flow matching's mean loss over the validation rows, in batches of the
+ * training batch's size, with the same draws every time. */
+static cnf_status validate_fm(const cnf_flow *flow, train_mem *m, const cnf_train_state *st,
+                             const double *Xval, size_t Nv, size_t B, double *loss)
+{
+    gsl_rng_set(m->fmrng, st->seed ^ 0xf10a7c0dUL);
+    double sum = 0.0;
+    for (size_t r0 = 0; r0 < Nv; r0 += B) {
+        size_t n = Nv - r0 < B ? Nv - r0 : B;
+        double l;
+        cnf_status s = cnf_fm_loss_grad(flow, m->fm, Xval + r0 * cnf_flow_dim(flow), n,
+                                        m->fmrng, &l, NULL);
+        if (s != CNF_OK)
+            return s;
+        sum += l * (double)n;
+    }
+    *loss = sum / (double)Nv;
     return CNF_OK;
 }
 
@@ -316,6 +405,8 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
     cnf_train_result res;
     memset(&res, 0, sizeof res);
     res.train_nll = NAN;
+    res.train_loss = NAN;
+    res.val_loss = NAN;
     res.val_nll = NAN;
     res.best_val_nll = NAN;
     if (result)
@@ -337,6 +428,9 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         return cnf_error(CNF_EDATA, "%zu training rows are fewer than a batch of %zu", Ntrain, B);
     if (Nval > 0 && !Xval)
         return cnf_error(CNF_EINVAL, "validation data are NULL but Nval = %zu", Nval);
+    int fm = opt->objective == CNF_OBJ_FM;
+    if (fm && (s = cnf_fm_check_flow(flow)) != CNF_OK)
+        return s;
     if ((s = check_finite_rows("training data", Xtrain, Ntrain, D)) != CNF_OK)
         return s;
     size_t Nv = Nval;
@@ -345,17 +439,35 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
     if ((s = check_finite_rows("validation data", Xval, Nv, D)) != CNF_OK)
         return s;
     int do_val = opt->val_every > 0 && Nv > 0;
+    /* NLL validation: always under maximum likelihood, at its own interval
+     * under flow matching */
+    int val_nll = do_val && (!fm || opt->val_nll_every > 0);
 
     train_mem m;
     memset(&m, 0, sizeof m);
-    m.work = cnf_flow_work_alloc(flow, B, &opt->flow);
     m.Xb = malloc(B * D * sizeof *m.Xb);
     m.grad = malloc(P * sizeof *m.grad);
-    if (!m.work) {
-        train_mem_free(&m);
-        return work_failure("training", B);
+    if (fm) {
+        cnf_fm_options fo = opt->fm;
+        fo.threads = opt->flow.threads;
+        m.fm = cnf_fm_work_alloc(flow, B, &fo);
+        m.fmrng = gsl_rng_alloc(gsl_rng_mt19937);
+        if (!m.fm) {
+            train_mem_free(&m);
+            return work_failure("flow-matching", B);
+        }
+        if (!m.fmrng) {
+            train_mem_free(&m);
+            return cnf_error(CNF_ENOMEM, "out of memory for flow matching's validation draws");
+        }
+    } else {
+        m.work = cnf_flow_work_alloc(flow, B, &opt->flow);
+        if (!m.work) {
+            train_mem_free(&m);
+            return work_failure("training", B);
+        }
     }
-    if (do_val) {
+    if (val_nll) {
         cnf_flow_options vopt = opt->flow, eval_default;
         /* validate as cnf eval evaluates: the usual safety factor, not the
          * training forward solves' 0.7, so that the best model is chosen
@@ -392,15 +504,16 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         memcpy(p, state->params, P * sizeof *p);   /* resume */
     else
         memcpy(state->params, p, P * sizeof *p);
-    /* the warm first steps, so that a resumed run continues bit for bit */
-    size_t n_hints = cnf_flow_work_step_hints(m.work, NULL);
-    if (state->n_step_hints > 0
+    /* the warm first steps, so that a resumed run continues bit for bit
+     * (flow matching solves nothing and keeps none) */
+    size_t n_hints = m.work ? cnf_flow_work_step_hints(m.work, NULL) : 0;
+    if (m.work && state->n_step_hints > 0
         && (s = cnf_flow_work_set_step_hints(m.work, state->step_hints, state->n_step_hints))
                != CNF_OK) {
         train_mem_free(&m);
         return cnf_error(s, "resuming: the training state's step hints: %s", cnf_last_error());
     }
-    if (state->n_step_hints != n_hints) {
+    if (m.work && state->n_step_hints != n_hints) {
         double *h = realloc(state->step_hints, n_hints * sizeof *h);
         if (!h) {
             train_mem_free(&m);
@@ -411,7 +524,7 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         cnf_flow_work_step_hints(m.work, h);
     }
 
-    double window[TRAIN_NLL_WINDOW];
+    double window[TRAIN_NLL_WINDOW], lwindow[TRAIN_NLL_WINDOW];
     size_t n_window = 0;
     size_t nfe_val = 0;
     int stop = 0;
@@ -424,8 +537,12 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         double nll = NAN, loss = NAN;
         cnf_flow_stats stats;
         memset(&stats, 0, sizeof stats);
-        s = cnf_flow_nll_grad(flow, m.work, m.Xb, B, state->rng, &nll, &loss, m.grad, &stats);
-        if (s == CNF_OK && !(isfinite(loss) && isfinite(nll)))
+        if (fm)
+            s = cnf_fm_loss_grad(flow, m.fm, m.Xb, B, state->rng, &loss, m.grad);
+        else
+            s = cnf_flow_nll_grad(flow, m.work, m.Xb, B, state->rng, &nll, &loss, m.grad,
+                                  &stats);
+        if (s == CNF_OK && !(isfinite(loss) && (fm || isfinite(nll))))
             s = cnf_error(CNF_ENONFINITE, "iteration %zu: the training loss is not finite (%g)",
                           it, loss);
         if (s != CNF_OK)
@@ -437,23 +554,39 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
             memcpy(p, state->params, P * sizeof *p);   /* undo nothing half-done */
             break;
         }
-        cnf_flow_work_step_hints(m.work, state->step_hints);
+        if (m.work)
+            cnf_flow_work_step_hints(m.work, state->step_hints);
         res.iters_run++;
         res.nfe_forward += stats.forward.nfe;
         res.nfe_backward += stats.backward.nfe;
         window[n_window % TRAIN_NLL_WINDOW] = nll;
+        lwindow[n_window % TRAIN_NLL_WINDOW] = loss;
         n_window++;
 
         int validated = 0;
         if (do_val && (it % opt->val_every == 0 || it == opt->iters)) {
-            double vnll = NAN;
-            s = validate(flow, &m, state, Xval, Nv, &vnll, &nfe_val);
-            if (s != CNF_OK)
-                break;
+            /* the selection criterion, if this validation has one (not when
+             * flow matching validates its loss between NLL validations) */
+            double crit = NAN;
+            int selects = 0;
+            if (fm) {
+                s = validate_fm(flow, &m, state, Xval, Nv, B, &res.val_loss);
+                if (s != CNF_OK)
+                    break;
+                crit = res.val_loss;
+                selects = !val_nll;
+            }
+            if (val_nll && (!fm || it % opt->val_nll_every == 0 || it == opt->iters)) {
+                s = validate(flow, &m, state, Xval, Nv, &state->last_val_nll, &nfe_val);
+                if (s != CNF_OK)
+                    break;
+                crit = state->last_val_nll;
+                selects = 1;
+            }
             validated = 1;
-            state->last_val_nll = vnll;
-            if (vnll < state->best_val_nll) {
-                state->best_val_nll = vnll;
+            if (!selects) {
+            } else if (crit < state->best_val_nll) {
+                state->best_val_nll = crit;
                 state->best_iteration = it;
                 state->has_best = 1;
                 state->bad_validations = 0;
@@ -480,6 +613,7 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
             pr.elapsed = now_seconds() - t_start;
             pr.validated = validated;
             pr.val_nll = state->last_val_nll;
+            pr.val_loss = res.val_loss;
             pr.best_val_nll = state->has_best ? state->best_val_nll : NAN;
             pr.best_iteration = state->best_iteration;
             pr.n_blocks = K;
@@ -497,10 +631,13 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
     res.iters = state->iteration;
     size_t nw = n_window < TRAIN_NLL_WINDOW ? n_window : TRAIN_NLL_WINDOW;
     if (nw > 0) {
-        double sum = 0.0;
-        for (size_t i = 0; i < nw; i++)
+        double sum = 0.0, lsum = 0.0;
+        for (size_t i = 0; i < nw; i++) {
             sum += window[i];
-        res.train_nll = sum / (double)nw;
+            lsum += lwindow[i];
+        }
+        res.train_nll = sum / (double)nw;   /* NaN under flow matching */
+        res.train_loss = lsum / (double)nw;
     }
     res.val_nll = state->last_val_nll;
     res.best_val_nll = state->has_best ? state->best_val_nll : NAN;

@@ -1,22 +1,44 @@
-/* cnf/train.h — maximum-likelihood training of a flow (DESIGN.md section 2):
- * Adam with L2 weight decay over the one parameter vector, minibatches drawn
- * with a seeded gsl_rng, validation, best-parameter keeping, early stopping,
- * step learning-rate decay, gradient clipping and a per-iteration callback.
+/* cnf/train.h — training a flow (DESIGN.md section 2) by maximum likelihood
+ * or by flow matching (cnf/fm.h): Adam with L2 weight decay over the one
+ * parameter vector, minibatches drawn with a seeded gsl_rng, validation,
+ * best-parameter keeping, early stopping, step or cosine learning-rate
+ * schedules with warm-up, gradient clipping and a per-iteration callback.
+ *
+ * Objectives (opt.objective):
+ *   CNF_OBJ_MLE  the mean negative log-likelihood, its gradient by the
+ *                integral-loss adjoint (cnf_flow_nll_grad): a forward and a
+ *                backward ODE solve per iteration; any flow;
+ *   CNF_OBJ_FM   the flow-matching regression loss (cnf_fm_loss_grad, with
+ *                opt.fm's coupling and times): one network pass and one
+ *                sweep per iteration, no solve; a flow of one block with
+ *                T = 1 and learn_T = 0 (refused otherwise, CNF_EINVAL).
+ * Both train the same model, so a flow-matched model can be fine-tuned by
+ * maximum likelihood (start a fresh state from its parameters) and the other
+ * way round.
  *
  * One iteration (iteration i = state->iteration + 1):
  *   1. draw B row indices uniformly WITH replacement from the training rows
  *      (gsl_rng_uniform_int on the state's rng, in order) and gather them;
- *   2. cnf_flow_nll_grad on that batch, with the state's rng for the
- *      Hutchinson noise (drawn after the indices); grad: P;
+ *   2. the objective's loss and gradient on that batch: cnf_flow_nll_grad
+ *      with the state's rng for the Hutchinson noise (drawn after the
+ *      indices), or cnf_fm_loss_grad with it for the path's noise and
+ *      times; grad: P;
  *   3. cnf_train_apply_gradient: end times through s = sqrt(T) (FFJORD's
  *      T = s^2, so T stays positive): dL/ds = 2 s dL/dT; with learn_T = 0
  *      the T entries are left exactly as they are; then clipping of the
  *      global L2 norm to clip_norm; then one Adam step at the learning rate
- *      lr = opt.lr * lr_decay^floor((i-1) / lr_decay_every);
- *   4. when i is a multiple of val_every, or i == opt.iters: validation (mean
- *      NLL of the validation rows, at most max_val_rows of them, the first
- *      ones); a new best is copied to state->best_params, otherwise the
- *      patience counter grows and training stops when it reaches patience;
+ *      of the schedule (cnf_train_lr);
+ *   4. when i is a multiple of val_every, or i == opt.iters: validation on
+ *      the validation rows (at most max_val_rows of them, the first ones).
+ *      Maximum likelihood validates the mean NLL. Flow matching validates
+ *      its loss (cheap: no solve, with draws from a generator reseeded from
+ *      the state's seed each time, so every validation sees the same ones)
+ *      and, when i is also a multiple of val_nll_every (or i == opt.iters
+ *      and val_nll_every > 0), the mean NLL through the solver. The kept
+ *      model is the best by NLL whenever NLL is validated, otherwise (flow
+ *      matching with val_nll_every = 0) the best by validation loss: a new
+ *      best is copied to state->best_params, otherwise the patience counter
+ *      grows and training stops when it reaches patience;
  *   5. the callback, which may ask to stop.
  * Everything random comes from the state's rng (batch indices, then noise),
  * so the same seed, data and options give the same numbers bit for bit, and
@@ -53,6 +75,7 @@
 
 #include <gsl/gsl_rng.h>
 
+#include "cnf/fm.h"
 #include "cnf/flow.h"
 #include "cnf/status.h"
 
@@ -66,6 +89,25 @@ extern "C" {
  * loaded); the floor keeps every trained T strictly positive. */
 #define CNF_TRAIN_T_MIN 1e-8
 
+typedef enum {
+    CNF_OBJ_MLE = 0,   /* maximum likelihood through the adjoint (default) */
+    CNF_OBJ_FM         /* flow matching (cnf/fm.h; opt.fm.coupling chooses OT) */
+} cnf_train_objective;
+
+/* "mle", "fm"; CNF_EINVAL with a message listing the names. */
+const char *cnf_train_objective_name(cnf_train_objective obj);
+cnf_status cnf_train_objective_from_name(const char *name, cnf_train_objective *obj);
+
+typedef enum {
+    CNF_LR_STEP = 0,   /* lr * lr_decay^floor((i - 1 - warmup) / lr_decay_every) (default) */
+    CNF_LR_COSINE      /* lr_min + (lr - lr_min) (1 + cos(pi p)) / 2, p = (i - 1 - warmup)
+                          / (iters - warmup): lr at the end of warm-up, lr_min at iters */
+} cnf_lr_schedule;
+
+/* "step", "cosine". */
+const char *cnf_lr_schedule_name(cnf_lr_schedule sch);
+cnf_status cnf_lr_schedule_from_name(const char *name, cnf_lr_schedule *sch);
+
 /* Which divergence validation uses. */
 typedef enum {
     CNF_TRAIN_VAL_AUTO = 0,   /* exact when D <= 4, otherwise as training (default) */
@@ -78,8 +120,10 @@ typedef enum {
 typedef struct {
     size_t iteration;      /* iterations done, counting earlier (resumed) ones */
     size_t iters;          /* opt.iters, the target */
-    double loss;           /* this iteration's training loss (NLL + regularizers) */
-    double nll;            /* this iteration's minibatch mean NLL */
+    double loss;           /* this iteration's training loss (NLL + regularizers,
+                              or the flow-matching loss) */
+    double nll;            /* this iteration's minibatch mean NLL (NaN under
+                              flow matching, which computes none) */
     double grad_norm;      /* L2 norm of the gradient (after the T chain rule,
                               before clipping) */
     double lr;             /* learning rate used in this iteration */
@@ -88,7 +132,11 @@ typedef struct {
     double elapsed;        /* seconds since cnf_train was called */
     int validated;         /* 1 if validation ran in this iteration */
     double val_nll;        /* last validation NLL (NaN if none yet) */
-    double best_val_nll;   /* best validation NLL so far (NaN if none) */
+    double val_loss;       /* flow matching: last validation loss (NaN if none
+                              yet, and always under maximum likelihood) */
+    double best_val_nll;   /* best validation criterion so far (NaN if none):
+                              the NLL, or the flow-matching loss when NLL is
+                              not validated (see the top) */
     size_t best_iteration; /* its iteration (0 if none) */
     size_t n_blocks;       /* K */
     const double *T;       /* K current end times */
@@ -107,6 +155,14 @@ typedef struct {
     double beta1, beta2;     /* default 0.9, 0.999 */
     double eps;              /* default 1e-8 */
     int learn_T;             /* 1 (default): train the end times through T = s^2 */
+    cnf_train_objective objective;  /* default CNF_OBJ_MLE */
+    cnf_fm_options fm;       /* flow matching's coupling and times
+                                (cnf_fm_options_default; its threads field is
+                                set from flow.threads) */
+    cnf_lr_schedule lr_schedule;   /* default CNF_LR_STEP */
+    size_t warmup;           /* linear warm-up over the first this many
+                                iterations, lr i / warmup; 0 = none (default) */
+    double lr_min;           /* cosine schedule's final rate, default 0 */
     double lr_decay;         /* step decay factor, default 1 (none) */
     size_t lr_decay_every;   /* iterations between decays, 0 = off (default) */
     double clip_norm;        /* clip the gradient's global L2 norm, 0 = off (default) */
@@ -114,6 +170,12 @@ typedef struct {
                                 0 = never (then the flow keeps the last parameters) */
     size_t patience;         /* stop after this many validations without a new
                                 best, 0 = off (default) */
+    size_t val_nll_every;    /* flow matching: also validate the NLL through
+                                the solver every this many iterations (a
+                                multiple of val_every is sensible); 0 = never
+                                (default), then the kept model is the best by
+                                validation loss. Maximum likelihood always
+                                validates the NLL */
     unsigned long seed;      /* default 1; for cnf_train_state_alloc (cnf_train
                                 itself uses the state's seed and rng) */
     cnf_train_val_divergence val_divergence;  /* default CNF_TRAIN_VAL_AUTO */
@@ -152,11 +214,14 @@ typedef struct {
     double lr;               /* learning rate of the last iteration (0 before any) */
     int has_best;            /* 1 once a validation has run */
     double *best_params;     /* P: parameters of the best validation */
-    double best_val_nll;     /* +inf if none */
+    double best_val_nll;     /* the best validation criterion (the NLL, or
+                                flow matching's loss when NLL is not
+                                validated); +inf if none */
     size_t best_iteration;   /* 0 if none */
     double last_val_nll;     /* NaN if none */
     size_t bad_validations;  /* validations since the best (patience counter) */
-    size_t n_step_hints;     /* 2K once an iteration has run, 0 before */
+    size_t n_step_hints;     /* 2K once a maximum-likelihood iteration has
+                                run, 0 before (and under flow matching) */
     double *step_hints;      /* n_step_hints: the warm first steps of the
                                 gradient's solves after the last iteration
                                 (cnf_flow_work_step_hints); allocated by
@@ -183,9 +248,12 @@ typedef struct {
     size_t iters;            /* state->iteration at the end (total) */
     size_t iters_run;        /* iterations run in this call */
     double train_nll;        /* mean minibatch NLL over the last up to 50
-                                iterations of this call (NaN if none) */
+                                iterations of this call (NaN if none, and
+                                under flow matching) */
+    double train_loss;       /* mean training loss over the same iterations */
+    double val_loss;         /* flow matching: last validation loss (NaN if none) */
     double val_nll;          /* last validation NLL (NaN if none) */
-    double best_val_nll;     /* NaN if no validation */
+    double best_val_nll;     /* the best validation criterion; NaN if no validation */
     size_t best_iteration;   /* 0 if no validation */
     double seconds;          /* wall-clock time of this call */
     size_t nfe_forward;      /* totals over this call's training iterations */
@@ -222,7 +290,8 @@ cnf_status cnf_train_apply_gradient(cnf_flow *flow, cnf_train_state *state,
                                     const cnf_train_options *opt, double lr,
                                     double *grad, double *grad_norm);
 
-/* The step schedule's learning rate for iteration i (1-based). */
+/* The schedule's learning rate for iteration i (1-based): warm-up, then
+ * the step or cosine schedule (see cnf_lr_schedule). */
 double cnf_train_lr(const cnf_train_options *opt, size_t iteration);
 
 /* One torch.optim.Adam step over n entries (t = step number, >= 1):
