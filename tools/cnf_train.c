@@ -1,7 +1,9 @@
-/* cnf_train.c — `cnf train`: maximum-likelihood training of a flow on a data
- * file (DESIGN.md section 2, cnf/train.h), from a preset (flows/NAME.cfg)
- * overridden by options, with the data standardised first (stored in the
- * model). The best model by validation NLL is written to --out once, at the
+/* cnf_train.c — `cnf train`: training of a flow on a data file by maximum
+ * likelihood or flow matching (DESIGN.md section 2, cnf/train.h, cnf/fm.h),
+ * from a preset (flows/NAME.cfg) overridden by options, with the data
+ * standardised or whitened first (stored in the model), or with --init from
+ * an existing model's parameters and preprocessing. The best model by
+ * validation is written to --out once, at the
  * end (atomically: a temporary file renamed over the target), also when the
  * run is interrupted with Ctrl-C. --resume continues a run from a model file
  * saved by this command: optimizer moments, iteration and rng state.
@@ -50,7 +52,7 @@ typedef struct {
     cnf_flow *flow;
     cnf_train_state *state;
     const cnf_run_config *cfg;
-    const char *preset, *train, *val, *out;
+    const char *preset, *train, *val, *out, *init;
 } model_saver;
 
 typedef struct {
@@ -85,6 +87,8 @@ static cnf_status save_model(const model_saver *sv, double train_nll)
         s = cnf_model_extra_set(&rec, "train_data", sv->train);
     if (s == CNF_OK)
         s = cnf_model_extra_set(&rec, "val_data", sv->val ? sv->val : "none");
+    if (s == CNF_OK && sv->init)
+        s = cnf_model_extra_set(&rec, "init", sv->init);
     snprintf(buf, sizeof buf, "%.17g", train_nll);
     if (s == CNF_OK)
         s = cnf_model_extra_set(&rec, "result_train_nll", buf);
@@ -141,15 +145,21 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
     c->last_iter = p->iteration;
     size_t done = p->iteration - c->first_iter, remaining = p->iters - p->iteration;
     double eta = done ? p->elapsed / (double)done * (double)remaining : NAN;
-    char el[32], et[32], val[96] = "";
+    char el[32], et[32], val[96] = "", nfe[48] = "";
     fmt_time(p->elapsed, el, sizeof el);
     fmt_time(eta, et, sizeof et);
-    if (!isnan(p->best_val_nll))
+    int fm = isnan(p->nll);   /* flow matching solves nothing and has no NLL */
+    if (!isnan(p->best_val_nll) && !isnan(p->val_nll))
         snprintf(val, sizeof val, "  val %.4f (best %.4f @%zu)", p->val_nll, p->best_val_nll,
                  p->best_iteration);
+    else if (!isnan(p->best_val_nll))
+        snprintf(val, sizeof val, "  val loss %.4f (best %.4f @%zu)", p->val_loss,
+                 p->best_val_nll, p->best_iteration);
+    if (!fm)
+        snprintf(nfe, sizeof nfe, "  nfe %zu/%zu", p->nfe_forward, p->nfe_backward);
     if (!cli_quiet && c->tty) {
-        fprintf(stderr, "\r\033[Kiter %zu/%zu  loss %.4f  nfe %zu/%zu%s  elapsed %s  eta %s",
-                p->iteration, p->iters, p->loss, p->nfe_forward, p->nfe_backward, val, el, et);
+        fprintf(stderr, "\r\033[Kiter %zu/%zu  loss %.4f%s%s  elapsed %s  eta %s",
+                p->iteration, p->iters, p->loss, nfe, val, el, et);
         c->line_open = 1;
         fflush(stderr);
     } else if (!cli_quiet && (p->iteration == c->first_iter + 1 ||
@@ -157,14 +167,19 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
                               p->iteration == p->iters ||
                               p->elapsed - c->last_log >= LOG_MAX_INTERVAL)) {
         c->last_log = p->elapsed;
-        fprintf(stderr, "iter %zu/%zu loss %.6f nll %.6f nfe %.1f/%.1f T", p->iteration, p->iters,
-                p->loss, p->nll, (double)c->nfe_f / (double)c->count,
-                (double)c->nfe_b / (double)c->count);
-        for (size_t k = 0; k < p->n_blocks && k < 4; k++)
-            fprintf(stderr, " %.4f", p->T[k]);
-        if (p->validated)
-            fprintf(stderr, " val %.6f best %.6f @%zu", p->val_nll, p->best_val_nll,
-                    p->best_iteration);
+        fprintf(stderr, "iter %zu/%zu loss %.6f", p->iteration, p->iters, p->loss);
+        if (!fm) {
+            fprintf(stderr, " nll %.6f nfe %.1f/%.1f T", p->nll,
+                    (double)c->nfe_f / (double)c->count, (double)c->nfe_b / (double)c->count);
+            for (size_t k = 0; k < p->n_blocks && k < 4; k++)
+                fprintf(stderr, " %.4f", p->T[k]);
+        }
+        if (p->validated && fm)
+            fprintf(stderr, " val_loss %.6f", p->val_loss);
+        if (p->validated && !isnan(p->val_nll))
+            fprintf(stderr, " val %.6f", p->val_nll);
+        if (p->validated && !isnan(p->best_val_nll))
+            fprintf(stderr, " best %.6f @%zu", p->best_val_nll, p->best_iteration);
         fprintf(stderr, " elapsed %s eta %s\n", el, et);
         c->nfe_f = c->nfe_b = 0;
         c->count = 0;
@@ -172,6 +187,69 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
     if (c->save_every && p->iteration % c->save_every == 0)
         save_checkpoint(c->saver, p->nll);
     return interrupted ? 1 : 0;
+}
+
+/* --preprocess: standardise or whiten from the training rows. */
+static void fit_preprocessing(cnf_flow *flow, const cnf_run_config *cfg, const double *X,
+                              size_t N, const char *what)
+{
+    cnf_preprocess kind;
+    cli_check(cnf_preprocess_from_name(cfg->preprocess, &kind), "preprocess");
+    if (kind == CNF_PREPROCESS_STANDARDIZE) {
+        cli_check(cnf_flow_fit_preprocess(flow, X, N), what);
+        return;
+    }
+    double ridge = 0.0;
+    cli_check(cnf_flow_fit_whitening(flow, X, N, &ridge), what);
+    if (ridge > 0.0)
+        cli_info("cnf train: warning: the correlation matrix of %s is singular or nearly so "
+                 "(collinear or constant columns, or no more rows than columns); whitening "
+                 "added %g to its diagonal\n", what, ridge);
+}
+
+/* Say how two architectures differ, or return 0 if they do not. */
+static int describe_difference(const cnf_flow *a, const cnf_flow *b, char *buf, size_t n)
+{
+    size_t K = cnf_flow_num_blocks(a);
+    if (cnf_flow_dim(a) != cnf_flow_dim(b) || K != cnf_flow_num_blocks(b)) {
+        snprintf(buf, n, "D = %zu with %zu blocks against D = %zu with %zu blocks",
+                 cnf_flow_dim(a), K, cnf_flow_dim(b), cnf_flow_num_blocks(b));
+        return 1;
+    }
+    for (size_t k = 0; k < K; k++) {
+        const cnf_net_config *x = cnf_net_get_config(cnf_flow_block_net(a, k));
+        const cnf_net_config *y = cnf_net_get_config(cnf_flow_block_net(b, k));
+        char hx[256], hy[256];
+        cnf_net_config_format_hidden(x, hx, sizeof hx);
+        cnf_net_config_format_hidden(y, hy, sizeof hy);
+        if (strcmp(hx, hy) || x->layer_type != y->layer_type || x->activation != y->activation) {
+            snprintf(buf, n, "block %zu: hidden %s %s %s against hidden %s %s %s", k, hx,
+                     cnf_layer_type_name(x->layer_type), cnf_activation_name(x->activation), hy,
+                     cnf_layer_type_name(y->layer_type), cnf_activation_name(y->activation));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* --init: the parameters (end times included) and the preprocessing of an
+ * existing model of the same architecture; its training state is not used
+ * (a fresh optimizer starts). */
+static void start_from(cnf_flow *flow, const char *path)
+{
+    cnf_flow *src = cli_load_model(path, NULL);
+    char why[1024];
+    if (describe_difference(flow, src, why, sizeof why))
+        cli_die("--init %s: this run's architecture differs from the model's (%s, this run's "
+                "first); give the model's hidden, layer, act and blocks (cnf info %s)", path, why,
+                path);
+    size_t D = cnf_flow_dim(flow);
+    memcpy(cnf_flow_params(flow), cnf_flow_params_const(src),
+           cnf_flow_num_params(flow) * sizeof(double));
+    memcpy(cnf_flow_mean(flow), cnf_flow_mean_const(src), D * sizeof(double));
+    memcpy(cnf_flow_scale(flow), cnf_flow_scale_const(src), D * sizeof(double));
+    cli_check(cnf_flow_set_whitening(flow, cnf_flow_whitening_const(src)), path);
+    cnf_flow_free(src);
 }
 
 /* Check a training/validation array before any work. */
@@ -212,10 +290,10 @@ int cnf_cmd_train(int argc, char **argv)
     }
 
     const char *data = NULL, *train = NULL, *val = NULL, *out = NULL, *flow_opt = NULL;
-    const char *resume_opt = NULL;
+    const char *resume_opt = NULL, *init = NULL;
     size_t threads = 1, blas_threads = 0, log_every = 100;
     int json = 0;
-    enum { NCFG = 40 };
+    enum { NCFG = 64 };
     cli_option opts[NCFG + 16];
     char names[NCFG][32];
     size_t no = 0;
@@ -227,6 +305,9 @@ int cnf_cmd_train(int argc, char **argv)
     opts[no++] = (cli_option){"out", CLI_STRING, &out, "M.h5", "model file to write", CLI_REQUIRED, 0};
     opts[no++] = (cli_option){"resume", CLI_STRING, &resume_opt, "M.h5",
                               "continue the run saved in this model file", NULL, 0};
+    opts[no++] = (cli_option){"init", CLI_STRING, &init, "M.h5",
+                              "start from this model's parameters and preprocessing (same "
+                              "architecture) with a fresh optimizer, e.g. fm then mle", NULL, 0};
     opts[no++] = (cli_option){"threads", CLI_COUNT, &threads, "N",
                               "threads (1..64), each computing its share of the batch rows (with N > 1 "
                               "OpenBLAS is kept to one thread)", NULL, 0};
@@ -244,9 +325,11 @@ int cnf_cmd_train(int argc, char **argv)
     size_t n_pos;
     cli_parse(argc, argv, opts,
               "train --data F.h5 [--flow flows/NAME.cfg] --out M.h5 [options]",
-              "Train a continuous normalizing flow by maximum likelihood (Adam, adjoint\n"
-              "gradients) on /train, validating on /val, and save the best model by\n"
-              "validation NLL to --out (atomically, at the end and, with --save-every N,\n"
+              "Train a continuous normalizing flow by maximum likelihood (adjoint\n"
+              "gradients) or flow matching (--objective fm|otfm: regression of the\n"
+              "velocity field, no ODE solve) with Adam on /train, validating on /val, and\n"
+              "save the best model by validation NLL (flow matching without\n"
+              "--val-nll-every: by validation loss) to --out (atomically, at the end and, with --save-every N,\n"
               "every N iterations; Ctrl-C stops early and saves the best so far). A failed\n"
               "solve exits 1 after saving the best model so far (nothing is written if no\n"
               "iteration completed). Without validation (--val-every 0 or no validation\n"
@@ -263,6 +346,10 @@ int cnf_cmd_train(int argc, char **argv)
         cli_usage("--data F.h5 (or --train F.h5:/x --val F.h5:/y) is required");
     if (resume && cli_given(opts, "flow"))
         cli_usage("--resume takes the settings from the model; do not give --flow too");
+    if (resume && init)
+        cli_usage("--resume continues a run and --init starts a new one: give one of them");
+    if (init && cli_given(opts, "preprocess"))
+        cli_usage("--init takes the preprocessing from %s; do not give --preprocess too", init);
     cli_check(cnf_data_check_output_path(out), "--out");
     cli_check_threads(threads);
     if (blas_threads && threads == 1)
@@ -297,6 +384,10 @@ int cnf_cmd_train(int argc, char **argv)
     opt.flow.threads = threads;   /* validation copies these flow options */
     if (!Xval)
         opt.val_every = 0;
+    if (opt.objective == CNF_OBJ_FM && (cfg.blocks != 1 || (cfg.T != 1.0 && !init)))
+        cli_die("--objective %s trains one block on the path t in [0, 1]: it needs blocks = 1 "
+                "and T = 1 (got blocks = %zu, T = %g; flows/toy2d-fm.cfg and "
+                "flows/tabular-fm.cfg are set up for it)", cfg.objective, cfg.blocks, cfg.T);
 
     cnf_train_state *state;
     if (flow) {
@@ -309,20 +400,26 @@ int cnf_cmd_train(int argc, char **argv)
         flow = cnf_flow_alloc(D, cfg.blocks, nets, T);
         if (!flow)
             cli_die("%s", cnf_last_error());
-        cli_check(cnf_flow_fit_preprocess(flow, Xtr, Ntr), train);
-        gsl_rng *init = gsl_rng_alloc(gsl_rng_mt19937);
-        if (!init)
-            cli_die("out of memory");
-        gsl_rng_set(init, cfg.seed);
-        cnf_flow_init_params(flow, init, 0);
-        gsl_rng_free(init);
+        if (init) {
+            start_from(flow, init);
+        } else {
+            fit_preprocessing(flow, &cfg, Xtr, Ntr, train);
+            gsl_rng *irng = gsl_rng_alloc(gsl_rng_mt19937);
+            if (!irng)
+                cli_die("out of memory");
+            gsl_rng_set(irng, cfg.seed);
+            cnf_flow_init_params(flow, irng, 0);
+            gsl_rng_free(irng);
+        }
         state = cnf_train_state_alloc(cnf_flow_num_params(flow), cfg.seed);
         if (!state)
             cli_die("%s", cnf_last_error());
     }
 
     const char *pre = resume ? cnf_model_extra_get(&ex, "preset") : preset;
-    model_saver sv = {flow, state, &cfg, pre, train, val, out};
+    if (resume)
+        init = cnf_model_extra_get(&ex, "init");
+    model_saver sv = {flow, state, &cfg, pre, train, val, out, init};
     progress_ctx pc = {isatty(STDERR_FILENO), log_every, state->iteration, 0, 0, 0, 0, 0.0,
                        state->iteration, cfg.save_every, &sv};
     opt.callback = on_progress;
@@ -331,9 +428,10 @@ int cnf_cmd_train(int argc, char **argv)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, &old);
-    cli_info("training: D = %zu, %zu blocks of %s-%s %s, P = %zu, %zu train / %zu val rows, "
-             "iterations %zu..%zu\n",
-             D, cfg.blocks, cfg.hidden[0] ? cfg.hidden : "(none)", cfg.act, cfg.layer,
+    cli_info("training (%s, %s): D = %zu, %zu blocks of %s-%s %s, P = %zu, %zu train / %zu val "
+             "rows, iterations %zu..%zu\n",
+             cfg.objective, cnf_preprocess_name(cnf_flow_preprocess_kind(flow)), D, cfg.blocks,
+             cfg.hidden[0] ? cfg.hidden : "(none)", cfg.act, cfg.layer,
              cnf_flow_num_params(flow), Ntr, Nval, state->iteration + 1, opt.iters);
     cnf_train_result res;
     cnf_status s = cnf_train(flow, Xtr, Ntr, Xval, Nval, &opt, state, &res);
@@ -380,7 +478,12 @@ int cnf_cmd_train(int argc, char **argv)
         cli_info("saved %s: the last parameters (iteration %zu), as there was no validation (%s)\n",
                  out, res.iters, Xval ? "--val-every 0" : "no validation data");
     if (json) {
-        printf("{\"iters\": %zu, \"iters_run\": %zu, \"train_nll\": ", res.iters, res.iters_run);
+        printf("{\"objective\": \"%s\", \"iters\": %zu, \"iters_run\": %zu, \"train_loss\": ",
+               cfg.objective, res.iters, res.iters_run);
+        cli_json_double(stdout, res.train_loss);
+        printf(", \"val_loss\": ");
+        cli_json_double(stdout, res.val_loss);
+        printf(", \"train_nll\": ");
         cli_json_double(stdout, res.train_nll);
         printf(", \"val_nll\": ");
         cli_json_double(stdout, res.val_nll);

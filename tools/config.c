@@ -15,6 +15,11 @@
 #define KEY(name, kind, meta, help) {#name, kind, offsetof(cnf_run_config, name), meta, help}
 
 const cnf_config_key cnf_config_keys[] = {
+    KEY(objective, CLI_STRING, "NAME",
+        "training objective: mle (maximum likelihood), fm (flow matching), otfm (fm with "
+        "minibatch optimal-transport pairs)"),
+    KEY(preprocess, CLI_STRING, "KIND",
+        "preprocessing of the data: standardize (per column) or whiten (full covariance)"),
     KEY(hidden, CLI_STRING, "W-W-..", "hidden widths; 'nD' = n times the data dimension"),
     KEY(layer, CLI_STRING, "TYPE", "layer type: concatsquash, concat, ignore"),
     KEY(act, CLI_STRING, "NAME", "activation: tanh, softplus, elu, swish"),
@@ -40,10 +45,19 @@ const cnf_config_key cnf_config_keys[] = {
     KEY(batch, CLI_COUNT, "B", "minibatch size"),
     KEY(lr, CLI_POS, "LR", "Adam learning rate"),
     KEY(weight_decay, CLI_NONNEG, "W", "L2 weight decay (added to the gradient)"),
+    KEY(lr_schedule, CLI_STRING, "NAME",
+        "learning-rate schedule: step (lr_decay every lr_decay_every) or cosine (to lr_min)"),
+    KEY(warmup, CLI_SIZE, "N", "linear learning-rate warm-up over the first N iterations"),
+    KEY(lr_min, CLI_NONNEG, "LR", "final learning rate of the cosine schedule"),
     KEY(lr_decay, CLI_POS, "F", "step decay factor of the learning rate"),
     KEY(lr_decay_every, CLI_SIZE, "N", "iterations between decays (0 = off)"),
+    KEY(fm_time, CLI_STRING, "NAME", "flow matching's time distribution: uniform, logit-normal"),
+    KEY(ot_block, CLI_COUNT, "N", "otfm: rows per exact optimal assignment"),
     KEY(clip_norm, CLI_NONNEG, "C", "clip the gradient norm (0 = off)"),
     KEY(val_every, CLI_SIZE, "N", "validate every N iterations (0 = never)"),
+    KEY(val_nll_every, CLI_SIZE, "N",
+        "flow matching: also validate the NLL through the solver every N iterations (0 = "
+        "never: keep the best by validation loss)"),
     KEY(patience, CLI_SIZE, "N", "stop after N validations without improvement (0 = off)"),
     KEY(max_val_rows, CLI_SIZE, "N", "validate on at most N rows (0 = all)"),
     KEY(val_batch, CLI_COUNT, "N", "rows per validation solve"),
@@ -58,6 +72,14 @@ void cnf_run_config_default(cnf_run_config *cfg)
     cnf_train_options opt;
     cnf_train_options_default(&opt);
     memset(cfg, 0, sizeof *cfg);
+    cfg->objective = "mle";
+    cfg->preprocess = "standardize";
+    cfg->lr_schedule = cnf_lr_schedule_name(opt.lr_schedule);
+    cfg->warmup = opt.warmup;
+    cfg->lr_min = opt.lr_min;
+    cfg->fm_time = cnf_fm_time_name(opt.fm.time);
+    cfg->ot_block = opt.fm.ot_block;
+    cfg->val_nll_every = opt.val_nll_every;
     cfg->hidden = "64-64-64";
     cfg->layer = "concatsquash";
     cfg->act = "tanh";
@@ -154,6 +176,20 @@ int cnf_run_config_check(const char *key, const char *value, char *err, size_t n
         }
     } else if (!strcmp(key, "hidden")) {
         return cnf_hidden_expand(value, 1, NULL, err, n);
+    } else if (!strcmp(key, "objective")) {
+        if (strcmp(value, "mle") && strcmp(value, "fm") && strcmp(value, "otfm")) {
+            snprintf(err, n, "'%s': expected mle, fm or otfm", value);
+            return -1;
+        }
+    } else if (!strcmp(key, "preprocess")) {
+        cnf_preprocess p;
+        s = cnf_preprocess_from_name(value, &p);
+    } else if (!strcmp(key, "lr_schedule")) {
+        cnf_lr_schedule sch;
+        s = cnf_lr_schedule_from_name(value, &sch);
+    } else if (!strcmp(key, "fm_time")) {
+        cnf_fm_time t;
+        s = cnf_fm_time_from_name(value, &t);
     }
     if (s != CNF_OK) {
         snprintf(err, n, "%s", cnf_last_error());
@@ -295,8 +331,10 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
     char err[600];
     /* Option values were checked when set; these re-checks catch values that
      * only the combination makes invalid. */
-    static const char *const enums[] = {"layer", "act", "solver", "divergence",
-                                        "val_divergence", "hidden"};
+    static const char *const enums[] = {"layer",     "act",        "solver",
+                                        "divergence", "val_divergence", "hidden",
+                                        "objective", "preprocess", "lr_schedule",
+                                        "fm_time"};
     for (size_t i = 0; i < sizeof enums / sizeof enums[0]; i++) {
         char v[256];
         cnf_run_config_format(cfg, find_key(enums[i]), v, sizeof v);
@@ -317,6 +355,14 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
     opt->lr = cfg->lr;
     opt->weight_decay = cfg->weight_decay;
     opt->learn_T = cfg->learn_T;
+    opt->objective = strcmp(cfg->objective, "mle") ? CNF_OBJ_FM : CNF_OBJ_MLE;
+    opt->fm.coupling = strcmp(cfg->objective, "otfm") ? CNF_FM_INDEPENDENT : CNF_FM_OT;
+    cli_check(cnf_fm_time_from_name(cfg->fm_time, &opt->fm.time), "fm_time");
+    opt->fm.ot_block = cfg->ot_block;
+    opt->val_nll_every = cfg->val_nll_every;
+    cli_check(cnf_lr_schedule_from_name(cfg->lr_schedule, &opt->lr_schedule), "lr_schedule");
+    opt->warmup = cfg->warmup;
+    opt->lr_min = cfg->lr_min;
     opt->lr_decay = cfg->lr_decay;
     opt->lr_decay_every = cfg->lr_decay_every;
     opt->clip_norm = cfg->clip_norm;

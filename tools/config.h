@@ -16,6 +16,8 @@
 #include "cnf/train.h"
 
 typedef struct {
+    const char *objective;      /* mle | fm | otfm */
+    const char *preprocess;     /* standardize | whiten */
     const char *hidden;         /* width expression "64-64-64", "20D-20D", "" */
     const char *layer;          /* concatsquash | concat | ignore */
     const char *act;            /* tanh | softplus | elu | swish */
@@ -32,8 +34,14 @@ typedef struct {
     double reg_kinetic, reg_jacobian;
     size_t iters, batch;
     double lr, weight_decay;
+    const char *lr_schedule;    /* step | cosine */
+    size_t warmup;
+    double lr_min;
     double lr_decay;
     size_t lr_decay_every;
+    const char *fm_time;        /* uniform | logit-normal */
+    size_t ot_block;
+    size_t val_nll_every;
     double clip_norm;
     size_t val_every, patience, max_val_rows, val_batch;
     unsigned long seed;
@@ -80,7 +88,8 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
                             double *T, cnf_train_options *opt);
 
 /* Check the value of an enumerated key (layer, act, solver, divergence,
- * val_divergence, hidden); 0 or -1 with a message. */
+ * val_divergence, hidden, objective, preprocess, lr_schedule, fm_time); 0
+ * or -1 with a message. */
 int cnf_run_config_check(const char *key, const char *value, char *err, size_t n);
 
 /* Expand a width expression ("64-64", "20D-20D", "") for dimension D into
