@@ -563,7 +563,7 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         lwindow[n_window % TRAIN_NLL_WINDOW] = loss;
         n_window++;
 
-        int validated = 0;
+        int validated = 0, validated_nll = 0;
         if (do_val && (it % opt->val_every == 0 || it == opt->iters)) {
             /* the selection criterion, if this validation has one (not when
              * flow matching validates its loss between NLL validations) */
@@ -581,7 +581,7 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
                 if (s != CNF_OK)
                     break;
                 crit = state->last_val_nll;
-                selects = 1;
+                selects = validated_nll = 1;
             }
             validated = 1;
             if (!selects) {
@@ -612,6 +612,7 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
             pr.nfe_backward = stats.backward.nfe;
             pr.elapsed = now_seconds() - t_start;
             pr.validated = validated;
+            pr.validated_nll = validated_nll;
             pr.val_nll = state->last_val_nll;
             pr.val_loss = res.val_loss;
             pr.best_val_nll = state->has_best ? state->best_val_nll : NAN;

@@ -127,4 +127,21 @@ expect_fail "split" C.h5 -- "$cnf" convert d.csv --split 0.5,0.5,0.5 --out C.h5
 # plot refuses models that are not 2-D.
 "$cnf" train --data data3.h5 --hidden 4 --iters 1 --batch 10 --val-every 1 --out m3.h5 --quiet
 expect_fail "dimension 3.*2-D" P.png -- "$cnf" plot --model m3.h5 --out P.png
+# Flow matching and --init: refused combinations, named.
+expect_fail "otfm trains one block.*blocks = 1, T = 1 and learn_T = 0" M.h5 -- "$cnf" train --data data.h5 \
+    --flow "$root/flows/toy2d.cfg" --objective otfm --out M.h5
+expect_fail "fm trains one block.*learn_T = 1" M.h5 -- "$cnf" train --data data.h5 --objective fm --T 1 --out M.h5
+expect_fail "objective.*'mlx'.*mle, fm or otfm" M.h5 -- "$cnf" train --data data.h5 --objective mlx --out M.h5
+expect_fail "preprocess.*whitening" M.h5 -- "$cnf" train --data data.h5 --preprocess whitening --out M.h5
+expect_fail "architectures differ.*this run has hidden 8 concatsquash tanh, m.h5 has hidden 4 concatsquash tanh" \
+    M.h5 -- "$cnf" train --data data.h5 --hidden 8 --init m.h5 --iters 2 --batch 20 --out M.h5
+expect_fail "this run has D = 3 and 1 block.*m.h5 has D = 2" M.h5 -- "$cnf" train --data data3.h5 --hidden 4 --init m.h5 \
+    --iters 2 --batch 10 --out M.h5
+expect_fail "give one of them" M.h5 -- "$cnf" train --data data.h5 --resume m.h5 --init m.h5 --out M.h5
+expect_fail "preprocessing from m.h5" M.h5 -- "$cnf" train --data data.h5 --init m.h5 --preprocess whiten --out M.h5
+# m.h5 ends at T = 1 but learns it: flow matching from it needs learn_T = 0,
+# and from a model whose T moved, T = 1
+"$cnf" train --data data.h5 --hidden 4 --iters 3 --batch 20 --val-every 3 --T 0.5 --out mT.h5 --quiet
+expect_fail "mT.h5: .*end time is T = 0\.4" M.h5 -- "$cnf" train --data data.h5 --hidden 4 --init mT.h5 \
+    --objective fm --learn-T 0 --iters 2 --batch 20 --out M.h5
 echo "e2e_errors: all $cases cases passed"

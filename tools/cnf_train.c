@@ -176,7 +176,7 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
         }
         if (p->validated && fm)
             fprintf(stderr, " val_loss %.6f", p->val_loss);
-        if (p->validated && !isnan(p->val_nll))
+        if (p->validated_nll)
             fprintf(stderr, " val %.6f", p->val_nll);
         if (p->validated && !isnan(p->best_val_nll))
             fprintf(stderr, " best %.6f @%zu", p->best_val_nll, p->best_iteration);
@@ -207,13 +207,15 @@ static void fit_preprocessing(cnf_flow *flow, const cnf_run_config *cfg, const d
                  "added %g to its diagonal\n", what, ridge);
 }
 
-/* Say how two architectures differ, or return 0 if they do not. */
-static int describe_difference(const cnf_flow *a, const cnf_flow *b, char *buf, size_t n)
+/* Say how this run's architecture (a) differs from model file b's, or
+ * return 0 if they do not. */
+static int describe_difference(const cnf_flow *a, const cnf_flow *b, const char *bname,
+                               char *buf, size_t n)
 {
     size_t K = cnf_flow_num_blocks(a);
     if (cnf_flow_dim(a) != cnf_flow_dim(b) || K != cnf_flow_num_blocks(b)) {
-        snprintf(buf, n, "D = %zu with %zu blocks against D = %zu with %zu blocks",
-                 cnf_flow_dim(a), K, cnf_flow_dim(b), cnf_flow_num_blocks(b));
+        snprintf(buf, n, "this run has D = %zu and %zu block(s), %s has D = %zu and %zu",
+                 cnf_flow_dim(a), K, bname, cnf_flow_dim(b), cnf_flow_num_blocks(b));
         return 1;
     }
     for (size_t k = 0; k < K; k++) {
@@ -223,9 +225,10 @@ static int describe_difference(const cnf_flow *a, const cnf_flow *b, char *buf, 
         cnf_net_config_format_hidden(x, hx, sizeof hx);
         cnf_net_config_format_hidden(y, hy, sizeof hy);
         if (strcmp(hx, hy) || x->layer_type != y->layer_type || x->activation != y->activation) {
-            snprintf(buf, n, "block %zu: hidden %s %s %s against hidden %s %s %s", k, hx,
-                     cnf_layer_type_name(x->layer_type), cnf_activation_name(x->activation), hy,
-                     cnf_layer_type_name(y->layer_type), cnf_activation_name(y->activation));
+            snprintf(buf, n, "block %zu: this run has hidden %s %s %s, %s has hidden %s %s %s", k,
+                     hx, cnf_layer_type_name(x->layer_type), cnf_activation_name(x->activation),
+                     bname, hy, cnf_layer_type_name(y->layer_type),
+                     cnf_activation_name(y->activation));
             return 1;
         }
     }
@@ -239,10 +242,9 @@ static void start_from(cnf_flow *flow, const char *path)
 {
     cnf_flow *src = cli_load_model(path, NULL);
     char why[1024];
-    if (describe_difference(flow, src, why, sizeof why))
-        cli_die("--init %s: this run's architecture differs from the model's (%s, this run's "
-                "first); give the model's hidden, layer, act and blocks (cnf info %s)", path, why,
-                path);
+    if (describe_difference(flow, src, path, why, sizeof why))
+        cli_die("--init %s: the architectures differ (%s); give the model's hidden, layer, act "
+                "and blocks (cnf info %s)", path, why, path);
     size_t D = cnf_flow_dim(flow);
     memcpy(cnf_flow_params(flow), cnf_flow_params_const(src),
            cnf_flow_num_params(flow) * sizeof(double));
@@ -379,15 +381,17 @@ int cnf_cmd_train(int argc, char **argv)
     double T[64];
     if (cfg.blocks > 64)
         cli_usage("--blocks %zu: at most 64", cfg.blocks);
+    int fm_objective = !strcmp(cfg.objective, "fm") || !strcmp(cfg.objective, "otfm");
+    if (fm_objective && (cfg.blocks != 1 || (cfg.T != 1.0 && !init) || cfg.learn_T))
+        cli_die("--objective %s trains one block on the path t in [0, 1]: it needs blocks = 1, "
+                "T = 1 and learn_T = 0 (got blocks = %zu, T = %g, learn_T = %d; "
+                "flows/toy2d-fm.cfg and flows/tabular-fm.cfg are set up for it)",
+                cfg.objective, cfg.blocks, cfg.T, cfg.learn_T);
     cnf_train_options opt;
     cnf_run_config_resolve(&cfg, D, nets, T, &opt);
     opt.flow.threads = threads;   /* validation copies these flow options */
     if (!Xval)
         opt.val_every = 0;
-    if (opt.objective == CNF_OBJ_FM && (cfg.blocks != 1 || (cfg.T != 1.0 && !init)))
-        cli_die("--objective %s trains one block on the path t in [0, 1]: it needs blocks = 1 "
-                "and T = 1 (got blocks = %zu, T = %g; flows/toy2d-fm.cfg and "
-                "flows/tabular-fm.cfg are set up for it)", cfg.objective, cfg.blocks, cfg.T);
 
     cnf_train_state *state;
     if (flow) {
@@ -402,6 +406,8 @@ int cnf_cmd_train(int argc, char **argv)
             cli_die("%s", cnf_last_error());
         if (init) {
             start_from(flow, init);
+            if (opt.objective == CNF_OBJ_FM)
+                cli_check(cnf_fm_check_flow(flow), init);
         } else {
             fit_preprocessing(flow, &cfg, Xtr, Ntr, train);
             gsl_rng *irng = gsl_rng_alloc(gsl_rng_mt19937);
@@ -440,10 +446,12 @@ int cnf_cmd_train(int argc, char **argv)
         fputc('\n', stderr);
 
     /* The best parameters so far (by validation; the last ones without). */
+    const char *criterion = opt.objective == CNF_OBJ_FM && opt.val_nll_every == 0
+                                ? "validation loss" : "validation nll";
     char what[256];
     if (state->has_best)
-        snprintf(what, sizeof what, "the best model so far (validation nll %.6f at iteration %zu)",
-                 state->best_val_nll, state->best_iteration);
+        snprintf(what, sizeof what, "the best model so far (%s %.6f at iteration %zu)",
+                 criterion, state->best_val_nll, state->best_iteration);
     else
         snprintf(what, sizeof what, "the last parameters (iteration %zu; no validation had run)",
                  state->iteration);
@@ -472,7 +480,7 @@ int cnf_cmd_train(int argc, char **argv)
     if (res.interrupted)
         cli_info("interrupted at iteration %zu: saved %s to %s\n", res.iters, what, out);
     else if (state->has_best)
-        cli_info("saved %s (best validation nll %.6f at iteration %zu%s)\n", out, res.best_val_nll,
+        cli_info("saved %s (best %s %.6f at iteration %zu%s)\n", out, criterion, res.best_val_nll,
                  res.best_iteration, res.stopped_early ? ", stopped early" : "");
     else
         cli_info("saved %s: the last parameters (iteration %zu), as there was no validation (%s)\n",

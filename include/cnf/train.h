@@ -131,6 +131,8 @@ typedef struct {
     size_t nfe_backward;   /* ... and of its backward (adjoint) solves */
     double elapsed;        /* seconds since cnf_train was called */
     int validated;         /* 1 if validation ran in this iteration */
+    int validated_nll;     /* 1 if it computed the NLL (always with validated
+                              under maximum likelihood) */
     double val_nll;        /* last validation NLL (NaN if none yet) */
     double val_loss;       /* flow matching: last validation loss (NaN if none
                               yet, and always under maximum likelihood) */
