@@ -329,18 +329,20 @@ int cnf_cmd_train(int argc, char **argv)
               "train --data F.h5 [--flow flows/NAME.cfg] --out M.h5 [options]",
               "Train a continuous normalizing flow by maximum likelihood (adjoint\n"
               "gradients) or flow matching (--objective fm|otfm: regression of the\n"
-              "velocity field, no ODE solve) with Adam on /train, validating on /val, and\n"
-              "save the best model by validation NLL (flow matching without\n"
-              "--val-nll-every: by validation loss) to --out (atomically, at the end and, with --save-every N,\n"
-              "every N iterations; Ctrl-C stops early and saves the best so far). A failed\n"
-              "solve exits 1 after saving the best model so far (nothing is written if no\n"
-              "iteration completed). Without validation (--val-every 0 or no validation\n"
-              "data) the last parameters are saved. Log lines without a terminal: after\n"
-              "the first iteration, then every --log-every iterations or 30 s, whichever\n"
-              "comes first. Defaults below are the built-in ones, or the\n"
-              "preset's when --flow comes before --help; options override the preset.\n"
-              "With --resume the architecture, preprocessing and settings come from the\n"
-              "model; --iters sets the new total.",
+              "velocity field, no ODE solve) with Adam on /train, validating on /val.\n"
+              "The best model by validation NLL (under flow matching without\n"
+              "--val-nll-every: by validation loss) is saved to --out atomically, at\n"
+              "the end and, with --save-every N, every N iterations; Ctrl-C stops early\n"
+              "and saves the best so far. A failed solve exits 1 after saving the best\n"
+              "model so far (nothing is written if no iteration completed). Without\n"
+              "validation (--val-every 0 or no validation data) the last parameters\n"
+              "are saved. Log lines without a terminal: after the first iteration,\n"
+              "then every --log-every iterations or 30 s, whichever comes first.\n"
+              "Defaults below are the built-in ones, or the preset's when --flow comes\n"
+              "before --help; options override the preset. With --resume the\n"
+              "architecture, preprocessing and settings come from the model; --iters\n"
+              "sets the new total (under the cosine schedule keep it, or the schedule\n"
+              "changes). --init starts a new run from a model's parameters.",
               pos, 0, &n_pos);
     if (data && (train || val))
         cli_usage("give either --data or --train/--val, not both");
