@@ -564,7 +564,8 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         n_window++;
 
         int validated = 0, validated_nll = 0;
-        if (do_val && (it % opt->val_every == 0 || it == opt->iters)) {
+        int nll_due = val_nll && (!fm || it % opt->val_nll_every == 0 || it == opt->iters);
+        if (do_val && (it % opt->val_every == 0 || it == opt->iters || (fm && nll_due))) {
             /* the selection criterion, if this validation has one (not when
              * flow matching validates its loss between NLL validations) */
             double crit = NAN;
@@ -576,7 +577,7 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
                 crit = res.val_loss;
                 selects = !val_nll;
             }
-            if (val_nll && (!fm || it % opt->val_nll_every == 0 || it == opt->iters)) {
+            if (nll_due) {
                 s = validate(flow, &m, state, Xval, Nv, &state->last_val_nll, &nfe_val);
                 if (s != CNF_OK)
                     break;

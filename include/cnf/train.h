@@ -32,9 +32,9 @@
  *      the validation rows (at most max_val_rows of them, the first ones).
  *      Maximum likelihood validates the mean NLL. Flow matching validates
  *      its loss (cheap: no solve, with draws from a generator reseeded from
- *      the state's seed each time, so every validation sees the same ones)
- *      and, when i is also a multiple of val_nll_every (or i == opt.iters
- *      and val_nll_every > 0), the mean NLL through the solver. The kept
+ *      the state's seed each time, so every validation sees the same ones);
+ *      and, when i is a multiple of val_nll_every (or i == opt.iters and
+ *      val_nll_every > 0), its loss and the mean NLL through the solver. The kept
  *      model is the best by NLL whenever NLL is validated, otherwise (flow
  *      matching with val_nll_every = 0) the best by validation loss: a new
  *      best is copied to state->best_params, otherwise the patience counter
@@ -173,8 +173,8 @@ typedef struct {
     size_t patience;         /* stop after this many validations without a new
                                 best, 0 = off (default) */
     size_t val_nll_every;    /* flow matching: also validate the NLL through
-                                the solver every this many iterations (a
-                                multiple of val_every is sensible); 0 = never
+                                the solver every this many iterations (and
+                                the flow-matching loss with it); 0 = never
                                 (default), then the kept model is the best by
                                 validation loss. Maximum likelihood always
                                 validates the NLL */
