@@ -191,6 +191,15 @@ void cnf_adam_step(double *p, const double *grad, double *m, double *v, size_t n
 static const char *const objective_names[] = {"mle", "fm"};
 static const char *const schedule_names[] = {"step", "cosine"};
 
+/* The index of name in names (n of them), or -1. */
+static int name_index(const char *const *names, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (name && !strcmp(name, names[i]))
+            return i;
+    return -1;
+}
+
 const char *cnf_train_objective_name(cnf_train_objective obj)
 {
     return (unsigned)obj < 2 ? objective_names[obj] : "?";
@@ -198,12 +207,11 @@ const char *cnf_train_objective_name(cnf_train_objective obj)
 
 cnf_status cnf_train_objective_from_name(const char *name, cnf_train_objective *obj)
 {
-    for (unsigned i = 0; i < 2; i++)
-        if (name && !strcmp(name, objective_names[i])) {
-            *obj = (cnf_train_objective)i;
-            return CNF_OK;
-        }
-    return cnf_error(CNF_EINVAL, "unknown objective '%s' (mle, fm)", name ? name : "(null)");
+    int i = name_index(objective_names, 2, name);
+    if (i < 0)
+        return cnf_error(CNF_EINVAL, "unknown objective '%s' (mle, fm)", name ? name : "(null)");
+    *obj = (cnf_train_objective)i;
+    return CNF_OK;
 }
 
 const char *cnf_lr_schedule_name(cnf_lr_schedule sch)
@@ -213,13 +221,12 @@ const char *cnf_lr_schedule_name(cnf_lr_schedule sch)
 
 cnf_status cnf_lr_schedule_from_name(const char *name, cnf_lr_schedule *sch)
 {
-    for (unsigned i = 0; i < 2; i++)
-        if (name && !strcmp(name, schedule_names[i])) {
-            *sch = (cnf_lr_schedule)i;
-            return CNF_OK;
-        }
-    return cnf_error(CNF_EINVAL, "unknown learning-rate schedule '%s' (step, cosine)",
-                     name ? name : "(null)");
+    int i = name_index(schedule_names, 2, name);
+    if (i < 0)
+        return cnf_error(CNF_EINVAL, "unknown learning-rate schedule '%s' (step, cosine)",
+                         name ? name : "(null)");
+    *sch = (cnf_lr_schedule)i;
+    return CNF_OK;
 }
 
 double cnf_train_lr(const cnf_train_options *opt, size_t iteration)

@@ -483,29 +483,11 @@ START_TEST(test_resume)
     ck_assert_uint_eq(sb->iteration, 15);
 
     cnf_flow *c = make_flow(2, 2, "8-8", 0.5, 123);   /* other parameters */
-    cnf_train_state *sc = cnf_train_state_alloc(P, sb->seed);
-    sc->iteration = sb->iteration;
-    memcpy(sc->params, sb->params, P * sizeof(double));
-    memcpy(sc->adam_m, sb->adam_m, P * sizeof(double));
-    memcpy(sc->adam_v, sb->adam_v, P * sizeof(double));
-    memcpy(sc->best_params, sb->best_params, P * sizeof(double));
-    sc->lr = sb->lr;
-    sc->has_best = sb->has_best;
-    sc->best_val_nll = sb->best_val_nll;
-    sc->best_iteration = sb->best_iteration;
-    sc->last_val_nll = sb->last_val_nll;
-    sc->bad_validations = sb->bad_validations;
     /* the warm first steps of the 2 blocks' forward and backward solves */
     ck_assert_uint_eq(sb->n_step_hints, 4);
     for (size_t i = 0; i < 4; i++)
         ck_assert(sb->step_hints[i] > 0.0);
-    sc->n_step_hints = sb->n_step_hints;
-    sc->step_hints = malloc(4 * sizeof(double));
-    ck_assert_ptr_nonnull(sc->step_hints);
-    memcpy(sc->step_hints, sb->step_hints, 4 * sizeof(double));
-    size_t n;
-    const void *bytes = cnf_train_state_rng_bytes(sb, &n);
-    ck_assert_int_eq(cnf_train_state_set_rng_bytes(sc, bytes, n), CNF_OK);
+    cnf_train_state *sc = tu_state_copy(sb);
     cnf_train_state_free(sb);
 
     cnf_train_result rc;

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 void tu_fd_gradient(tu_scalar_fn fn, void *ctx, double *x, size_t n, double h, double *grad)
 {
@@ -95,4 +96,32 @@ const char *tu_shared_path(char *buf, size_t n, const char *relative)
 {
     snprintf(buf, n, "%s/%s", CNF_SHARED_DIR, relative);
     return buf;
+}
+
+cnf_train_state *tu_state_copy(const cnf_train_state *src)
+{
+    size_t P = src->n_params;
+    cnf_train_state *st = cnf_train_state_alloc(P, src->seed);
+    ck_assert_ptr_nonnull(st);
+    st->iteration = src->iteration;
+    memcpy(st->params, src->params, P * sizeof(double));
+    memcpy(st->adam_m, src->adam_m, P * sizeof(double));
+    memcpy(st->adam_v, src->adam_v, P * sizeof(double));
+    memcpy(st->best_params, src->best_params, P * sizeof(double));
+    st->lr = src->lr;
+    st->has_best = src->has_best;
+    st->best_val_nll = src->best_val_nll;
+    st->best_iteration = src->best_iteration;
+    st->last_val_nll = src->last_val_nll;
+    st->bad_validations = src->bad_validations;
+    if (src->n_step_hints > 0) {
+        st->step_hints = malloc(src->n_step_hints * sizeof(double));
+        ck_assert_ptr_nonnull(st->step_hints);
+        memcpy(st->step_hints, src->step_hints, src->n_step_hints * sizeof(double));
+        st->n_step_hints = src->n_step_hints;
+    }
+    size_t n;
+    const void *bytes = cnf_train_state_rng_bytes(src, &n);
+    ck_assert_int_eq(cnf_train_state_set_rng_bytes(st, bytes, n), CNF_OK);
+    return st;
 }

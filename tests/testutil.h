@@ -11,6 +11,7 @@
 #include <gsl/gsl_rng.h>
 
 #include "cnf/flow.h"
+#include "cnf/train.h"
 
 /* A scalar function of n parameters for gradient checks. */
 typedef double (*tu_scalar_fn)(const double *x, void *ctx);
@@ -42,6 +43,11 @@ void tu_set_tol(cnf_flow_options *opt, double fwd, double back);
  * Prints the first few mismatches above tol (with name) to stderr. */
 double tu_max_rel_error(const char *name, const double *a, const double *b, size_t n,
                         double floor, double tol);
+
+/* A new state with every field of src copied one by one, as a model file
+ * restores it (parameters, moments, best, counters, step hints, the rng's
+ * bytes): what a resume test continues from. */
+cnf_train_state *tu_state_copy(const cnf_train_state *src);
 
 /* Runs a suite with CK_NORMAL output; returns the process exit status. */
 int tu_run_suite(Suite *s);

@@ -249,7 +249,8 @@ void cnf_flow_draw_latent(gsl_rng *rng, size_t N, size_t D, double *Z);
  * of the flow's parameter vector (grad: P, overwritten; the T_k entries hold
  * dloss/dT_k) by the integral-loss adjoint over the blocks in reverse order.
  * Training and the gradient check share this function. Any of nll, loss,
- * stats may be NULL. */
+ * stats may be NULL. Flow matching's loss and gradient, which train the
+ * same flow without solving the ODE, are cnf_fm_loss_grad (cnf/fm.h). */
 cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *work, const double *X,
                              size_t B, gsl_rng *rng, double *nll, double *loss,
                              double *grad, cnf_flow_stats *stats);
