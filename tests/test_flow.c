@@ -1,7 +1,7 @@
 /* test_flow.c — flow evaluation and sampling: the closed form of a linear
  * flow (log-determinant T tr(W)), sample then encode, Hutchinson's estimate
- * against the exact trace, chunking, failure on NaN dynamics, and the shared
- * reference models (independent DOP853 values, ../shared/reference). */
+ * against the exact trace, chunking, failure on NaN dynamics, and the
+ * reference models (independent DOP853 values, tests/data/reference). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -520,7 +520,7 @@ START_TEST(test_options_default)
 }
 END_TEST
 
-/* ---- shared reference models ----------------------------------------- */
+/* ---- the reference models (tests/data/reference) --------------------- */
 
 static double *read_h5(const char *path, const char *name, size_t *rows, size_t *cols)
 {
@@ -546,10 +546,10 @@ START_TEST(test_reference_models)
 {
     for (int c = 1; c <= 4; c++) {
         char mpath[1024], epath[1024], rel[64];
-        snprintf(rel, sizeof rel, "reference/case%d_model.h5", c);
-        tu_shared_path(mpath, sizeof mpath, rel);
-        snprintf(rel, sizeof rel, "reference/case%d_expected.h5", c);
-        tu_shared_path(epath, sizeof epath, rel);
+        snprintf(rel, sizeof rel, "tests/data/reference/case%d_model.h5", c);
+        tu_repo_path(mpath, sizeof mpath, rel);
+        snprintf(rel, sizeof rel, "tests/data/reference/case%d_expected.h5", c);
+        tu_repo_path(epath, sizeof epath, rel);
         cnf_flow *flow = NULL;
         cnf_status s = cnf_model_load(mpath, &flow, NULL);
         ck_assert_msg(s == CNF_OK, "%s", cnf_last_error());

@@ -1016,11 +1016,11 @@ START_TEST(test_write_splits)
 }
 END_TEST
 
-/* The shared data files read as the documentation says. */
-START_TEST(test_shared_data)
+/* The repository's data files read as the documentation says. */
+START_TEST(test_repo_data)
 {
     char file[512];
-    tu_shared_path(file, sizeof file, "data/faithful.h5");
+    tu_repo_path(file, sizeof file, "datasets/faithful.h5");
     double *X;
     size_t N, D;
     ck_assert_msg(cnf_data_read(file, "/test", &X, &N, &D) == CNF_OK, "%s", cnf_last_error());
@@ -1058,7 +1058,7 @@ int main(void)
     tcase_add_test(tc, test_read_errors);
     tcase_add_test(tc, test_nan_row_named);
     tcase_add_test(tc, test_write_splits);
-    tcase_add_test(tc, test_shared_data);
+    tcase_add_test(tc, test_repo_data);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -1,4 +1,4 @@
-/* test_reference.c — the four reference models of ../shared/reference,
+/* test_reference.c — the four reference models of tests/data/reference,
  * written in the model layout by an independent program (scipy DOP853 at
  * rtol 1e-12, exact Jacobian trace): the file loader must read their
  * architecture, and the flow must reproduce the per-row log-likelihoods of
@@ -61,8 +61,8 @@ static const ref_case cases[] = {
 static const char *ref_path(char *buf, size_t n, const char *name, const char *kind)
 {
     char rel[64];
-    snprintf(rel, sizeof rel, "reference/%s_%s.h5", name, kind);
-    return tu_shared_path(buf, n, rel);
+    snprintf(rel, sizeof rel, "tests/data/reference/%s_%s.h5", name, kind);
+    return tu_repo_path(buf, n, rel);
 }
 
 static cnf_flow *load_case(const ref_case *c)

@@ -92,9 +92,9 @@ int tu_run_suite(Suite *s)
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-const char *tu_shared_path(char *buf, size_t n, const char *relative)
+const char *tu_repo_path(char *buf, size_t n, const char *relative)
 {
-    snprintf(buf, n, "%s/%s", CNF_SHARED_DIR, relative);
+    snprintf(buf, n, "%s/%s", CNF_SOURCE_DIR, relative);
     return buf;
 }
 

@@ -1,7 +1,7 @@
 /* testutil.h — helpers shared by the Check suites: finite-difference
  * gradient checks (second and fourth order), seeded generators and the
  * random-flow fixture, array comparison that prints the first mismatches,
- * and paths to shared test data. */
+ * and paths to the repository's test data. */
 #ifndef CNF_TESTUTIL_H
 #define CNF_TESTUTIL_H
 
@@ -52,7 +52,8 @@ cnf_train_state *tu_state_copy(const cnf_train_state *src);
 /* Runs a suite with CK_NORMAL output; returns the process exit status. */
 int tu_run_suite(Suite *s);
 
-/* Path under ../shared (CNF_SHARED_DIR) written into buf. */
-const char *tu_shared_path(char *buf, size_t n, const char *relative);
+/* Path of a file of the repository (relative to its root, CNF_SOURCE_DIR),
+ * written into buf: the tests read only what the repository carries. */
+const char *tu_repo_path(char *buf, size_t n, const char *relative);
 
 #endif
