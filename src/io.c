@@ -1,5 +1,5 @@
 /* io.c — model and gradient files in the HDF5 layout of DESIGN.md section 5
- * (the layout is spelled out in cnf/io.h; ../shared/reference/case*_model.h5
+ * (the layout is spelled out in cnf/io.h; tests/data/reference/case*_model.h5
  * are files written by an independent program in it).
  *
  * The architecture is inferred from the data sets' shapes on loading rather

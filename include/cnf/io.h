@@ -26,7 +26,7 @@
  * blocks and layers comes from the groups, each layer's widths from its W
  * (hidden widths = out of every layer but the last), so a file written by
  * another program (e.g. h5py) in this layout loads as it is. This is
- * exactly the layout of ../shared/reference/case*_model.h5.
+ * exactly the layout of tests/data/reference/case*_model.h5.
  *
  * Versions. A standardising model is written as version 1, a whitening one
  * as version 2 (version 1 plus /preprocess/chol), so that builds that read
@@ -61,7 +61,7 @@
  * "cnf-grad", version = 1, dim = D, and the gradient in the model's own
  * layout: /blocks/<k>/layers/<j>/W, b, ... (same shapes as the model) and
  * /blocks/<k>/T (a scalar data set: dloss/dT_k). The same layout under a
- * group prefix ("/grad") is what ../shared/reference/case*_expected.h5 hold.
+ * group prefix ("/grad") is what tests/data/reference/case*_expected.h5 hold.
  *
  * Errors of cnf_model_load (each message names the file and the object):
  *   CNF_EIO      file missing or unreadable
