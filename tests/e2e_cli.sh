@@ -71,6 +71,19 @@ b=$("$cnf" eval --model m5to10.h5 --data toy.h5 --json)
 grep -q "no validation" nv.txt || fail "train --val-every 0: message does not say why: $(cat nv.txt)"
 grep -q "nan" nv.txt && fail "train --val-every 0 prints a NaN validation: $(cat nv.txt)"
 
+# The same bits whatever OPENBLAS_NUM_THREADS says (cnf keeps OpenBLAS at one
+# thread unless --blas-threads): a network wide enough for OpenBLAS to split
+# its products.
+wide=(--data toy.h5 --hidden 128-128 --batch 400 --iters 3 --val-every 3 --quiet)
+OPENBLAS_NUM_THREADS=1 "$cnf" train "${wide[@]}" --out b1.h5
+OPENBLAS_NUM_THREADS=2 "$cnf" train "${wide[@]}" --out b2.h5
+env -u OPENBLAS_NUM_THREADS "$cnf" train "${wide[@]}" --out b0.h5
+h5dump -d /training/params b1.h5 | tail -n +2 > b1.txt
+for b in b2 b0; do
+    h5dump -d /training/params $b.h5 | tail -n +2 > $b.txt
+    cmp -s b1.txt $b.txt || fail "OPENBLAS_NUM_THREADS changed the trained parameters ($b)"
+done
+
 # eval
 e=$("$cnf" eval --model m10.h5 --data toy.h5:/test --json --out ll.h5)
 [ "$(json_num n "$e")" = 100 ] || fail "eval n: $e"

@@ -106,8 +106,8 @@ int cnf_cmd_grad(int argc, char **argv)
         {"divergence", CLI_STRING, &sa.divergence, "KIND", "exact, gaussian or rademacher", NULL, 0},
         {"batch", CLI_COUNT, &sa.batch, "N", "rows per solve", NULL, 0},
         {"threads", CLI_COUNT, &sa.threads, "N",
-         "threads (1..64), each computing its share of a solve's rows (OpenBLAS is then kept to one "
-         "thread)", NULL, 0},
+         "threads (1..64), each computing its share of a solve's rows", NULL, 0},
+        CLI_BLAS_THREADS_OPTION(sa.blas_threads),
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     const char *pos[1];
     size_t n_pos;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <cblas.h>
 #include <gsl/gsl_errno.h>
 
 #include "cli.h"
@@ -41,6 +42,13 @@ int main(int argc, char **argv)
 {
     /* GSL's default handler aborts; libcnf relies on GSL returning codes. */
     gsl_set_error_handler_off();
+    /* OpenBLAS at one thread unless a command's --blas-threads says
+     * otherwise: its own threads do not pay at cnf's matrix sizes (cnf's
+     * --threads split the rows instead), spin on a loaded machine (a toy
+     * training run took 36 s against 5.6 s), and change the bits with the
+     * machine's core count. OPENBLAS_NUM_THREADS is overridden for the same
+     * reason: the same command gives the same bits everywhere. */
+    openblas_set_num_threads(1);
     if (argc < 2) {
         usage(stderr);
         return 2;

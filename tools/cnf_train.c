@@ -293,7 +293,7 @@ int cnf_cmd_train(int argc, char **argv)
 
     const char *data = NULL, *train = NULL, *val = NULL, *out = NULL, *flow_opt = NULL;
     const char *resume_opt = NULL, *init = NULL;
-    size_t threads = 1, blas_threads = 0, log_every = 100;
+    size_t threads = 1, blas_threads = 1, log_every = 100;
     int json = 0;
     enum { NCFG = 64 };
     cli_option opts[NCFG + 16];
@@ -313,8 +313,7 @@ int cnf_cmd_train(int argc, char **argv)
     opts[no++] = (cli_option){"threads", CLI_COUNT, &threads, "N",
                               "threads (1..64), each computing its share of the batch rows (with N > 1 "
                               "OpenBLAS is kept to one thread)", NULL, 0};
-    opts[no++] = (cli_option){"blas-threads", CLI_SIZE, &blas_threads, "N",
-                              "OpenBLAS threads when --threads is 1 (0 = its default)", NULL, 0};
+    opts[no++] = (cli_option)CLI_BLAS_THREADS_OPTION(blas_threads);
     opts[no++] = (cli_option){"log-every", CLI_COUNT, &log_every, "N",
                               "log line every N iterations (and at least every 30 s) when stderr is not a terminal", NULL, 0};
     opts[no++] = (cli_option){"json", CLI_FLAG, &json, NULL, "print one JSON object with the results", NULL, 0};
@@ -356,8 +355,7 @@ int cnf_cmd_train(int argc, char **argv)
         cli_usage("--init takes the preprocessing from %s; do not give --preprocess too", init);
     cli_check(cnf_data_check_output_path(out), "--out");
     cli_check_threads(threads);
-    if (blas_threads && threads == 1)
-        openblas_set_num_threads((int)blas_threads);
+    cli_set_blas_threads(blas_threads);
 
     /* Data, checked before any work. */
     size_t Ntr, Nval = 0, D, Dval = 0;

@@ -3,6 +3,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+
+#include <cblas.h>
 #include <string.h>
 
 #include "cnf/data.h"
@@ -21,6 +23,7 @@ void cli_solve_args_default(cli_solve_args *a)
     a->divergence = "exact";
     a->batch = 1000;
     a->threads = fo.threads;
+    a->blas_threads = 1;
 }
 
 static void from_record(const cnf_model_extra *ex, const cli_option *opts, const char *opt,
@@ -58,7 +61,14 @@ void cli_solve_resolve(cli_solve_args *a, const cli_option *opts, const cnf_mode
         opt->solver.h0 = a->step;   /* a fixed-step solver's step */
     opt->adjoint_solver = opt->solver;
     cli_check_threads(a->threads);
+    cli_set_blas_threads(a->blas_threads);
     opt->threads = a->threads;
+}
+
+void cli_set_blas_threads(size_t n)
+{
+    if (n > 1)
+        openblas_set_num_threads((int)n);
 }
 
 void cli_check_threads(size_t n)

@@ -23,6 +23,7 @@ typedef struct {
     const char *divergence;
     size_t batch;                 /* rows per solve */
     size_t threads;               /* cnf's threads, splitting each solve's rows */
+    size_t blas_threads;          /* OpenBLAS's threads (cnf_main sets 1) */
 } cli_solve_args;
 
 /* Library defaults; divergence "exact". */
@@ -31,7 +32,7 @@ void cli_solve_args_default(cli_solve_args *a);
 /* Step of the fixed-step solvers (euler, midpoint, rk4) outside training. */
 #define CLI_FIXED_STEP_DEFAULT 0.01
 
-/* The solver's option entries for a (7 entries, to copy into a command's
+/* The solver's option entries for a (8 entries, to copy into a command's
  * table); commands whose solves use a divergence add CLI_DIVERGENCE_OPTION. */
 #define CLI_SOLVE_OPTIONS(a)                                                                   \
     {"solver", CLI_STRING, &(a).solver, "NAME",                                                \
@@ -46,14 +47,22 @@ void cli_solve_args_default(cli_solve_args *a);
      NULL, 0},                                                                                 \
     {"batch", CLI_COUNT, &(a).batch, "N", "rows per solve", NULL, 0},                          \
     {"threads", CLI_COUNT, &(a).threads, "N",                                                  \
-     "threads (1..64), each computing its share of a solve's rows (OpenBLAS is then kept to "  \
-     "one thread)", NULL, 0}
+     "threads (1..64), each computing its share of a solve's rows", NULL, 0},                 \
+    CLI_BLAS_THREADS_OPTION((a).blas_threads)
+/* --blas-threads, shared with cnf train. */
+#define CLI_BLAS_THREADS_OPTION(dest)                                                          \
+    {"blas-threads", CLI_COUNT, &(dest), "N",                                                  \
+     "OpenBLAS threads (with --threads 1; more rarely pay, and change the last bits)", NULL, 0}
 #define CLI_DIVERGENCE_OPTION(a)                                                               \
     {"divergence", CLI_STRING, &(a).divergence, "KIND", "exact, gaussian or rademacher", NULL, 0}
 
 /* Exit with a usage error naming --threads unless 1 <= n <= the library's
  * limit (CNF_NET_MAX_THREADS). */
 void cli_check_threads(size_t n);
+
+/* Apply --blas-threads (n >= 1; with --threads > 1 the network keeps
+ * OpenBLAS at one thread anyway). */
+void cli_set_blas_threads(size_t n);
 
 /* "dopri5 rtol 1e-05 atol 1e-05" or, for a fixed-step solver, "rk4 step 0.01". */
 void cli_solver_text(const cli_solve_args *a, const cnf_flow_options *o, char *buf, size_t n);
