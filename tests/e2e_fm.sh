@@ -49,11 +49,23 @@ h5dump -d /training/params a20to40.h5 | tail -n +2 > p2.txt
 cmp -s p1.txt p2.txt || fail "a resumed flow-matching run differs from an uninterrupted one"
 
 # --init: maximum likelihood from the flow-matched model (same architecture);
-# the record names the source; the first iteration starts from its NLL.
-j=$("$cnf" train --data toy.h5 --flow "$root/flows/toy2d.cfg" --hidden 16-16 --batch 64 \
-    --init fm.h5 --iters 5 --val-every 5 --out ft.h5 --json --quiet)
+# the record names the source. With a learning rate of 1e-12 one step leaves
+# the parameters where they were: the model evaluates as its source does
+# (so the parameters, T and the preprocessing were all taken over).
+"$cnf" train --data toy.h5 --flow "$root/flows/toy2d.cfg" --hidden 16-16 --batch 64 \
+    --init fm.h5 --iters 5 --val-every 5 --out ft.h5 --quiet
 "$cnf" info ft.h5 | grep -E "init +fm.h5" >/dev/null || fail "--init is not in the record"
 "$cnf" info ft.h5 | grep -E "objective +mle" >/dev/null || fail "fine-tuning is not mle"
+same_model() { # same_model A.h5 B.h5: test NLLs within 1e-7
+    local a b
+    a=$(json_num nll "$("$cnf" eval --model "$1" --data toy.h5:/test --json --quiet)")
+    b=$(json_num nll "$("$cnf" eval --model "$2" --data toy.h5:/test --json --quiet)")
+    awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; exit !(d < 1e-7 && d > -1e-7) }' \
+        || fail "--init did not start from the model: $1 nll $a, $2 nll $b"
+}
+"$cnf" train --data toy.h5 --flow "$root/flows/toy2d.cfg" --hidden 16-16 --batch 64 \
+    --init fm.h5 --iters 1 --lr 1e-12 --val-every 1 --out ft0.h5 --quiet
+same_model fm.h5 ft0.h5
 
 # whitening: version 2, the preprocessing shown, eval and sample work, and
 # a whitened otfm model too.
@@ -64,5 +76,9 @@ h5ls w.h5/preprocess/chol | has "{2, 2}" || fail "no /preprocess/chol"
 "$cnf" eval --model w.h5 --data toy.h5:/test --json | has '"nll"' || fail "eval of a whitened model"
 "$cnf" sample --model w.h5 --n 16 --out sw.h5 --quiet
 h5dump -A -a /version fm.h5 | grep "(0): 1" >/dev/null || fail "a standardised model is not version 1"
+# --init from a whitened model keeps the whitening
+"$cnf" train --data toy.h5 "${fm[@]}" --init w.h5 --iters 1 --lr 1e-12 --warmup 0 --out w0.h5
+h5dump -A -a /version w0.h5 | grep "(0): 2" >/dev/null || fail "--init dropped the whitening"
+same_model w.h5 w0.h5
 ls | has '\.tmp\.' && fail "a temporary file was left behind"
 echo "e2e_fm: all passed"

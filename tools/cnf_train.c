@@ -207,6 +207,25 @@ static void fit_preprocessing(cnf_flow *flow, const cnf_run_config *cfg, const d
                  "added %g to its diagonal\n", what, ridge);
 }
 
+/* --resume continues a run: options may change its length, schedule and
+ * solver, but not what the run optimises, how it selects the kept model
+ * (the saved best would be compared with another quantity) or the
+ * preprocessing (fixed in the model). */
+static void check_resume_settings(const cnf_run_config *now, const cnf_run_config *saved,
+                                  const char *model)
+{
+    if (strcmp(now->objective, saved->objective))
+        cli_usage("--resume %s continues a run of objective %s; to train it by %s start a new "
+                  "run from it with --init", model, saved->objective, now->objective);
+    if (strcmp(now->preprocess, saved->preprocess))
+        cli_usage("--resume %s: its preprocessing (%s) is fixed in the model; --preprocess "
+                  "cannot change it", model, saved->preprocess);
+    if (strcmp(now->objective, "mle") && (now->val_nll_every == 0) != (saved->val_nll_every == 0))
+        cli_usage("--resume %s: the run keeps its best model by validation %s; --val-nll-every "
+                  "%zu would compare another quantity with it (start a new run with --init)",
+                  model, saved->val_nll_every ? "NLL" : "loss", now->val_nll_every);
+}
+
 /* Say how this run's architecture (a) differs from model file b's, or
  * return 0 if they do not. */
 static int describe_difference(const cnf_flow *a, const cnf_flow *b, const char *bname,
@@ -272,6 +291,7 @@ int cnf_cmd_train(int argc, char **argv)
     cnf_model_extra ex;
     cnf_model_extra_init(&ex);
     cnf_flow *flow = NULL;
+    cnf_run_config resumed = cfg;   /* a resumed run's own settings, before the options */
     int want_help = 0;
     for (int i = 1; i < argc; i++)
         want_help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
@@ -287,6 +307,7 @@ int cnf_cmd_train(int argc, char **argv)
             (void)cnf_run_config_set(&cfg, ex.config_keys[i], ex.config_values[i], err,
                                      sizeof err);
         }
+        resumed = cfg;
     } else if (preset) {
         cnf_run_config_load(&cfg, preset);   /* with --help too, which shows its values */
     }
@@ -353,6 +374,8 @@ int cnf_cmd_train(int argc, char **argv)
         cli_usage("--resume continues a run and --init starts a new one: give one of them");
     if (init && cli_given(opts, "preprocess"))
         cli_usage("--init takes the preprocessing from %s; do not give --preprocess too", init);
+    if (resume)
+        check_resume_settings(&cfg, &resumed, resume);
     cli_check(cnf_data_check_output_path(out), "--out");
     cli_check_threads(threads);
     cli_set_blas_threads(blas_threads);

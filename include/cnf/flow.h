@@ -80,8 +80,9 @@ void cnf_flow_init_params(cnf_flow *flow, gsl_rng *rng, int zero_last_layer);
  * deviations (N - 1 normalisation); L (D x D, lower-triangular, positive
  * diagonal) is the Cholesky factor of the standardised data's covariance,
  * the sample correlation matrix with the same N - 1 normalisation:
- * L L^T = corr. Whitening makes the density of a flow with zero dynamics
- * the Gaussian with the training data's mean and full covariance
+ * L L^T = corr (corr + r I when a ridge r was needed, below). Whitening
+ * makes the density of a flow with zero dynamics the Gaussian with the
+ * training data's mean and full covariance
  * (standardising: with its diagonal covariance), so the blocks need to
  * learn only what is not Gaussian. Keeping mean and scale and factoring the
  * correlation rather than the covariance keeps mean and scale meaningful

@@ -9,7 +9,8 @@
  *   /preprocess/chol        (D, D) float64, version 2 only: the whitening
  *                           factor L, lower-triangular (zeros above the
  *                           diagonal), positive diagonal, L L^T = the
- *                           training data's correlation matrix;
+ *                           training data's correlation matrix (plus
+ *                           r I when fitting needed a ridge r);
  *                           x_std = L^{-1} ((x - mean) / scale), and the
  *                           log-likelihood adds -sum_i log scale_i
  *                           - sum_i log L_ii (cnf/flow.h, "Preprocessing")

@@ -100,8 +100,9 @@ cnf_status cnf_train_objective_from_name(const char *name, cnf_train_objective *
 
 typedef enum {
     CNF_LR_STEP = 0,   /* lr * lr_decay^floor((i - 1 - warmup) / lr_decay_every) (default) */
-    CNF_LR_COSINE      /* lr_min + (lr - lr_min) (1 + cos(pi p)) / 2, p = (i - 1 - warmup)
-                          / (iters - warmup): lr at the end of warm-up, lr_min at iters */
+    CNF_LR_COSINE      /* lr_min + (lr - lr_min) (1 + cos(pi p)) / 2 with p = (i - 1 -
+                          warmup) / (iters - warmup - 1), capped at 1: lr at the first
+                          iteration after warm-up, lr_min at iteration iters */
 } cnf_lr_schedule;
 
 /* "step", "cosine". */
