@@ -79,6 +79,9 @@ cnf_status cnf_train_options_check(const cnf_train_options *opt)
     if (!(opt->clip_norm >= 0.0) || !isfinite(opt->clip_norm))
         return cnf_error(CNF_EINVAL, "clip_norm = %g must be >= 0 (0 = off) and finite",
                          opt->clip_norm);
+    if (!(opt->max_seconds >= 0.0) || !isfinite(opt->max_seconds))
+        return cnf_error(CNF_EINVAL, "max_seconds = %g must be >= 0 (0 = no limit) and finite",
+                         opt->max_seconds);
     if (opt->objective != CNF_OBJ_MLE && opt->objective != CNF_OBJ_FM)
         return cnf_error(CNF_EINVAL, "objective = %d is not a valid choice", (int)opt->objective);
     if (opt->lr_schedule != CNF_LR_STEP && opt->lr_schedule != CNF_LR_COSINE)
@@ -389,6 +392,47 @@ static cnf_status validate_fm(const cnf_flow *flow, train_mem *m, const cnf_trai
     return CNF_OK;
 }
 
+/* Validation after iteration it: flow matching's loss, and the NLL when
+ * with_nll (always under maximum likelihood); the selection criterion (the
+ * NLL when validated, the loss when NLL never is) replaces the best if
+ * lower, otherwise counts a validation without improvement when count_bad.
+ * An iteration of flow matching whose NLL is not due selects nothing. */
+static cnf_status validate_and_select(const cnf_flow *flow, train_mem *m, cnf_train_state *st,
+                                      const cnf_train_options *opt, const double *Xval,
+                                      size_t Nv, size_t it, int with_nll, int count_bad,
+                                      cnf_train_result *res, size_t *nfe_val, int *validated_nll)
+{
+    int fm = opt->objective == CNF_OBJ_FM;
+    double crit = NAN;
+    int selects = 0;
+    cnf_status s;
+    *validated_nll = 0;
+    if (fm) {
+        if ((s = validate_fm(flow, m, st, Xval, Nv, opt->batch, &res->val_loss)) != CNF_OK)
+            return s;
+        crit = res->val_loss;
+        selects = opt->val_nll_every == 0;
+    }
+    if (with_nll) {
+        if ((s = validate(flow, m, st, Xval, Nv, &st->last_val_nll, nfe_val)) != CNF_OK)
+            return s;
+        crit = st->last_val_nll;
+        selects = *validated_nll = 1;
+    }
+    if (!selects)
+        return CNF_OK;
+    if (crit < st->best_val_nll) {
+        st->best_val_nll = crit;
+        st->best_iteration = it;
+        st->has_best = 1;
+        st->bad_validations = 0;
+        memcpy(st->best_params, cnf_flow_params_const(flow), st->n_params * sizeof(double));
+    } else if (count_bad) {
+        st->bad_validations++;
+    }
+    return CNF_OK;
+}
+
 /* A workspace allocation failed: keep the flow's message (invalid solver
  * options or no memory), say which workspace. */
 static cnf_status work_failure(const char *what, size_t rows)
@@ -573,38 +617,16 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         int validated = 0, validated_nll = 0;
         int nll_due = val_nll && (!fm || it % opt->val_nll_every == 0 || it == opt->iters);
         if (do_val && (it % opt->val_every == 0 || it == opt->iters || (fm && nll_due))) {
-            /* the selection criterion, if this validation has one (not when
-             * flow matching validates its loss between NLL validations) */
-            double crit = NAN;
-            int selects = 0;
-            if (fm) {
-                s = validate_fm(flow, &m, state, Xval, Nv, B, &res.val_loss);
-                if (s != CNF_OK)
-                    break;
-                crit = res.val_loss;
-                selects = !val_nll;
-            }
-            if (nll_due) {
-                s = validate(flow, &m, state, Xval, Nv, &state->last_val_nll, &nfe_val);
-                if (s != CNF_OK)
-                    break;
-                crit = state->last_val_nll;
-                selects = validated_nll = 1;
-            }
+            size_t bad_before = state->bad_validations;
+            s = validate_and_select(flow, &m, state, opt, Xval, Nv, it, nll_due, 1, &res,
+                                    &nfe_val, &validated_nll);
+            if (s != CNF_OK)
+                break;
             validated = 1;
-            if (!selects) {
-            } else if (crit < state->best_val_nll) {
-                state->best_val_nll = crit;
-                state->best_iteration = it;
-                state->has_best = 1;
-                state->bad_validations = 0;
-                memcpy(state->best_params, p, P * sizeof *p);
-            } else {
-                state->bad_validations++;
-                if (opt->patience > 0 && state->bad_validations >= opt->patience) {
-                    res.stopped_early = 1;
-                    stop = 1;
-                }
+            if (opt->patience > 0 && state->bad_validations > bad_before
+                && state->bad_validations >= opt->patience) {
+                res.stopped_early = 1;
+                stop = 1;
             }
         }
 
@@ -631,6 +653,21 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
                 res.interrupted = 1;
                 stop = 1;
             }
+        }
+        if (!stop && opt->max_seconds > 0.0 && now_seconds() - t_start >= opt->max_seconds) {
+            res.timed_out = 1;
+            stop = 1;
+        }
+        /* Cut short by the callback or the clock: the current parameters
+         * compete with the best so far (an unvalidated last stretch would
+         * otherwise be lost). Not a patience validation: it counts no
+         * validation without improvement. */
+        if ((res.interrupted || res.timed_out) && do_val && !validated) {
+            int unused;
+            s = validate_and_select(flow, &m, state, opt, Xval, Nv, it, val_nll, 0, &res,
+                                    &nfe_val, &unused);
+            if (s != CNF_OK)
+                break;
         }
     }
 

@@ -66,6 +66,24 @@ b=$("$cnf" eval --model m5to10.h5 --data toy.h5 --json)
 # --save-every: the checkpoints go to --out too; the record keeps the key.
 "$cnf" train --data toy.h5 "${tiny[@]}" --iters 4 --save-every 2 --out msave.h5
 "$cnf" info msave.h5 | grep -E "save_every +2" >/dev/null || fail "save_every is not in the record"
+# --max-time: a run capped at 1 s stops by itself, validates its last
+# parameters, says so and saves; SIGTERM ends a run as Ctrl-C does (the best
+# so far saved, exit 130).
+j=$("$cnf" train --data toy.h5 "${tiny[@]}" --iters 1000000 --val-every 100000 --max-time 1s \
+    --out mt.h5 --json)
+has '"timed_out": true' <<<"$j" || fail "--max-time: $j"
+[ "$(json_num best_iteration "$j")" = "$(json_num iters "$j")" ] \
+    || fail "--max-time did not validate the last parameters: $j"
+"$cnf" info mt.h5 >/dev/null || fail "--max-time: no loadable model"
+"$cnf" train --data toy.h5 "${tiny[@]}" --iters 1000000 --val-every 100000 --out term.h5 &
+pid=$!
+sleep 1
+kill -TERM $pid
+rc=0
+wait $pid || rc=$?
+[ "$rc" = 130 ] || fail "SIGTERM: exit status $rc, not 130"
+"$cnf" info term.h5 | has "state: iteration" || fail "SIGTERM: the model was not saved"
+
 # Without validation the last parameters are saved, and the message says why.
 "$cnf" train --data toy.h5 --hidden 4 --iters 2 --batch 20 --val-every 0 --out mnoval.h5 2>nv.txt
 grep -q "no validation" nv.txt || fail "train --val-every 0: message does not say why: $(cat nv.txt)"

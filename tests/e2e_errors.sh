@@ -144,6 +144,7 @@ expect_fail "preprocessing from m.h5" M.h5 -- "$cnf" train --data data.h5 --init
 "$cnf" train --data data.h5 --hidden 4 --iters 3 --batch 20 --val-every 3 --T 0.5 --out mT.h5 --quiet
 expect_fail "mT.h5: .*end time is T = 0\.4" M.h5 -- "$cnf" train --data data.h5 --hidden 4 --init mT.h5 \
     --objective fm --learn-T 0 --iters 2 --batch 20 --out M.h5
+expect_fail "max-time '15x'.*duration" M.h5 -- "$cnf" train --data data.h5 --max-time 15x --out M.h5
 # --resume continues a run: not with another objective, preprocessing or
 # selection criterion
 "$cnf" train --data data.h5 --hidden 4 --objective fm --T 1 --learn-T 0 --iters 4 --batch 20 \

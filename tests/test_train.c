@@ -622,6 +622,40 @@ START_TEST(test_callback_stop)
     ck_assert_uint_eq(rec.calls, 7);
     ck_assert(rec.ok && rec.saw_validation);
     ck_assert(res.nfe_forward_mean > 0 && res.nfe_validation > 0 && isfinite(res.train_nll));
+    /* the interrupted run validated its last parameters (iteration 7 is no
+     * multiple of 3) and kept them if better than iteration 6's */
+    ck_assert(isfinite(st->last_val_nll));
+    ck_assert(st->best_iteration == 6 || st->best_iteration == 7);
+    ck_assert_uint_eq(st->bad_validations, 0);   /* the last one counts no patience */
+    free(X);
+    cnf_train_state_free(st);
+    cnf_flow_free(flow);
+}
+END_TEST
+
+/* max_seconds: a limit shorter than one iteration stops after the first;
+ * the last parameters are validated and kept (the only candidates); the
+ * run is not "interrupted" and patience is untouched. */
+START_TEST(test_max_seconds)
+{
+    cnf_flow *flow = make_flow(2, 1, "8", 0.5, 9);
+    size_t P = cnf_flow_num_params(flow);
+    double *X = gaussian_data(300, 41);
+    cnf_train_options opt;
+    cnf_train_options_default(&opt);
+    opt.iters = 50;
+    opt.batch = 50;
+    opt.val_every = 100;
+    opt.max_seconds = 1e-9;
+    cnf_train_state *st = cnf_train_state_alloc(P, 2);
+    cnf_train_result res;
+    ck_assert_int_eq(cnf_train(flow, X, 300, X, 100, &opt, st, &res), CNF_OK);
+    ck_assert(res.timed_out && !res.interrupted && !res.stopped_early);
+    ck_assert_uint_eq(res.iters_run, 1);
+    ck_assert(st->has_best && st->best_iteration == 1 && isfinite(st->best_val_nll));
+    ck_assert(memcmp(cnf_flow_params(flow), st->params, P * sizeof(double)) == 0);
+    opt.max_seconds = -1.0;
+    ck_assert_int_eq(cnf_train_options_check(&opt), CNF_EINVAL);
     free(X);
     cnf_train_state_free(st);
     cnf_flow_free(flow);
@@ -649,6 +683,7 @@ int main(void)
     tcase_add_test(tt, test_fixed_T);
     tcase_add_test(tt, test_early_stopping);
     tcase_add_test(tt, test_callback_stop);
+    tcase_add_test(tt, test_max_seconds);
     suite_add_tcase(s, tt);
     return tu_run_suite(s);
 }

@@ -41,7 +41,7 @@ static void on_sigint(int sig)
 {
     (void)sig;
     interrupted = 1;
-    signal(SIGINT, SIG_DFL);   /* a second Ctrl-C ends the process at once */
+    signal(sig, SIG_DFL);   /* a second Ctrl-C (or SIGTERM) ends the process at once */
 }
 
 /* Without a terminal, a log line at least this often (seconds). */
@@ -189,6 +189,31 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
     return interrupted ? 1 : 0;
 }
 
+/* "90", "90s", "15m", "1h30m", "2.5h": seconds, or exit with a usage error. */
+static double parse_duration(const char *text)
+{
+    double total = 0.0;
+    const char *p = text;
+    int parts = 0;
+    while (*p) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || !(v >= 0.0) || !isfinite(v))
+            break;
+        double unit = *end == 'h' ? 3600.0 : *end == 'm' ? 60.0 : 1.0;
+        if (*end == 'h' || *end == 'm' || *end == 's')
+            end++;
+        else if (*end)
+            break;
+        total += v * unit;
+        parts++;
+        p = end;
+    }
+    if (*p || parts == 0 || !(total > 0.0))
+        cli_usage("--max-time '%s': expected a positive duration such as 90s, 15m or 1h30m", text);
+    return total;
+}
+
 /* --preprocess: standardise or whiten from the training rows. */
 static void fit_preprocessing(cnf_flow *flow, const cnf_run_config *cfg, const double *X,
                               size_t N, const char *what)
@@ -313,7 +338,7 @@ int cnf_cmd_train(int argc, char **argv)
     }
 
     const char *data = NULL, *train = NULL, *val = NULL, *out = NULL, *flow_opt = NULL;
-    const char *resume_opt = NULL, *init = NULL;
+    const char *resume_opt = NULL, *init = NULL, *max_time = NULL;
     size_t threads = 1, blas_threads = 1, log_every = 100;
     int json = 0;
     enum { NCFG = 64 };
@@ -328,6 +353,10 @@ int cnf_cmd_train(int argc, char **argv)
     opts[no++] = (cli_option){"out", CLI_STRING, &out, "M.h5", "model file to write", CLI_REQUIRED, 0};
     opts[no++] = (cli_option){"resume", CLI_STRING, &resume_opt, "M.h5",
                               "continue the run saved in this model file", NULL, 0};
+    opts[no++] = (cli_option){"max-time", CLI_STRING, &max_time, "DURATION",
+                              "stop after this much training time (e.g. 90s, 15m, 1h30m; a bare "
+                              "number is seconds), validate the last parameters and keep the "
+                              "better of them and the best so far", NULL, 0};
     opts[no++] = (cli_option){"init", CLI_STRING, &init, "M.h5",
                               "start from this model's parameters and preprocessing (same "
                               "architecture) with a fresh optimizer, e.g. fm then mle", NULL, 0};
@@ -415,6 +444,8 @@ int cnf_cmd_train(int argc, char **argv)
     opt.flow.threads = threads;   /* validation copies these flow options */
     if (!Xval)
         opt.val_every = 0;
+    if (max_time)
+        opt.max_seconds = parse_duration(max_time);
 
     cnf_train_state *state;
     if (flow) {
@@ -453,10 +484,11 @@ int cnf_cmd_train(int argc, char **argv)
                        state->iteration, cfg.save_every, &sv};
     opt.callback = on_progress;
     opt.callback_ctx = &pc;
-    struct sigaction sa, old;
+    struct sigaction sa, old, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, &old);
+    sigaction(SIGTERM, &sa, &old_term);
     cli_info("training (%s, %s): D = %zu, %zu blocks of %s-%s %s, P = %zu, %zu train / %zu val "
              "rows, iterations %zu..%zu\n",
              cfg.objective, cnf_preprocess_name(cnf_flow_preprocess_kind(flow)), D, cfg.blocks,
@@ -465,6 +497,7 @@ int cnf_cmd_train(int argc, char **argv)
     cnf_train_result res;
     cnf_status s = cnf_train(flow, Xtr, Ntr, Xval, Nval, &opt, state, &res);
     sigaction(SIGINT, &old, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     if (pc.line_open)
         fputc('\n', stderr);
 
@@ -502,6 +535,9 @@ int cnf_cmd_train(int argc, char **argv)
 
     if (res.interrupted)
         cli_info("interrupted at iteration %zu: saved %s to %s\n", res.iters, what, out);
+    else if (res.timed_out)
+        cli_info("time limit (--max-time) reached at iteration %zu: saved %s to %s\n", res.iters,
+                 what, out);
     else if (state->has_best)
         cli_info("saved %s (best %s %.6f at iteration %zu%s)\n", out, criterion, res.best_val_nll,
                  res.best_iteration, res.stopped_early ? ", stopped early" : "");
@@ -522,10 +558,12 @@ int cnf_cmd_train(int argc, char **argv)
         cli_json_double(stdout, res.best_val_nll);
         printf(", \"best_iteration\": %zu, \"seconds\": %.3f, \"nfe_forward\": %zu, "
                "\"nfe_backward\": %zu, \"nfe_forward_mean\": %.2f, \"nfe_backward_mean\": %.2f, "
-               "\"n_params\": %zu, \"stopped_early\": %s, \"interrupted\": %s}\n",
+               "\"n_params\": %zu, \"stopped_early\": %s, \"interrupted\": %s, "
+               "\"timed_out\": %s}\n",
                res.best_iteration, res.seconds, res.nfe_forward, res.nfe_backward,
                res.nfe_forward_mean, res.nfe_backward_mean, cnf_flow_num_params(flow),
-               res.stopped_early ? "true" : "false", res.interrupted ? "true" : "false");
+               res.stopped_early ? "true" : "false", res.interrupted ? "true" : "false",
+               res.timed_out ? "true" : "false");
     }
     cnf_model_extra_clear(&ex);
     cnf_train_state_free(state);

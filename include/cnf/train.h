@@ -39,7 +39,10 @@
  *      matching with val_nll_every = 0) the best by validation loss: a new
  *      best is copied to state->best_params, otherwise the patience counter
  *      grows and training stops when it reaches patience;
- *   5. the callback, which may ask to stop.
+ *   5. the callback, which may ask to stop; then the clock (max_seconds).
+ *      A run cut short by either validates its last parameters (unless
+ *      this iteration just did) and keeps them if they beat the best so
+ *      far, so that the stretch since the last validation is not lost.
  * Everything random comes from the state's rng (batch indices, then noise),
  * so the same seed, data and options give the same numbers bit for bit, and
  * a run of 2N iterations equals a run of N followed by a resumed run of N
@@ -173,6 +176,10 @@ typedef struct {
                                 0 = never (then the flow keeps the last parameters) */
     size_t patience;         /* stop after this many validations without a new
                                 best, 0 = off (default) */
+    double max_seconds;      /* stop once this much wall-clock time has passed
+                                (checked after each iteration); 0 = no limit
+                                (default). The schedule keeps iters as its
+                                horizon */
     size_t val_nll_every;    /* flow matching: also validate the NLL through
                                 the solver every this many iterations (and
                                 the flow-matching loss with it); 0 = never
@@ -266,6 +273,7 @@ typedef struct {
     size_t nfe_validation;   /* function evaluations spent validating */
     int stopped_early;       /* 1 if patience ran out */
     int interrupted;         /* 1 if the callback asked to stop */
+    int timed_out;           /* 1 if max_seconds ran out */
 } cnf_train_result;
 
 /* Train flow on Xtrain (Ntrain x D) until state->iteration reaches
