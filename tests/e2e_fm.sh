@@ -79,6 +79,7 @@ h5dump -A -a /version fm.h5 | grep "(0): 1" >/dev/null || fail "a standardised m
 # --init from a whitened model keeps the whitening
 "$cnf" train --data toy.h5 "${fm[@]}" --init w.h5 --iters 1 --lr 1e-12 --warmup 0 --out w0.h5
 h5dump -A -a /version w0.h5 | grep "(0): 2" >/dev/null || fail "--init dropped the whitening"
+"$cnf" info w0.h5 | grep -E "preprocess +whiten" >/dev/null || fail "--init's record misnames the preprocessing"
 same_model w.h5 w0.h5
 ls | has '\.tmp\.' && fail "a temporary file was left behind"
 echo "e2e_fm: all passed"

@@ -460,6 +460,8 @@ int cnf_cmd_train(int argc, char **argv)
             cli_die("%s", cnf_last_error());
         if (init) {
             start_from(flow, init);
+            /* the record says what the model does, not what the preset said */
+            cfg.preprocess = cnf_preprocess_name(cnf_flow_preprocess_kind(flow));
             if (opt.objective == CNF_OBJ_FM)
                 cli_check(cnf_fm_check_flow(flow), init);
         } else {
