@@ -245,10 +245,9 @@ cnf_status cnf_fm_loss_grad_at(const cnf_flow *flow, cnf_fm_work *w, const doubl
 
     cnf_flow_preprocess_rows(flow, X, B, w->y);
     double *z = w->z, *f = w->f;
-    for (size_t i = 0; i < B * D; i++) {
-        size_t b = i / D;
-        z[i] = (1.0 - t[b]) * w->y[i] + t[b] * eps[i];
-    }
+    for (size_t b = 0; b < B; b++)
+        for (size_t i = b * D; i < (b + 1) * D; i++)
+            z[i] = (1.0 - t[b]) * w->y[i] + t[b] * eps[i];
     double sum = 0.0, scale = 2.0 / (double)B;
     s = cnf_net_forward_rows(net, w->nw, theta, t, z, B, f);
     if (s == CNF_OK) {

@@ -110,7 +110,7 @@ typedef struct {
     double *colsum;            /* sum_b ybar, max width */
     double *gatesum;           /* sum of ybar.u over all rows, max width */
     double *tmp;               /* max width */
-    double *tsum;              /* max width: per-row times' extra sum */
+    double *tsum;              /* max width: sum_b t_b ybar_b (one time per row) */
     double *thetabar;          /* P: this part's private dS/dtheta (parts 1.. of a
                                   threaded workspace), NULL otherwise; zero between
                                   calls (the reduction clears what it takes) */
@@ -1013,9 +1013,6 @@ ROW_NOINLINE static void scale_rows(size_t B, size_t n, double *restrict X,
             X[b * n + o] *= d[b * d_ld + o];
 }
 
-/* Y (rows x out) holds [ybar ; dybar_k] of layer j's output. Sums what the
- * bias, time and gate gradients need (colsum = sum_b ybar, gatesum = sum of
- * Y .* [u ; du_k] over all rows) and turns Y into [ubar ; dubar_k] = Y .* s. */
 /* gate_backward and affine_param_backward in one, for a pass with one time
  * per row (no tangents, no dS/dt): the sums over rows weight each row by its
  * own gate s(t_b) and time t_b. concatsquash:
@@ -1067,6 +1064,9 @@ static void rows_time_backward(const cnf_net *net, net_part *w, size_t j, const 
         }
 }
 
+/* Y (rows x out) holds [ybar ; dybar_k] of layer j's output. Sums what the
+ * bias, time and gate gradients need (colsum = sum_b ybar, gatesum = sum of
+ * Y .* [u ; du_k] over all rows) and turns Y into [ubar ; dubar_k] = Y .* s. */
 static void gate_backward(const cnf_net *net, net_part *w, size_t j, size_t Kb, double *Y)
 {
     size_t out = net->view[j].out, B = w->B;

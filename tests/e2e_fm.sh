@@ -44,8 +44,9 @@ step=(--lr-schedule step --warmup 5 --val-nll-every 20)
 "$cnf" train --data toy.h5 "${fm[@]}" "${step[@]}" --objective otfm --iters 40 --out a40.h5
 "$cnf" train --data toy.h5 "${fm[@]}" "${step[@]}" --objective otfm --iters 20 --out a20.h5
 "$cnf" train --data toy.h5 --resume a20.h5 --iters 40 --out a20to40.h5 --quiet
-h5dump -d /training/params a40.h5 | tail -n +2 > p1.txt
-h5dump -d /training/params a20to40.h5 | tail -n +2 > p2.txt
+# (all 17 digits: h5dump prints 6 by default)
+h5dump -m '%.17g' -d /training/params a40.h5 | tail -n +2 > p1.txt
+h5dump -m '%.17g' -d /training/params a20to40.h5 | tail -n +2 > p2.txt
 cmp -s p1.txt p2.txt || fail "a resumed flow-matching run differs from an uninterrupted one"
 
 # --init: maximum likelihood from the flow-matched model (same architecture);

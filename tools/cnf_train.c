@@ -66,6 +66,7 @@ typedef struct {
     size_t last_iter;       /* iteration of the last callback */
     size_t save_every;      /* 0 = off */
     const model_saver *saver;
+    int fm;                 /* flow matching: no NLL, no solves to report */
 } progress_ctx;
 
 /* Write the flow as it is with the state and the run's record (resolved
@@ -148,7 +149,7 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
     char el[32], et[32], val[96] = "", nfe[48] = "";
     fmt_time(p->elapsed, el, sizeof el);
     fmt_time(eta, et, sizeof et);
-    int fm = isnan(p->nll);   /* flow matching solves nothing and has no NLL */
+    int fm = c->fm;
     if (!isnan(p->best_val_nll) && !isnan(p->val_nll))
         snprintf(val, sizeof val, "  val %.4f (best %.4f @%zu)", p->val_nll, p->best_val_nll,
                  p->best_iteration);
@@ -483,7 +484,7 @@ int cnf_cmd_train(int argc, char **argv)
         init = cnf_model_extra_get(&ex, "init");
     model_saver sv = {flow, state, &cfg, pre, train, val, out, init};
     progress_ctx pc = {isatty(STDERR_FILENO), log_every, state->iteration, 0, 0, 0, 0, 0.0,
-                       state->iteration, cfg.save_every, &sv};
+                       state->iteration, cfg.save_every, &sv, opt.objective == CNF_OBJ_FM};
     opt.callback = on_progress;
     opt.callback_ctx = &pc;
     struct sigaction sa, old, old_term;
