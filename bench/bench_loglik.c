@@ -285,7 +285,7 @@ int main(int argc, char **argv)
     cnf_flow_options_default(&fo16);
     fo16.solver.rtol = 1e-6;
     fo16.solver.atol = 1e-8;
-    fo16.adjoint_solver = fo16.solver;
+    fo16.adjoint.solver = fo16.solver;
     fo16.divergence = CNF_DIV_GAUSSIAN;
     if (run_case("tabular16", "320-320 concatsquash softplus, T=1, PyTorch default init, "
                  "dopri5 rtol 1e-6 atol 1e-8, gaussian Hutchinson div, correlated gaussian "

@@ -128,7 +128,7 @@ static int bench_batch(cnf_ode_method m, double tol, double h0, int repeats)
         return 1;
     }
     pendulum_init(y0);
-    cnf_ode_stats st = {0, 0, 0, 0.0, 0.0};
+    cnf_ode_stats st = {0, 0, 0, 0.0};
     for (int r = 0; r < repeats; r++) {
         memcpy(y, y0, 2 * B * sizeof(double));
         double t = now();

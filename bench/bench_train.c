@@ -340,7 +340,7 @@ int main(int argc, char **argv)
     opt.seed = a.seed;
     opt.callback = on_iteration;
     opt.callback_ctx = &r;
-    opt.flow.seminorm = a.seminorm;
+    opt.flow.adjoint.seminorm = a.seminorm;
     opt.flow.reg_kinetic = a.reg_kinetic;
     opt.flow.reg_jacobian = a.reg_jacobian;
     opt.flow.threads = a.threads;             /* cnf's threads, splitting the batch */

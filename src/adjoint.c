@@ -1,5 +1,5 @@
 /* adjoint.c — the adjoint method over the solver core: the backward state
- * [a, g] (and z when backsolving), jumps at observation times, the end-time
+ * [a, z, g] (z only when backsolving), jumps at observation times, the end-time
  * gradients. Derivation and sign conventions in include/cnf/adjoint.h
  * (DESIGN.md section 2; Chen et al. 2018; the checkpointed variant after
  * CVODES' adjoint module, the seminorm after Kidger, Chen and Lyons 2021). */
@@ -11,11 +11,11 @@
 
 struct cnf_adjoint {
     size_t n, p;               /* state, parameters */
-    size_t nb;                 /* backward state: n + p (+ n when backsolving) */
+    size_t nb;                 /* backward state: n (+ n when backsolving) + p */
+    size_t g_off;              /* where -g starts: n, or 2n when backsolving */
     cnf_adjoint_options opt;
-    cnf_ode_solver *solver;    /* state nb */
-    unsigned char *mask;       /* nb: the seminorm's error mask */
-    double *y;                 /* nb: [a | -g | z] (see adjoint_rhs) */
+    cnf_ode_solver *solver;    /* state nb; -g its quadratures */
+    double *y;                 /* nb: [a | z | -g] (see adjoint_rhs) */
     double *z;                 /* n: z(t) interpolated from the record */
     double *f;                 /* n: f(z(t_i)) for the end-time gradients */
     /* set per solve for the right-hand side */
@@ -33,7 +33,7 @@ void cnf_adjoint_options_default(cnf_adjoint_options *opt)
 }
 
 /* (Re)build the solver for the current options: the backward state's size
- * depends on backsolve and the mask on seminorm. */
+ * depends on backsolve, the quadratures' place in the norm on seminorm. */
 static cnf_status adjoint_setup(cnf_adjoint *adj)
 {
     size_t n = adj->n, p = adj->p;
@@ -41,29 +41,27 @@ static cnf_status adjoint_setup(cnf_adjoint *adj)
     if (nb != adj->nb || !adj->solver) {
         cnf_ode_solver_free(adj->solver);
         adj->solver = NULL;
-        free(adj->mask);
         free(adj->y);
         adj->nb = nb;
-        adj->mask = malloc(nb);
+        adj->g_off = nb - p;
         adj->y = malloc(nb * sizeof *adj->y);
-        if (!adj->mask || !adj->y)
+        if (!adj->y)
             return cnf_error(CNF_ENOMEM, "out of memory for an adjoint state of %zu", nb);
     }
-    /* a and z always enter the norm; g only without the seminorm */
-    for (size_t i = 0; i < nb; i++)
-        adj->mask[i] = (i >= n && i < n + p) ? (unsigned char)!adj->opt.seminorm : 1;
-    cnf_ode_options so = adj->opt.solver;
-    so.error_mask = adj->opt.seminorm ? adj->mask : NULL;
-    /* g is a quadrature the rhs never reads, so the stepper may skip its
-     * stage inputs; with backsolve z sits after g and is read, so then all */
-    so.n_rhs_reads = adj->opt.backsolve ? 0 : n;
-    if (adj->solver)
-        return cnf_ode_solver_set_options(adj->solver, &so);
-    adj->solver = cnf_ode_solver_alloc(nb, &so);
-    if (!adj->solver)
-        return cnf_error(CNF_EINVAL, "adjoint solver for a state of %zu: %s", nb,
-                         cnf_last_error());
-    return CNF_OK;
+    cnf_status s = adj->solver ? cnf_ode_solver_set_options(adj->solver, &adj->opt.solver)
+                               : CNF_OK;
+    if (!adj->solver) {
+        adj->solver = cnf_ode_solver_alloc(nb, &adj->opt.solver);
+        if (!adj->solver)
+            return cnf_error(CNF_EINVAL, "adjoint solver for a state of %zu: %s", nb,
+                             cnf_last_error());
+    }
+    /* g is an integral the rhs never reads: the stepper may skip its stage
+     * inputs, and the seminorm leaves it out of the error norm (a and z
+     * always enter it) */
+    if (s == CNF_OK)
+        s = cnf_ode_solver_set_quadratures(adj->solver, p, !adj->opt.seminorm);
+    return s;
 }
 
 cnf_adjoint *cnf_adjoint_alloc(size_t n, size_t p, const cnf_adjoint_options *opt)
@@ -102,7 +100,6 @@ void cnf_adjoint_free(cnf_adjoint *adj)
     if (!adj)
         return;
     cnf_ode_solver_free(adj->solver);
-    free(adj->mask);
     free(adj->y);
     free(adj->z);
     free(adj->f);
@@ -118,7 +115,7 @@ cnf_status cnf_adjoint_set_options(cnf_adjoint *adj, const cnf_adjoint_options *
 size_t cnf_adjoint_dim(const cnf_adjoint *adj) { return adj->n; }
 size_t cnf_adjoint_num_params(const cnf_adjoint *adj) { return adj->p; }
 
-/* d/dt [a, -g, z] = [-(a^T f_z + l_z), a^T f_theta + l_theta, f]. The state
+/* d/dt [a, z, -g] = [-(a^T f_z + l_z), f, a^T f_theta + l_theta]. The state
  * holds -g, so the P-long vjp output needs no negation per evaluation; the
  * solve is sign-symmetric (negation is exact and the error norm uses |.|),
  * so the result is bit for bit that of integrating g. */
@@ -129,10 +126,10 @@ static int adjoint_rhs(double t, const double *y, double *dy, void *params)
     size_t n = adj->n, p = adj->p;
     const double *a = y;
     const double *z;
-    double *dz = NULL;
+    double *dz = NULL, *dg = dy + adj->g_off;
     if (adj->opt.backsolve) {
-        z = y + n + p;
-        dz = dy + n + p;
+        z = y + n;
+        dz = dy + n;
     } else {
         cnf_status s = cnf_ode_record_eval(adj->record, t, n, adj->z);
         if (s != CNF_OK) {
@@ -142,8 +139,9 @@ static int adjoint_rhs(double t, const double *y, double *dy, void *params)
         }
         z = adj->z;
     }
-    memset(dy, 0, (n + p) * sizeof *dy);
-    int rc = pb->vjp(t, z, a, dz, NULL, dy, p ? dy + n : NULL, pb->ctx);
+    memset(dy, 0, n * sizeof *dy);
+    memset(dg, 0, p * sizeof *dg);
+    int rc = pb->vjp(t, z, a, dz, NULL, dy, p ? dg : NULL, pb->ctx);
     if (rc != 0)
         return rc;
     for (size_t i = 0; i < n; i++)
@@ -155,6 +153,16 @@ cnf_status cnf_adjoint_solve(cnf_adjoint *adj, const cnf_adjoint_problem *prob,
                              const cnf_ode_record *record, double t0, size_t n_obs,
                              const double *t_obs, const double *z_obs, const double *dz_obs,
                              double *a, double *grad, double *dt_obs, cnf_ode_stats *stats)
+{
+    return cnf_adjoint_solve_warm(adj, prob, record, t0, n_obs, t_obs, z_obs, dz_obs, NULL, a,
+                                  grad, dt_obs, stats);
+}
+
+cnf_status cnf_adjoint_solve_warm(cnf_adjoint *adj, const cnf_adjoint_problem *prob,
+                                  const cnf_ode_record *record, double t0, size_t n_obs,
+                                  const double *t_obs, const double *z_obs, const double *dz_obs,
+                                  double *h_start, double *a, double *grad, double *dt_obs,
+                                  cnf_ode_stats *stats)
 {
     size_t n = adj->n, p = adj->p;
     if (prob->n != n || prob->p != p)
@@ -198,20 +206,21 @@ cnf_status cnf_adjoint_solve(cnf_adjoint *adj, const cnf_adjoint_problem *prob,
     }
 
     double *y = adj->y;
-    memset(y, 0, (n + p) * sizeof *y);
+    memset(y, 0, adj->nb * sizeof *y);
     for (size_t ii = n_obs; ii-- > 0;) {
         /* the jump at t_i, then the interval down to t_{i-1} (or t0) */
         if (dz_obs)
             for (size_t j = 0; j < n; j++)
                 y[j] += dz_obs[ii * n + j];
         if (adj->opt.backsolve)
-            memcpy(y + n + p, z_obs + ii * n, n * sizeof *y);
+            memcpy(y + n, z_obs + ii * n, n * sizeof *y);
         double t_from = t_obs[ii];
         double t_to = ii > 0 ? t_obs[ii - 1] : t0;
         if (t_to == t_from)
             continue;
         cnf_ode_stats st;
-        cnf_status s = cnf_ode_solve(adj->solver, adjoint_rhs, adj, t_from, t_to, y, NULL, &st);
+        cnf_status s = cnf_ode_solve_warm(adj->solver, adjoint_rhs, adj, t_from, t_to, y, h_start,
+                                          NULL, &st);
         if (stats)
             cnf_ode_stats_add(stats, &st);
         if (s != CNF_OK && adj->inner != CNF_OK)
@@ -224,6 +233,6 @@ cnf_status cnf_adjoint_solve(cnf_adjoint *adj, const cnf_adjoint_problem *prob,
     memcpy(a, y, n * sizeof *a);
     /* the state holds -g; 0.0 - x rather than -x keeps a zero +0 */
     for (size_t i = 0; i < p; i++)
-        grad[i] = 0.0 - y[n + i];
+        grad[i] = 0.0 - y[adj->g_off + i];
     return CNF_OK;
 }

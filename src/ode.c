@@ -9,8 +9,9 @@
  * err_i / (atol + rtol*max(|y_i|, |ynew_i|)), factor safety*err^(-1/(q+1))
  * clamped to [min_factor, max_factor], no growth right after a rejection. The
  * right-hand-side return contract is CVODES's (0 ok, > 0 recoverable, < 0
- * fatal). The optional mask is the seminorm of Kidger, Chen and Lyons, "Hey,
- * that's not an ODE" (2021). */
+ * fatal), and so is the word quadrature; leaving quadratures out of the norm
+ * is the seminorm of Kidger, Chen and Lyons, "Hey, that's not an ODE"
+ * (2021). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -89,8 +90,6 @@ void cnf_ode_options_default(cnf_ode_options *opt)
     opt->safety = 0.9;
     opt->min_factor = 0.2;
     opt->max_factor = 10.0;
-    opt->error_mask = NULL;
-    opt->n_rhs_reads = 0;
 }
 
 void cnf_ode_stats_add(cnf_ode_stats *a, const cnf_ode_stats *b)
@@ -101,7 +100,6 @@ void cnf_ode_stats_add(cnf_ode_stats *a, const cnf_ode_stats *b)
     a->accepted += b->accepted;
     a->rejected += b->rejected;
     a->h_last = b->h_last;
-    a->h_warm = b->h_warm;
 }
 
 /* Check every option for states of length n, naming the first bad one.
@@ -149,9 +147,6 @@ static cnf_status check_options(const cnf_ode_options *opt, size_t n)
     if (!(opt->max_factor >= 1.0) || isinf(opt->max_factor))
         return cnf_error(CNF_EINVAL, "ODE options: max_factor = %g (need finite, >= 1)",
                          opt->max_factor);
-    if (opt->n_rhs_reads > n)
-        return cnf_error(CNF_EINVAL, "ODE options: n_rhs_reads = %zu exceeds the state length %zu",
-                         opt->n_rhs_reads, n);
     return CNF_OK;
 }
 
@@ -162,25 +157,14 @@ struct cnf_ode_solver {
     cnf_ode_options opt;
     const cnf_ode_stepper_type *type;
     void *state;  /* the stepper's workspaces */
-    size_t m;     /* components in the error norm */
-    size_t nread; /* components the rhs reads (n_rhs_reads, 0 -> n) */
+    size_t m;     /* components in the error norm: the first m */
+    size_t nread; /* components the rhs reads: all but the quadratures */
     double *ynew; /* n: trial state */
     double *yerr; /* n: error estimate of the trial step */
     double *fa;   /* n: f at the current point or the trial point (swapped) */
     double *fb;   /* n */
 };
 
-static void solver_set(cnf_ode_solver *s, const cnf_ode_options *opt)
-{
-    s->opt = *opt;
-    s->nread = opt->n_rhs_reads ? opt->n_rhs_reads : s->n;
-    s->m = s->n;
-    if (opt->error_mask) {
-        s->m = 0;
-        for (size_t i = 0; i < s->n; i++)
-            s->m += opt->error_mask[i] != 0;
-    }
-}
 
 cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt)
 {
@@ -204,7 +188,8 @@ cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt)
     s->state = s->type->alloc(n);
     if (!s->state)
         goto nomem;
-    solver_set(s, opt);
+    s->opt = *opt;
+    s->m = s->nread = n;
     return s;
 nomem:
     cnf_ode_solver_free(s);
@@ -241,7 +226,20 @@ cnf_status cnf_ode_solver_set_options(cnf_ode_solver *s, const cnf_ode_options *
         s->type = type;
         s->state = state;
     }
-    solver_set(s, opt);
+    s->opt = *opt;
+    return CNF_OK;
+}
+
+cnf_status cnf_ode_solver_set_quadratures(cnf_ode_solver *s, size_t nq, int in_error_norm)
+{
+    if (!s)
+        return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_quadratures: NULL solver");
+    if (nq > s->n || (nq == s->n && !in_error_norm))
+        return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_quadratures: %zu quadratures%s in a "
+                         "state of length %zu", nq, in_error_norm ? "" : " left out of the norm",
+                         s->n);
+    s->nread = s->n - nq;
+    s->m = in_error_norm ? s->n : s->nread;
     return CNF_OK;
 }
 
@@ -432,7 +430,7 @@ static inline double scaled_error(double e, double a, double b, double atol, dou
     return e == 0.0 ? 0.0 : q;
 }
 
-/* RMS over the masked components of e_i / (atol + rtol*max(|a_i|, |b_i|)).
+/* RMS over the first m components of e_i / (atol + rtol*max(|a_i|, |b_i|)).
  * Eight partial sums, so that the loop vectorises (one running sum is a
  * serial chain the compiler may not reorder); they are added in a fixed
  * order at the end, so the result does not depend on how it vectorised. */
@@ -440,22 +438,17 @@ static inline double scaled_error(double e, double a, double b, double atol, dou
 static double weighted_rms(const cnf_ode_solver *s, const double *e, const double *a,
                            const double *b)
 {
-    const unsigned char *mask = s->opt.error_mask;
     double atol = s->opt.atol, rtol = s->opt.rtol;
-    size_t n = s->n;
-    if (s->m == 0)
-        return 0.0;
+    size_t m = s->m;
     double acc[RMS_LANES] = {0.0};
     size_t i = 0;
-    for (; i + RMS_LANES <= n; i += RMS_LANES)
+    for (; i + RMS_LANES <= m; i += RMS_LANES)
         for (size_t l = 0; l < RMS_LANES; l++) {
             double q = scaled_error(e[i + l], a[i + l], b[i + l], atol, rtol);
-            q = (mask && !mask[i + l]) ? 0.0 : q;
             acc[l] += q * q;
         }
-    for (size_t l = 0; i < n; i++, l++) {
+    for (size_t l = 0; i < m; i++, l++) {
         double q = scaled_error(e[i], a[i], b[i], atol, rtol);
-        q = (mask && !mask[i]) ? 0.0 : q;
         acc[l] += q * q;
     }
     double sum = 0.0;
@@ -503,7 +496,14 @@ static double initial_step(cnf_ode_solver *s, const cnf_ode_eval *ev, double t0,
 cnf_status cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, double t0,
                          double t1, double *y, cnf_ode_record *record, cnf_ode_stats *stats)
 {
-    cnf_ode_stats st = {0, 0, 0, 0.0, 0.0};
+    return cnf_ode_solve_warm(s, rhs, params, t0, t1, y, NULL, record, stats);
+}
+
+cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, double t0,
+                              double t1, double *y, double *h_start, cnf_ode_record *record,
+                              cnf_ode_stats *stats)
+{
+    cnf_ode_stats st = {0, 0, 0, 0.0};
     cnf_status status = CNF_OK;
     if (stats)
         *stats = st;
@@ -512,6 +512,9 @@ cnf_status cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, doubl
     if (!isfinite(t0) || !isfinite(t1))
         return cnf_error(CNF_EINVAL, "cnf_ode_solve: times t0 = %g, t1 = %g must be finite", t0,
                          t1);
+    if (h_start && (!(*h_start >= 0.0) || isinf(*h_start)))
+        return cnf_error(CNF_EINVAL, "cnf_ode_solve: first step *h_start = %g (need finite, "
+                         ">= 0; 0 = the options' h0)", *h_start);
     if (record && record->n != s->n)
         return cnf_error(CNF_EDIM, "cnf_ode_solve: record of length %zu for a state of length %zu",
                          record->n, s->n);
@@ -552,7 +555,9 @@ cnf_status cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, doubl
 
     const double dir = t1 > t0 ? 1.0 : -1.0;
     double habs; /* the size of the next attempt */
-    if (!adaptive || opt->h0 > 0.0) {
+    if (adaptive && h_start && *h_start > 0.0) {
+        habs = *h_start;
+    } else if (!adaptive || opt->h0 > 0.0) {
         habs = opt->h0;
     } else {
         int fatal = 0;
@@ -652,11 +657,11 @@ cnf_status cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, doubl
         t = tnew;
         st.accepted++;
         st.h_last = h;
-        if (adaptive && st.accepted == 1) {
+        if (adaptive && h_start && st.accepted == 1) {
             double grow = err == 0.0 ? CNF_ODE_WARM_GROWTH
                                      : fmin(CNF_ODE_WARM_GROWTH,
                                             fmax(opt->min_factor, opt->safety * pow(err, expo)));
-            st.h_warm = h * grow;
+            *h_start = fabs(h * grow);
         }
         retries = 0;
         if (record && (status = record_push(record, t, y, f0)) != CNF_OK)

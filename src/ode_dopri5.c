@@ -7,7 +7,7 @@
  * is evaluated at (t+h, ynew), so it is f at the new point: "first same as
  * last", and an accepted step hands it to the next step as its first stage.
  * A rejected step leaves f(t, y) untouched, so nothing is recomputed.
- * Quadrature components (cnf_ode_options.n_rhs_reads) skip the stage inputs:
+ * Quadrature components (cnf_ode_solver_set_quadratures) skip the stage inputs:
  * for a backward adjoint pass they are the P-long parameter gradient, most of
  * the state. */
 #include <stdlib.h>

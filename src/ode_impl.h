@@ -19,7 +19,7 @@ typedef struct {
     void *params;
     size_t *nfe;
     size_t nread; /* stages need only y[0 .. nread) formed (<= n; the rest are
-                     quadratures, see cnf_ode_options.n_rhs_reads) */
+                     quadratures, see cnf_ode_solver_set_quadratures) */
 } cnf_ode_eval;
 
 static inline int cnf_ode_eval_call(const cnf_ode_eval *ev, double t, const double *y,

@@ -509,11 +509,11 @@ static void cnf_grad_case(size_t D, cnf_layer_type type, cnf_activation act, dou
     double max_tol = fd_h > 1e-5 ? 10 * tol : tol;
     grad_result rc[2], rb[2];
     for (int semi = 0; semi < 2; semi++) {
-        opt.seminorm = semi;
-        opt.backsolve = 0;
+        opt.adjoint.seminorm = semi;
+        opt.adjoint.backsolve = 0;
         snprintf(label, sizeof label, "%s checkpoint%s", name, semi ? "+semi" : "");
         rc[semi] = flow_grad_vs(flow, X, B, &opt, 1, gfd, label, NULL, max_tol);
-        opt.backsolve = 1;
+        opt.adjoint.backsolve = 1;
         snprintf(label, sizeof label, "%s backsolve%s", name, semi ? "+semi" : "");
         rb[semi] = flow_grad_vs(flow, X, B, &opt, 1, gfd, label, NULL, 10 * max_tol);
     }

@@ -511,10 +511,10 @@ START_TEST(test_options_default)
     ck_assert_int_eq(opt.solver.method, CNF_ODE_DOPRI5);
     ck_assert_double_eq(opt.solver.rtol, 1e-5);
     ck_assert_double_eq(opt.solver.atol, 1e-5);
-    ck_assert_double_eq(opt.adjoint_solver.rtol, 1e-5);
+    ck_assert_double_eq(opt.adjoint.solver.rtol, 1e-5);
     ck_assert_int_eq(opt.divergence, CNF_DIV_EXACT);
-    ck_assert_int_eq(opt.backsolve, 0);
-    ck_assert_int_eq(opt.seminorm, 0);
+    ck_assert_int_eq(opt.adjoint.backsolve, 0);
+    ck_assert_int_eq(opt.adjoint.seminorm, 0);
     ck_assert_double_eq(opt.reg_kinetic, 0.0);
     ck_assert_double_eq(opt.reg_jacobian, 0.0);
 }

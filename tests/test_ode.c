@@ -2,7 +2,7 @@
  *
  * A battery of problems with known solutions through every stepper, measured
  * convergence orders, tolerance proportionality, forwards-then-backwards
- * round trips, dense output, exact counters, the error mask, batched states,
+ * round trips, dense output, exact counters, quadratures, batched states,
  * and every failure path of the right-hand-side contract. */
 #include <math.h>
 #include <stdio.h>
@@ -77,16 +77,32 @@ static cnf_ode_options opts(cnf_ode_method m, double tol, double h0)
 }
 
 /* Solve and assert success; returns the stats. */
-static cnf_ode_stats solve_ok(const cnf_ode_options *o, size_t n, cnf_ode_rhs f, void *p,
-                              double t0, double t1, double *y, cnf_ode_record *rec)
+/* A solve on a fresh solver whose last nq components are quadratures (in
+ * the error norm or not), from the first step *h_start (may be NULL). */
+static cnf_ode_stats solve_quad_ok(const cnf_ode_options *o, size_t n, size_t nq, int in_norm,
+                                   double *h_start, cnf_ode_rhs f, void *p, double t0, double t1,
+                                   double *y, cnf_ode_record *rec)
 {
     cnf_ode_solver *s = cnf_ode_solver_alloc(n, o);
     ck_assert_msg(s != NULL, "alloc: %s", cnf_last_error());
+    ck_assert_int_eq(cnf_ode_solver_set_quadratures(s, nq, in_norm), CNF_OK);
     cnf_ode_stats st;
-    cnf_status rc = cnf_ode_solve(s, f, p, t0, t1, y, rec, &st);
+    cnf_status rc = cnf_ode_solve_warm(s, f, p, t0, t1, y, h_start, rec, &st);
     ck_assert_msg(rc == CNF_OK, "%s: %s", cnf_ode_method_name(o->method), cnf_last_error());
     cnf_ode_solver_free(s);
     return st;
+}
+
+static cnf_ode_stats solve_ok(const cnf_ode_options *o, size_t n, cnf_ode_rhs f, void *p,
+                              double t0, double t1, double *y, cnf_ode_record *rec)
+{
+    return solve_quad_ok(o, n, 0, 1, NULL, f, p, t0, t1, y, rec);
+}
+
+static cnf_ode_stats solve_warm_ok(const cnf_ode_options *o, size_t n, double *h_start,
+                                   cnf_ode_rhs f, void *p, double t0, double t1, double *y)
+{
+    return solve_quad_ok(o, n, 0, 1, h_start, f, p, t0, t1, y, NULL);
 }
 
 /* A fine fixed step for each fixed method, and the error it must reach. */
@@ -241,31 +257,53 @@ START_TEST(test_rejection_always_shrinks)
 }
 END_TEST
 
-/* h_warm: the first accepted step scaled by the controller's factor, at
- * most CNF_ODE_WARM_GROWTH times; as the next solve's h0 it saves the
- * automatic first step's probe and keeps the accuracy. */
+/* cnf_ode_solve_warm: the suggested first step is the first accepted step
+ * scaled by the controller's factor, at most CNF_ODE_WARM_GROWTH times; as
+ * the next solve's first step it saves the automatic first step's probe
+ * and keeps the accuracy. */
 START_TEST(test_warm_first_step)
 {
     cnf_ode_options o = opts(CNF_ODE_DOPRI5, 1e-8, 0.0);
-    double y = 1.0;
-    cnf_ode_stats cold = solve_ok(&o, 1, rhs_decay, NULL, 0.0, 1.0, &y, NULL);
-    ck_assert(cold.h_warm > 0.0);
-    o.h0 = cold.h_warm;
-    double yw = 1.0;
-    cnf_ode_stats warm = solve_ok(&o, 1, rhs_decay, NULL, 0.0, 1.0, &yw, NULL);
+    double y = 1.0, h = 0.0;
+    cnf_ode_stats cold = solve_warm_ok(&o, 1, &h, rhs_decay, NULL, 0.0, 1.0, &y);
+    ck_assert(h > 0.0);
+    double hw = h, yw = 1.0;
+    cnf_ode_stats warm = solve_warm_ok(&o, 1, &hw, rhs_decay, NULL, 0.0, 1.0, &yw);
     ck_assert_msg(fabs(yw - exp(-1.0)) < 1e-7, "warm y(1) error %.3g", fabs(yw - exp(-1.0)));
     /* no probe: f(t0) and six stages per attempted step */
     ck_assert_uint_eq(warm.nfe, 1 + 6 * (warm.accepted + warm.rejected));
     ck_assert_uint_lt(warm.nfe, cold.nfe);
     /* its own suggestion grows the step it was given by at most the cap */
-    ck_assert(warm.h_warm > 0.0 && warm.h_warm <= CNF_ODE_WARM_GROWTH * o.h0 * (1 + 1e-15));
-    /* backwards: negative like the steps; a solve of no step suggests none */
-    o.h0 = 0.0;
+    ck_assert(hw > 0.0 && hw <= CNF_ODE_WARM_GROWTH * h * (1 + 1e-15));
+    /* the same as giving that step as the options' h0 */
+    cnf_ode_options oh = o;
+    oh.h0 = h;
+    double yh = 1.0;
+    cnf_ode_stats viah0 = solve_ok(&oh, 1, rhs_decay, NULL, 0.0, 1.0, &yh, NULL);
+    ck_assert(yh == yw && viah0.nfe == warm.nfe && viah0.h_last == warm.h_last);
+    /* backwards: a size like any other; a solve of no step leaves it */
+    double hb = 0.0, hn = 0.25;
     y = exp(-1.0);
-    cnf_ode_stats back = solve_ok(&o, 1, rhs_decay, NULL, 1.0, 0.0, &y, NULL);
-    ck_assert(back.h_warm < 0.0);
-    cnf_ode_stats none = solve_ok(&o, 1, rhs_decay, NULL, 1.0, 1.0, &y, NULL);
-    ck_assert(none.h_warm == 0.0);
+    solve_warm_ok(&o, 1, &hb, rhs_decay, NULL, 1.0, 0.0, &y);
+    ck_assert(hb > 0.0);
+    solve_warm_ok(&o, 1, &hn, rhs_decay, NULL, 1.0, 1.0, &y);
+    ck_assert(hn == 0.25);
+    /* fixed-step methods ignore it */
+    cnf_ode_options of = opts(CNF_ODE_RK4, 0.0, 0.0);
+    of.h0 = 0.1;
+    double hf = 0.3, yf = 1.0;
+    cnf_ode_stats fixed = solve_warm_ok(&of, 1, &hf, rhs_decay, NULL, 0.0, 1.0, &yf);
+    ck_assert(hf == 0.3 && fixed.accepted == 10);
+    /* a first step that is no size is refused */
+    cnf_ode_solver *s = cnf_ode_solver_alloc(1, &o);
+    double bad[2] = { -1e-3, INFINITY };
+    for (int i = 0; i < 2; i++) {
+        y = 1.0;
+        ck_assert_int_eq(cnf_ode_solve_warm(s, rhs_decay, NULL, 0.0, 1.0, &y, &bad[i], NULL, NULL),
+                         CNF_EINVAL);
+        ck_assert(strstr(cnf_last_error(), "h_start") != NULL);
+    }
+    cnf_ode_solver_free(s);
 }
 END_TEST
 
@@ -515,7 +553,7 @@ START_TEST(test_solver_reuse_and_set_options)
     cnf_ode_options o = opts(CNF_ODE_DOPRI5, 1e-8, 0.0);
     cnf_ode_solver *s = cnf_ode_solver_alloc(2, &o);
     ck_assert_int_eq(cnf_ode_solver_dim(s), 2);
-    cnf_ode_stats a, b, sum = {0, 0, 0, 0.0, 0.0};
+    cnf_ode_stats a, b, sum = {0, 0, 0, 0.0};
     double y1[2] = {10.0, 5.0}, y2[2] = {10.0, 5.0};
     ck_assert_int_eq(cnf_ode_solve(s, rhs_lv, NULL, 0.0, 5.0, y1, NULL, &a), CNF_OK);
     ck_assert_int_eq(cnf_ode_solve(s, rhs_lv, NULL, 0.0, 5.0, y2, NULL, &b), CNF_OK);
@@ -540,7 +578,7 @@ START_TEST(test_solver_reuse_and_set_options)
 }
 END_TEST
 
-/* ---- mask and batch ------------------------------------------------------- */
+/* ---- quadratures and batch---------------------------------------------------- */
 
 /* harmonic oscillator plus a wild quadrature q' = 1e3 sin(50 t) */
 static int rhs_harmonic_quad(double t, const double *y, double *f, void *p)
@@ -552,7 +590,7 @@ static int rhs_harmonic_quad(double t, const double *y, double *f, void *p)
     return 0;
 }
 
-START_TEST(test_mask_leaves_components_out)
+START_TEST(test_quadratures_out_of_norm)
 {
     for (size_t i = 0; i < NELEM(adaptive_methods); i++) {
         cnf_ode_method m = adaptive_methods[i];
@@ -560,16 +598,14 @@ START_TEST(test_mask_leaves_components_out)
         double v[2] = {1.0, 0.0};
         cnf_ode_stats plain = solve_ok(&o, 2, rhs_harmonic, NULL, 0.0, 10.0, v, NULL);
 
-        static const unsigned char mask[3] = {1, 1, 0};
-        o.error_mask = mask;
         double w[3] = {1.0, 0.0, 0.0};
-        cnf_ode_stats masked = solve_ok(&o, 3, rhs_harmonic_quad, NULL, 0.0, 10.0, w, NULL);
+        cnf_ode_stats masked =
+            solve_quad_ok(&o, 3, 1, 0, NULL, rhs_harmonic_quad, NULL, 0.0, 10.0, w, NULL);
         ck_assert_int_eq(masked.accepted, plain.accepted);
         ck_assert_int_eq(masked.rejected, plain.rejected);
         ck_assert_int_eq(masked.nfe, plain.nfe);
         ck_assert(w[0] == v[0] && w[1] == v[1]);
 
-        o.error_mask = NULL;
         double u[3] = {1.0, 0.0, 0.0};
         cnf_ode_stats full = solve_ok(&o, 3, rhs_harmonic_quad, NULL, 0.0, 10.0, u, NULL);
         ck_assert_msg(full.accepted > 2 * plain.accepted, "%s: %zu vs %zu",
@@ -604,30 +640,41 @@ static int rhs_lv_quad(double t, const double *y, double *f, void *p)
     return 0;
 }
 
+/* Quadratures in the norm: the same solve as with ordinary components, but
+ * their stage values are never formed (dopri5). */
+/* rhs_lv_quad without its quadratures, logging the same way */
+static int rhs_lv_quad2(double t, const double *y, double *f, void *p)
+{
+    quad_log *q = p;
+    if (q->calls < QLOG) {
+        q->log[q->calls][0] = t;
+        q->log[q->calls][1] = y[0];
+        q->log[q->calls][2] = y[1];
+    }
+    q->calls++;
+    return rhs_lv(t, y, f, NULL);
+}
+
 START_TEST(test_quadratures_unformed_stages)
 {
-    static const unsigned char mask[4] = {1, 1, 0, 0};
     static quad_log full_log, quad;
     for (size_t i = 0; i < NELEM(adaptive_methods); i++) {
-        for (int masked = 0; masked < 2; masked++) {
+        {
             cnf_ode_method m = adaptive_methods[i];
             cnf_ode_options o = opts(m, 1e-9, 0.0);
-            o.error_mask = masked ? mask : NULL;
             cnf_ode_record *r1 = cnf_ode_record_alloc(4), *r2 = cnf_ode_record_alloc(4);
             ck_assert(r1 && r2);
             double u[4] = {1.0, 1.0, 0.0, 0.5}, v[4] = {1.0, 1.0, 0.0, 0.5};
             full_log.calls = quad.calls = 0;
             cnf_ode_stats a = solve_ok(&o, 4, rhs_lv_quad, &full_log, 0.0, 4.0, u, r1);
-            o.n_rhs_reads = 2;
-            cnf_ode_stats b = solve_ok(&o, 4, rhs_lv_quad, &quad, 0.0, 4.0, v, r2);
+            cnf_ode_stats b = solve_quad_ok(&o, 4, 2, 1, NULL, rhs_lv_quad, &quad, 0.0, 4.0, v, r2);
             const char *name = cnf_ode_method_name(m);
             ck_assert_msg(a.accepted > 20, "%s: %zu steps", name, a.accepted);
             ck_assert_int_eq(a.accepted, b.accepted);
             ck_assert_int_eq(a.rejected, b.rejected);
             ck_assert_int_eq(a.nfe, b.nfe);
             ck_assert(a.h_last == b.h_last);
-            ck_assert_msg(memcmp(u, v, sizeof u) == 0, "%s masked %d: end states differ", name,
-                          masked);
+            ck_assert_msg(memcmp(u, v, sizeof u) == 0, "%s: end states differ", name);
             /* the rhs saw the same leading components at the same times */
             ck_assert_int_eq(full_log.calls, quad.calls);
             ck_assert(full_log.calls <= QLOG);
@@ -650,16 +697,32 @@ START_TEST(test_quadratures_unformed_stages)
             cnf_ode_record_free(r2);
         }
     }
-    /* n_rhs_reads beyond the state is an error, at alloc and at set_options */
+    /* Out of the norm, the leading components take the steps of the solve
+     * without the quadratures, and the rhs sees them at the same times */
+    for (size_t i = 0; i < NELEM(adaptive_methods); i++) {
+        cnf_ode_method m = adaptive_methods[i];
+        cnf_ode_options o = opts(m, 1e-9, 0.0);
+        double u[2] = {1.0, 1.0}, v[4] = {1.0, 1.0, 0.0, 0.5};
+        full_log.calls = quad.calls = 0;
+        cnf_ode_stats a = solve_ok(&o, 2, rhs_lv_quad2, &full_log, 0.0, 4.0, u, NULL);
+        cnf_ode_stats b = solve_quad_ok(&o, 4, 2, 0, NULL, rhs_lv_quad, &quad, 0.0, 4.0, v, NULL);
+        ck_assert_int_eq(a.accepted, b.accepted);
+        ck_assert_int_eq(a.rejected, b.rejected);
+        ck_assert_int_eq(a.nfe, b.nfe);
+        ck_assert(u[0] == v[0] && u[1] == v[1]);
+        ck_assert_int_eq(full_log.calls, quad.calls);
+        ck_assert(memcmp(full_log.log, quad.log, full_log.calls * sizeof full_log.log[0]) == 0);
+    }
+    /* more quadratures than components, or no component left in the norm,
+     * is an error; the setting survives set_options */
     cnf_ode_options o = opts(CNF_ODE_DOPRI5, 1e-6, 0.0);
-    o.n_rhs_reads = 5;
-    ck_assert(cnf_ode_solver_alloc(4, &o) == NULL);
-    ck_assert(strstr(cnf_last_error(), "n_rhs_reads") != NULL);
-    o.n_rhs_reads = 4;
     cnf_ode_solver *s = cnf_ode_solver_alloc(4, &o);
     ck_assert(s != NULL);
-    o.n_rhs_reads = 5;
-    ck_assert_int_eq(cnf_ode_solver_set_options(s, &o), CNF_EINVAL);
+    ck_assert_int_eq(cnf_ode_solver_set_quadratures(s, 5, 1), CNF_EINVAL);
+    ck_assert(strstr(cnf_last_error(), "quadratures") != NULL);
+    ck_assert_int_eq(cnf_ode_solver_set_quadratures(s, 4, 0), CNF_EINVAL);
+    ck_assert_int_eq(cnf_ode_solver_set_quadratures(s, 4, 1), CNF_OK);
+    ck_assert_int_eq(cnf_ode_solver_set_options(s, &o), CNF_OK);
     cnf_ode_solver_free(s);
 }
 END_TEST
@@ -892,7 +955,7 @@ int main(void)
     tcase_add_test(tc, test_fixed_step_counters);
     tcase_add_test(tc, test_adaptive_counters);
     tcase_add_test(tc, test_solver_reuse_and_set_options);
-    tcase_add_test(tc, test_mask_leaves_components_out);
+    tcase_add_test(tc, test_quadratures_out_of_norm);
     tcase_add_test(tc, test_quadratures_unformed_stages);
     tcase_add_test(tc, test_batched_state);
     tcase_add_test(tc, test_nan_region_is_retried);

@@ -83,7 +83,7 @@ static void tight_options(cnf_flow_options *opt)
     cnf_flow_options_default(opt);
     opt->solver.rtol = opt->solver.atol = SOLVE_TOL;
     opt->solver.max_steps = 1000000;
-    opt->adjoint_solver = opt->solver;
+    opt->adjoint.solver = opt->solver;
     opt->divergence = CNF_DIV_EXACT;
 }
 

@@ -219,8 +219,8 @@ START_TEST(test_flow_threads_hutchinson_regularized)
     opt.reg_kinetic = 0.05;
     opt.reg_jacobian = 0.02;
     check_flow(&opt, 3, 21, 21);
-    opt.backsolve = 1;
-    opt.seminorm = 1;
+    opt.adjoint.backsolve = 1;
+    opt.adjoint.seminorm = 1;
     check_flow(&opt, 3, 9, 9);
 }
 END_TEST

@@ -62,7 +62,7 @@ cnf_flow *tu_flow(size_t D, size_t K, const char *hidden, cnf_layer_type type, c
 void tu_set_tol(cnf_flow_options *opt, double fwd, double back)
 {
     opt->solver.rtol = opt->solver.atol = fwd;
-    opt->adjoint_solver.rtol = opt->adjoint_solver.atol = back;
+    opt->adjoint.solver.rtol = opt->adjoint.solver.atol = back;
 }
 
 double tu_max_rel_error(const char *name, const double *a, const double *b, size_t n,

@@ -143,7 +143,7 @@ int cnf_cmd_grad(int argc, char **argv)
     /* Mean over chunks of at most B rows: grad = sum_c (B_c / N) grad_c. */
     double *grad = cli_calloc_doubles(P), *gc = cli_calloc_doubles(P);   /* P each */
     double nll = 0.0;
-    cnf_flow_stats total = {{0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}};
+    cnf_flow_stats total = {{0, 0, 0, 0}, {0, 0, 0, 0}};
     double t0 = cli_now();
     for (size_t r = 0; r < N; r += B) {
         size_t b = N - r < B ? N - r : B;
@@ -174,7 +174,7 @@ int cnf_cmd_grad(int argc, char **argv)
             co.solver.h0 = check_step;
         co.solver.rtol = check_rtol;
         co.solver.atol = check_atol;
-        co.adjoint_solver = co.solver;
+        co.adjoint.solver = co.solver;
         cli_check(cnf_flow_work_set_options(w, &co), "--check");
         double *fd = cli_calloc_doubles(P);   /* P */
         fd_gradient(flow, w, X, N, h, fd);

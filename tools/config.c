@@ -91,8 +91,8 @@ void cnf_run_config_default(cnf_run_config *cfg)
     cfg->atol = opt.flow.solver.atol;
     cfg->max_steps = opt.flow.solver.max_steps;
     cfg->safety = opt.flow.solver.safety;
-    cfg->backsolve = opt.flow.backsolve;
-    cfg->seminorm = opt.flow.seminorm;
+    cfg->backsolve = opt.flow.adjoint.backsolve;
+    cfg->seminorm = opt.flow.adjoint.seminorm;
     cfg->warm_start = opt.flow.warm_start;
     cfg->divergence = cnf_divergence_name(opt.flow.divergence);
     cfg->val_divergence = "auto";
@@ -382,12 +382,12 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
     opt->flow.solver.rtol = cfg->rtol;
     opt->flow.solver.atol = cfg->atol;
     opt->flow.solver.max_steps = cfg->max_steps;
-    opt->flow.adjoint_solver = opt->flow.solver;
+    opt->flow.adjoint.solver = opt->flow.solver;
     if (!(cfg->safety <= 1.0))
         cli_usage("safety %g: the step-size safety factor must be at most 1", cfg->safety);
     opt->flow.solver.safety = cfg->safety;   /* the forward solves' only */
-    opt->flow.backsolve = cfg->backsolve;
-    opt->flow.seminorm = cfg->seminorm;
+    opt->flow.adjoint.backsolve = cfg->backsolve;
+    opt->flow.adjoint.seminorm = cfg->seminorm;
     opt->flow.warm_start = cfg->warm_start;
     opt->flow.reg_kinetic = cfg->reg_kinetic;
     opt->flow.reg_jacobian = cfg->reg_jacobian;

@@ -59,7 +59,7 @@ void cli_solve_resolve(cli_solve_args *a, const cli_option *opts, const cnf_mode
     opt->solver.max_steps = a->max_steps;
     if (!cnf_ode_method_is_adaptive(opt->solver.method))
         opt->solver.h0 = a->step;   /* a fixed-step solver's step */
-    opt->adjoint_solver = opt->solver;
+    opt->adjoint.solver = opt->solver;
     cli_check_threads(a->threads);
     cli_set_blas_threads(a->blas_threads);
     opt->threads = a->threads;

@@ -26,12 +26,14 @@
  *     dL/dz(t0) = a(t0),
  *     dL/dT     = a(T)^T f(z(T), T) + l(z(T), T),
  *     dL/dt_i   = dLoss_i/dz(t_i)^T f(z(t_i), t_i)     (i < n; l is continuous).
- * Backwards in time the solver integrates the state [a, g] (plus z when
+ * Backwards in time the solver integrates the state [a, z, g] (z only when
  * backsolving) from T down to t0 with the derivatives (in t, so the solver's
  * negative steps do the reversal):
  *     da/dt = -(a^T df/dz + dl/dz)
- *     dg/dt = -(a^T df/dtheta + dl/dtheta),   g(T) = 0, so g(t0) = dL/dtheta
  *     dz/dt =  f(z, t)                        (backsolve only)
+ *     dg/dt = -(a^T df/dtheta + dl/dtheta),   g(T) = 0, so g(t0) = dL/dtheta
+ * g is a quadrature of the backward solve (cnf_ode_solver_set_quadratures):
+ * nothing reads it, so its stage values are never formed.
  *
  * z(t) on the way back comes either
  *   - from the checkpoints of the forward solve (default): the caller passes
@@ -43,7 +45,7 @@
  *     inaccurate for contracting dynamics, whose reversal is expanding). At
  *     each observation z is reset to the forward z(t_i) (as torchdiffeq does).
  *
- * The seminorm option (Kidger, Chen and Lyons 2021) masks g out of the
+ * The seminorm option (Kidger, Chen and Lyons 2021) leaves g out of the
  * backward error norm: g never feeds back into the dynamics, so its error
  * need not limit the step size. It typically cuts backward steps.
  *
@@ -97,10 +99,8 @@ typedef struct {
 } cnf_adjoint_problem;
 
 typedef struct {
-    cnf_ode_options solver; /* backward solves (own tolerances); its
-                               error_mask and n_rhs_reads are ignored (the
-                               adjoint sets them: see seminorm; g is a
-                               quadrature). Default: cnf_ode_options_default */
+    cnf_ode_options solver; /* backward solves (own tolerances).
+                               Default: cnf_ode_options_default */
     int backsolve;          /* 0 (default): z from the forward record;
                                1: integrate z backwards with a */
     int seminorm;           /* 1: g left out of the error norm; default 0 */
@@ -139,6 +139,18 @@ cnf_status cnf_adjoint_solve(cnf_adjoint *adj, const cnf_adjoint_problem *prob,
                              const cnf_ode_record *record, double t0, size_t n_obs,
                              const double *t_obs, const double *z_obs, const double *dz_obs,
                              double *a, double *grad, double *dt_obs, cnf_ode_stats *stats);
+
+/* The backward pass with a warm first step, the counterpart of CVODES's
+ * CVodeSetInitStepB: h_start (in/out, may be NULL = cnf_adjoint_solve) is
+ * handed to the backward solves as cnf_ode_solve_warm's, interval after
+ * interval from the last observation down to t0, so that on return it
+ * holds the first step the next backward pass of a nearby problem should
+ * try. */
+cnf_status cnf_adjoint_solve_warm(cnf_adjoint *adj, const cnf_adjoint_problem *prob,
+                                  const cnf_ode_record *record, double t0, size_t n_obs,
+                                  const double *t_obs, const double *z_obs, const double *dz_obs,
+                                  double *h_start, double *a, double *grad, double *dt_obs,
+                                  cnf_ode_stats *stats);
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,7 @@
 
 #include <gsl/gsl_rng.h>
 
+#include "cnf/adjoint.h"
 #include "cnf/net.h"
 #include "cnf/ode.h"
 #include "cnf/status.h"
@@ -142,25 +143,26 @@ double cnf_flow_preprocess_log_det(const cnf_flow *flow);
  * and for its backward pass); rng may be NULL with the exact divergence.
  * The chunks of a call share the dynamics, so every chunk after the first
  * starts each block's solve with the first step the previous chunk's solve
- * suggested (cnf_ode_stats.h_warm) rather than the automatic one: 7-30%
- * fewer evaluations (bench/README.md). A call does not depend on earlier
- * calls; a point's result depends, within the tolerances, on the chunk it
- * falls in, as it does through the chunk's shared step sizes anyway.
+ * suggested (cnf_ode_solve_warm) rather than the automatic one. A call does
+ * not depend on earlier calls; a point's result depends, within the
+ * tolerances, on the chunk it falls in, as it does through the chunk's
+ * shared step sizes anyway.
  */
 
 typedef struct {
     cnf_ode_options solver;          /* forward solves; default dopri5,
                                         rtol = atol = 1e-5 */
-    cnf_ode_options adjoint_solver;  /* backward (adjoint) solves; default the
-                                        same as solver */
+    cnf_adjoint_options adjoint;     /* the gradient's backward solves
+                                        (cnf/adjoint.h): adjoint.solver
+                                        defaults to the same as solver;
+                                        adjoint.backsolve 0 (default): z(t)
+                                        on the way back from the forward
+                                        solve's checkpoints, 1: integrated
+                                        backwards alongside (torchdiffeq);
+                                        adjoint.seminorm 1: the parameter
+                                        gradient stays out of the backward
+                                        error norm (default 0) */
     cnf_divergence divergence;       /* default CNF_DIV_EXACT */
-    int backsolve;                   /* 0 (default): z(t) on the way back from
-                                        the forward solve's checkpoints (cubic
-                                        Hermite); 1: integrate z backwards
-                                        alongside the adjoint (torchdiffeq) */
-    int seminorm;                    /* 1: leave the parameter-gradient
-                                        quadrature out of the backward error
-                                        norm; default 0 */
     double reg_kinetic;              /* lambda_K of lambda_K ||f||^2, default 0 */
     double reg_jacobian;             /* lambda_J of lambda_J ||J eps||^2, default 0 */
     size_t threads;                  /* threads of every network pass, each on
@@ -173,13 +175,13 @@ typedef struct {
                                         forward and backward solve with the
                                         first step the same solve of the
                                         previous call on this work suggested
-                                        (cnf_ode_stats.h_warm) instead of the
-                                        automatic one. Successive training
-                                        batches have nearly the same dynamics,
-                                        so this saves the probe and most
-                                        first-step rejections: 11-18% less
-                                        solver work in training (bench/
-                                        README.md). The result then depends,
+                                        (cnf_ode_solve_warm,
+                                        cnf_adjoint_solve_warm) instead of
+                                        the automatic one. Successive
+                                        training batches have nearly the
+                                        same dynamics, so this saves the
+                                        probe and most first-step
+                                        rejections. The result then depends,
                                         within the tolerances, on the previous
                                         call. Default 0: each call stands
                                         alone, as a gradient check needs;

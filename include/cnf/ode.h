@@ -17,17 +17,23 @@
  *
  * Error control (adaptive methods). With e the stepper's error estimate,
  *
- *     err = sqrt( (1/m) sum_{i in mask} ( e_i / (atol + rtol*max(|y_i|,|ynew_i|)) )^2 )
+ *     err = sqrt( (1/m) sum_{i < m} ( e_i / (atol + rtol*max(|y_i|,|ynew_i|)) )^2 )
  *
- * where m is the number of components in the mask (all of them when mask is
- * NULL). A step is accepted when err <= 1; the next step is
+ * where m is n, or n - nq when the quadratures (below) stay out of the
+ * norm. A step is accepted when err <= 1; the next step is
  * h * clamp(safety * err^(-1/(q+1)), min_factor, max_factor) with q the lower
  * order of the pair, at most h right after a rejection; a rejected step is
  * retried with h * clamp(safety * err^(-1/(q+1)), min_factor, 0.9): it
- * always shrinks by 10% or more, even with safety near 1. The mask lets a
- * backward pass leave its quadrature components (the parameter gradient)
- * out of the norm: the seminorm of Kidger, Chen and Lyons (2021), which
- * cuts backward steps.
+ * always shrinks by 10% or more, even with safety near 1.
+ *
+ * Quadratures (CVODES's word): the last nq components of a state may be
+ * declared integrals the right-hand side never reads (their derivatives
+ * depend on the other components only), with cnf_ode_solver_set_quadratures.
+ * The stepper then leaves their stage values unformed, and with
+ * in_error_norm = 0 they stay out of the error norm (m = n - nq above; as
+ * CVodeSetQuadErrCon). The adjoint's parameter gradient is such an integral:
+ * leaving it out of the norm is the seminorm of Kidger, Chen and Lyons
+ * (2021), which cuts backward steps.
  *
  * The right-hand side follows the CVODES contract:
  *     return 0   success;
@@ -116,19 +122,6 @@ typedef struct {
     double safety;              /* step controller safety factor, default 0.9 */
     double min_factor;          /* smallest step shrink, default 0.2 */
     double max_factor;          /* largest step growth, default 10 */
-    const unsigned char *error_mask; /* length n; nonzero = component enters
-                                   the error norm; NULL = all (default).
-                                   Borrowed: must outlive the solves. */
-    size_t n_rhs_reads;         /* the right-hand side reads only y[0 ..
-                                   n_rhs_reads); the components from index
-                                   n_rhs_reads on are quadratures (their
-                                   derivative never depends on them), so the
-                                   stepper may leave their stage values
-                                   unformed: the rhs then sees a y whose
-                                   trailing part is stale. Accepted states,
-                                   the record and the error estimate stay
-                                   complete. 0 = all (default); must be <= n.
-                                   dopri5 uses it; other methods ignore it. */
 } cnf_ode_options;
 
 void cnf_ode_options_default(cnf_ode_options *opt);
@@ -145,38 +138,29 @@ typedef struct {
     size_t accepted;   /* accepted steps */
     size_t rejected;   /* rejected steps (error too large or non-finite) */
     double h_last;     /* the last accepted step size (signed) */
-    double h_warm;     /* adaptive methods: a first step for the next solve of
-                          a nearby problem (the same one with slightly changed
-                          parameters, as in successive training iterations):
-                          the first accepted step times the controller's
-                          factor for its error (without the no-growth rule
-                          after a rejection), growing it at most
-                          CNF_ODE_WARM_GROWTH times. Give it as the next
-                          solve's h0 (as a size) to skip the automatic first
-                          step's probe and its usual undershoot. 0 if no
-                          step was accepted. */
 } cnf_ode_stats;
 
-/* The largest growth h_warm applies to the first accepted step: the next
- * solve tries larger first steps gradually, each too large one costing a
- * rejected step. 2 measured as well as 1.2 (bench/README.md). */
-#define CNF_ODE_WARM_GROWTH 2.0
-
-/* Add b's counters into a (h_last and h_warm taken from b). */
+/* Add b's counters into a (h_last taken from b). */
 void cnf_ode_stats_add(cnf_ode_stats *a, const cnf_ode_stats *b);
 
 typedef struct cnf_ode_solver cnf_ode_solver;
 
-/* A solver for states of length n with the given options (copied; the mask
- * pointer is kept, borrowed). NULL on failure (cnf_last_error says why:
+/* A solver for states of length n with the given options (copied). NULL on failure (cnf_last_error says why:
  * invalid options or out of memory). */
 cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt);
 void cnf_ode_solver_free(cnf_ode_solver *solver);   /* NULL is fine */
 
-/* Replace the options (same n). The adjoint uses this to switch tolerances
- * or the mask between the forward and backward passes. */
+/* Replace the options (same n; the quadratures stay). */
 cnf_status cnf_ode_solver_set_options(cnf_ode_solver *solver, const cnf_ode_options *opt);
 size_t cnf_ode_solver_dim(const cnf_ode_solver *solver);
+
+/* Declare the last nq components of the state quadratures (see above): the
+ * right-hand side reads only y[0 .. n - nq) and may see stale values in the
+ * rest during a step; accepted states, records and error estimates stay
+ * complete. in_error_norm = 0 leaves them out of the error norm (nq = n
+ * with it is refused: the norm would be empty). nq = 0 (a new solver's
+ * setting) makes every component an ordinary one. CNF_EINVAL for nq > n. */
+cnf_status cnf_ode_solver_set_quadratures(cnf_ode_solver *solver, size_t nq, int in_error_norm);
 
 /* A growing list of accepted steps (t, y, f) for dense output. */
 typedef struct cnf_ode_record cnf_ode_record;
@@ -210,6 +194,26 @@ cnf_status cnf_ode_record_eval(const cnf_ode_record *record, double t, size_t m,
 cnf_status cnf_ode_solve(cnf_ode_solver *solver, cnf_ode_rhs rhs, void *params,
                          double t0, double t1, double *y,
                          cnf_ode_record *record, cnf_ode_stats *stats);
+
+/* Warm first steps. cnf_ode_solve_warm is cnf_ode_solve with an in/out
+ * first step, as gsl_odeiv2_evolve_apply takes its h: on entry *h_start > 0
+ * is the size of the first step to try (0: the options' h0, automatic or
+ * the user's); once a step has been accepted it receives the first step a
+ * solve of a nearby problem should try next (the same one with slightly
+ * changed parameters, as in successive training iterations): the size of
+ * the first accepted step times the controller's factor for its error
+ * (without the no-growth rule after a rejection), at most
+ * CNF_ODE_WARM_GROWTH. Handing it from solve to solve skips the automatic
+ * first step's probe and its usual undershoot. h_start = NULL is
+ * cnf_ode_solve; fixed-step methods ignore it and leave it unchanged. */
+cnf_status cnf_ode_solve_warm(cnf_ode_solver *solver, cnf_ode_rhs rhs, void *params,
+                              double t0, double t1, double *y, double *h_start,
+                              cnf_ode_record *record, cnf_ode_stats *stats);
+
+/* The largest growth of a warm first step over the first accepted step: a
+ * solve tries larger first steps gradually, each too large one costing a
+ * rejected step. */
+#define CNF_ODE_WARM_GROWTH 2.0
 
 #ifdef __cplusplus
 }
