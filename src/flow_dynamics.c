@@ -186,6 +186,25 @@ static double *forward_hint(cnf_flow_work *w, size_t k, flow_state_kind kind)
     return w->opt.warm_start ? &blk->h_fwd : NULL;
 }
 
+/* A block's Hutchinson noise for the chunk's B rows (B x D), drawn as the
+ * whole batch's would be: the rows around the chunk are drawn and
+ * discarded. The noise kinds draw value by value, with no state of their
+ * own, so drawing in pieces continues the stream as one draw would. */
+static void draw_block_noise(const cnf_flow_work *w, gsl_rng *rng, size_t B, flow_rows rows,
+                             double *eps)
+{
+    double discard[256];
+    size_t around[2] = { rows.rows_before * w->D, rows.rows_after * w->D };
+    for (int side = 0; side < 2; side++) {
+        if (side == 1)
+            cnf_noise_draw(w->opt.divergence, rng, B * w->D, eps);
+        for (size_t left = around[side], m; left > 0; left -= m) {
+            m = left < 256 ? left : 256;
+            cnf_noise_draw(w->opt.divergence, rng, m, discard);
+        }
+    }
+}
+
 /* The blocks on the state y (n) of B rows, y starting with z (B x D):
  * forwards, blocks 0..K-1 from 0 to T_k, or backwards, blocks K-1..0 from
  * T_k to 0. Kt tangents, n_reg regularizer accumulators. Each block draws
@@ -193,7 +212,7 @@ static double *forward_hint(cnf_flow_work *w, size_t k, flow_state_kind kind)
  * when record is set, and every block leaves its output in w->zs[k+1]. */
 static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y, size_t n,
                                size_t B, size_t Kt, flow_state_kind kind, int backward,
-                               int record, gsl_rng *rng, size_t row0, cnf_flow_stats *stats)
+                               int record, gsl_rng *rng, flow_rows rows, cnf_flow_stats *stats)
 {
     size_t BD = B * w->D;
     int n_reg = kind == FLOW_STATE_TRAIN ? 2 : 0;
@@ -206,7 +225,7 @@ static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y
         block_ctx c;
         block_ctx_init(&c, flow, w, k, B, Kt, n_reg);
         if (Kt == 1)
-            cnf_noise_draw(w->opt.divergence, rng, BD, blk->eps);
+            draw_block_noise(w, rng, B, rows, blk->eps);
         cnf_ode_record *rec = record ? blk->rec : NULL;
         if (rec)
             cnf_ode_record_clear(rec);
@@ -220,7 +239,7 @@ static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y
                 cnf_ode_stats_add(&stats->forward, &st);
             if (s != CNF_OK)
                 return block_failure(s, &c, backward ? "reverse solve" : "forward solve", k,
-                                     row0, B);
+                                     rows.row0, B);
         }
         if (!backward)
             memcpy(w->zs + (k + 1) * BD, y, BD * sizeof *y);
@@ -229,7 +248,7 @@ static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y
 }
 
 cnf_status flow_forward_chunk(const cnf_flow *flow, cnf_flow_work *w, const double *X, size_t B,
-                              size_t row0, flow_state_kind kind, gsl_rng *rng,
+                              flow_rows rows, flow_state_kind kind, gsl_rng *rng,
                               cnf_flow_stats *stats)
 {
     size_t D = w->D, BD = B * D;
@@ -243,18 +262,19 @@ cnf_status flow_forward_chunk(const cnf_flow *flow, cnf_flow_work *w, const doub
     memset(y + BD, 0, (n - BD) * sizeof *y);
     memcpy(w->zs, y, BD * sizeof *y);
     int record = kind == FLOW_STATE_TRAIN && !w->opt.adjoint.backsolve;
-    return solve_blocks(flow, w, y, n, B, K, kind, 0, record, rng, row0, stats);
+    return solve_blocks(flow, w, y, n, B, K, kind, 0, record, rng, rows, stats);
 }
 
 cnf_status flow_reverse_chunk(const cnf_flow *flow, cnf_flow_work *w, size_t B, size_t row0,
                               cnf_flow_stats *stats)
 {
-    return solve_blocks(flow, w, w->y, B * w->D, B, 0, FLOW_STATE_Z, 1, 0, NULL, row0, stats);
+    flow_rows rows = { row0, 0, 0 };
+    return solve_blocks(flow, w, w->y, B * w->D, B, 0, FLOW_STATE_Z, 1, 0, NULL, rows, stats);
 }
 
 cnf_status flow_block_backward(const cnf_flow *flow, cnf_flow_work *w, size_t k, size_t B,
-                               const flow_integrand *l, double *a, double *grad_k, double *dT,
-                               cnf_flow_stats *stats)
+                               size_t row0, const flow_integrand *l, double *a, double *grad_k,
+                               double *dT, cnf_flow_stats *stats)
 {
     size_t D = w->D, BD = B * D, Kt = flow_work_tangents(w);
     flow_block *blk = &w->blocks[k];
@@ -283,7 +303,7 @@ cnf_status flow_block_backward(const cnf_flow *flow, cnf_flow_work *w, size_t k,
     if (stats)
         cnf_ode_stats_add(&stats->backward, &st);
     if (s != CNF_OK)
-        return block_failure(s, &c, "adjoint solve", k, 0, B);
+        return block_failure(s, &c, "adjoint solve", k, row0, B);
     blk->h_bwd = h;
     return CNF_OK;
 }

@@ -24,10 +24,11 @@ static cnf_status eval_chunk(const cnf_flow *flow, cnf_flow_work *w, eval_kind k
                              cnf_flow_stats *stats)
 {
     size_t D = w->D;
+    flow_rows rows = { row0, 0, 0 };
     cnf_status s;
     switch (kind) {
     case EVAL_LOGLIK: {
-        s = flow_forward_chunk(flow, w, in, B, row0, FLOW_STATE_LOGLIK, rng, stats);
+        s = flow_forward_chunk(flow, w, in, B, rows, FLOW_STATE_LOGLIK, rng, stats);
         if (s != CNF_OK)
             return s;
         double log_det = cnf_flow_preprocess_log_det(flow);
@@ -37,7 +38,7 @@ static cnf_status eval_chunk(const cnf_flow *flow, cnf_flow_work *w, eval_kind k
         return CNF_OK;
     }
     case EVAL_ENCODE:
-        s = flow_forward_chunk(flow, w, in, B, row0, FLOW_STATE_Z, NULL, stats);
+        s = flow_forward_chunk(flow, w, in, B, rows, FLOW_STATE_Z, NULL, stats);
         if (s == CNF_OK)
             memcpy(out, w->y, B * D * sizeof *out);
         return s;

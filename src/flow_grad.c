@@ -18,7 +18,9 @@
  *          + (lambda_J/B) sum_b ||J eps_b||^2,
  *
  * whose divergence integral is -(1/B) sum_b q_b and whose regularizer
- * integrals are (rK + rJ)/B in the forward state. */
+ * integrals are (rK + rJ)/B in the forward state. A part of the batch
+ * (cnf_flow_nll_grad_part) keeps the batch's B in every weight and sums
+ * over its own rows only. */
 static flow_integrand nll_integrand(const cnf_flow_options *opt, size_t B)
 {
     double invB = 1.0 / (double)B;
@@ -30,26 +32,40 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const doubl
                              gsl_rng *rng, double *nll, double *loss, double *grad,
                              cnf_flow_stats *stats)
 {
+    return cnf_flow_nll_grad_part(flow, w, X, B, 0, B, rng, nll, loss, grad, stats);
+}
+
+cnf_status cnf_flow_nll_grad_part(const cnf_flow *flow, cnf_flow_work *w, const double *X,
+                                  size_t B, size_t row0, size_t batch_rows, gsl_rng *rng,
+                                  double *nll, double *loss, double *grad,
+                                  cnf_flow_stats *stats)
+{
     cnf_status s = flow_work_begin_call(flow, w, stats, "cnf_flow_nll_grad");
     if (s != CNF_OK)
         return s;
     if (B == 0 || B > w->max_batch)
         return cnf_error(CNF_EDIM, "gradient batch of %zu rows: must be between 1 and the workspace's max_batch %zu",
                          B, w->max_batch);
+    if (row0 > batch_rows || batch_rows - row0 < B)
+        return cnf_error(CNF_EDIM, "gradient batch part: rows %zu-%zu are not inside a batch of "
+                         "%zu rows", row0, row0 + B - 1, batch_rows);
     s = flow_work_ensure_train(w, flow, B);
     if (s != CNF_OK)
         return s;
     size_t D = w->D, BD = B * D;
-    s = flow_forward_chunk(flow, w, X, B, 0, FLOW_STATE_TRAIN, rng, stats);
+    flow_rows rows = { row0, row0, batch_rows - row0 - B };
+    s = flow_forward_chunk(flow, w, X, B, rows, FLOW_STATE_TRAIN, rng, stats);
     if (s != CNF_OK)
         return s;
 
-    /* the value */
+    /* the value: this part's share of the batch mean (all of it for the
+     * whole batch, where B / batch_rows is exactly 1) */
     const double *zT = w->zs + w->n_blocks * BD, *q = w->y + BD;
-    double invB = 1.0 / (double)B, snll = 0.0;
+    double invB = 1.0 / (double)batch_rows, snll = 0.0;
     for (size_t b = 0; b < B; b++)
         snll -= flow_log_normal(zT + b * D, D) + q[b];
-    double mean_nll = snll * invB - cnf_flow_preprocess_log_det(flow);
+    double share = (double)B / (double)batch_rows;
+    double mean_nll = snll * invB - cnf_flow_preprocess_log_det(flow) * share;
     if (nll)
         *nll = mean_nll;
     if (loss)
@@ -60,9 +76,9 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *w, const doubl
     double *a = w->a;
     for (size_t i = 0; i < BD; i++)
         a[i] = zT[i] * invB;
-    flow_integrand l = nll_integrand(&w->opt, B);
+    flow_integrand l = nll_integrand(&w->opt, batch_rows);
     for (size_t k = w->n_blocks; k-- > 0;) {
-        s = flow_block_backward(flow, w, k, B, &l, a, grad + cnf_flow_block_offset(flow, k),
+        s = flow_block_backward(flow, w, k, B, row0, &l, a, grad + cnf_flow_block_offset(flow, k),
                                 &grad[cnf_flow_T_index(flow, k)], stats);
         if (s != CNF_OK)
             return s;

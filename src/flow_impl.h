@@ -114,6 +114,15 @@ double flow_log_normal(const double *z, size_t D);
 
 /* ---- flow_dynamics.c ---- */
 
+/* Where a chunk's B rows sit: rows row0 .. row0 + B - 1 of the call or the
+ * batch (for messages); and, for a part of a larger batch
+ * (cnf_flow_nll_grad_part), the batch's rows before and after it, whose
+ * Hutchinson noise is drawn and discarded so that the part sees the noise
+ * of its rows in the whole batch. */
+typedef struct {
+    size_t row0, rows_before, rows_after;
+} flow_rows;
+
 /* The weights of the integral loss l = w_div sum_b div_b
  * + w_kin sum_b ||f_b||^2 + w_jac sum_b ||J eps_b||^2 that a backward solve
  * differentiates (flow_grad.c chooses them). */
@@ -121,14 +130,14 @@ typedef struct {
     double w_div, w_kin, w_jac;
 } flow_integrand;
 
-/* Forward through every block for one chunk X (B x D, data space), rows
- * row0.. of the call (for messages). On success w->zs holds the block
+/* Forward through every block for one chunk X (B x D, data space) placed
+ * as rows says. On success w->zs holds the block
  * boundaries (zs[k] = input of block k) and w->y the final augmented state
  * of the given kind; training solves fill the blocks' records when
  * checkpointing and keep their warm first steps when warm_start is on,
  * evaluation solves hand first steps from chunk to chunk. */
 cnf_status flow_forward_chunk(const cnf_flow *flow, cnf_flow_work *w, const double *X, size_t B,
-                              size_t row0, flow_state_kind kind, gsl_rng *rng,
+                              flow_rows rows, flow_state_kind kind, gsl_rng *rng,
                               cnf_flow_stats *stats);
 /* In reverse through every block (K-1..0, T_k down to 0) for the chunk
  * whose base-space rows are in w->y (B x D); leaves the result in w->y. */
@@ -139,7 +148,7 @@ cnf_status flow_reverse_chunk(const cnf_flow *flow, cnf_flow_work *w, size_t B, 
  * dL/dz at the block's output on entry and at its input on return; grad_k
  * (P_k) receives dL/dtheta_k and *dT dL/dT_k. */
 cnf_status flow_block_backward(const cnf_flow *flow, cnf_flow_work *w, size_t k, size_t B,
-                               const flow_integrand *l, double *a, double *grad_k, double *dT,
-                               cnf_flow_stats *stats);
+                               size_t row0, const flow_integrand *l, double *a, double *grad_k,
+                               double *dT, cnf_flow_stats *stats);
 
 #endif

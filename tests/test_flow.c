@@ -612,6 +612,75 @@ START_TEST(test_reference_models)
 }
 END_TEST
 
+/* Batch parts (data parallelism): the parts of a batch, each drawing the
+ * whole batch's Hutchinson noise and keeping its rows', add up to the whole
+ * batch's NLL, loss and gradient. With a fixed-step method the parts take
+ * the steps of the whole, so the sums agree to rounding; with dopri5 each
+ * part chooses its own steps and they agree to the solves' accuracy. */
+START_TEST(test_batch_parts_add_up)
+{
+    enum { D = 2, N = 10 };
+    static const size_t cut[3] = { 0, 4, N };
+    cnf_flow *flow = tiny_flow(D, CNF_LAYER_CONCATSQUASH, 31);
+    size_t P = cnf_flow_num_params(flow);
+    double X[N * D];
+    random_points(N, D, 9, X);
+    double *g_whole = malloc(P * sizeof(double)), *g_sum = malloc(P * sizeof(double));
+    double *g_part = malloc(P * sizeof(double));
+    for (int fixed = 1; fixed >= 0; fixed--) {
+        cnf_flow_options opt;
+        cnf_flow_options_default(&opt);
+        opt.divergence = CNF_DIV_GAUSSIAN;
+        opt.reg_kinetic = 0.1;
+        opt.reg_jacobian = 0.05;
+        if (fixed) {
+            opt.solver.method = CNF_ODE_RK4;
+            opt.solver.h0 = 0.05;
+        } else {
+            tu_set_tol(&opt, 1e-10, 1e-10);
+        }
+        opt.adjoint.solver = opt.solver;
+        cnf_flow_work *w = cnf_flow_work_alloc(flow, N, &opt);
+        ck_assert_ptr_nonnull(w);
+        gsl_rng *r = tu_rng(77);
+        double nll_whole, loss_whole, nll_sum = 0.0, loss_sum = 0.0;
+        ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, N, r, &nll_whole, &loss_whole, g_whole,
+                                           NULL), CNF_OK);
+        memset(g_sum, 0, P * sizeof(double));
+        for (int part = 0; part < 2; part++) {
+            gsl_rng_set(r, 77);
+            double nll_p, loss_p;
+            size_t row0 = cut[part], B = cut[part + 1] - cut[part];
+            ck_assert_int_eq(cnf_flow_nll_grad_part(flow, w, X + row0 * D, B, row0, N, r, &nll_p,
+                                                    &loss_p, g_part, NULL), CNF_OK);
+            nll_sum += nll_p;
+            loss_sum += loss_p;
+            for (size_t i = 0; i < P; i++)
+                g_sum[i] += g_part[i];
+        }
+        double tol = fixed ? 1e-12 : 1e-7;
+        ck_assert_msg(fabs(nll_sum - nll_whole) <= tol * fabs(nll_whole), "%s: nll %.17g vs %.17g",
+                      fixed ? "rk4" : "dopri5", nll_sum, nll_whole);
+        ck_assert(fabs(loss_sum - loss_whole) <= tol * fabs(loss_whole));
+        double e = tu_max_rel_error(fixed ? "parts vs whole, rk4" : "parts vs whole, dopri5",
+                                    g_sum, g_whole, P, 1e-2, tol);
+        fprintf(stderr, "batch parts (%s): nll rel diff %.2g, gradient rel diff %.2g\n",
+                fixed ? "rk4" : "dopri5 1e-10", fabs(nll_sum - nll_whole) / fabs(nll_whole), e);
+        ck_assert_double_le(e, tol);
+        /* rows outside the batch are refused */
+        ck_assert_int_eq(cnf_flow_nll_grad_part(flow, w, X, 4, 8, N, r, NULL, NULL, g_part, NULL),
+                         CNF_EDIM);
+        ck_assert_ptr_nonnull(strstr(cnf_last_error(), "not inside a batch of 10"));
+        gsl_rng_free(r);
+        cnf_flow_work_free(w);
+    }
+    free(g_whole);
+    free(g_sum);
+    free(g_part);
+    cnf_flow_free(flow);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("flow");
@@ -626,6 +695,7 @@ int main(void)
     tcase_add_test(tc, test_work_grows_with_options);
     tcase_add_test(tc, test_options_default);
     tcase_add_test(tc, test_warm_start);
+    tcase_add_test(tc, test_batch_parts_add_up);
     tcase_add_test(tc, test_reference_models);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -258,6 +258,25 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *work, const do
                              size_t B, gsl_rng *rng, double *nll, double *loss,
                              double *grad, cnf_flow_stats *stats);
 
+/* Data parallelism: a batch of batch_rows rows solved in parts (one per
+ * process, say), part by part. For rows [row0, row0 + B) of the batch
+ * (X holds those B rows, B <= max_batch), this part's share of the
+ * batch's objective: *nll, *loss and grad are the sums over the part's rows
+ * of the terms of the batch's means (each divided by batch_rows; the
+ * preprocessing constant in proportion B / batch_rows), so that the parts'
+ * outputs add up to the whole batch's. Each part draws the whole batch's
+ * Hutchinson noise from rng and keeps its rows' share, so every part must
+ * be given a generator in the same state, and then sees the noise its rows
+ * would see in the whole batch. Every part chooses its own adaptive steps,
+ * so the sum equals cnf_flow_nll_grad's of the whole batch within the
+ * solver's tolerances (with fixed-step methods, up to rounding).
+ * cnf_flow_nll_grad is the part (0, B, B). CNF_EDIM unless the rows lie
+ * inside the batch. */
+cnf_status cnf_flow_nll_grad_part(const cnf_flow *flow, cnf_flow_work *work, const double *X,
+                                  size_t B, size_t row0, size_t batch_rows, gsl_rng *rng,
+                                  double *nll, double *loss, double *grad,
+                                  cnf_flow_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif
