@@ -536,7 +536,27 @@ static void row_gemm_tn(size_t rows, size_t m, size_t n, const double *A, size_t
     }
 }
 
-/* ---------------------------------------------------------------- forward */
+/* ---------------------------------------------------------------- layers
+ *
+ * A layer is three stages, each a forward and a backward side by side:
+ * the affine product u = W h, the bias and time terms (beta, gate s, shift
+ * c; one time for all rows, or one per row), and the activation of a hidden
+ * layer (the last layer's output instead, whose backward is the identity:
+ * fbar and jvbar are already the cotangents of y and dy_k). layer_backward
+ * runs the stages' backwards in the exact reverse order of layer_forward,
+ * and part_backward the layers in the reverse order of part_forward, so the
+ * reverse sweep reads as the forward pass read backwards. */
+
+/* The element-wise kernels below run over whole blocks of rows, restrict-
+ * qualified and kept out of line: inlined into the caller the arrays lose
+ * restrict, GCC gives up on the alias checks and the loop stays scalar; one
+ * call per block rather than per row saves a call and a vector-loop
+ * prologue per 64 values. */
+#if defined(__GNUC__)
+#define ROW_NOINLINE __attribute__((noinline))
+#else
+#define ROW_NOINLINE
+#endif
 
 /* First row of du_k in layer j (rows tangent_ld apart, n_{j+1} values). */
 static inline const double *tangent_row(const net_part *w, size_t j, size_t k)
@@ -547,18 +567,306 @@ static inline const double *tangent_row(const net_part *w, size_t j, size_t k)
     return w->U[j] + (k + 1) * w->B * out;
 }
 
+/* Row stride of the tangent products du_k of layer j: 0 when every sample
+ * shares W e_k (the unit directions in layer 0). */
+static inline size_t tangent_ld(const net_part *w, size_t j)
+{
+    return (w->unit && j == 0) ? 0 : w->width[j + 1];
+}
+
+/* X_b .* d_b in place (d rows d_ld apart: 0 for one shared row) */
+ROW_NOINLINE static void scale_rows(size_t B, size_t n, double *restrict X,
+                                    const double *restrict d, size_t d_ld)
+{
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++)
+            X[b * n + o] *= d[b * d_ld + o];
+}
+
+/* -------- the affine product u = W h */
+
+/* U = X W^T over the stacked rows [h ; dh_k]; with the unit directions
+ * layer 0 multiplies only the value rows (its W e_k are the rows of WT[0]). */
+static void affine_forward(const cnf_net *net, net_part *w, size_t j)
+{
+    const cnf_net_layer *lv = &net->view[j];
+    size_t rows = (w->unit && j == 0) ? w->B : (w->K + 1) * w->B;
+    row_gemm(rows, lv->out, lv->in, w->X[j], lv->in, w->WT[j], lv->out, 0.0, w->U[j],
+             lv->out);
+}
+
+/* From Y = [ubar ; dubar_k] (Kb tangents): Wbar += Y^T [h ; dh_k], and the
+ * cotangents of the layer's input, Xb = Y W (layer j > 0) or, for layer 0,
+ * zbar += those of the value rows (the directions v are constants). */
+static void affine_backward(const cnf_net *net, net_part *w, size_t j, const double *theta,
+                            const double *Y, size_t Kb, double *Xb, double *zbar,
+                            double *thetabar)
+{
+    const cnf_net_layer *lv = &net->view[j];
+    size_t in = lv->in, out = lv->out, ldw = lv->W_cols, B = w->B;
+    size_t rows = (Kb + 1) * B;
+    const double *W = theta + lv->W;
+    int first_unit = w->unit && j == 0;
+    if (thetabar) {
+        size_t grows = first_unit ? B : rows;
+        row_gemm_tn(grows, out, in, Y, out, w->X[j], in, thetabar + lv->W, ldw);
+        if (first_unit) {
+            /* dh_k = e_k: W[:, k] collects sum_b dubar_k */
+            double *acc = w->tmp;
+            for (size_t k = 0; k < Kb; k++) {
+                for (size_t o = 0; o < out; o++)
+                    acc[o] = 0.0;
+                for (size_t b = 0; b < B; b++) {
+                    const double *y = Y + ((k + 1) * B + b) * out;
+                    for (size_t o = 0; o < out; o++)
+                        acc[o] += y[o];
+                }
+                for (size_t o = 0; o < out; o++)
+                    thetabar[lv->W + o * ldw + k] += acc[o];
+            }
+        }
+    }
+    if (j > 0)
+        row_gemm(rows, in, out, Y, out, W, ldw, 0.0, Xb, in);
+    else if (zbar)
+        row_gemm(B, in, out, Y, out, W, ldw, 1.0, zbar, net->cfg.dim);
+}
+
+/* -------- bias and time terms, one time t for every row */
+
+/* s, c and beta of layer j at the pass's time (s = 1, c = 0 unless
+ * concatsquash; beta = b, plus t W[:, in] for concat). */
+static void bias_time_forward(const cnf_net *net, net_part *w, size_t j, const double *theta)
+{
+    const cnf_net_layer *lv = &net->view[j];
+    size_t in = lv->in, out = lv->out, ldw = lv->W_cols;
+    const double *W = theta + lv->W, *bias = theta + lv->b;
+    double *s = w->gate[j], *c = w->shift[j], *beta = w->beta[j];
+    double t = w->t;
+    switch (net->cfg.layer_type) {
+    case CNF_LAYER_CONCATSQUASH: {
+        const double *gw = theta + lv->g_w, *gb = theta + lv->g_b, *cw = theta + lv->c_w;
+        for (size_t o = 0; o < out; o++) {
+            s[o] = cnf_act_logistic(CNF_FMA(gw[o], t, gb[o]));
+            c[o] = cw[o] * t;
+            beta[o] = bias[o];
+        }
+        break;
+    }
+    case CNF_LAYER_CONCAT:
+        for (size_t o = 0; o < out; o++) {
+            s[o] = 1.0;
+            c[o] = 0.0;
+            beta[o] = CNF_FMA(t, W[o * ldw + in], bias[o]);
+        }
+        break;
+    case CNF_LAYER_IGNORE:
+        for (size_t o = 0; o < out; o++) {
+            s[o] = 1.0;
+            c[o] = 0.0;
+            beta[o] = bias[o];
+        }
+        break;
+    }
+}
+
+/* cs += sum_b Y_b, gs += sum_b Y_b .* (U_b + beta) */
+ROW_NOINLINE static void value_sums_rows(size_t B, size_t n, const double *restrict Y,
+                                         const double *restrict U, const double *restrict beta,
+                                         double *restrict cs, double *restrict gs)
+{
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++) {
+            double y = Y[b * n + o];
+            cs[o] += y;
+            gs[o] += y * (U[b * n + o] + beta[o]);
+        }
+}
+
+/* gs += sum_b Y_b .* A_b, then Y_b .* s in place (A rows a_ld apart) */
+ROW_NOINLINE static void gate_rows(size_t B, size_t n, double *restrict Y,
+                                   const double *restrict A, size_t a_ld,
+                                   const double *restrict s, double *restrict gs)
+{
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++) {
+            gs[o] += Y[b * n + o] * A[b * a_ld + o];
+            Y[b * n + o] *= s[o];
+        }
+}
+
+/* Y (rows x out) holds [ybar ; dybar_k] of layer j's output. Sums what the
+ * bias, time and gate gradients need (colsum = sum_b ybar, gatesum = sum of
+ * Y .* [u ; du_k] over all rows) and turns Y into [ubar ; dubar_k] = Y .* s. */
+static void gate_backward(const cnf_net *net, net_part *w, size_t j, size_t Kb, double *Y)
+{
+    size_t out = net->view[j].out, B = w->B;
+    const double *s = w->gate[j], *U = w->U[j], *beta = w->beta[j];
+    double *cs = w->colsum, *gs = w->gatesum;
+    for (size_t o = 0; o < out; o++)
+        cs[o] = gs[o] = 0.0;
+    value_sums_rows(B, out, Y, U, beta, cs, gs);
+    if (net->cfg.layer_type != CNF_LAYER_CONCATSQUASH)
+        return;   /* s = 1 and no gate parameters */
+    scale_rows(B, out, Y, s, 0);
+    for (size_t k = 0; k < Kb; k++)
+        gate_rows(B, out, Y + (k + 1) * B * out, tangent_row(w, j, k), tangent_ld(w, j), s,
+                  gs);
+}
+
+/* Gradients of layer j's bias, gate and time parameters, and of t, from the
+ * sums gate_backward left. */
+static void bias_time_param_backward(const cnf_net *net, const net_part *w, size_t j,
+                                     const double *theta, double *thetabar, double *tbar)
+{
+    const cnf_net_layer *lv = &net->view[j];
+    size_t out = lv->out, in = lv->in, ldw = lv->W_cols;
+    const double *cs = w->colsum, *gs = w->gatesum, *s = w->gate[j];
+    double t = w->t, tb = 0.0;
+    switch (net->cfg.layer_type) {
+    case CNF_LAYER_CONCATSQUASH: {
+        const double *gw = theta + lv->g_w, *cw = theta + lv->c_w;
+        for (size_t o = 0; o < out; o++) {
+            double g = s[o] * (1.0 - s[o]) * gs[o];
+            if (thetabar) {
+                thetabar[lv->b + o] += s[o] * cs[o];
+                thetabar[lv->g_w + o] += t * g;
+                thetabar[lv->g_b + o] += g;
+                thetabar[lv->c_w + o] += t * cs[o];
+            }
+            tb += gw[o] * g + cw[o] * cs[o];
+        }
+        break;
+    }
+    case CNF_LAYER_CONCAT: {
+        const double *W = theta + lv->W;
+        for (size_t o = 0; o < out; o++) {
+            if (thetabar) {
+                thetabar[lv->b + o] += cs[o];
+                thetabar[lv->W + o * ldw + in] += t * cs[o];
+            }
+            tb += W[o * ldw + in] * cs[o];
+        }
+        break;
+    }
+    case CNF_LAYER_IGNORE:
+        if (thetabar)
+            for (size_t o = 0; o < out; o++)
+                thetabar[lv->b + o] += cs[o];
+        break;
+    }
+    if (tbar)
+        *tbar += tb;
+}
+
+/* Y: [ybar ; dybar_k] in, [ubar ; dubar_k] out; the parameter and time
+ * gradients of the bias and time terms accumulated. */
+static void bias_time_backward(const cnf_net *net, net_part *w, size_t j, const double *theta,
+                               size_t Kb, double *Y, double *thetabar, double *tbar)
+{
+    gate_backward(net, w, j, Kb, Y);
+    bias_time_param_backward(net, w, j, theta, thetabar, tbar);
+}
+
+/* -------- bias and time terms, one time t_b per row (no tangents) */
+
+/* The gate of a concatsquash layer at one row's time. */
+static inline double row_gate(const double *gw, const double *gb, size_t o, double t)
+{
+    return cnf_act_logistic(CNF_FMA(gw[o], t, gb[o]));
+}
+
+/* Layer j (concatsquash or concat) after its product U = X W^T: returns the
+ * pre-activation less beta, and in *beta_out what the activation stage adds
+ * to it (with s = 1, c = 0 for every row). concat folds t_b W[:, in] into U,
+ * so that U + b is u as in the shared-time pass; concatsquash forms
+ * y_b = (u_b + b) .* s(t_b) + c_w t_b in y_buf (and *beta_out = 0) and keeps
+ * no gates: the reverse sweep recomputes them (the same bits). */
+static const double *bias_time_rows_forward(const cnf_net *net, net_part *w, size_t j,
+                                            const double *theta, double *y_buf,
+                                            const double **beta_out)
+{
+    const cnf_net_layer *lv = &net->view[j];
+    size_t in = lv->in, out = lv->out, ldw = lv->W_cols, B = w->B;
+    const double *W = theta + lv->W, *bias = theta + lv->b, *t = w->trow;
+    double *U = w->U[j], *s = w->gate[j], *c = w->shift[j], *beta = w->beta[j];
+    for (size_t o = 0; o < out; o++) {
+        s[o] = 1.0;
+        c[o] = 0.0;
+        beta[o] = bias[o];
+    }
+    if (net->cfg.layer_type == CNF_LAYER_CONCAT) {
+        for (size_t b = 0; b < B; b++)
+            for (size_t o = 0; o < out; o++)
+                U[b * out + o] = CNF_FMA(t[b], W[o * ldw + in], U[b * out + o]);
+        *beta_out = beta;
+        return U;
+    }
+    const double *gw = theta + lv->g_w, *gb = theta + lv->g_b, *cw = theta + lv->c_w;
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < out; o++)
+            y_buf[b * out + o] = CNF_FMA(U[b * out + o] + bias[o], row_gate(gw, gb, o, t[b]),
+                                         cw[o] * t[b]);
+    *beta_out = c;   /* y already holds the bias */
+    return y_buf;
+}
+
+/* bias_time_backward for one time per row (no tangents, no dS/dt): the
+ * sums over rows weight each row by its own gate s(t_b) and time t_b.
+ * concatsquash:
+ *     b bar += sum_b s_b ybar_b,     c_w bar += sum_b t_b ybar_b,
+ *     g_b bar += sum_b g_b,  g_w bar += sum_b t_b g_b,  g_b = s_b (1 - s_b) ybar_b u_b,
+ * and Y becomes ubar = ybar .* s_b; concat: b bar += sum_b ybar_b,
+ * W[:, in] bar += sum_b t_b ybar_b. */
+static void bias_time_rows_backward(const cnf_net *net, net_part *w, size_t j,
+                                    const double *theta, double *Y, double *thetabar)
+{
+    const cnf_net_layer *lv = &net->view[j];
+    size_t out = lv->out, in = lv->in, ldw = lv->W_cols, B = w->B;
+    const double *t = w->trow, *U = w->U[j], *bias = theta + lv->b;
+    double *cs = w->colsum, *ts = w->tsum, *gs = w->gatesum, *gts = w->tmp;
+    for (size_t o = 0; o < out; o++)
+        cs[o] = ts[o] = gs[o] = gts[o] = 0.0;
+    if (net->cfg.layer_type == CNF_LAYER_CONCAT) {
+        for (size_t b = 0; b < B; b++)
+            for (size_t o = 0; o < out; o++) {
+                double y = Y[b * out + o];
+                cs[o] += y;
+                ts[o] += t[b] * y;
+            }
+        if (thetabar)
+            for (size_t o = 0; o < out; o++) {
+                thetabar[lv->b + o] += cs[o];
+                thetabar[lv->W + o * ldw + in] += ts[o];
+            }
+        return;
+    }
+    const double *gw = theta + lv->g_w, *gb = theta + lv->g_b;
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < out; o++) {
+            size_t i = b * out + o;
+            double sg = row_gate(gw, gb, o, t[b]), y = Y[i];
+            double g = sg * (1.0 - sg) * y * (U[i] + bias[o]);
+            gs[o] += g;
+            gts[o] += t[b] * g;
+            ts[o] += t[b] * y;
+            Y[i] = y * sg;
+            cs[o] += Y[i];
+        }
+    if (thetabar)
+        for (size_t o = 0; o < out; o++) {
+            thetabar[lv->b + o] += cs[o];
+            thetabar[lv->g_w + o] += gts[o];
+            thetabar[lv->g_b + o] += gs[o];
+            thetabar[lv->c_w + o] += ts[o];
+        }
+}
+
+/* -------- the activation of a hidden layer */
+
 /* The value rows of a hidden layer: y = (u + beta) s + c, h' = sigma(y)
  * and its derivatives (B rows of n each); the second only where tangents
- * need it. One function per activation over the whole block, restrict-
- * qualified and kept out of line: inlined into the caller the arrays lose
- * restrict, GCC gives up on the alias checks and the loop stays scalar; one
- * call per block rather than per row saves a call and a vector-loop
- * prologue per 64 values. */
-#if defined(__GNUC__)
-#define ROW_NOINLINE __attribute__((noinline))
-#else
-#define ROW_NOINLINE
-#endif
+ * need it. One function per activation (see ROW_NOINLINE). */
 #define ACT_ROWS2(name, kernel)                                                                  \
     ROW_NOINLINE static void name##_rows2(size_t B, size_t n, const double *restrict U,       \
                                           const double *restrict beta,                         \
@@ -633,13 +941,6 @@ static void activate_values(cnf_activation act, size_t B, size_t n, const double
     }
 }
 
-/* Row stride of the tangent products du_k of layer j: 0 when every sample
- * shares W e_k (the unit directions in layer 0). */
-static inline size_t tangent_ld(const net_part *w, size_t j)
-{
-    return (w->unit && j == 0) ? 0 : w->width[j + 1];
-}
-
 /* dh'_b = d1_b .* du_b .* s for the B rows of one tangent (d1 NULL: the
  * last layer, no activation; du rows du_ld apart). */
 ROW_NOINLINE static void tangent_rows_forward(size_t B, size_t n, double *restrict dh,
@@ -657,123 +958,159 @@ ROW_NOINLINE static void tangent_rows_forward(size_t B, size_t n, double *restri
                 dh[b * n + o] = du[b * du_ld + o] * s[o];
 }
 
-/* The gate of a concatsquash layer at one row's time. */
-static inline double row_gate(const double *gw, const double *gb, size_t o, double t)
+/* Hidden layer j's output rows [h' ; dh'_k] into X[j + 1] from its
+ * pre-activation y = (pre + beta) .* s + c, with sigma' (and sigma'' when
+ * there are tangents) kept for the reverse sweep. */
+static void activation_forward(const cnf_net *net, net_part *w, size_t j, const double *pre,
+                               const double *beta)
 {
-    return cnf_act_logistic(CNF_FMA(gw[o], t, gb[o]));
+    size_t out = w->width[j + 1], B = w->B, K = w->K;
+    const double *s = w->gate[j], *c = w->shift[j];
+    double *Xn = w->X[j + 1], *D1 = w->S1[j];
+    activate_values(net->cfg.activation, B, out, pre, beta, s, c, Xn, D1,
+                    K > 0 ? w->S2[j] : NULL);   /* NULL for tanh */
+    for (size_t k = 0; k < K; k++)
+        tangent_rows_forward(B, out, Xn + (k + 1) * B * out, D1, tangent_row(w, j, k),
+                             tangent_ld(w, j), s);
 }
 
-/* Layer j (concatsquash or concat) after its product U = X W^T, when every
- * row has its own time (no tangents). concat folds t_b W[:, in] into U, so
- * that U + beta is u as in the shared-time pass; concatsquash forms the
- * pre-activation y_b = (u_b + b) .* s(t_b) + c_w t_b in a scratch buffer and
- * keeps no gates: the reverse sweep recomputes them (the same bits). Then
- * the activation runs with s = 1, c = 0. */
+/* X_b += D2_b .* du_b .* s .* dX_b, then dX_b .* D1_b in place (X: the
+ * value rows, dX: the rows of one tangent, du rows du_ld apart) */
+ROW_NOINLINE static void second_order_rows(size_t B, size_t n, double *restrict X,
+                                           double *restrict dX, const double *restrict D1,
+                                           const double *restrict D2,
+                                           const double *restrict du, size_t du_ld,
+                                           const double *restrict s)
+{
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++) {
+            size_t i = b * n + o;
+            X[i] += D2[i] * du[b * du_ld + o] * s[o] * dX[i];
+            dX[i] *= D1[i];
+        }
+}
+
+/* second_order_rows for tanh, whose sigma'' = -2 h sigma' comes from the
+ * cached activations H instead of a stored array */
+ROW_NOINLINE static void second_order_rows_tanh(size_t B, size_t n, double *restrict X,
+                                                double *restrict dX, const double *restrict D1,
+                                                const double *restrict H,
+                                                const double *restrict du, size_t du_ld,
+                                                const double *restrict s)
+{
+    for (size_t b = 0; b < B; b++)
+        for (size_t o = 0; o < n; o++) {
+            size_t i = b * n + o;
+            double d2 = -2.0 * H[i] * D1[i];
+            X[i] += d2 * du[b * du_ld + o] * s[o] * dX[i];
+            dX[i] *= D1[i];
+        }
+}
+
+/* From the cotangents Y = [hbar' ; dhbar'_k] of hidden layer j's output
+ * (rows x n), in place, the cotangents [ybar ; dybar_k] of its
+ * pre-activation. */
+static void activation_backward(const cnf_net *net, net_part *w, size_t j, size_t Kb,
+                                double *Y)
+{
+    size_t n = w->width[j + 1], B = w->B;
+    const double *D1 = w->S1[j], *D2 = w->S2[j], *s = w->gate[j];
+    int tanh_act = net->cfg.activation == CNF_ACT_TANH;
+    scale_rows(B, n, Y, D1, n);
+    for (size_t k = 0; k < Kb; k++) {
+        if (tanh_act)
+            second_order_rows_tanh(B, n, Y, Y + (k + 1) * B * n, D1, w->X[j + 1],
+                                   tangent_row(w, j, k), tangent_ld(w, j), s);
+        else
+            second_order_rows(B, n, Y, Y + (k + 1) * B * n, D1, D2, tangent_row(w, j, k),
+                              tangent_ld(w, j), s);
+    }
+}
+
+/* -------- the last layer's output (its backward is the identity) */
+
+/* f = y = (u + beta) .* s + c and jv_k = dy_k = du_k .* s, direction k
+ * starting Bs rows after direction k - 1. */
+static void output_forward(const cnf_net *net, net_part *w, size_t j, double *f, double *jv,
+                           size_t Bs)
+{
+    size_t out = net->view[j].out, B = w->B;
+    const double *U = w->U[j], *s = w->gate[j], *c = w->shift[j], *beta = w->beta[j];
+    for (size_t b = 0; b < B; b++) {
+        const double *u = U + b * out;
+        double *fb = f + b * out;
+        for (size_t o = 0; o < out; o++)
+            fb[o] = CNF_FMA(u[o] + beta[o], s[o], c[o]);
+    }
+    for (size_t k = 0; k < w->K; k++)
+        tangent_rows_forward(B, out, jv + k * Bs * out, NULL, tangent_row(w, j, k),
+                             tangent_ld(w, j), s);
+}
+
+/* -------- whole layers */
+
+/* Layer j on a part's rows, one time for all of them; the last layer writes
+ * f (B x D) and jv, whose direction k starts Bs rows after direction k - 1. */
+static void layer_forward(const cnf_net *net, net_part *w, size_t j, const double *theta,
+                          double *f, double *jv, size_t Bs)
+{
+    affine_forward(net, w, j);
+    bias_time_forward(net, w, j, theta);
+    if (j + 1 < net->n_layers)
+        activation_forward(net, w, j, w->U[j], w->beta[j]);
+    else
+        output_forward(net, w, j, f, jv, Bs);
+}
+
+/* Y: the cotangents of layer j's output, [hbar' ; dhbar'_k] (Kb tangents),
+ * overwritten; Xb gets those of its input (see affine_backward). */
+static void layer_backward(const cnf_net *net, net_part *w, size_t j, const double *theta,
+                           size_t Kb, double *Y, double *Xb, double *zbar, double *thetabar,
+                           double *tbar)
+{
+    if (j + 1 < net->n_layers)
+        activation_backward(net, w, j, Kb, Y);
+    bias_time_backward(net, w, j, theta, Kb, Y, thetabar, tbar);
+    affine_backward(net, w, j, theta, Y, Kb, Xb, zbar, thetabar);
+}
+
+/* Layer j with one time per row (no tangents); the last layer writes f. */
 static void layer_forward_rows(const cnf_net *net, net_part *w, size_t j, const double *theta,
                                double *f)
 {
-    const cnf_net_layer *lv = &net->view[j];
-    size_t in = lv->in, out = lv->out, ldw = lv->W_cols, B = w->B;
-    const double *W = theta + lv->W, *bias = theta + lv->b, *t = w->trow;
-    double *U = w->U[j], *s = w->gate[j], *c = w->shift[j], *beta = w->beta[j];
     int last = j + 1 == net->n_layers;
-    for (size_t o = 0; o < out; o++) {
-        s[o] = 1.0;
-        c[o] = 0.0;
-        beta[o] = bias[o];
-    }
-    const double *pre = U;   /* the pre-activation, less beta */
-    if (net->cfg.layer_type == CNF_LAYER_CONCAT) {
-        for (size_t b = 0; b < B; b++)
-            for (size_t o = 0; o < out; o++)
-                U[b * out + o] = CNF_FMA(t[b], W[o * ldw + in], U[b * out + o]);
-    } else {
-        const double *gw = theta + lv->g_w, *gb = theta + lv->g_b, *cw = theta + lv->c_w;
-        double *y = last ? f : w->cot[0];
-        for (size_t b = 0; b < B; b++)
-            for (size_t o = 0; o < out; o++)
-                y[b * out + o] = CNF_FMA(U[b * out + o] + bias[o], row_gate(gw, gb, o, t[b]),
-                                         cw[o] * t[b]);
-        if (last)
-            return;
-        pre = y;
-        beta = c;   /* y already holds the bias */
-    }
+    affine_forward(net, w, j);
+    const double *beta;
+    const double *pre = bias_time_rows_forward(net, w, j, theta, last ? f : w->cot[0], &beta);
     if (!last) {
-        activate_values(net->cfg.activation, B, out, pre, beta, s, c, w->X[j + 1], w->S1[j],
-                        NULL);
+        activation_forward(net, w, j, pre, beta);
         return;
     }
-    for (size_t b = 0; b < B; b++)
+    if (pre == f)
+        return;   /* concatsquash formed y in f itself */
+    size_t out = net->view[j].out;
+    for (size_t b = 0; b < w->B; b++)
         for (size_t o = 0; o < out; o++)
             f[b * out + o] = pre[b * out + o] + beta[o];
 }
 
-/* Layer j on a part's rows; the last layer writes f (B x D) and jv, whose
- * direction k starts Bs rows after direction k - 1. */
-static void layer_forward(const cnf_net *net, net_part *w, size_t j, const double *theta,
-                          double *f, double *jv, size_t Bs)
+static void layer_backward_rows(const cnf_net *net, net_part *w, size_t j, const double *theta,
+                                double *Y, double *Xb, double *zbar, double *thetabar)
 {
-    const cnf_net_layer *lv = &net->view[j];
-    size_t in = lv->in, out = lv->out, ldw = lv->W_cols;
-    size_t B = w->B, K = w->K;
-    int first_unit = w->unit && j == 0;
-    size_t rows = first_unit ? B : (K + 1) * B;
-    const double *W = theta + lv->W, *bias = theta + lv->b;
-    double *X = w->X[j], *U = w->U[j], *s = w->gate[j], *c = w->shift[j], *beta = w->beta[j];
-    double t = w->t;
-
-    row_gemm(rows, out, in, X, in, w->WT[j], out, 0.0, U, out);
-    if (w->per_row && net->cfg.layer_type != CNF_LAYER_IGNORE) {
-        layer_forward_rows(net, w, j, theta, f);
-        return;
-    }
-
-    switch (net->cfg.layer_type) {
-    case CNF_LAYER_CONCATSQUASH: {
-        const double *gw = theta + lv->g_w, *gb = theta + lv->g_b, *cw = theta + lv->c_w;
-        for (size_t o = 0; o < out; o++) {
-            s[o] = cnf_act_logistic(CNF_FMA(gw[o], t, gb[o]));
-            c[o] = cw[o] * t;
-            beta[o] = bias[o];
-        }
-        break;
-    }
-    case CNF_LAYER_CONCAT:
-        for (size_t o = 0; o < out; o++) {
-            s[o] = 1.0;
-            c[o] = 0.0;
-            beta[o] = CNF_FMA(t, W[o * ldw + in], bias[o]);
-        }
-        break;
-    case CNF_LAYER_IGNORE:
-        for (size_t o = 0; o < out; o++) {
-            s[o] = 1.0;
-            c[o] = 0.0;
-            beta[o] = bias[o];
-        }
-        break;
-    }
-
-    size_t ld = tangent_ld(w, j);
-    if (j + 1 < net->n_layers) {
-        double *Xn = w->X[j + 1], *D1 = w->S1[j];
-        activate_values(net->cfg.activation, B, out, U, beta, s, c, Xn, D1,
-                        K > 0 ? w->S2[j] : NULL);   /* NULL for tanh */
-        for (size_t k = 0; k < K; k++)
-            tangent_rows_forward(B, out, Xn + (k + 1) * B * out, D1, tangent_row(w, j, k), ld,
-                                 s);
-    } else {
-        for (size_t b = 0; b < B; b++) {
-            const double *u = U + b * out;
-            double *fb = f + b * out;
-            for (size_t o = 0; o < out; o++)
-                fb[o] = CNF_FMA(u[o] + beta[o], s[o], c[o]);
-        }
-        for (size_t k = 0; k < K; k++)
-            tangent_rows_forward(B, out, jv + k * Bs * out, NULL, tangent_row(w, j, k), ld, s);
-    }
+    if (j + 1 < net->n_layers)
+        activation_backward(net, w, j, 0, Y);
+    bias_time_rows_backward(net, w, j, theta, Y, thetabar);
+    affine_backward(net, w, j, theta, Y, 0, Xb, zbar, thetabar);
 }
+
+/* A pass with one time per row takes the per-row layers, except that a
+ * network of ignore layers has no time terms to differ by row. */
+static int rows_time(const cnf_net *net, const net_part *w)
+{
+    return w->per_row && net->cfg.layer_type != CNF_LAYER_IGNORE;
+}
+
+/* -------- the network on one part's rows */
 
 /* The forward pass on one part's B rows. z, f: B x D at the part's first
  * row; v, jv: direction k of row b at [(k Bs + b) D], Bs the whole batch. */
@@ -795,13 +1132,49 @@ static void part_forward(const cnf_net *net, net_part *w, const double *theta, d
     if (K > 0 && v)
         for (size_t k = 0; k < K; k++)
             memcpy(w->X[0] + (k + 1) * B * D, v + k * Bs * D, B * D * sizeof *v);
-    for (size_t j = 0; j < net->n_layers; j++)
-        layer_forward(net, w, j, theta, f, jv, Bs);
+    int per_row = rows_time(net, w);
+    for (size_t j = 0; j < net->n_layers; j++) {
+        if (per_row)
+            layer_forward_rows(net, w, j, theta, f);
+        else
+            layer_forward(net, w, j, theta, f, jv, Bs);
+    }
 }
 
+/* The reverse sweep on one part's rows (after its part_forward). fbar,
+ * zbar: B x D at the part's first row; jvbar: direction k of row b at
+ * [(k Bs + b) D]. */
 static void part_backward(const cnf_net *net, net_part *work, const double *theta,
                           const double *fbar, const double *jvbar, size_t Bs, double *zbar,
-                          double *thetabar, double *tbar);
+                          double *thetabar, double *tbar)
+{
+    if (work->B == 0)
+        return;
+    size_t B = work->B, D = net->cfg.dim;
+    /* Zero tangent cotangents stay zero all the way back: skip those rows. */
+    size_t Kb = jvbar ? work->K : 0;
+    double *Y = work->cot[0], *Xb = work->cot[1];
+
+    if (fbar)
+        memcpy(Y, fbar, B * D * sizeof *Y);
+    else
+        memset(Y, 0, B * D * sizeof *Y);
+    for (size_t k = 0; k < Kb; k++)
+        memcpy(Y + (k + 1) * B * D, jvbar + k * Bs * D, B * D * sizeof *Y);
+
+    int per_row = rows_time(net, work);
+    for (size_t j = net->n_layers; j-- > 0;) {
+        if (per_row)
+            layer_backward_rows(net, work, j, theta, Y, Xb, zbar, thetabar);
+        else
+            layer_backward(net, work, j, theta, Kb, Y, Xb, zbar, thetabar, tbar);
+        double *swap = Y;
+        Y = Xb;
+        Xb = swap;
+    }
+}
+
+/* ---------------------------------------------------------------- passes */
 
 /* Part i of the pool's job: rows [B i / n, B (i+1) / n). Parts i > 0 sum
  * their parameter and time gradients privately (reduced afterwards in part
@@ -941,274 +1314,6 @@ cnf_status cnf_net_forward_rows(const cnf_net *net, cnf_net_work *work, const do
     return forward(net, work, theta, 0.0, t, z, B, 0, NULL, f, NULL);
 }
 
-/* ---------------------------------------------------------------- reverse */
-
-/* Block kernels of the reverse sweep (B rows of n), restrict-qualified and
- * out of line so that they vectorise (see ACT_ROWS1). */
-
-/* cs += sum_b Y_b, gs += sum_b Y_b .* (U_b + beta) */
-ROW_NOINLINE static void value_sums_rows(size_t B, size_t n, const double *restrict Y,
-                                         const double *restrict U, const double *restrict beta,
-                                         double *restrict cs, double *restrict gs)
-{
-    for (size_t b = 0; b < B; b++)
-        for (size_t o = 0; o < n; o++) {
-            double y = Y[b * n + o];
-            cs[o] += y;
-            gs[o] += y * (U[b * n + o] + beta[o]);
-        }
-}
-
-/* gs += sum_b Y_b .* A_b, then Y_b .* s in place (A rows a_ld apart) */
-ROW_NOINLINE static void gate_rows(size_t B, size_t n, double *restrict Y,
-                                   const double *restrict A, size_t a_ld,
-                                   const double *restrict s, double *restrict gs)
-{
-    for (size_t b = 0; b < B; b++)
-        for (size_t o = 0; o < n; o++) {
-            gs[o] += Y[b * n + o] * A[b * a_ld + o];
-            Y[b * n + o] *= s[o];
-        }
-}
-
-/* X_b += D2_b .* du_b .* s .* dX_b, then dX_b .* D1_b in place (X: the
- * value rows, dX: the rows of one tangent, du rows du_ld apart) */
-ROW_NOINLINE static void second_order_rows(size_t B, size_t n, double *restrict X,
-                                           double *restrict dX, const double *restrict D1,
-                                           const double *restrict D2,
-                                           const double *restrict du, size_t du_ld,
-                                           const double *restrict s)
-{
-    for (size_t b = 0; b < B; b++)
-        for (size_t o = 0; o < n; o++) {
-            size_t i = b * n + o;
-            X[i] += D2[i] * du[b * du_ld + o] * s[o] * dX[i];
-            dX[i] *= D1[i];
-        }
-}
-
-/* second_order_rows for tanh, whose sigma'' = -2 h sigma' comes from the
- * cached activations H instead of a stored array */
-ROW_NOINLINE static void second_order_rows_tanh(size_t B, size_t n, double *restrict X,
-                                                double *restrict dX, const double *restrict D1,
-                                                const double *restrict H,
-                                                const double *restrict du, size_t du_ld,
-                                                const double *restrict s)
-{
-    for (size_t b = 0; b < B; b++)
-        for (size_t o = 0; o < n; o++) {
-            size_t i = b * n + o;
-            double d2 = -2.0 * H[i] * D1[i];
-            X[i] += d2 * du[b * du_ld + o] * s[o] * dX[i];
-            dX[i] *= D1[i];
-        }
-}
-
-/* X_b .* d_b in place (d rows d_ld apart: 0 for one shared row) */
-ROW_NOINLINE static void scale_rows(size_t B, size_t n, double *restrict X,
-                                    const double *restrict d, size_t d_ld)
-{
-    for (size_t b = 0; b < B; b++)
-        for (size_t o = 0; o < n; o++)
-            X[b * n + o] *= d[b * d_ld + o];
-}
-
-/* gate_backward and affine_param_backward in one, for a pass with one time
- * per row (no tangents, no dS/dt): the sums over rows weight each row by its
- * own gate s(t_b) and time t_b. concatsquash:
- *     b bar += sum_b s_b ybar_b,     c_w bar += sum_b t_b ybar_b,
- *     g_b bar += sum_b g_b,  g_w bar += sum_b t_b g_b,  g_b = s_b (1 - s_b) ybar_b u_b,
- * and Y becomes ubar = ybar .* s_b; concat: b bar += sum_b ybar_b,
- * W[:, in] bar += sum_b t_b ybar_b. */
-static void rows_time_backward(const cnf_net *net, net_part *w, size_t j, const double *theta,
-                               double *Y, double *thetabar)
-{
-    const cnf_net_layer *lv = &net->view[j];
-    size_t out = lv->out, in = lv->in, ldw = lv->W_cols, B = w->B;
-    const double *t = w->trow, *U = w->U[j], *bias = theta + lv->b;
-    double *cs = w->colsum, *ts = w->tsum, *gs = w->gatesum, *gts = w->tmp;
-    for (size_t o = 0; o < out; o++)
-        cs[o] = ts[o] = gs[o] = gts[o] = 0.0;
-    if (net->cfg.layer_type == CNF_LAYER_CONCAT) {
-        for (size_t b = 0; b < B; b++)
-            for (size_t o = 0; o < out; o++) {
-                double y = Y[b * out + o];
-                cs[o] += y;
-                ts[o] += t[b] * y;
-            }
-        if (thetabar)
-            for (size_t o = 0; o < out; o++) {
-                thetabar[lv->b + o] += cs[o];
-                thetabar[lv->W + o * ldw + in] += ts[o];
-            }
-        return;
-    }
-    const double *gw = theta + lv->g_w, *gb = theta + lv->g_b;
-    for (size_t b = 0; b < B; b++)
-        for (size_t o = 0; o < out; o++) {
-            size_t i = b * out + o;
-            double sg = row_gate(gw, gb, o, t[b]), y = Y[i];
-            double g = sg * (1.0 - sg) * y * (U[i] + bias[o]);
-            gs[o] += g;
-            gts[o] += t[b] * g;
-            ts[o] += t[b] * y;
-            Y[i] = y * sg;
-            cs[o] += Y[i];
-        }
-    if (thetabar)
-        for (size_t o = 0; o < out; o++) {
-            thetabar[lv->b + o] += cs[o];
-            thetabar[lv->g_w + o] += gts[o];
-            thetabar[lv->g_b + o] += gs[o];
-            thetabar[lv->c_w + o] += ts[o];
-        }
-}
-
-/* Y (rows x out) holds [ybar ; dybar_k] of layer j's output. Sums what the
- * bias, time and gate gradients need (colsum = sum_b ybar, gatesum = sum of
- * Y .* [u ; du_k] over all rows) and turns Y into [ubar ; dubar_k] = Y .* s. */
-static void gate_backward(const cnf_net *net, net_part *w, size_t j, size_t Kb, double *Y)
-{
-    size_t out = net->view[j].out, B = w->B;
-    const double *s = w->gate[j], *U = w->U[j], *beta = w->beta[j];
-    double *cs = w->colsum, *gs = w->gatesum;
-    for (size_t o = 0; o < out; o++)
-        cs[o] = gs[o] = 0.0;
-    value_sums_rows(B, out, Y, U, beta, cs, gs);
-    if (net->cfg.layer_type != CNF_LAYER_CONCATSQUASH)
-        return;   /* s = 1 and no gate parameters */
-    scale_rows(B, out, Y, s, 0);
-    for (size_t k = 0; k < Kb; k++)
-        gate_rows(B, out, Y + (k + 1) * B * out, tangent_row(w, j, k), tangent_ld(w, j), s,
-                  gs);
-}
-
-/* Gradients of layer j's bias, gate and time parameters, and of t. */
-static void affine_param_backward(const cnf_net *net, const net_part *w, size_t j,
-                                  const double *theta, double *thetabar, double *tbar)
-{
-    const cnf_net_layer *lv = &net->view[j];
-    size_t out = lv->out, in = lv->in, ldw = lv->W_cols;
-    const double *cs = w->colsum, *gs = w->gatesum, *s = w->gate[j];
-    double t = w->t, tb = 0.0;
-    switch (net->cfg.layer_type) {
-    case CNF_LAYER_CONCATSQUASH: {
-        const double *gw = theta + lv->g_w, *cw = theta + lv->c_w;
-        for (size_t o = 0; o < out; o++) {
-            double g = s[o] * (1.0 - s[o]) * gs[o];
-            if (thetabar) {
-                thetabar[lv->b + o] += s[o] * cs[o];
-                thetabar[lv->g_w + o] += t * g;
-                thetabar[lv->g_b + o] += g;
-                thetabar[lv->c_w + o] += t * cs[o];
-            }
-            tb += gw[o] * g + cw[o] * cs[o];
-        }
-        break;
-    }
-    case CNF_LAYER_CONCAT: {
-        const double *W = theta + lv->W;
-        for (size_t o = 0; o < out; o++) {
-            if (thetabar) {
-                thetabar[lv->b + o] += cs[o];
-                thetabar[lv->W + o * ldw + in] += t * cs[o];
-            }
-            tb += W[o * ldw + in] * cs[o];
-        }
-        break;
-    }
-    case CNF_LAYER_IGNORE:
-        if (thetabar)
-            for (size_t o = 0; o < out; o++)
-                thetabar[lv->b + o] += cs[o];
-        break;
-    }
-    if (tbar)
-        *tbar += tb;
-}
-
-/* From the cotangents Xb = [hbar' ; dhbar'_k] of hidden layer j's output
- * (rows x n), in place, the cotangents [ybar ; dybar_k] of its pre-activation. */
-static void activation_backward(net_part *w, size_t j, size_t Kb, double *Xb, int tanh_act)
-{
-    size_t n = w->width[j + 1], B = w->B;
-    const double *D1 = w->S1[j], *D2 = w->S2[j], *s = w->gate[j];
-    scale_rows(B, n, Xb, D1, n);
-    for (size_t k = 0; k < Kb; k++) {
-        if (tanh_act)
-            second_order_rows_tanh(B, n, Xb, Xb + (k + 1) * B * n, D1, w->X[j + 1],
-                                   tangent_row(w, j, k), tangent_ld(w, j), s);
-        else
-            second_order_rows(B, n, Xb, Xb + (k + 1) * B * n, D1, D2, tangent_row(w, j, k),
-                              tangent_ld(w, j), s);
-    }
-}
-
-/* The reverse sweep on one part's rows (after its part_forward). fbar,
- * zbar: B x D at the part's first row; jvbar: direction k of row b at
- * [(k Bs + b) D]. */
-static void part_backward(const cnf_net *net, net_part *work, const double *theta,
-                          const double *fbar, const double *jvbar, size_t Bs, double *zbar,
-                          double *thetabar, double *tbar)
-{
-    if (work->B == 0)
-        return;
-    size_t B = work->B, D = net->cfg.dim, L = net->n_layers;
-    /* Zero tangent cotangents stay zero all the way back: skip those rows. */
-    size_t Kb = jvbar ? work->K : 0;
-    size_t rows = (Kb + 1) * B;
-    double *Y = work->cot[0], *Xb = work->cot[1];
-
-    if (fbar)
-        memcpy(Y, fbar, B * D * sizeof *Y);
-    else
-        memset(Y, 0, B * D * sizeof *Y);
-    for (size_t k = 0; k < Kb; k++)
-        memcpy(Y + (k + 1) * B * D, jvbar + k * Bs * D, B * D * sizeof *Y);
-
-    for (size_t jj = L; jj-- > 0;) {
-        const cnf_net_layer *lv = &net->view[jj];
-        size_t in = lv->in, out = lv->out, ldw = lv->W_cols;
-        const double *W = theta + lv->W;
-        int first_unit = work->unit && jj == 0;
-
-        if (work->per_row && net->cfg.layer_type != CNF_LAYER_IGNORE) {
-            rows_time_backward(net, work, jj, theta, Y, thetabar);
-        } else {
-            gate_backward(net, work, jj, Kb, Y);
-            affine_param_backward(net, work, jj, theta, thetabar, tbar);
-        }
-        if (thetabar) {
-            size_t grows = first_unit ? B : rows;
-            row_gemm_tn(grows, out, in, Y, out, work->X[jj], in, thetabar + lv->W, ldw);
-            if (first_unit) {
-                /* dh_k = e_k: W[:, k] collects sum_b dubar_k */
-                double *acc = work->tmp;
-                for (size_t k = 0; k < Kb; k++) {
-                    for (size_t o = 0; o < out; o++)
-                        acc[o] = 0.0;
-                    for (size_t b = 0; b < B; b++) {
-                        const double *y = Y + ((k + 1) * B + b) * out;
-                        for (size_t o = 0; o < out; o++)
-                            acc[o] += y[o];
-                    }
-                    for (size_t o = 0; o < out; o++)
-                        thetabar[lv->W + o * ldw + k] += acc[o];
-                }
-            }
-        }
-        if (jj > 0) {
-            row_gemm(rows, in, out, Y, out, W, ldw, 0.0, Xb, in);
-            activation_backward(work, jj - 1, Kb, Xb, net->cfg.activation == CNF_ACT_TANH);
-            double *swap = Y;
-            Y = Xb;
-            Xb = swap;
-        } else if (zbar) {
-            /* the directions v are constants: only the value rows reach z */
-            row_gemm(B, in, out, Y, out, W, ldw, 1.0, zbar, D);
-        }
-    }
-}
 
 cnf_status cnf_net_backward(const cnf_net *net, cnf_net_work *work, const double *theta,
                             const double *fbar, const double *jvbar, double *zbar,
