@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "finite.h"
 #include "h5_impl.h"
 
 /* ---- Private helpers (h5_impl.h) ---------------------------------------- */
@@ -486,16 +487,13 @@ cnf_status cnf_data_read_vector(const char *file, const char *path, double **x, 
 
 cnf_status cnf_data_check_finite(const double *X, size_t N, size_t D, const char *name)
 {
-    for (size_t r = 0; r < N; r++)
-        for (size_t c = 0; c < D; c++) {
-            double v = X[r * D + c];
-            if (!isfinite(v))
-                return cnf_error(CNF_EDATA, "%s: row %zu, column %zu is %s (rows and columns "
-                                 "counted from 0)",
-                                 name ? name : "data", r, c,
-                                 isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"));
-        }
-    return CNF_OK;
+    size_t i = cnf_first_nonfinite(X, N * D);
+    if (i == N * D)
+        return CNF_OK;
+    double v = X[i];
+    return cnf_error(CNF_EDATA, "%s: row %zu, column %zu is %s (rows and columns counted from 0)",
+                     name ? name : "data", i / D, i % D,
+                     isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"));
 }
 
 /* ---- Output paths ------------------------------------------------------- */

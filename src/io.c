@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "finite.h"
 #include "h5_impl.h"
 
 /* ---- The training record ---------------------------------------------- */
@@ -195,10 +196,10 @@ static cnf_status write_layers(cnf_h5_writer *w, const char *prefix, const cnf_f
 static cnf_status check_finite_vec(const char *path, const char *what, const double *x,
                                    size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return cnf_error(CNF_EDATA, "%s: %s entry %zu is %g; refusing to save a model that "
-                             "could not be loaded", path, what, i, x[i]);
+    size_t i = cnf_first_nonfinite(x, n);
+    if (i < n)
+        return cnf_error(CNF_EDATA, "%s: %s entry %zu is %g; refusing to save a model that "
+                         "could not be loaded", path, what, i, x[i]);
     return CNF_OK;
 }
 
@@ -390,10 +391,10 @@ static cnf_status read_checked(hid_t fid, const char *file, const char *path, in
     size_t n = rank == 0 ? 1 : rank == 1 ? rows : rows * cols;
     if (s == CNF_OK)
         s = cnf_h5_read_doubles(fid, file, path, buf, n);
-    for (size_t i = 0; finite && s == CNF_OK && i < n; i++)
-        if (!isfinite(buf[i]))
-            s = cnf_error(CNF_EDATA, "%s:%s entry %zu is %g (parameters must be finite)", file,
-                          path, i, buf[i]);
+    size_t i = finite && s == CNF_OK ? cnf_first_nonfinite(buf, n) : n;
+    if (i < n)
+        s = cnf_error(CNF_EDATA, "%s:%s entry %zu is %g (parameters must be finite)", file, path,
+                      i, buf[i]);
     return s;
 }
 

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "cnf/data.h"
+
 /* Mean of the last minibatch NLLs reported as the final training NLL. */
 #define TRAIN_NLL_WINDOW 50
 
@@ -316,16 +318,6 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static cnf_status check_finite_rows(const char *what, const double *X, size_t N, size_t D)
-{
-    for (size_t i = 0; i < N; i++)
-        for (size_t d = 0; d < D; d++)
-            if (!isfinite(X[i * D + d]))
-                return cnf_error(CNF_EDATA, "%s row %zu, column %zu is not finite (%g)", what, i,
-                                 d, X[i * D + d]);
-    return CNF_OK;
-}
-
 /* Everything cnf_train allocates, freed in one place. */
 typedef struct {
     cnf_flow_work *work;      /* maximum likelihood: training chunks of B rows */
@@ -482,12 +474,12 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
     int fm = opt->objective == CNF_OBJ_FM;
     if (fm && (s = cnf_fm_check_flow(flow)) != CNF_OK)
         return s;
-    if ((s = check_finite_rows("training data", Xtrain, Ntrain, D)) != CNF_OK)
+    if ((s = cnf_data_check_finite(Xtrain, Ntrain, D, "training data")) != CNF_OK)
         return s;
     size_t Nv = Nval;
     if (opt->max_val_rows > 0 && Nv > opt->max_val_rows)
         Nv = opt->max_val_rows;
-    if ((s = check_finite_rows("validation data", Xval, Nv, D)) != CNF_OK)
+    if ((s = cnf_data_check_finite(Xval, Nv, D, "validation data")) != CNF_OK)
         return s;
     int do_val = opt->val_every > 0 && Nv > 0;
     /* NLL validation: always under maximum likelihood, at its own interval
