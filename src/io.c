@@ -9,6 +9,7 @@
 #include "cnf/io.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,44 +216,94 @@ static cnf_status write_header(cnf_h5_writer *w, const char *format, int version
     return s;
 }
 
-static cnf_status write_training(cnf_h5_writer *w, const cnf_model_extra *extra)
+/* ---- The training state ------------------------------------------------ */
+
+/* /training describes a cnf_train_state by these tables: its scalar fields
+ * as attributes and its P-vectors as data sets, each written and read by
+ * the one loop over its table, in table order. Besides them, n_params
+ * (which marks a state and must match the flow), the optional step_hints
+ * and the generator's raw bytes (rng_state) have code of their own. */
+typedef enum {
+    FIELD_COUNT,   /* size_t, stored as int64 >= 0 */
+    FIELD_FLAG,    /* int 0/1, stored as int64 */
+    FIELD_SEED,    /* unsigned long, stored as uint64 */
+    FIELD_REAL     /* double, stored as float64 (+inf and NaN as they are) */
+} state_field_kind;
+
+typedef struct {
+    const char *name;
+    state_field_kind kind;
+    size_t offset;
+} state_field;
+
+#define STATE_FIELD(name, kind) {#name, kind, offsetof(cnf_train_state, name)}
+static const state_field state_fields[] = {
+    STATE_FIELD(seed, FIELD_SEED),
+    STATE_FIELD(iteration, FIELD_COUNT),
+    STATE_FIELD(lr, FIELD_REAL),
+    STATE_FIELD(has_best, FIELD_FLAG),
+    STATE_FIELD(best_val_nll, FIELD_REAL),
+    STATE_FIELD(best_iteration, FIELD_COUNT),
+    STATE_FIELD(last_val_nll, FIELD_REAL),
+    STATE_FIELD(bad_validations, FIELD_COUNT),
+};
+
+typedef struct {
+    const char *path;
+    size_t offset;       /* of the double * in cnf_train_state */
+    int only_with_best;  /* present when has_best = 1 */
+} state_vector;
+
+#define STATE_VECTOR(name, with_best) \
+    {"/training/" #name, offsetof(cnf_train_state, name), with_best}
+static const state_vector state_vectors[] = {
+    STATE_VECTOR(params, 0),
+    STATE_VECTOR(adam_m, 0),
+    STATE_VECTOR(adam_v, 0),
+    STATE_VECTOR(best_params, 1),
+};
+#undef STATE_FIELD
+#undef STATE_VECTOR
+
+#define N_STATE_FIELDS (sizeof state_fields / sizeof state_fields[0])
+#define N_STATE_VECTORS (sizeof state_vectors / sizeof state_vectors[0])
+
+static double *state_vector_of(const cnf_train_state *st, const state_vector *v)
 {
-    cnf_status s = CNF_OK;
-    if (extra->n_config > 0)
-        s = cnf_h5_writer_group(w, "/training/config");
-    for (size_t i = 0; i < extra->n_config && s == CNF_OK; i++)
-        s = cnf_h5_writer_attr_string(w, "/training/config", extra->config_keys[i],
-                                      extra->config_values[i]);
-    const cnf_train_state *st = extra->state;
-    if (s != CNF_OK || !st)
-        return s;
+    return *(double *const *)((const char *)st + v->offset);
+}
+
+static cnf_status write_state_field(cnf_h5_writer *w, const cnf_train_state *st,
+                                    const state_field *f)
+{
+    const char *g = "/training", *p = (const char *)st + f->offset;
+    switch (f->kind) {
+    case FIELD_COUNT:
+        return cnf_h5_writer_attr_int(w, g, f->name, (long long)*(const size_t *)p);
+    case FIELD_FLAG:
+        return cnf_h5_writer_attr_int(w, g, f->name, *(const int *)p ? 1 : 0);
+    case FIELD_SEED:
+        return cnf_h5_writer_attr_uint(w, g, f->name,
+                                       (unsigned long long)*(const unsigned long *)p);
+    case FIELD_REAL:
+        return cnf_h5_writer_attr_double(w, g, f->name, *(const double *)p);
+    }
+    return CNF_OK;
+}
+
+/* The state's part of /training (the group's configuration is the
+ * caller's). */
+static cnf_status write_state(cnf_h5_writer *w, const cnf_train_state *st)
+{
     size_t P = st->n_params;
-    const char *g = "/training";
-    s = cnf_h5_writer_attr_int(w, g, "n_params", (long long)P);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_uint(w, g, "seed", (unsigned long long)st->seed);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_int(w, g, "iteration", (long long)st->iteration);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_double(w, g, "lr", st->lr);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_int(w, g, "has_best", st->has_best ? 1 : 0);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_double(w, g, "best_val_nll", st->best_val_nll);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_int(w, g, "best_iteration", (long long)st->best_iteration);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_double(w, g, "last_val_nll", st->last_val_nll);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_attr_int(w, g, "bad_validations", (long long)st->bad_validations);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_write_1d(w, "/training/params", st->params, P);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_write_1d(w, "/training/adam_m", st->adam_m, P);
-    if (s == CNF_OK)
-        s = cnf_h5_writer_write_1d(w, "/training/adam_v", st->adam_v, P);
-    if (s == CNF_OK && st->has_best)
-        s = cnf_h5_writer_write_1d(w, "/training/best_params", st->best_params, P);
+    cnf_status s = cnf_h5_writer_attr_int(w, "/training", "n_params", (long long)P);
+    for (size_t i = 0; i < N_STATE_FIELDS && s == CNF_OK; i++)
+        s = write_state_field(w, st, &state_fields[i]);
+    for (size_t i = 0; i < N_STATE_VECTORS && s == CNF_OK; i++) {
+        const state_vector *v = &state_vectors[i];
+        if (!v->only_with_best || st->has_best)
+            s = cnf_h5_writer_write_1d(w, v->path, state_vector_of(st, v), P);
+    }
     if (s == CNF_OK && st->n_step_hints > 0)
         s = cnf_h5_writer_write_1d(w, "/training/step_hints", st->step_hints, st->n_step_hints);
     if (s == CNF_OK && st->rng) {
@@ -266,12 +317,30 @@ static cnf_status write_training(cnf_h5_writer *w, const cnf_model_extra *extra)
     return s;
 }
 
+static cnf_status write_training(cnf_h5_writer *w, const cnf_model_extra *extra)
+{
+    cnf_status s = CNF_OK;
+    if (extra->n_config > 0)
+        s = cnf_h5_writer_group(w, "/training/config");
+    for (size_t i = 0; i < extra->n_config && s == CNF_OK; i++)
+        s = cnf_h5_writer_attr_string(w, "/training/config", extra->config_keys[i],
+                                      extra->config_values[i]);
+    if (s == CNF_OK && extra->state)
+        s = write_state(w, extra->state);
+    return s;
+}
+
 cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
                           const cnf_model_extra *extra)
 {
+    return cnf_model_save_params(path, flow, cnf_flow_params_const(flow), extra);
+}
+
+cnf_status cnf_model_save_params(const char *path, const cnf_flow *flow, const double *params,
+                                 const cnf_model_extra *extra)
+{
     size_t D = cnf_flow_dim(flow), K = cnf_flow_num_blocks(flow);
     size_t P = cnf_flow_num_params(flow);
-    const double *params = cnf_flow_params_const(flow);
     const double *mean = cnf_flow_mean_const(flow), *scale = cnf_flow_scale_const(flow);
     cnf_status s = check_finite_vec(path, "parameter", params, P);
     if (s == CNF_OK)
@@ -540,11 +609,6 @@ static herr_t collect_config(hid_t obj, const char *name, const H5A_info_t *info
     return cnf_model_extra_set(extra, name, value) == CNF_OK ? 0 : -1;
 }
 
-typedef struct {
-    const char *name;
-    int rc;
-} attr_got;
-
 /* The generator's state (/training/rng_state, uint8 bytes with attribute
  * rng_type) into st. */
 static cnf_status read_rng_state(hid_t fid, const char *file, cnf_train_state *st)
@@ -583,6 +647,56 @@ static cnf_status read_rng_state(hid_t fid, const char *file, cnf_train_state *s
     return s;
 }
 
+/* One attribute of /training (group g) into its field of st. */
+static cnf_status read_state_field(hid_t g, const char *file, cnf_train_state *st,
+                                   const state_field *f)
+{
+    char *p = (char *)st + f->offset;
+    long long ll = 0;
+    unsigned long long ull = 0;
+    int rc;
+    switch (f->kind) {
+    case FIELD_COUNT:
+    case FIELD_FLAG:
+        rc = cnf_h5_attr_llong(g, f->name, &ll);
+        break;
+    case FIELD_SEED:
+        rc = cnf_h5_attr_ullong(g, f->name, &ull);
+        break;
+    case FIELD_REAL:
+    default:
+        rc = cnf_h5_attr_double(g, f->name, (double *)p);
+        break;
+    }
+    if (rc != 0)
+        return cnf_error(CNF_EFORMAT, "%s:/training: %s attribute %s", file,
+                         rc > 0 ? "missing" : "unreadable", f->name);
+    if (f->kind == FIELD_COUNT && ll < 0)
+        return cnf_error(CNF_EFORMAT, "%s:/training: negative counter %s = %lld", file, f->name,
+                         ll);
+    if (f->kind == FIELD_COUNT)
+        *(size_t *)p = (size_t)ll;
+    else if (f->kind == FIELD_FLAG)
+        *(int *)p = ll != 0;
+    else if (f->kind == FIELD_SEED)
+        *(unsigned long *)p = (unsigned long)ull;
+    return CNF_OK;
+}
+
+/* /training/step_hints (n of them) into st, validated by the state. */
+static cnf_status read_step_hints(hid_t fid, const char *file, size_t n, cnf_train_state *st)
+{
+    const char *path = "/training/step_hints";
+    double *h = malloc((n ? n : 1) * sizeof *h);
+    if (!h)
+        return cnf_error(CNF_ENOMEM, "%s:%s: out of memory", file, path);
+    cnf_status s = read_checked(fid, file, path, 1, n, 1, h, 1);
+    if (s == CNF_OK && cnf_train_state_set_step_hints(st, h, n) != CNF_OK)
+        s = cnf_error(CNF_EFORMAT, "%s:%s: %s", file, path, cnf_last_error());
+    free(h);
+    return s;
+}
+
 static cnf_status read_training(hid_t fid, const char *file, const cnf_flow *flow,
                                 cnf_model_extra *extra)
 {
@@ -613,74 +727,29 @@ static cnf_status read_training(hid_t fid, const char *file, const cnf_flow *flo
     }
     size_t P = cnf_flow_num_params(flow);
     cnf_status s = CNF_OK;
+    cnf_train_state *st = NULL;
     if (rc < 0 || n_params != (long long)P)
         s = cnf_error(CNF_EFORMAT, "%s:/training: n_params = %lld, but the model has %zu "
                       "parameters", file, rc < 0 ? -1LL : n_params, P);
-    unsigned long long seed = 0;
-    long long iteration = 0, has_best = 0, best_iteration = 0, bad = 0;
-    double lr = 0, best_val = 0, last_val = 0;
-    attr_got got[8];
-    size_t ng = 0;
-    if (s == CNF_OK) {
-        got[ng++] = (attr_got){"seed", cnf_h5_attr_ullong(g, "seed", &seed)};
-        got[ng++] = (attr_got){"iteration", cnf_h5_attr_llong(g, "iteration", &iteration)};
-        got[ng++] = (attr_got){"lr", cnf_h5_attr_double(g, "lr", &lr)};
-        got[ng++] = (attr_got){"has_best", cnf_h5_attr_llong(g, "has_best", &has_best)};
-        got[ng++] = (attr_got){"best_val_nll",
-                                     cnf_h5_attr_double(g, "best_val_nll", &best_val)};
-        got[ng++] = (attr_got){"best_iteration",
-                                     cnf_h5_attr_llong(g, "best_iteration", &best_iteration)};
-        got[ng++] = (attr_got){"last_val_nll",
-                                     cnf_h5_attr_double(g, "last_val_nll", &last_val)};
-        got[ng++] = (attr_got){"bad_validations",
-                                     cnf_h5_attr_llong(g, "bad_validations", &bad)};
-        for (size_t i = 0; i < ng && s == CNF_OK; i++)
-            if (got[i].rc != 0)
-                s = cnf_error(CNF_EFORMAT, "%s:/training: %s attribute %s", file,
-                              got[i].rc > 0 ? "missing" : "unreadable", got[i].name);
-        if (s == CNF_OK && (iteration < 0 || best_iteration < 0 || bad < 0))
-            s = cnf_error(CNF_EFORMAT, "%s:/training: negative counter", file);
-    }
+    /* the seed is read into the state below; the generator's state comes
+     * from rng_state */
+    else if (!(st = cnf_train_state_alloc(P, 0)))
+        s = cnf_error(CNF_ENOMEM, "%s:/training: no memory for the training state (%zu "
+                      "parameters)", file, P);
+    for (size_t i = 0; i < N_STATE_FIELDS && s == CNF_OK; i++)
+        s = read_state_field(g, file, st, &state_fields[i]);
     H5Oclose(g);
-    if (s != CNF_OK)
-        return s;
-
-    cnf_train_state *st = cnf_train_state_alloc(P, (unsigned long)seed);
-    if (!st)
-        return cnf_error(CNF_ENOMEM, "%s:/training: no memory for the training state (%zu "
-                         "parameters)", file, P);
-    st->iteration = (size_t)iteration;
-    st->lr = lr;
-    st->has_best = has_best != 0;
-    st->best_val_nll = best_val;
-    st->best_iteration = (size_t)best_iteration;
-    st->last_val_nll = last_val;
-    st->bad_validations = (size_t)bad;
-    s = read_checked(fid, file, "/training/params", 1, P, 1, st->params, 1);
-    if (s == CNF_OK)
-        s = read_checked(fid, file, "/training/adam_m", 1, P, 1, st->adam_m, 1);
-    if (s == CNF_OK)
-        s = read_checked(fid, file, "/training/adam_v", 1, P, 1, st->adam_v, 1);
-    if (s == CNF_OK && st->has_best)
-        s = read_checked(fid, file, "/training/best_params", 1, P, 1, st->best_params, 1);
+    for (size_t i = 0; i < N_STATE_VECTORS && s == CNF_OK; i++) {
+        const state_vector *v = &state_vectors[i];
+        if (!v->only_with_best || st->has_best)
+            s = read_checked(fid, file, v->path, 1, P, 1, state_vector_of(st, v), 1);
+    }
     if (s == CNF_OK)
         s = read_rng_state(fid, file, st);
     /* optional: files written before warm starts have none (the run then
      * resumes with automatic first steps) */
-    if (s == CNF_OK && cnf_h5_exists(fid, "/training/step_hints")) {
-        size_t nh = 2 * cnf_flow_num_blocks(flow);
-        st->step_hints = malloc(nh * sizeof *st->step_hints);
-        if (!st->step_hints)
-            s = cnf_error(CNF_ENOMEM, "%s:/training/step_hints: out of memory", file);
-        if (s == CNF_OK)
-            s = read_checked(fid, file, "/training/step_hints", 1, nh, 1, st->step_hints, 1);
-        for (size_t i = 0; s == CNF_OK && i < nh; i++)
-            if (st->step_hints[i] < 0.0)
-                s = cnf_error(CNF_EFORMAT, "%s:/training/step_hints entry %zu is %g (step sizes "
-                              "are >= 0)", file, i, st->step_hints[i]);
-        if (s == CNF_OK)
-            st->n_step_hints = nh;
-    }
+    if (s == CNF_OK && cnf_h5_exists(fid, "/training/step_hints"))
+        s = read_step_hints(fid, file, 2 * cnf_flow_num_blocks(flow), st);
     if (s != CNF_OK) {
         cnf_train_state_free(st);
         return s;

@@ -151,6 +151,39 @@ void cnf_train_state_free(cnf_train_state *state)
     free(state);
 }
 
+const double *cnf_train_state_best_so_far(const cnf_train_state *state)
+{
+    return state->has_best ? state->best_params : state->params;
+}
+
+/* Size the warm first steps for n values (contents undefined); the only
+ * place that allocates them. */
+static cnf_status resize_step_hints(cnf_train_state *state, size_t n)
+{
+    if (state->n_step_hints == n)
+        return CNF_OK;
+    double *h = NULL;
+    if (n > 0 && !(h = malloc(n * sizeof *h)))
+        return cnf_error(CNF_ENOMEM, "out of memory for %zu step hints", n);
+    free(state->step_hints);
+    state->step_hints = h;
+    state->n_step_hints = n;
+    return CNF_OK;
+}
+
+cnf_status cnf_train_state_set_step_hints(cnf_train_state *state, const double *hints,
+                                          size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(hints[i] >= 0.0) || !isfinite(hints[i]))
+            return cnf_error(CNF_EINVAL, "step hint %zu is %g (step sizes are finite and >= 0)",
+                             i, hints[i]);
+    cnf_status s = resize_step_hints(state, n);
+    if (s == CNF_OK && n > 0)
+        memcpy(state->step_hints, hints, n * sizeof *hints);
+    return s;
+}
+
 const void *cnf_train_state_rng_bytes(const cnf_train_state *state, size_t *size)
 {
     if (size)
@@ -433,11 +466,10 @@ static cnf_status work_failure(const char *what, size_t rows)
     return cnf_error(s, "%s workspace for %zu rows: %s", what, rows, cnf_last_error());
 }
 
-/* On the way out: the best parameters if a validation ran, else the last. */
 static void restore_best(cnf_flow *flow, const cnf_train_state *st)
 {
-    memcpy(cnf_flow_params(flow), st->has_best ? st->best_params : st->params,
-           st->n_params * sizeof *st->params);
+    memcpy(cnf_flow_params(flow), cnf_train_state_best_so_far(st),
+           st->n_params * sizeof(double));
 }
 
 cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const double *Xval,
@@ -549,23 +581,19 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         memcpy(state->params, p, P * sizeof *p);
     /* the warm first steps, so that a resumed run continues bit for bit
      * (flow matching solves nothing and keeps none) */
-    size_t n_hints = m.work ? cnf_flow_work_step_hints(m.work, NULL) : 0;
     if (m.work && state->n_step_hints > 0
         && (s = cnf_flow_work_set_step_hints(m.work, state->step_hints, state->n_step_hints))
                != CNF_OK) {
         train_mem_free(&m);
         return cnf_error(s, "resuming: the training state's step hints: %s", cnf_last_error());
     }
-    if (m.work && state->n_step_hints != n_hints) {
-        double *h = realloc(state->step_hints, n_hints * sizeof *h);
-        if (!h) {
-            train_mem_free(&m);
-            return cnf_error(CNF_ENOMEM, "out of memory for %zu step hints", n_hints);
-        }
-        state->step_hints = h;
-        state->n_step_hints = n_hints;
-        cnf_flow_work_step_hints(m.work, h);
+    if (m.work && (s = resize_step_hints(state, cnf_flow_work_step_hints(m.work, NULL)))
+                      != CNF_OK) {
+        train_mem_free(&m);
+        return s;
     }
+    if (m.work)
+        cnf_flow_work_step_hints(m.work, state->step_hints);
 
     double window[TRAIN_NLL_WINDOW], lwindow[TRAIN_NLL_WINDOW];
     size_t n_window = 0;

@@ -69,8 +69,10 @@ typedef struct {
     int fm;                 /* flow matching: no NLL, no solves to report */
 } progress_ctx;
 
-/* Write the flow as it is with the state and the run's record (resolved
- * configuration, data, results) to sv->out, atomically. */
+/* Write the best parameters so far (cnf_train_state_best_so_far, which the
+ * flow holds after cnf_train and not during it) with the state and the
+ * run's record (resolved configuration, data, results) to sv->out,
+ * atomically. */
 static cnf_status save_model(const model_saver *sv, double train_nll)
 {
     cnf_model_extra rec;
@@ -101,27 +103,20 @@ static cnf_status save_model(const model_saver *sv, double train_nll)
         s = cnf_model_extra_set(&rec, "result_best_iteration", buf);
     if (s == CNF_OK) {
         rec.state = sv->state;   /* borrowed: cleared before _clear */
-        s = cnf_model_save(sv->out, sv->flow, &rec);
+        s = cnf_model_save_params(sv->out, sv->flow, cnf_train_state_best_so_far(st), &rec);
         rec.state = NULL;
     }
     cnf_model_extra_clear(&rec);
     return s;
 }
 
-/* --save-every, from the callback: the flow holds the current parameters
- * (== state->params); save the best ones and put the current ones back. */
+/* --save-every, from the callback: a failure (a full disk) only warns, as
+ * the final save retries. */
 static void save_checkpoint(const model_saver *sv, double train_nll)
 {
-    cnf_train_state *st = sv->state;
-    double *p = cnf_flow_params(sv->flow);   /* P */
-    size_t P = st->n_params;
-    if (st->has_best)
-        memcpy(p, st->best_params, P * sizeof *p);
-    cnf_status s = save_model(sv, train_nll);
-    memcpy(p, st->params, P * sizeof *p);
-    if (s != CNF_OK)   /* a full disk should not end the run; the final save retries */
+    if (save_model(sv, train_nll) != CNF_OK)
         fprintf(stderr, "cnf train: warning: iteration %zu: could not save %s: %s\n",
-                st->iteration, sv->out, cnf_last_error());
+                sv->state->iteration, sv->out, cnf_last_error());
 }
 
 static void fmt_time(double s, char *buf, size_t n)

@@ -49,9 +49,9 @@
  *   /training/adam_v        (P) Adam second moment
  *   /training/best_params   (P) present when has_best = 1
  *   /training/step_hints    (2K) the warm first steps of the gradient's
- *                           forward and backward solves (cnf_train_state);
- *                           optional: without it a resumed run starts them
- *                           afresh
+ *                           forward and backward solves (cnf_train_state;
+ *                           finite and >= 0); optional: without it a
+ *                           resumed run starts them afresh
  *   /training/rng_state     (bytes) uint8, the gsl_rng's raw state, with
  *                           attribute rng_type (gsl name, e.g. "mt19937")
  * All (P) vectors use the flow's parameter layout (cnf/flow.h). The group is
@@ -151,6 +151,12 @@ const char *cnf_model_extra_get(const cnf_model_extra *extra, const char *key);
  * existing path is then untouched). */
 cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
                           const cnf_model_extra *extra);
+
+/* cnf_model_save with params (P, the flow's layout, end times included) in
+ * place of the flow's own, which are not touched: e.g. a checkpoint of
+ * cnf_train_state_best_so_far while the flow trains on. */
+cnf_status cnf_model_save_params(const char *path, const cnf_flow *flow, const double *params,
+                                 const cnf_model_extra *extra);
 
 /* Read a model. *flow is a new flow (owned by the caller, cnf_flow_free)
  * with the file's architecture, parameters, T, mean, scale and whitening

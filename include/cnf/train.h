@@ -234,15 +234,26 @@ typedef struct {
                                 run, 0 before (and under flow matching) */
     double *step_hints;      /* n_step_hints: the warm first steps of the
                                 gradient's solves after the last iteration
-                                (cnf_flow_work_step_hints); allocated by
-                                cnf_train (or the file reader), freed with
-                                the state */
+                                (cnf_flow_work_step_hints); owned by the
+                                state: set by cnf_train or through
+                                cnf_train_state_set_step_hints */
 } cnf_train_state;
 
 /* A fresh state for P parameters: iteration 0, zero moments, rng seeded
  * with seed. NULL on failure. */
 cnf_train_state *cnf_train_state_alloc(size_t n_params, unsigned long seed);
 void cnf_train_state_free(cnf_train_state *state);    /* NULL is fine */
+
+/* The best parameters so far (P, borrowed): best_params once a validation
+ * has run, the current params before. This is what cnf_train leaves in the
+ * flow and what a model saved during or after training should hold. */
+const double *cnf_train_state_best_so_far(const cnf_train_state *state);
+
+/* Replace the warm first steps with n values copied from hints (n = 0:
+ * none), e.g. from a saved state. CNF_EINVAL unless every value is finite
+ * and >= 0, CNF_ENOMEM; the state is unchanged on error. */
+cnf_status cnf_train_state_set_step_hints(cnf_train_state *state, const double *hints,
+                                          size_t n);
 
 /* The rng's raw state, for saving: a pointer to its bytes (borrowed) and
  * their count; the type's name ("mt19937"). */
