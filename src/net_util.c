@@ -1,4 +1,4 @@
-/* net_util.c — the network's names, width strings, Hutchinson noise and the
+/* net_util.c — the network's names, width expressions, Hutchinson noise and the
  * divergence / regularizer reductions over tangent outputs.
  *
  * Hutchinson's estimator (Hutchinson 1990, "A stochastic estimator of the
@@ -91,20 +91,33 @@ cnf_status cnf_net_config_parse_hidden(cnf_net_config *cfg, const char *widths)
     const char *p = widths;
     if (*p != '\0') {
         for (;;) {
-            if (!isdigit((unsigned char)*p))
+            size_t pos = (size_t)(p - widths) + 1;
+            unsigned long x = 1;
+            char *end = (char *)p;
+            if (isdigit((unsigned char)*p)) {
+                errno = 0;
+                x = strtoul(p, &end, 10);
+                if (errno == ERANGE || x > MAX_PARSED_WIDTH)
+                    return cnf_error(CNF_EINVAL, "hidden widths '%s': width at position %zu is "
+                                     "too large (at most %lu)", widths, pos, MAX_PARSED_WIDTH);
+            } else if (*p != 'D') {
                 return cnf_error(CNF_EINVAL, "hidden widths '%s': expected a positive width "
-                                 "at position %zu (format like 64-64-64)", widths,
-                                 (size_t)(p - widths) + 1);
-            errno = 0;
-            char *end;
-            unsigned long x = strtoul(p, &end, 10);
-            if (errno == ERANGE || x > MAX_PARSED_WIDTH)
-                return cnf_error(CNF_EINVAL, "hidden widths '%s': width at position %zu is "
-                                 "too large (at most %lu)", widths, (size_t)(p - widths) + 1,
-                                 MAX_PARSED_WIDTH);
+                                 "at position %zu (format like 64-64-64 or 4D-4D)", widths, pos);
+            }
+            if (*end == 'D') {
+                if (cfg->dim == 0)
+                    return cnf_error(CNF_EINVAL, "hidden widths '%s': a width in D needs the "
+                                     "data dimension (cfg->dim is 0)", widths);
+                if (x > MAX_PARSED_WIDTH / cfg->dim)
+                    return cnf_error(CNF_EINVAL, "hidden widths '%s': width at position %zu, "
+                                     "%lu x D with D = %zu, is too large (at most %lu)", widths,
+                                     pos, x, cfg->dim, MAX_PARSED_WIDTH);
+                x *= cfg->dim;
+                end++;
+            }
             if (x == 0)
                 return cnf_error(CNF_EINVAL, "hidden widths '%s': width at position %zu is 0",
-                                 widths, (size_t)(p - widths) + 1);
+                                 widths, pos);
             if (n == CNF_NET_MAX_HIDDEN)
                 return cnf_error(CNF_EINVAL, "hidden widths '%s': more than %d hidden layers",
                                  widths, CNF_NET_MAX_HIDDEN);
@@ -114,7 +127,7 @@ cnf_status cnf_net_config_parse_hidden(cnf_net_config *cfg, const char *widths)
                 break;
             if (*p != '-')
                 return cnf_error(CNF_EINVAL, "hidden widths '%s': unexpected '%c' at position "
-                                 "%zu (format like 64-64-64)", widths, *p,
+                                 "%zu (format like 64-64-64 or 4D-4D)", widths, *p,
                                  (size_t)(p - widths) + 1);
             p++;
         }

@@ -44,7 +44,7 @@ void cnf_train_options_default(cnf_train_options *opt)
     opt->seed = 1;
     opt->val_divergence = CNF_TRAIN_VAL_AUTO;
     opt->max_val_rows = 0;
-    opt->val_batch = 0;
+    opt->val_batch = 1000;
     cnf_flow_options_default(&opt->flow);
     /* successive batches: each gradient's solves start with the step the
      * last one suggested (cnf_flow_options.warm_start) */
@@ -228,6 +228,7 @@ void cnf_adam_step(double *p, const double *grad, double *m, double *v, size_t n
 
 static const char *const objective_names[] = {"mle", "fm"};
 static const char *const schedule_names[] = {"step", "cosine"};
+static const char *const val_divergence_names[] = {"auto", "exact", "training"};
 
 /* The index of name in names (n of them), or -1. */
 static int name_index(const char *const *names, int n, const char *name)
@@ -264,6 +265,21 @@ cnf_status cnf_lr_schedule_from_name(const char *name, cnf_lr_schedule *sch)
         return cnf_error(CNF_EINVAL, "unknown learning-rate schedule '%s' (step, cosine)",
                          name ? name : "(null)");
     *sch = (cnf_lr_schedule)i;
+    return CNF_OK;
+}
+
+const char *cnf_train_val_divergence_name(cnf_train_val_divergence v)
+{
+    return (unsigned)v < 3 ? val_divergence_names[v] : "?";
+}
+
+cnf_status cnf_train_val_divergence_from_name(const char *name, cnf_train_val_divergence *v)
+{
+    int i = name_index(val_divergence_names, 3, name);
+    if (i < 0)
+        return cnf_error(CNF_EINVAL, "unknown validation divergence '%s' (auto, exact, training)",
+                         name ? name : "(null)");
+    *v = (cnf_train_val_divergence)i;
     return CNF_OK;
 }
 

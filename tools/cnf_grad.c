@@ -97,17 +97,8 @@ int cnf_cmd_grad(int argc, char **argv)
         {"check-step", CLI_POS, &check_step, "H", "step size of a fixed-step --check solver", NULL, 0},
         {"seed", CLI_SEED, &seed, "S", "seed of the Hutchinson noise (unused when exact)", NULL, 0},
         {"json", CLI_FLAG, &json, NULL, "print one JSON object with the results on stdout", NULL, 0},
-        {"solver", CLI_STRING, &sa.solver, "NAME", "ODE solver of the adjoint gradient", NULL, 0},
-        {"rtol", CLI_POS, &sa.rtol, "R", "relative tolerance of the adjoint gradient", NULL, 0},
-        {"atol", CLI_POS, &sa.atol, "A", "absolute tolerance of the adjoint gradient", NULL, 0},
-        {"max-steps", CLI_COUNT, &sa.max_steps, "N", "step limit of one solve", NULL, 0},
-        {"step", CLI_POS, &sa.step, "H", "step size of a fixed-step solver (euler, midpoint, rk4)",
-         NULL, 0},
-        {"divergence", CLI_STRING, &sa.divergence, "KIND", "exact, gaussian or rademacher", NULL, 0},
-        {"batch", CLI_COUNT, &sa.batch, "N", "rows per solve", NULL, 0},
-        {"threads", CLI_COUNT, &sa.threads, "N",
-         "threads (1..64), each computing its share of a solve's rows", NULL, 0},
-        CLI_BLAS_THREADS_OPTION(sa.blas_threads),
+        CLI_SOLVE_OPTIONS_OWN(sa),
+        CLI_DIVERGENCE_OPTION(sa),
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     const char *pos[1];
     size_t n_pos;
@@ -168,13 +159,10 @@ int cnf_cmd_grad(int argc, char **argv)
     size_t worst = 0;
     if (check) {
         cnf_flow_options co = m.fo;
-        if (cnf_ode_method_from_name(check_solver, &co.solver.method) != CNF_OK)
+        cnf_ode_method method;
+        if (cnf_ode_method_from_name(check_solver, &method) != CNF_OK)
             cli_usage("--check-solver: %s", cnf_last_error());
-        if (!cnf_ode_method_is_adaptive(co.solver.method))
-            co.solver.h0 = check_step;
-        co.solver.rtol = check_rtol;
-        co.solver.atol = check_atol;
-        co.adjoint.solver = co.solver;
+        cli_solver_set(&co, method, check_rtol, check_atol, co.solver.max_steps, check_step);
         cli_check(cnf_flow_work_set_options(w, &co), "--check");
         double *fd = cli_calloc_doubles(P);   /* P */
         fd_gradient(flow, w, X, N, h, fd);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cnf/ode.h"
+#include "model_cli.h"
 
 #define KEY(name, kind, meta, help) {#name, kind, offsetof(cnf_run_config, name), meta, help}
 
@@ -67,22 +68,33 @@ const cnf_config_key cnf_config_keys[] = {
 };
 const size_t cnf_config_num_keys = sizeof cnf_config_keys / sizeof cnf_config_keys[0];
 
+/* The objective key of the library's objective and coupling ("otfm" is flow
+ * matching with optimal-transport pairs). */
+static const char *objective_key(const cnf_train_options *opt)
+{
+    if (opt->objective == CNF_OBJ_FM && opt->fm.coupling == CNF_FM_OT)
+        return "otfm";
+    return cnf_train_objective_name(opt->objective);
+}
+
 void cnf_run_config_default(cnf_run_config *cfg)
 {
+    /* Every key starts at the library's default: training's options (its
+     * flow options included) and the network's; only the number of blocks
+     * and their end time are the command's own, as the library has no
+     * default flow. */
     cnf_train_options opt;
     cnf_train_options_default(&opt);
+    cnf_net_config net;
+    cnf_net_config_default(&net, 1);
+    static char hidden[16 * CNF_NET_MAX_HIDDEN];   /* lives as long as the command */
+    cnf_net_config_format_hidden(&net, hidden, sizeof hidden);
     memset(cfg, 0, sizeof *cfg);
-    cfg->objective = "mle";
-    cfg->preprocess = "standardize";
-    cfg->lr_schedule = cnf_lr_schedule_name(opt.lr_schedule);
-    cfg->warmup = opt.warmup;
-    cfg->lr_min = opt.lr_min;
-    cfg->fm_time = cnf_fm_time_name(opt.fm.time);
-    cfg->ot_block = opt.fm.ot_block;
-    cfg->val_nll_every = opt.val_nll_every;
-    cfg->hidden = "64-64-64";
-    cfg->layer = "concatsquash";
-    cfg->act = "tanh";
+    cfg->objective = objective_key(&opt);
+    cfg->preprocess = cnf_preprocess_name(CNF_PREPROCESS_STANDARDIZE);   /* a new flow's */
+    cfg->hidden = hidden;
+    cfg->layer = cnf_layer_type_name(net.layer_type);
+    cfg->act = cnf_activation_name(net.activation);
     cfg->blocks = 1;
     cfg->T = 1.0;
     cfg->learn_T = opt.learn_T;
@@ -95,63 +107,27 @@ void cnf_run_config_default(cnf_run_config *cfg)
     cfg->seminorm = opt.flow.adjoint.seminorm;
     cfg->warm_start = opt.flow.warm_start;
     cfg->divergence = cnf_divergence_name(opt.flow.divergence);
-    cfg->val_divergence = "auto";
+    cfg->val_divergence = cnf_train_val_divergence_name(opt.val_divergence);
     cfg->reg_kinetic = opt.flow.reg_kinetic;
     cfg->reg_jacobian = opt.flow.reg_jacobian;
     cfg->iters = opt.iters;
     cfg->batch = opt.batch;
     cfg->lr = opt.lr;
     cfg->weight_decay = opt.weight_decay;
+    cfg->lr_schedule = cnf_lr_schedule_name(opt.lr_schedule);
+    cfg->warmup = opt.warmup;
+    cfg->lr_min = opt.lr_min;
     cfg->lr_decay = opt.lr_decay;
     cfg->lr_decay_every = opt.lr_decay_every;
+    cfg->fm_time = cnf_fm_time_name(opt.fm.time);
+    cfg->ot_block = opt.fm.ot_block;
+    cfg->val_nll_every = opt.val_nll_every;
     cfg->clip_norm = opt.clip_norm;
     cfg->val_every = opt.val_every;
     cfg->patience = opt.patience;
     cfg->max_val_rows = opt.max_val_rows;
-    cfg->val_batch = opt.val_batch ? opt.val_batch : 1000;
+    cfg->val_batch = opt.val_batch;
     cfg->seed = opt.seed;
-}
-
-int cnf_hidden_expand(const char *expr, size_t D, cnf_net_config *cfg, char *err, size_t n)
-{
-    size_t count = 0;
-    const char *p = expr;
-    while (*p) {
-        char *end;
-        errno = 0;
-        unsigned long long w = 1;
-        if (isdigit((unsigned char)*p)) {
-            w = strtoull(p, &end, 10);
-            p = end;
-        } else if (*p != 'D') {
-            snprintf(err, n, "hidden '%s': expected widths like 64-64-64 or 20D-20D", expr);
-            return -1;
-        }
-        if (*p == 'D') {
-            w *= D ? D : 1;
-            p++;
-        }
-        if (w == 0 || errno) {
-            snprintf(err, n, "hidden '%s': widths must be at least 1", expr);
-            return -1;
-        }
-        if (count == CNF_NET_MAX_HIDDEN) {
-            snprintf(err, n, "hidden '%s': at most %d hidden layers", expr, CNF_NET_MAX_HIDDEN);
-            return -1;
-        }
-        if (cfg)
-            cfg->hidden[count] = (size_t)w;
-        count++;
-        if (*p == '-' && p[1])
-            p++;
-        else if (*p) {
-            snprintf(err, n, "hidden '%s': expected widths like 64-64-64 or 20D-20D", expr);
-            return -1;
-        }
-    }
-    if (cfg)
-        cfg->n_hidden = count;
-    return 0;
 }
 
 int cnf_run_config_check(const char *key, const char *value, char *err, size_t n)
@@ -170,12 +146,12 @@ int cnf_run_config_check(const char *key, const char *value, char *err, size_t n
         cnf_divergence d;
         s = cnf_divergence_from_name(value, &d);
     } else if (!strcmp(key, "val_divergence")) {
-        if (strcmp(value, "auto") && strcmp(value, "exact") && strcmp(value, "training")) {
-            snprintf(err, n, "'%s': expected auto, exact or training", value);
-            return -1;
-        }
+        cnf_train_val_divergence v;
+        s = cnf_train_val_divergence_from_name(value, &v);
     } else if (!strcmp(key, "hidden")) {
-        return cnf_hidden_expand(value, 1, NULL, err, n);
+        cnf_net_config net;
+        cnf_net_config_default(&net, 1);   /* the form only: D is not known yet */
+        s = cnf_net_config_parse_hidden(&net, value);
     } else if (!strcmp(key, "objective")) {
         if (strcmp(value, "mle") && strcmp(value, "fm") && strcmp(value, "otfm")) {
             snprintf(err, n, "'%s': expected mle, fm or otfm", value);
@@ -343,12 +319,15 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
     }
     for (size_t k = 0; k < cfg->blocks; k++) {
         cnf_net_config_default(&nets[k], D);
-        if (cnf_hidden_expand(cfg->hidden, D, &nets[k], err, sizeof err))
-            cli_usage("%s", err);
+        if (cnf_net_config_parse_hidden(&nets[k], cfg->hidden) != CNF_OK)
+            cli_usage("%s", cnf_last_error());
         cli_check(cnf_layer_type_from_name(cfg->layer, &nets[k].layer_type), "layer");
         cli_check(cnf_activation_from_name(cfg->act, &nets[k].activation), "act");
         T[k] = cfg->T;
     }
+    /* The library's defaults, its flow options included (warm starts, the
+     * forward solves' safety factor, and any added later); each key then
+     * sets its own field. */
     cnf_train_options_default(opt);
     opt->iters = cfg->iters;
     opt->batch = cfg->batch;
@@ -371,18 +350,15 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
     opt->seed = cfg->seed;
     opt->max_val_rows = cfg->max_val_rows;
     opt->val_batch = cfg->val_batch;
-    opt->val_divergence = !strcmp(cfg->val_divergence, "exact") ? CNF_TRAIN_VAL_EXACT
-                          : !strcmp(cfg->val_divergence, "training") ? CNF_TRAIN_VAL_AS_TRAINING
-                                                                     : CNF_TRAIN_VAL_AUTO;
-    cnf_flow_options_default(&opt->flow);
-    cli_check(cnf_ode_method_from_name(cfg->solver, &opt->flow.solver.method), "solver");
-    if (!cnf_ode_method_is_adaptive(opt->flow.solver.method))
+    cli_check(cnf_train_val_divergence_from_name(cfg->val_divergence, &opt->val_divergence),
+              "val_divergence");
+    cnf_ode_method method;
+    cli_check(cnf_ode_method_from_name(cfg->solver, &method), "solver");
+    if (!cnf_ode_method_is_adaptive(method))
         cli_usage("solver %s: training needs an adaptive solver (dopri5, rkf45, rkck, rk8pd)",
                   cfg->solver);
-    opt->flow.solver.rtol = cfg->rtol;
-    opt->flow.solver.atol = cfg->atol;
-    opt->flow.solver.max_steps = cfg->max_steps;
-    opt->flow.adjoint.solver = opt->flow.solver;
+    cli_solver_set(&opt->flow, method, cfg->rtol, cfg->atol, cfg->max_steps,
+                   opt->flow.solver.h0);
     if (!(cfg->safety <= 1.0))
         cli_usage("safety %g: the step-size safety factor must be at most 1", cfg->safety);
     opt->flow.solver.safety = cfg->safety;   /* the forward solves' only */

@@ -18,7 +18,7 @@
 typedef struct {
     const char *objective;      /* mle | fm | otfm */
     const char *preprocess;     /* standardize | whiten */
-    const char *hidden;         /* width expression "64-64-64", "20D-20D", "" */
+    const char *hidden;         /* widths "64-64-64", "20D-20D", "" (cnf_net_config_parse_hidden) */
     const char *layer;          /* concatsquash | concat | ignore */
     const char *act;            /* tanh | softplus | elu | swish */
     size_t blocks;              /* K */
@@ -61,8 +61,9 @@ typedef struct {
 extern const cnf_config_key cnf_config_keys[];
 extern const size_t cnf_config_num_keys;
 
-/* Built-in defaults (the library's: cnf_train_options_default and FFJORD's
- * toy network). */
+/* The library's defaults (cnf_train_options_default, flow options
+ * included, and cnf_net_config_default's network: FFJORD's toy network),
+ * with one block of T = 1. */
 void cnf_run_config_default(cnf_run_config *cfg);
 
 /* Set key to text (copied). Returns 0, or -1 with a message in err (unknown
@@ -91,9 +92,5 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
  * val_divergence, hidden, objective, preprocess, lr_schedule, fm_time); 0
  * or -1 with a message. */
 int cnf_run_config_check(const char *key, const char *value, char *err, size_t n);
-
-/* Expand a width expression ("64-64", "20D-20D", "") for dimension D into
- * cfg->n_hidden / cfg->hidden. -1 with a message on a bad expression. */
-int cnf_hidden_expand(const char *expr, size_t D, cnf_net_config *cfg, char *err, size_t n);
 
 #endif /* CNF_TOOLS_CONFIG_H */

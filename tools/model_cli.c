@@ -50,19 +50,29 @@ void cli_solve_resolve(cli_solve_args *a, const cli_option *opts, const cnf_mode
     from_record(ex, opts, "atol", "atol", CLI_POS, &a->atol);
     from_record(ex, opts, "max-steps", "max_steps", CLI_COUNT, &a->max_steps);
     cnf_flow_options_default(opt);
-    if (cnf_ode_method_from_name(a->solver, &opt->solver.method) != CNF_OK)
+    cnf_ode_method method;
+    if (cnf_ode_method_from_name(a->solver, &method) != CNF_OK)
         cli_usage("--solver: %s", cnf_last_error());
     if (cnf_divergence_from_name(a->divergence, &opt->divergence) != CNF_OK)
         cli_usage("--divergence: %s", cnf_last_error());
-    opt->solver.rtol = a->rtol;
-    opt->solver.atol = a->atol;
-    opt->solver.max_steps = a->max_steps;
-    if (!cnf_ode_method_is_adaptive(opt->solver.method))
-        opt->solver.h0 = a->step;   /* a fixed-step solver's step */
-    opt->adjoint.solver = opt->solver;
+    cli_solver_set(opt, method, a->rtol, a->atol, a->max_steps, a->step);
     cli_check_threads(a->threads);
     cli_set_blas_threads(a->blas_threads);
     opt->threads = a->threads;
+}
+
+void cli_solver_set(cnf_flow_options *o, cnf_ode_method method, double rtol, double atol,
+                    size_t max_steps, double step)
+{
+    cnf_ode_options *solves[2] = {&o->solver, &o->adjoint.solver};
+    for (int i = 0; i < 2; i++) {
+        solves[i]->method = method;
+        solves[i]->rtol = rtol;
+        solves[i]->atol = atol;
+        solves[i]->max_steps = max_steps;
+        if (!cnf_ode_method_is_adaptive(method))
+            solves[i]->h0 = step;
+    }
 }
 
 void cli_set_blas_threads(size_t n)

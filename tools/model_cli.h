@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "cnf/flow.h"
 #include "cnf/io.h"
+#include "cnf/ode.h"
 
 typedef struct {
     const char *solver;
@@ -33,15 +34,23 @@ void cli_solve_args_default(cli_solve_args *a);
 #define CLI_FIXED_STEP_DEFAULT 0.01
 
 /* The solver's option entries for a (8 entries, to copy into a command's
- * table); commands whose solves use a divergence add CLI_DIVERGENCE_OPTION. */
+ * table); commands whose solves use a divergence add CLI_DIVERGENCE_OPTION.
+ * Their defaults come from the model's training record (cli_solve_resolve
+ * with use_record); a command that ignores the record takes
+ * CLI_SOLVE_OPTIONS_OWN, whose --help prints a's values. */
 #define CLI_SOLVE_OPTIONS(a)                                                                   \
+    CLI_SOLVE_OPTIONS_DEFAULTS(a, "the model's training solver, else dopri5",                  \
+                               "the model's training rtol, else 1e-5",                         \
+                               "the model's training atol, else 1e-5")
+#define CLI_SOLVE_OPTIONS_OWN(a) CLI_SOLVE_OPTIONS_DEFAULTS(a, NULL, NULL, NULL)
+#define CLI_SOLVE_OPTIONS_DEFAULTS(a, solver_default, rtol_default, atol_default)              \
     {"solver", CLI_STRING, &(a).solver, "NAME",                                                \
      "ODE solver: dopri5, rkf45, rkck, rk8pd (adaptive); euler, midpoint, rk4 (fixed step)",   \
-     "the model's training solver, else dopri5", 0},                                           \
-    {"rtol", CLI_POS, &(a).rtol, "R", "relative tolerance (adaptive solvers)",                 \
-     "the model's training rtol, else 1e-5", 0},                                               \
-    {"atol", CLI_POS, &(a).atol, "A", "absolute tolerance (adaptive solvers)",                 \
-     "the model's training atol, else 1e-5", 0},                                               \
+     solver_default, 0},                                                                       \
+    {"rtol", CLI_POS, &(a).rtol, "R", "relative tolerance (adaptive solvers)", rtol_default,   \
+     0},                                                                                       \
+    {"atol", CLI_POS, &(a).atol, "A", "absolute tolerance (adaptive solvers)", atol_default,   \
+     0},                                                                                       \
     {"max-steps", CLI_COUNT, &(a).max_steps, "N", "step limit of one solve", NULL, 0},          \
     {"step", CLI_POS, &(a).step, "H", "step size of the fixed-step solvers (euler, midpoint, rk4)", \
      NULL, 0},                                                                                 \
@@ -66,6 +75,13 @@ void cli_set_blas_threads(size_t n);
 
 /* "dopri5 rtol 1e-05 atol 1e-05" or, for a fixed-step solver, "rk4 step 0.01". */
 void cli_solver_text(const cli_solve_args *a, const cnf_flow_options *o, char *buf, size_t n);
+
+/* The solver settings every command resolves in this one place: method,
+ * tolerances and step limit of the forward and the adjoint solves alike,
+ * and for a fixed-step method its step (h0). The rest of o (the forward
+ * solves' safety factor in training, ...) is left as it is. */
+void cli_solver_set(cnf_flow_options *o, cnf_ode_method method, double rtol, double atol,
+                    size_t max_steps, double step);
 
 /* Fill the options not given on the command line from the model's record
  * (solver, rtol, atol, max_steps) and resolve to flow options. */

@@ -93,7 +93,10 @@ typedef struct {
 
 /* D as given, hidden 64-64-64, concatsquash, tanh (FFJORD's toy network). */
 void cnf_net_config_default(cnf_net_config *cfg, size_t dim);
-/* Parse hidden widths such as "64-64-64" (or "" for none) into cfg. */
+/* Parse hidden widths such as "64-64-64" (or "" for none) into cfg; a
+ * width "nD" (or "D") is n times (once) the data dimension cfg->dim, so
+ * that "4D-4D" sizes a network to its data. CNF_EINVAL naming the position
+ * of a bad width; cfg is unchanged on error. */
 cnf_status cnf_net_config_parse_hidden(cnf_net_config *cfg, const char *widths);
 /* Write the widths as "64-64-64" into buf (size n). */
 void cnf_net_config_format_hidden(const cnf_net_config *cfg, char *buf, size_t n);

@@ -119,6 +119,10 @@ typedef enum {
     CNF_TRAIN_VAL_AS_TRAINING /* always flow.divergence */
 } cnf_train_val_divergence;
 
+/* "auto", "exact", "training"; CNF_EINVAL with a message listing the names. */
+const char *cnf_train_val_divergence_name(cnf_train_val_divergence v);
+cnf_status cnf_train_val_divergence_from_name(const char *name, cnf_train_val_divergence *v);
+
 /* Handed to the callback after every iteration. Borrowed, valid during the
  * call only. */
 typedef struct {
@@ -191,7 +195,8 @@ typedef struct {
     cnf_train_val_divergence val_divergence;  /* default CNF_TRAIN_VAL_AUTO */
     size_t max_val_rows;     /* validate on at most this many (first) rows,
                                 0 = all (default) */
-    size_t val_batch;        /* chunk size of validation solves, 0 = 1000 (default) */
+    size_t val_batch;        /* chunk size of validation solves, default 1000
+                                (0 counts as 1000) */
     cnf_flow_options flow;   /* solver, tolerances, divergence, regularizers:
                                 cnf_flow_options_default, but warm_start = 1
                                 and the forward solver's safety = 0.7 (the
