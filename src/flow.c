@@ -14,6 +14,8 @@
 #include <gsl/gsl_eigen.h>
 #include <gsl/gsl_linalg.h>
 
+#include "names.h"
+
 struct cnf_flow {
     size_t dim;           /* D */
     size_t n_blocks;      /* K */
@@ -118,21 +120,8 @@ void cnf_flow_init_params(cnf_flow *flow, gsl_rng *rng, int zero_last_layer)
 
 static const char *const preprocess_names[] = {"standardize", "whiten"};
 
-const char *cnf_preprocess_name(cnf_preprocess kind)
-{
-    return (unsigned)kind <= CNF_PREPROCESS_WHITEN ? preprocess_names[kind] : "unknown";
-}
-
-cnf_status cnf_preprocess_from_name(const char *name, cnf_preprocess *kind)
-{
-    for (int i = 0; name && i <= (int)CNF_PREPROCESS_WHITEN; i++)
-        if (strcmp(name, preprocess_names[i]) == 0) {
-            *kind = (cnf_preprocess)i;
-            return CNF_OK;
-        }
-    return cnf_error(CNF_EINVAL, "unknown preprocessing '%s' (valid: standardize, whiten)",
-                     name ? name : "(null)");
-}
+CNF_ENUM_NAMES(cnf_preprocess, cnf_preprocess_name, cnf_preprocess_from_name, "preprocessing",
+               preprocess_names)
 
 cnf_preprocess cnf_flow_preprocess_kind(const cnf_flow *flow)
 {

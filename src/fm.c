@@ -17,6 +17,7 @@
 
 #include "cnf/assign.h"
 #include "cnf/net.h"
+#include "names.h"
 
 struct cnf_fm_work {
     cnf_fm_options opt;
@@ -34,21 +35,8 @@ struct cnf_fm_work {
 
 static const char *const time_names[] = {"uniform", "logit-normal"};
 
-const char *cnf_fm_time_name(cnf_fm_time kind)
-{
-    return (unsigned)kind < 2 ? time_names[kind] : "?";
-}
-
-cnf_status cnf_fm_time_from_name(const char *name, cnf_fm_time *kind)
-{
-    for (unsigned i = 0; i < 2; i++)
-        if (name && !strcmp(name, time_names[i])) {
-            *kind = (cnf_fm_time)i;
-            return CNF_OK;
-        }
-    return cnf_error(CNF_EINVAL, "unknown time distribution '%s' (uniform, logit-normal)",
-                     name ? name : "(null)");
-}
+CNF_ENUM_NAMES(cnf_fm_time, cnf_fm_time_name, cnf_fm_time_from_name, "time distribution",
+               time_names)
 
 void cnf_fm_options_default(cnf_fm_options *opt)
 {

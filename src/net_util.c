@@ -18,6 +18,8 @@
 
 #include <gsl/gsl_randist.h>
 
+#include "names.h"
+
 /* Widths above this are rejected as typos. */
 #define MAX_PARSED_WIDTH 1048576UL
 
@@ -25,62 +27,12 @@ static const char *const layer_names[] = {"concatsquash", "concat", "ignore"};
 static const char *const act_names[] = {"tanh", "softplus", "elu", "swish"};
 static const char *const div_names[] = {"exact", "gaussian", "rademacher"};
 
-/* Index of name in names[0..n), or -1 (also for a NULL name). */
-static int name_index(const char *const *names, int n, const char *name)
-{
-    for (int i = 0; name && i < n; i++)
-        if (strcmp(name, names[i]) == 0)
-            return i;
-    return -1;
-}
-
-const char *cnf_layer_type_name(cnf_layer_type type)
-{
-    return (unsigned)type <= CNF_LAYER_IGNORE ? layer_names[type] : "unknown";
-}
-
-cnf_status cnf_layer_type_from_name(const char *name, cnf_layer_type *type)
-{
-    int i = name_index(layer_names, (int)CNF_LAYER_IGNORE + 1, name);
-    if (i >= 0) {
-        *type = (cnf_layer_type)i;
-        return CNF_OK;
-    }
-    return cnf_error(CNF_EINVAL, "unknown layer type '%s' (valid: concatsquash, concat, ignore)",
-                     name ? name : "(null)");
-}
-
-const char *cnf_activation_name(cnf_activation act)
-{
-    return (unsigned)act <= CNF_ACT_SWISH ? act_names[act] : "unknown";
-}
-
-cnf_status cnf_activation_from_name(const char *name, cnf_activation *act)
-{
-    int i = name_index(act_names, (int)CNF_ACT_SWISH + 1, name);
-    if (i >= 0) {
-        *act = (cnf_activation)i;
-        return CNF_OK;
-    }
-    return cnf_error(CNF_EINVAL, "unknown activation '%s' (valid: tanh, softplus, elu, swish)",
-                     name ? name : "(null)");
-}
-
-const char *cnf_divergence_name(cnf_divergence kind)
-{
-    return (unsigned)kind <= CNF_DIV_RADEMACHER ? div_names[kind] : "unknown";
-}
-
-cnf_status cnf_divergence_from_name(const char *name, cnf_divergence *kind)
-{
-    int i = name_index(div_names, (int)CNF_DIV_RADEMACHER + 1, name);
-    if (i >= 0) {
-        *kind = (cnf_divergence)i;
-        return CNF_OK;
-    }
-    return cnf_error(CNF_EINVAL, "unknown divergence '%s' (valid: exact, gaussian, rademacher)",
-                     name ? name : "(null)");
-}
+CNF_ENUM_NAMES(cnf_layer_type, cnf_layer_type_name, cnf_layer_type_from_name, "layer type",
+               layer_names)
+CNF_ENUM_NAMES(cnf_activation, cnf_activation_name, cnf_activation_from_name, "activation",
+               act_names)
+CNF_ENUM_NAMES(cnf_divergence, cnf_divergence_name, cnf_divergence_from_name, "divergence",
+               div_names)
 
 cnf_status cnf_net_config_parse_hidden(cnf_net_config *cfg, const char *widths)
 {

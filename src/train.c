@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "cnf/data.h"
+#include "names.h"
 
 /* Mean of the last minibatch NLLs reported as the final training NLL. */
 #define TRAIN_NLL_WINDOW 50
@@ -230,58 +231,13 @@ static const char *const objective_names[] = {"mle", "fm"};
 static const char *const schedule_names[] = {"step", "cosine"};
 static const char *const val_divergence_names[] = {"auto", "exact", "training"};
 
-/* The index of name in names (n of them), or -1. */
-static int name_index(const char *const *names, int n, const char *name)
-{
-    for (int i = 0; i < n; i++)
-        if (name && !strcmp(name, names[i]))
-            return i;
-    return -1;
-}
-
-const char *cnf_train_objective_name(cnf_train_objective obj)
-{
-    return (unsigned)obj < 2 ? objective_names[obj] : "?";
-}
-
-cnf_status cnf_train_objective_from_name(const char *name, cnf_train_objective *obj)
-{
-    int i = name_index(objective_names, 2, name);
-    if (i < 0)
-        return cnf_error(CNF_EINVAL, "unknown objective '%s' (mle, fm)", name ? name : "(null)");
-    *obj = (cnf_train_objective)i;
-    return CNF_OK;
-}
-
-const char *cnf_lr_schedule_name(cnf_lr_schedule sch)
-{
-    return (unsigned)sch < 2 ? schedule_names[sch] : "?";
-}
-
-cnf_status cnf_lr_schedule_from_name(const char *name, cnf_lr_schedule *sch)
-{
-    int i = name_index(schedule_names, 2, name);
-    if (i < 0)
-        return cnf_error(CNF_EINVAL, "unknown learning-rate schedule '%s' (step, cosine)",
-                         name ? name : "(null)");
-    *sch = (cnf_lr_schedule)i;
-    return CNF_OK;
-}
-
-const char *cnf_train_val_divergence_name(cnf_train_val_divergence v)
-{
-    return (unsigned)v < 3 ? val_divergence_names[v] : "?";
-}
-
-cnf_status cnf_train_val_divergence_from_name(const char *name, cnf_train_val_divergence *v)
-{
-    int i = name_index(val_divergence_names, 3, name);
-    if (i < 0)
-        return cnf_error(CNF_EINVAL, "unknown validation divergence '%s' (auto, exact, training)",
-                         name ? name : "(null)");
-    *v = (cnf_train_val_divergence)i;
-    return CNF_OK;
-}
+CNF_ENUM_NAMES(cnf_train_objective, cnf_train_objective_name, cnf_train_objective_from_name,
+               "objective", objective_names)
+CNF_ENUM_NAMES(cnf_lr_schedule, cnf_lr_schedule_name, cnf_lr_schedule_from_name,
+               "learning-rate schedule", schedule_names)
+CNF_ENUM_NAMES(cnf_train_val_divergence, cnf_train_val_divergence_name,
+               cnf_train_val_divergence_from_name, "validation divergence",
+               val_divergence_names)
 
 double cnf_train_lr(const cnf_train_options *opt, size_t iteration)
 {
