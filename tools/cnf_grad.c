@@ -83,6 +83,8 @@ int cnf_cmd_grad(int argc, char **argv)
         {"model", CLI_STRING, &model, "M.h5", "model file", CLI_REQUIRED, 0},
         {"data", CLI_STRING, &data, "F.h5:/x", "data set (path default /train)", CLI_REQUIRED, 0},
         {"out", CLI_STRING, &out, "G.h5", "gradient file in the model's layout", NULL, 0},
+        CLI_SOLVE_OPTIONS_OWN(sa),
+        CLI_DIVERGENCE_OPTION(sa),
         {"check", CLI_FLAG, &check, NULL,
          "compare with central differences for every parameter; print the largest relative error",
          NULL, 0},
@@ -97,8 +99,6 @@ int cnf_cmd_grad(int argc, char **argv)
         {"check-step", CLI_POS, &check_step, "H", "step size of a fixed-step --check solver", NULL, 0},
         {"seed", CLI_SEED, &seed, "S", "seed of the Hutchinson noise (unused when exact)", NULL, 0},
         {"json", CLI_FLAG, &json, NULL, "print one JSON object with the results on stdout", NULL, 0},
-        CLI_SOLVE_OPTIONS_OWN(sa),
-        CLI_DIVERGENCE_OPTION(sa),
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     const char *pos[1];
     size_t n_pos;

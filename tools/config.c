@@ -13,7 +13,17 @@
 #include "cnf/ode.h"
 #include "model_cli.h"
 
-#define KEY(name, kind, meta, help) {#name, kind, offsetof(cnf_run_config, name), meta, help}
+#define KEY(name, kind, meta, help)                                                            \
+    {#name, kind, offsetof(cnf_run_config, name), CNF_CONFIG_NO_OPTION, meta, help}
+/* A key that is one field of cnf_train_options: its default is read from
+ * cnf_train_options_default and its value copied back by
+ * cnf_run_config_resolve. The two fields must have the same size (the
+ * array below has size -1, a compile error, otherwise). */
+#define OPTION_KEY(name, field, kind, meta, help)                                              \
+    {#name, kind, offsetof(cnf_run_config, name),                                              \
+     offsetof(cnf_train_options, field) + 0 * sizeof(char[SAME_SIZE(name, field)]), meta, help}
+#define SAME_SIZE(name, field)                                                                 \
+    (sizeof ((cnf_run_config *)0)->name == sizeof ((cnf_train_options *)0)->field ? 1 : -1)
 
 const cnf_config_key cnf_config_keys[] = {
     KEY(objective, CLI_STRING, "NAME",
@@ -26,47 +36,73 @@ const cnf_config_key cnf_config_keys[] = {
     KEY(act, CLI_STRING, "NAME", "activation: tanh, softplus, elu, swish"),
     KEY(blocks, CLI_COUNT, "K", "number of CNF blocks"),
     KEY(T, CLI_POS, "T", "initial end time of every block"),
-    KEY(learn_T, CLI_BOOL, "0|1", "learn the end times"),
+    OPTION_KEY(learn_T, learn_T, CLI_BOOL, "0|1", "learn the end times"),
     KEY(solver, CLI_STRING, "NAME", "ODE solver: dopri5, rkf45, rkck, rk8pd (adaptive)"),
     KEY(rtol, CLI_POS, "R", "relative tolerance of the solves"),
     KEY(atol, CLI_POS, "A", "absolute tolerance of the solves"),
     KEY(max_steps, CLI_COUNT, "N", "step limit of one solve"),
-    KEY(safety, CLI_POS, "S",
+    OPTION_KEY(safety, flow.solver.safety, CLI_POS, "S",
         "step-size safety factor of training's forward solves (<= 1; validation and eval: 0.9)"),
-    KEY(backsolve, CLI_BOOL, "0|1", "adjoint recovers z(t) by integrating backwards"),
-    KEY(seminorm, CLI_BOOL, "0|1", "leave the parameter gradient out of the backward error norm"),
-    KEY(warm_start, CLI_BOOL, "0|1",
+    OPTION_KEY(backsolve, flow.adjoint.backsolve, CLI_BOOL, "0|1", "adjoint recovers z(t) by integrating backwards"),
+    OPTION_KEY(seminorm, flow.adjoint.seminorm, CLI_BOOL, "0|1", "leave the parameter gradient out of the backward error norm"),
+    OPTION_KEY(warm_start, flow.warm_start, CLI_BOOL, "0|1",
         "start each iteration's solves with the first step the last iteration suggested"),
     KEY(divergence, CLI_STRING, "KIND", "training divergence: exact, gaussian, rademacher"),
     KEY(val_divergence, CLI_STRING, "KIND",
         "validation divergence: auto (exact if D <= 4), exact, training"),
-    KEY(reg_kinetic, CLI_NONNEG, "L", "kinetic-energy regularizer weight"),
-    KEY(reg_jacobian, CLI_NONNEG, "L", "Jacobian Frobenius regularizer weight"),
-    KEY(iters, CLI_COUNT, "N", "total training iterations"),
-    KEY(batch, CLI_COUNT, "B", "minibatch size"),
-    KEY(lr, CLI_POS, "LR", "Adam learning rate"),
-    KEY(weight_decay, CLI_NONNEG, "W", "L2 weight decay (added to the gradient)"),
+    OPTION_KEY(reg_kinetic, flow.reg_kinetic, CLI_NONNEG, "L", "kinetic-energy regularizer weight"),
+    OPTION_KEY(reg_jacobian, flow.reg_jacobian, CLI_NONNEG, "L", "Jacobian Frobenius regularizer weight"),
+    OPTION_KEY(iters, iters, CLI_COUNT, "N", "total training iterations"),
+    OPTION_KEY(batch, batch, CLI_COUNT, "B", "minibatch size"),
+    OPTION_KEY(lr, lr, CLI_POS, "LR", "Adam learning rate"),
+    OPTION_KEY(weight_decay, weight_decay, CLI_NONNEG, "W", "L2 weight decay (added to the gradient)"),
     KEY(lr_schedule, CLI_STRING, "NAME",
         "learning-rate schedule: step (lr_decay every lr_decay_every) or cosine (to lr_min)"),
-    KEY(warmup, CLI_SIZE, "N", "linear learning-rate warm-up over the first N iterations"),
-    KEY(lr_min, CLI_NONNEG, "LR", "final learning rate of the cosine schedule"),
-    KEY(lr_decay, CLI_POS, "F", "step decay factor of the learning rate"),
-    KEY(lr_decay_every, CLI_SIZE, "N", "iterations between decays (0 = off)"),
+    OPTION_KEY(warmup, warmup, CLI_SIZE, "N", "linear learning-rate warm-up over the first N iterations"),
+    OPTION_KEY(lr_min, lr_min, CLI_NONNEG, "LR", "final learning rate of the cosine schedule"),
+    OPTION_KEY(lr_decay, lr_decay, CLI_POS, "F", "step decay factor of the learning rate"),
+    OPTION_KEY(lr_decay_every, lr_decay_every, CLI_SIZE, "N", "iterations between decays (0 = off)"),
     KEY(fm_time, CLI_STRING, "NAME", "flow matching's time distribution: uniform, logit-normal"),
-    KEY(ot_block, CLI_COUNT, "N", "otfm: rows per exact optimal assignment"),
-    KEY(clip_norm, CLI_NONNEG, "C", "clip the gradient norm (0 = off)"),
-    KEY(val_every, CLI_SIZE, "N", "validate every N iterations (0 = never)"),
-    KEY(val_nll_every, CLI_SIZE, "N",
+    OPTION_KEY(ot_block, fm.ot_block, CLI_COUNT, "N", "otfm: rows per exact optimal assignment"),
+    OPTION_KEY(clip_norm, clip_norm, CLI_NONNEG, "C", "clip the gradient norm (0 = off)"),
+    OPTION_KEY(val_every, val_every, CLI_SIZE, "N", "validate every N iterations (0 = never)"),
+    OPTION_KEY(val_nll_every, val_nll_every, CLI_SIZE, "N",
         "flow matching: also validate the NLL through the solver every N iterations (0 = "
         "never: keep the best by validation loss)"),
-    KEY(patience, CLI_SIZE, "N", "stop after N validations without improvement (0 = off)"),
-    KEY(max_val_rows, CLI_SIZE, "N", "validate on at most N rows (0 = all)"),
-    KEY(val_batch, CLI_COUNT, "N", "rows per validation solve"),
-    KEY(seed, CLI_SEED, "S", "seed of initialisation, batches and noise"),
+    OPTION_KEY(patience, patience, CLI_SIZE, "N", "stop after N validations without improvement (0 = off)"),
+    OPTION_KEY(max_val_rows, max_val_rows, CLI_SIZE, "N", "validate on at most N rows (0 = all)"),
+    OPTION_KEY(val_batch, val_batch, CLI_COUNT, "N", "rows per validation solve"),
+    OPTION_KEY(seed, seed, CLI_SEED, "S", "seed of initialisation, batches and noise"),
     KEY(save_every, CLI_SIZE, "N",
         "also save the best model so far to --out every N iterations (0 = only at the end)"),
 };
 const size_t cnf_config_num_keys = sizeof cnf_config_keys / sizeof cnf_config_keys[0];
+
+/* The bytes of a key's value (not for CLI_STRING keys, which are names). */
+static size_t value_size(cli_kind kind)
+{
+    switch (kind) {
+    case CLI_COUNT:
+    case CLI_SIZE: return sizeof(size_t);
+    case CLI_POS:
+    case CLI_NONNEG: return sizeof(double);
+    case CLI_SEED: return sizeof(unsigned long);
+    default: return sizeof(int);
+    }
+}
+
+/* Copy every OPTION_KEY's value from src to dst: into the options from the
+ * configuration (to_options) or the other way round. */
+static void copy_option_keys(void *dst, const void *src, int to_options)
+{
+    for (size_t i = 0; i < cnf_config_num_keys; i++) {
+        const cnf_config_key *k = &cnf_config_keys[i];
+        if (k->option == CNF_CONFIG_NO_OPTION)
+            continue;
+        size_t to = to_options ? k->option : k->offset, from = to_options ? k->offset : k->option;
+        memcpy((char *)dst + to, (const char *)src + from, value_size(k->kind));
+    }
+}
 
 /* The objective key of the library's objective and coupling ("otfm" is flow
  * matching with optimal-transport pairs). */
@@ -90,6 +126,7 @@ void cnf_run_config_default(cnf_run_config *cfg)
     static char hidden[16 * CNF_NET_MAX_HIDDEN];   /* lives as long as the command */
     cnf_net_config_format_hidden(&net, hidden, sizeof hidden);
     memset(cfg, 0, sizeof *cfg);
+    copy_option_keys(cfg, &opt, 0);
     cfg->objective = objective_key(&opt);
     cfg->preprocess = cnf_preprocess_name(CNF_PREPROCESS_STANDARDIZE);   /* a new flow's */
     cfg->hidden = hidden;
@@ -97,37 +134,14 @@ void cnf_run_config_default(cnf_run_config *cfg)
     cfg->act = cnf_activation_name(net.activation);
     cfg->blocks = 1;
     cfg->T = 1.0;
-    cfg->learn_T = opt.learn_T;
     cfg->solver = cnf_ode_method_name(opt.flow.solver.method);
     cfg->rtol = opt.flow.solver.rtol;
     cfg->atol = opt.flow.solver.atol;
     cfg->max_steps = opt.flow.solver.max_steps;
-    cfg->safety = opt.flow.solver.safety;
-    cfg->backsolve = opt.flow.adjoint.backsolve;
-    cfg->seminorm = opt.flow.adjoint.seminorm;
-    cfg->warm_start = opt.flow.warm_start;
     cfg->divergence = cnf_divergence_name(opt.flow.divergence);
     cfg->val_divergence = cnf_train_val_divergence_name(opt.val_divergence);
-    cfg->reg_kinetic = opt.flow.reg_kinetic;
-    cfg->reg_jacobian = opt.flow.reg_jacobian;
-    cfg->iters = opt.iters;
-    cfg->batch = opt.batch;
-    cfg->lr = opt.lr;
-    cfg->weight_decay = opt.weight_decay;
     cfg->lr_schedule = cnf_lr_schedule_name(opt.lr_schedule);
-    cfg->warmup = opt.warmup;
-    cfg->lr_min = opt.lr_min;
-    cfg->lr_decay = opt.lr_decay;
-    cfg->lr_decay_every = opt.lr_decay_every;
     cfg->fm_time = cnf_fm_time_name(opt.fm.time);
-    cfg->ot_block = opt.fm.ot_block;
-    cfg->val_nll_every = opt.val_nll_every;
-    cfg->clip_norm = opt.clip_norm;
-    cfg->val_every = opt.val_every;
-    cfg->patience = opt.patience;
-    cfg->max_val_rows = opt.max_val_rows;
-    cfg->val_batch = opt.val_batch;
-    cfg->seed = opt.seed;
 }
 
 int cnf_run_config_check(const char *key, const char *value, char *err, size_t n)
@@ -329,29 +343,14 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
      * forward solves' safety factor, and any added later); each key then
      * sets its own field. */
     cnf_train_options_default(opt);
-    opt->iters = cfg->iters;
-    opt->batch = cfg->batch;
-    opt->lr = cfg->lr;
-    opt->weight_decay = cfg->weight_decay;
-    opt->learn_T = cfg->learn_T;
+    copy_option_keys(opt, cfg, 1);
     opt->objective = strcmp(cfg->objective, "mle") ? CNF_OBJ_FM : CNF_OBJ_MLE;
     opt->fm.coupling = strcmp(cfg->objective, "otfm") ? CNF_FM_INDEPENDENT : CNF_FM_OT;
     cli_check(cnf_fm_time_from_name(cfg->fm_time, &opt->fm.time), "fm_time");
-    opt->fm.ot_block = cfg->ot_block;
-    opt->val_nll_every = cfg->val_nll_every;
     cli_check(cnf_lr_schedule_from_name(cfg->lr_schedule, &opt->lr_schedule), "lr_schedule");
-    opt->warmup = cfg->warmup;
-    opt->lr_min = cfg->lr_min;
-    opt->lr_decay = cfg->lr_decay;
-    opt->lr_decay_every = cfg->lr_decay_every;
-    opt->clip_norm = cfg->clip_norm;
-    opt->val_every = cfg->val_every;
-    opt->patience = cfg->patience;
-    opt->seed = cfg->seed;
-    opt->max_val_rows = cfg->max_val_rows;
-    opt->val_batch = cfg->val_batch;
     cli_check(cnf_train_val_divergence_from_name(cfg->val_divergence, &opt->val_divergence),
               "val_divergence");
+    cli_check(cnf_divergence_from_name(cfg->divergence, &opt->flow.divergence), "divergence");
     cnf_ode_method method;
     cli_check(cnf_ode_method_from_name(cfg->solver, &method), "solver");
     if (!cnf_ode_method_is_adaptive(method))
@@ -359,14 +358,8 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
                   cfg->solver);
     cli_solver_set(&opt->flow, method, cfg->rtol, cfg->atol, cfg->max_steps,
                    opt->flow.solver.h0);
+    /* safety is the forward solves' alone: the adjoint keeps its own */
     if (!(cfg->safety <= 1.0))
         cli_usage("safety %g: the step-size safety factor must be at most 1", cfg->safety);
-    opt->flow.solver.safety = cfg->safety;   /* the forward solves' only */
-    opt->flow.adjoint.backsolve = cfg->backsolve;
-    opt->flow.adjoint.seminorm = cfg->seminorm;
-    opt->flow.warm_start = cfg->warm_start;
-    opt->flow.reg_kinetic = cfg->reg_kinetic;
-    opt->flow.reg_jacobian = cfg->reg_jacobian;
-    cli_check(cnf_divergence_from_name(cfg->divergence, &opt->flow.divergence), "divergence");
     cli_check(cnf_train_options_check(opt), "options");
 }

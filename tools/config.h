@@ -49,11 +49,17 @@ typedef struct {
                                    iterations (0 = off); not a library option */
 } cnf_run_config;
 
+#define CNF_CONFIG_NO_OPTION ((size_t)-1)
+
 /* One key of the table. */
 typedef struct {
     const char *key;            /* preset key; option --key with '_' -> '-' */
     cli_kind kind;
     size_t offset;              /* into cnf_run_config */
+    size_t option;              /* into cnf_train_options when the key is one of
+                                   its fields (default and value copied as they
+                                   are), else CNF_CONFIG_NO_OPTION: names, the
+                                   solver, the architecture, save_every */
     const char *meta;
     const char *help;
 } cnf_config_key;
