@@ -66,7 +66,8 @@
  *     cnf_train_state *st = cnf_train_state_alloc(cnf_flow_num_params(flow), opt.seed);
  *     cnf_train_result res;
  *     cnf_status s = cnf_train(flow, Xtr, Ntr, Xval, Nval, &opt, st, &res);
- *     // flow now holds the best parameters; st can be saved and resumed
+ *     // flow now holds cnf_train_state_best_so_far(st); st can be saved
+ *     // (cnf_model_save with it in cnf_model_extra) and resumed
  *     cnf_train_state_free(st);
  *
  * Shapes: B batch, D data dimension, N rows, P parameters (cnf/flow.h).
@@ -212,9 +213,11 @@ void cnf_train_options_default(cnf_train_options *opt);
  * before any work). */
 cnf_status cnf_train_options_check(const cnf_train_options *opt);
 
-/* What --resume needs. Transparent so that the file-format code can save
- * and restore every field; all arrays have the parameter vector's layout
- * [theta_0 | ... | theta_{K-1} | T_0 ... T_{K-1}]. Owned by the state. */
+/* What --resume needs. Transparent so that a program can read every field
+ * and cnf/io.h can save and restore them (from a table of the fields); the
+ * arrays are the state's own, and cnf_train and the functions below keep
+ * them consistent. All arrays have the parameter vector's layout
+ * [theta_0 | ... | theta_{K-1} | T_0 ... T_{K-1}]. */
 typedef struct {
     size_t n_params;         /* P */
     unsigned long seed;      /* seed given to cnf_train_state_alloc */
