@@ -20,7 +20,7 @@ void cli_solve_args_default(cli_solve_args *a)
     a->atol = fo.solver.atol;
     a->max_steps = fo.solver.max_steps;
     a->step = CLI_FIXED_STEP_DEFAULT;
-    a->divergence = "exact";
+    a->divergence = cnf_divergence_name(fo.divergence);
     a->batch = 1000;
     a->threads = fo.threads;
     a->blas_threads = 1;

@@ -27,7 +27,8 @@ typedef struct {
     size_t blas_threads;          /* OpenBLAS's threads (cnf_main sets 1) */
 } cli_solve_args;
 
-/* Library defaults; divergence "exact". */
+/* The library's defaults (cnf_flow_options_default; the divergence is
+ * exact); 1000 rows per solve. */
 void cli_solve_args_default(cli_solve_args *a);
 
 /* Step of the fixed-step solvers (euler, midpoint, rk4) outside training. */
