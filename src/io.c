@@ -654,20 +654,9 @@ static cnf_status read_state_field(hid_t g, const char *file, cnf_train_state *s
     char *p = (char *)st + f->offset;
     long long ll = 0;
     unsigned long long ull = 0;
-    int rc;
-    switch (f->kind) {
-    case FIELD_COUNT:
-    case FIELD_FLAG:
-        rc = cnf_h5_attr_llong(g, f->name, &ll);
-        break;
-    case FIELD_SEED:
-        rc = cnf_h5_attr_ullong(g, f->name, &ull);
-        break;
-    case FIELD_REAL:
-    default:
-        rc = cnf_h5_attr_double(g, f->name, (double *)p);
-        break;
-    }
+    int rc = f->kind == FIELD_REAL   ? cnf_h5_attr_double(g, f->name, (double *)p)
+             : f->kind == FIELD_SEED ? cnf_h5_attr_ullong(g, f->name, &ull)
+                                     : cnf_h5_attr_llong(g, f->name, &ll);
     if (rc != 0)
         return cnf_error(CNF_EFORMAT, "%s:/training: %s attribute %s", file,
                          rc > 0 ? "missing" : "unreadable", f->name);
