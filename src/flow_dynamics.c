@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "finite.h"
 #include "flow_impl.h"
 
 /* What one block's right-hand side and vector-Jacobian product need. */
@@ -34,10 +35,7 @@ typedef struct {
 
 static int all_finite(const double *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return 0;
-    return 1;
+    return cnf_first_nonfinite(x, n) == n;
 }
 
 static double sum_sq_norm(const double *x, size_t K, size_t B, size_t D, double *tmp)
