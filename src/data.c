@@ -3,24 +3,21 @@
  *
  * Reading follows the HDF5 user guide's partial I/O pattern (a hyperslab of
  * the file space paired with a memory space of the same block), converting
- * any float type to native double inside H5Dread. Writing follows the usual
- * "write a temporary file, then rename(2) over the target" idiom (POSIX
- * rename is atomic within one file system), so a reader never sees a
- * half-written file and a failure leaves the old one in place. */
+ * any float type to native double inside H5Dread. Writing builds the file in
+ * memory and hands its image to cnf_file_out (cnf/file.h): a temporary file
+ * renamed over the target, so a reader never sees a half-written file and a
+ * failure leaves the old one in place. */
 #define _POSIX_C_SOURCE 200809L
 
 #include "cnf/data.h"
+#include "cnf/file.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "finite.h"
 #include "h5_impl.h"
@@ -43,15 +40,9 @@ void cnf_h5_quiet_end(const cnf_h5_quiet *q)
 cnf_status cnf_h5_open_read(const char *file, hid_t *fid)
 {
     *fid = H5I_INVALID_HID;
-    struct stat st;
-    if (stat(file, &st) != 0)
-        return cnf_error(CNF_EIO, "cannot open '%s': %s", file, strerror(errno));
-    if (S_ISDIR(st.st_mode))
-        return cnf_error(CNF_EIO, "cannot open '%s': it is a directory", file);
-    FILE *f = fopen(file, "rb");
-    if (!f)
-        return cnf_error(CNF_EIO, "cannot open '%s': %s", file, strerror(errno));
-    fclose(f);
+    cnf_status s = cnf_file_check_input(file);
+    if (s != CNF_OK)
+        return s;
     if (H5Fis_hdf5(file) <= 0)
         return cnf_error(CNF_EFORMAT, "'%s' is not an HDF5 file", file);
     hid_t id = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -496,47 +487,11 @@ cnf_status cnf_data_check_finite(const double *X, size_t N, size_t D, const char
                      isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"));
 }
 
-/* ---- Output paths ------------------------------------------------------- */
-
-cnf_status cnf_data_check_output_path(const char *path)
-{
-    if (!path || !path[0])
-        return cnf_error(CNF_EINVAL, "empty output file name");
-    size_t n = strlen(path);
-    if (path[n - 1] == '/')
-        return cnf_error(CNF_EIO, "output '%s' names a directory, not a file", path);
-    char *dir = malloc(n + 2);
-    if (!dir)
-        return cnf_error(CNF_ENOMEM, "out of memory");
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        strcpy(dir, ".");
-    else if (slash == path)
-        strcpy(dir, "/");
-    else {
-        memcpy(dir, path, (size_t)(slash - path));
-        dir[slash - path] = '\0';
-    }
-    cnf_status s = CNF_OK;
-    struct stat st;
-    if (stat(dir, &st) != 0)
-        s = cnf_error(CNF_EIO, "output directory '%s' does not exist (for '%s')", dir, path);
-    else if (!S_ISDIR(st.st_mode))
-        s = cnf_error(CNF_EIO, "'%s' is not a directory (for output '%s')", dir, path);
-    else if (access(dir, W_OK | X_OK) != 0)
-        s = cnf_error(CNF_EIO, "cannot write in output directory '%s': %s", dir, strerror(errno));
-    else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        s = cnf_error(CNF_EIO, "output '%s' is a directory", path);
-    free(dir);
-    return s;
-}
-
 /* ---- The atomic writer -------------------------------------------------- */
 
 struct cnf_h5_writer {
-    char *final_path;     /* target, owned */
-    char *tmp_path;       /* "<target>.tmp.<pid>.<serial>", owned */
-    hid_t fid;
+    cnf_file_out *out;    /* the temporary file and the target (cnf/file.h) */
+    hid_t fid;            /* the HDF5 file, built in memory */
     cnf_status failed;    /* first failure, CNF_OK if none */
     char message[512];    /* its message, to repeat at commit */
 };
@@ -548,53 +503,49 @@ hid_t cnf_h5_writer_fid(const cnf_h5_writer *w)
 
 const char *cnf_h5_writer_path(const cnf_h5_writer *w)
 {
-    return w->final_path;
+    return cnf_file_out_path(w->out);
 }
 
-static void writer_dispose(cnf_h5_writer *w, int remove_tmp)
+static void writer_dispose(cnf_h5_writer *w)
 {
     if (w->fid >= 0)
-        H5Fclose(w->fid);
-    w->fid = H5I_INVALID_HID;
-    if (remove_tmp && w->tmp_path)
-        unlink(w->tmp_path);
-    free(w->final_path);
-    free(w->tmp_path);
+        H5Fclose(w->fid);   /* in memory: nothing to write, so it cannot fail on a full disk */
+    cnf_file_out_abort(w->out);
     free(w);
 }
 
+/* Growth step of the in-memory file. */
+#define WRITER_CORE_INCREMENT ((size_t)1 << 20)
+
 cnf_h5_writer *cnf_h5_writer_open(const char *final_path)
 {
-    if (cnf_data_check_output_path(final_path) != CNF_OK)
+    cnf_file_out *out = cnf_file_out_open(final_path);
+    if (!out)
         return NULL;
     cnf_h5_writer *w = calloc(1, sizeof *w);
     if (!w) {
+        cnf_file_out_abort(out);
         cnf_error(CNF_ENOMEM, "out of memory");
         return NULL;
     }
+    w->out = out;
     w->fid = H5I_INVALID_HID;
-    size_t n = strlen(final_path);
-    w->final_path = malloc(n + 1);
-    w->tmp_path = malloc(n + 64);
-    if (!w->final_path || !w->tmp_path) {
-        writer_dispose(w, 0);
-        cnf_error(CNF_ENOMEM, "out of memory");
-        return NULL;
-    }
-    memcpy(w->final_path, final_path, n + 1);
-    /* pid and a process-wide counter: two threads writing the same target
-     * at once get different temporary files. */
-    static atomic_ulong counter;
-    unsigned long serial = atomic_fetch_add(&counter, 1);
-    snprintf(w->tmp_path, n + 64, "%s.tmp.%ld.%lu", final_path, (long)getpid(), serial);
+    /* HDF5 builds the file in memory (the core driver without a backing
+     * store) and the commit writes its image through cnf_file_out: HDF5
+     * 1.10 keeps a file whose close failed (a full disk while it flushes)
+     * registered after freeing it, and crashes in its exit handler or at
+     * the next file it opens; a close that does no I/O cannot fail so. */
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
-    w->fid = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, WRITER_CORE_INCREMENT, 0) >= 0)
+        w->fid = H5Fcreate(cnf_file_out_temp_path(out), H5F_ACC_EXCL, H5P_DEFAULT, fapl);
+    if (fapl >= 0)
+        H5Pclose(fapl);
     cnf_h5_quiet_end(&q);
     if (w->fid < 0) {
-        cnf_error(CNF_EIO, "cannot create '%s' (temporary file for '%s')", w->tmp_path,
-                  final_path);
-        writer_dispose(w, 1);
+        cnf_error(CNF_EIO, "cannot create an HDF5 file for '%s'", final_path);
+        writer_dispose(w);
         return NULL;
     }
     return w;
@@ -643,11 +594,11 @@ static cnf_status make_groups(cnf_h5_writer *w, const char *path, int last)
         buf[i] = '\0';
         htri_t e = H5Lexists(w->fid, buf, H5P_DEFAULT);
         if (e < 0) {
-            s = cnf_error(CNF_EIO, "%s: cannot look up %s", w->final_path, buf);
+            s = cnf_error(CNF_EIO, "%s: cannot look up %s", cnf_h5_writer_path(w), buf);
         } else if (e == 0) {
             hid_t g = H5Gcreate2(w->fid, buf, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
             if (g < 0)
-                s = cnf_error(CNF_EIO, "%s: cannot create group %s", w->final_path, buf);
+                s = cnf_error(CNF_EIO, "%s: cannot create group %s", cnf_h5_writer_path(w), buf);
             else
                 H5Gclose(g);
         }
@@ -678,7 +629,7 @@ static cnf_status write_dataset(cnf_h5_writer *w, const char *path, hid_t filety
         return s;
     if (!path || path[0] != '/')
         return writer_fail(w, cnf_error(CNF_EINVAL, "%s: data set path '%s' must start with '/'",
-                                        w->final_path, path ? path : ""));
+                                        cnf_h5_writer_path(w), path ? path : ""));
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
     s = make_groups(w, path, 0);
@@ -689,9 +640,9 @@ static cnf_status write_dataset(cnf_h5_writer *w, const char *path, hid_t filety
                               : H5I_INVALID_HID;
         hssize_t npts = space >= 0 ? H5Sget_simple_extent_npoints(space) : 0;
         if (ds < 0)
-            s = cnf_error(CNF_EIO, "%s: cannot create data set %s", w->final_path, path);
+            s = cnf_error(CNF_EIO, "%s: cannot create data set %s", cnf_h5_writer_path(w), path);
         else if (npts > 0 && H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-            s = cnf_error(CNF_EIO, "%s: cannot write data set %s", w->final_path, path);
+            s = cnf_error(CNF_EIO, "%s: cannot write data set %s", cnf_h5_writer_path(w), path);
         if (ds >= 0)
             H5Dclose(ds);
         if (space >= 0)
@@ -735,14 +686,14 @@ static cnf_status write_attr(cnf_h5_writer *w, const char *obj_path, const char 
     if (s != CNF_OK)
         return s;
     if (!name || !name[0])
-        return writer_fail(w, cnf_error(CNF_EINVAL, "%s: empty attribute name", w->final_path));
+        return writer_fail(w, cnf_error(CNF_EINVAL, "%s: empty attribute name", cnf_h5_writer_path(w)));
     const char *obj = obj_path && obj_path[0] ? obj_path : "/";
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
     s = make_groups(w, obj, 1);   /* creates only what is missing */
     hid_t o = s == CNF_OK ? H5Oopen(w->fid, obj, H5P_DEFAULT) : H5I_INVALID_HID;
     if (s == CNF_OK && o < 0)
-        s = cnf_error(CNF_EIO, "%s: cannot open %s for attribute %s", w->final_path, obj, name);
+        s = cnf_error(CNF_EIO, "%s: cannot open %s for attribute %s", cnf_h5_writer_path(w), obj, name);
     if (s == CNF_OK) {
         if (H5Aexists(o, name) > 0)
             H5Adelete(o, name);
@@ -751,7 +702,7 @@ static cnf_status write_attr(cnf_h5_writer *w, const char *obj_path, const char 
         hid_t a = space >= 0 ? H5Acreate2(o, name, filetype, space, H5P_DEFAULT, H5P_DEFAULT)
                              : H5I_INVALID_HID;
         if (a < 0 || ((scalar || n > 0) && H5Awrite(a, memtype, value) < 0))
-            s = cnf_error(CNF_EIO, "%s: cannot write attribute %s of %s", w->final_path, name,
+            s = cnf_error(CNF_EIO, "%s: cannot write attribute %s of %s", cnf_h5_writer_path(w), name,
                           obj);
         if (a >= 0)
             H5Aclose(a);
@@ -808,28 +759,37 @@ cnf_status cnf_h5_writer_commit(cnf_h5_writer *w)
         return cnf_error(CNF_EINVAL, "no writer to commit");
     if (w->failed != CNF_OK) {
         cnf_status s = cnf_error(w->failed, "%s", w->message);
-        writer_dispose(w, 1);
+        writer_dispose(w);
         return s;
     }
+    const char *path = cnf_h5_writer_path(w);
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
-    herr_t rc = H5Fclose(w->fid);
-    cnf_h5_quiet_end(&q);
-    w->fid = H5I_INVALID_HID;
     cnf_status s = CNF_OK;
-    /* The data must be on disk before the name points at it, or a crash
-     * right after the rename could leave an empty file under the target. */
-    int fd = rc < 0 ? -1 : open(w->tmp_path, O_RDONLY);
-    if (rc < 0)
-        s = cnf_error(CNF_EIO, "cannot finish writing '%s' (disk full?)", w->tmp_path);
-    else if (fd < 0 || fsync(fd) != 0)
-        s = cnf_error(CNF_EIO, "cannot flush '%s': %s", w->tmp_path, strerror(errno));
-    else if (rename(w->tmp_path, w->final_path) != 0)
-        s = cnf_error(CNF_EIO, "cannot rename '%s' to '%s': %s", w->tmp_path, w->final_path,
-                      strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    writer_dispose(w, s != CNF_OK);
+    unsigned char *image = NULL;
+    ssize_t n = H5Fflush(w->fid, H5F_SCOPE_GLOBAL) < 0 ? -1
+                                                         : H5Fget_file_image(w->fid, NULL, 0);
+    if (n < 0)
+        s = cnf_error(CNF_EIO, "%s: cannot finish the HDF5 file", path);
+    else if (!(image = malloc(n > 0 ? (size_t)n : 1)))
+        s = cnf_error(CNF_ENOMEM, "%s: out of memory for the file image (%zd bytes)", path, n);
+    else if (H5Fget_file_image(w->fid, image, (size_t)n) != n)
+        s = cnf_error(CNF_EIO, "%s: cannot finish the HDF5 file", path);
+    /* Closed before the image is written, so that the in-memory file's
+     * space is free again while the write runs. */
+    if (H5Fclose(w->fid) < 0 && s == CNF_OK)
+        s = cnf_error(CNF_EIO, "%s: cannot close the HDF5 file", path);
+    w->fid = H5I_INVALID_HID;
+    cnf_h5_quiet_end(&q);
+    if (s == CNF_OK)
+        s = cnf_file_out_write(w->out, image, (size_t)n);
+    free(image);
+    if (s != CNF_OK) {
+        writer_dispose(w);
+        return s;
+    }
+    s = cnf_file_out_commit(w->out);   /* frees out, removes the temporary on failure */
+    free(w);
     return s;
 }
 
@@ -839,7 +799,7 @@ void cnf_h5_writer_abort(cnf_h5_writer *w)
         return;
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
-    writer_dispose(w, 1);
+    writer_dispose(w);
     cnf_h5_quiet_end(&q);
 }
 

@@ -16,6 +16,7 @@
 #include <hdf5.h>
 
 #include "cnf/data.h"
+#include "cnf/file.h"
 #include "cnf/flow.h"
 #include "cnf/io.h"
 #include "cnf/train.h"
@@ -25,25 +26,12 @@ static char tmpdir[256];
 
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/cnf_test_io.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tu_tmpdir_make(tmpdir, sizeof tmpdir, "cnf_test_io");
 }
 
 static void teardown(void)
 {
-    DIR *d = opendir(tmpdir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(tmpdir);
+    tu_tmpdir_remove(tmpdir);
 }
 
 static const char *tpath(char *buf, size_t n, const char *name)
@@ -52,7 +40,7 @@ static const char *tpath(char *buf, size_t n, const char *name)
     return buf;
 }
 
-/* Number of files in tmpdir whose name contains ".tmp." */
+/* Number of temporary files in tmpdir (cnf/file.h's names) */
 static int count_temp_files(void)
 {
     int n = 0;
@@ -60,7 +48,7 @@ static int count_temp_files(void)
     ck_assert_ptr_nonnull(d);
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        if (strstr(e->d_name, ".tmp."))
+        if (strstr(e->d_name, ".cnf-tmp."))
             n++;
     closedir(d);
     return n;
@@ -782,12 +770,12 @@ START_TEST(test_missing_output_directory)
     double g[64] = {0};
     ck_assert_int_eq(cnf_model_write_grad(path, flow, g), CNF_EIO);
     cnf_flow_free(flow);
-    ck_assert_int_eq(cnf_data_check_output_path(path), CNF_EIO);
+    ck_assert_int_eq(cnf_file_check_output(path, NULL, 0), CNF_EIO);
     ck_assert_ptr_null(cnf_h5_writer_open(path));
-    ck_assert_int_eq(cnf_data_check_output_path(tmpdir), CNF_EIO);   /* a directory */
+    ck_assert_int_eq(cnf_file_check_output(tmpdir, NULL, 0), CNF_EIO);   /* a directory */
     tpath(path, sizeof path, "fine.h5");
-    ck_assert_int_eq(cnf_data_check_output_path(path), CNF_OK);
-    ck_assert_int_eq(cnf_data_check_output_path("relative.h5"), CNF_OK);
+    ck_assert_int_eq(cnf_file_check_output(path, NULL, 0), CNF_OK);
+    ck_assert_int_eq(cnf_file_check_output("relative.h5", NULL, 0), CNF_OK);
 }
 END_TEST
 

@@ -56,4 +56,10 @@ int tu_run_suite(Suite *s);
  * written into buf: the tests read only what the repository carries. */
 const char *tu_repo_path(char *buf, size_t n, const char *relative);
 
+/* A new empty directory /tmp/<prefix>.XXXXXX, its name in buf (n >= 64);
+ * and the removal of such a directory with the files (and empty
+ * directories) in it: every suite's scratch space. */
+void tu_tmpdir_make(char *buf, size_t n, const char *prefix);
+void tu_tmpdir_remove(const char *dir);
+
 #endif

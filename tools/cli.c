@@ -5,14 +5,17 @@
 #include "cli.h"
 
 #include "cnf/data.h"
+#include "cnf/file.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int cli_quiet = 0;
 const char *cli_command = "";
@@ -54,6 +57,53 @@ void cli_check(cnf_status s, const char *what)
     if (what)
         cli_die("%s: %s", what, msg);
     cli_die("%s", msg);
+}
+
+void cli_check_output(const char *out, const char *const *inputs, size_t n_inputs)
+{
+    cli_check(cnf_file_check_output(out, inputs, n_inputs), "--out");
+}
+
+const char *cli_address_file(const char *spec, cnf_data_address *a)
+{
+    if (!spec)
+        return NULL;
+    if (cnf_data_address_parse(spec, "/", a) != CNF_OK)
+        cli_usage("%s", cnf_last_error());
+    return a->file;
+}
+
+void cli_exit_on_signal(int sig)
+{
+    cnf_file_remove_temporaries();
+    signal(sig, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    raise(sig);   /* pending while this handler blocks it ... */
+    sigprocmask(SIG_UNBLOCK, &set, NULL);   /* ... and delivered here */
+    _exit(128 + sig);   /* not reached unless the signal was ignored */
+}
+
+static void on_signal(int sig)
+{
+    cli_exit_on_signal(sig);
+}
+
+void cli_catch_signals(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction old;
+        /* a signal the caller chose to ignore (nohup) stays ignored */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
 void cli_info(const char *fmt, ...)
@@ -335,7 +385,7 @@ void cli_write_splits(const char *out, const double *X, const size_t counts[3], 
     const double *val = X + D * counts[0], *test = val + D * counts[1];
     cli_check(cnf_data_write_splits(out, X, counts[0], val, counts[1], test, counts[2], D, source,
                                     "none"),
-              out);
+              NULL);   /* the writer's messages name the file */
     cli_info("wrote %s: /train %zu x %zu, /val %zu x %zu, /test %zu x %zu (%s)\n", out, counts[0],
              D, counts[1], D, counts[2], D, source);
 }

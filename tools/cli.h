@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "cnf/data.h"
 #include "cnf/status.h"
 
 typedef enum {
@@ -83,6 +84,28 @@ void cli_usage(const char *fmt, ...)
 /* If s != CNF_OK: print the library's message (with `what` as context, may be
  * NULL) and exit 1. */
 void cli_check(cnf_status s, const char *what);
+
+/* Exit (status 1, the message naming --out) unless out may be written
+ * given the command's input files (cnf_file_check_output: not a directory,
+ * device or FIFO, not one of the inputs). NULL inputs are skipped. Called
+ * before any work. */
+void cli_check_output(const char *out, const char *const *inputs, size_t n_inputs);
+
+/* The file name of a data address spec ("toy.h5:/test" -> "toy.h5") in a
+ * (NULL when spec is NULL; a usage error when it does not parse). */
+const char *cli_address_file(const char *spec, cnf_data_address *a);
+
+/* SIGINT, SIGTERM and SIGHUP remove the temporary files of the outputs being
+ * written (cnf_file_remove_temporaries) and end the process by the signal
+ * (status 128 + its number). cnf_main installs this for every command. */
+void cli_catch_signals(void);
+/* What those handlers do, for a command's own handler (async-signal-safe;
+ * does not return). */
+void cli_exit_on_signal(int sig)
+#if defined(__GNUC__)
+    __attribute__((noreturn))
+#endif
+    ;
 
 /* Informational output on stderr unless --quiet. */
 void cli_info(const char *fmt, ...)

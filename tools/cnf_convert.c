@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "cnf/data.h"
+#include "cnf/file.h"
 #include "commands.h"
 
 /* Trim spaces, tabs and a trailing CR in place; returns the start. */
@@ -84,9 +85,8 @@ static int is_header(const char *header, char **cells, size_t nc)
  * and column at fault. */
 static double *read_csv(const char *csv, const char *header, size_t *N_out, size_t *D_out)
 {
-    FILE *f = fopen(csv, "r");
-    if (!f)
-        cli_die("cannot open %s: %s", csv, strerror(errno));
+    FILE *f;
+    cli_check(cnf_file_open_input(csv, &f), NULL);
     char *line = NULL, **cells = NULL;
     size_t line_cap = 0, cells_cap = 0, lineno = 0, D = 0, N = 0, cap = 0;
     double *X = NULL;   /* N x D, grown */
@@ -162,9 +162,8 @@ int cnf_cmd_convert(int argc, char **argv)
         cli_usage("name the CSV file to convert");
     if (strcmp(header, "auto") && strcmp(header, "yes") && strcmp(header, "no"))
         cli_usage("--header %s: expected auto, yes or no", header);
-    cli_check(cnf_data_check_output_path(out), "--out");
-
     const char *csv = pos[0];
+    cli_check_output(out, &csv, 1);
     size_t N, D;
     double *X = read_csv(csv, header, &N, &D);   /* N x D */
 

@@ -33,8 +33,11 @@ int cnf_cmd_eval(int argc, char **argv)
               "Log-likelihood of every row of a data set under a model (nats, data space),\n"
               "the mean negative log-likelihood with its standard error, and bits/dim.",
               pos, 0, &n_pos);
-    if (out)
-        cli_check(cnf_data_check_output_path(out), "--out");
+    if (out) {
+        cnf_data_address a;
+        const char *inputs[] = {model, cli_address_file(data, &a)};
+        cli_check_output(out, inputs, 2);
+    }
 
     cli_model m;
     cli_model_open(&m, model, &sa, opts, 1);

@@ -113,8 +113,11 @@ int cnf_cmd_grad(int argc, char **argv)
               pos, 0, &n_pos);
     if (!out && !check)
         cli_usage("nothing to do: give --out G.h5 and/or --check");
-    if (out)
-        cli_check(cnf_data_check_output_path(out), "--out");
+    if (out) {
+        cnf_data_address a;
+        const char *inputs[] = {model, cli_address_file(data, &a)};
+        cli_check_output(out, inputs, 2);
+    }
 
     /* The gradient's tolerances are this command's own (tight) defaults, not
      * the training record's: no record. */

@@ -49,6 +49,9 @@ int main(int argc, char **argv)
      * machine's core count. OPENBLAS_NUM_THREADS is overridden for the same
      * reason: the same command gives the same bits everywhere. */
     openblas_set_num_threads(1);
+    /* Ctrl-C, SIGTERM and SIGHUP leave no temporary file behind; cnf train
+     * replaces the first two by its own handler while it trains. */
+    cli_catch_signals();
     if (argc < 2) {
         usage(stderr);
         return 2;

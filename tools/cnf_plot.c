@@ -75,7 +75,9 @@ int cnf_cmd_plot(int argc, char **argv)
         parse_range(xlim, "xlim", xr);
     if (ylim)
         parse_range(ylim, "ylim", yr);
-    cli_check(cnf_data_check_output_path(out), "--out");
+    cnf_data_address data_addr;
+    const char *inputs[] = {model, cli_address_file(data, &data_addr)};
+    cli_check_output(out, inputs, 2);
 
     cli_model m;
     cli_model_open(&m, model, &sa, opts, 1);

@@ -30,7 +30,9 @@ int cnf_cmd_sample(int argc, char **argv)
               "Draw N points from a model (z ~ N(0, I) through the inverse flow), or map\n"
               "given latent points (--latent) to data space; writes /samples (N x D).",
               pos, 0, &n_pos);
-    cli_check(cnf_data_check_output_path(out), "--out");
+    cnf_data_address a;
+    const char *inputs[] = {model, cli_address_file(latent, &a)};
+    cli_check_output(out, inputs, 2);
 
     cli_model m;
     cli_model_open(&m, model, &sa, opts, 1);

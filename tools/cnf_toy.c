@@ -36,7 +36,7 @@ int cnf_cmd_toy(int argc, char **argv)
         cli_usage("unknown toy data set '%s' (one of: %s)", pos[0], cnf_toy_names());
     size_t counts[3];
     cli_split_counts(split, n, counts);
-    cli_check(cnf_data_check_output_path(out), "--out");
+    cli_check_output(out, NULL, 0);
 
     gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
     if (!rng)

@@ -39,9 +39,9 @@ static volatile sig_atomic_t interrupted = 0;
 
 static void on_sigint(int sig)
 {
-    (void)sig;
+    if (interrupted)   /* a second Ctrl-C (or SIGTERM) ends the process at once */
+        cli_exit_on_signal(sig);
     interrupted = 1;
-    signal(sig, SIG_DFL);   /* a second Ctrl-C (or SIGTERM) ends the process at once */
 }
 
 /* Without a terminal, a log line at least this often (seconds). */
@@ -401,7 +401,12 @@ int cnf_cmd_train(int argc, char **argv)
         cli_usage("--init takes the preprocessing from %s; do not give --preprocess too", init);
     if (resume)
         check_resume_settings(&cfg, &resumed, resume);
-    cli_check(cnf_data_check_output_path(out), "--out");
+    /* --resume is not among the inputs: continuing a run into the file it
+     * came from is what --resume M --out M is for. */
+    cnf_data_address a_train, a_val;
+    const char *inputs[] = {data, cli_address_file(train, &a_train), cli_address_file(val, &a_val),
+                            preset, init};
+    cli_check_output(out, inputs, 5);
     cli_check_threads(threads);
     cli_set_blas_threads(blas_threads);
 

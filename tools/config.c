@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnf/file.h"
 #include "cnf/ode.h"
 #include "model_cli.h"
 
@@ -241,9 +242,9 @@ static char *trim(char *s)
 
 void cnf_run_config_load(cnf_run_config *cfg, const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        cli_die("cannot open preset %s: %s", path, strerror(errno));
+    FILE *f;
+    if (cnf_file_open_input(path, &f) != CNF_OK)
+        cli_die("preset: %s", cnf_last_error());
     char *line = NULL;
     size_t cap = 0, lineno = 0;
     while (getline(&line, &cap, f) != -1) {
@@ -274,8 +275,14 @@ void cnf_run_config_load(cnf_run_config *cfg, const char *path)
         if (rc)
             cli_die("%s:%zu: %s", path, lineno, err);
     }
+    /* getline's -1 is also a read error: without this, a read error (EIO,
+     * or a directory on a system that lets one be opened) would pass for
+     * the end of the preset and the run would train with the defaults. */
+    int read_error = ferror(f) ? errno : 0;
     free(line);
     fclose(f);
+    if (read_error)
+        cli_die("error reading preset %s: %s", path, strerror(read_error));
 }
 
 void cnf_run_config_format(const cnf_run_config *cfg, const cnf_config_key *k, char *buf,

@@ -187,5 +187,5 @@ void cli_write_result(const char *out, const char *dset, const double *X, size_t
         s = cnf_h5_writer_commit(hw);
     else
         cnf_h5_writer_abort(hw);
-    cli_check(s, out);
+    cli_check(s, NULL);   /* the writer's messages name the file */
 }

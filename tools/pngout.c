@@ -1,45 +1,53 @@
 /* pngout.c — an RGB image to a PNG file through libpng (the Debian package
- * libpng-dev; CNF_HAVE_PNG when CMake found it), written to
- * "<path>.tmp.<pid>" and renamed, so a failure never leaves a partial file. */
-#define _POSIX_C_SOURCE 200809L
+ * libpng-dev; CNF_HAVE_PNG when CMake found it), written through
+ * cnf_file_out (cnf/file.h): a temporary file renamed over the target, so a
+ * failure never leaves a partial file. */
 #include "pngout.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "cnf/file.h"
 
 #ifdef CNF_HAVE_PNG
 #include <png.h>
 #include <setjmp.h>
 
+static void write_bytes(png_structp png, png_bytep data, png_size_t n)
+{
+    if (cnf_file_out_write(png_get_io_ptr(png), data, n) != CNF_OK)
+        png_error(png, "write failed");   /* the reason is in cnf_last_error() */
+}
+
+static void flush_nothing(png_structp png)
+{
+    (void)png;   /* the commit flushes */
+}
+
 int cli_png_write(const char *path, const unsigned char *rgb, size_t width, size_t height,
                   char *err, size_t n)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(err, n, "cannot create %s: %s", tmp, strerror(errno));
+    cnf_file_out *out = cnf_file_out_open(path);
+    if (!out) {
+        snprintf(err, n, "%s", cnf_last_error());
         return -1;
     }
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(&png, &info);
-        fclose(f);
-        remove(tmp);
+        cnf_file_out_abort(out);
         snprintf(err, n, "out of memory writing %s", path);
         return -1;
     }
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, &info);
-        fclose(f);
-        remove(tmp);
-        snprintf(err, n, "libpng failed writing %s", path);
+        snprintf(err, n, "%s", cnf_last_error()[0] ? cnf_last_error() : "libpng failed");
+        cnf_file_out_abort(out);
         return -1;
     }
-    png_init_io(png, f);
+    cnf_clear_error();
+    png_set_write_fn(png, out, write_bytes, flush_nothing);
     png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
@@ -47,11 +55,8 @@ int cli_png_write(const char *path, const unsigned char *rgb, size_t width, size
         png_write_row(png, (png_const_bytep)(rgb + y * width * 3));
     png_write_end(png, NULL);
     png_destroy_write_struct(&png, &info);
-    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        snprintf(err, n, "cannot write %s: %s", path, strerror(errno));
-        remove(tmp);
+    if (cnf_file_out_commit(out) != CNF_OK) {
+        snprintf(err, n, "%s", cnf_last_error());
         return -1;
     }
     return 0;

@@ -22,7 +22,8 @@
  * conversion buffer).
  *
  * Errors (each message names the file and data set):
- *   CNF_EIO      file missing or unreadable
+ *   CNF_EIO      file missing or unreadable, or not a regular file (a
+ *                directory, a device, a FIFO: cnf_file_check_input)
  *   CNF_EFORMAT  not an HDF5 file; the path is not a data set; non-float type
  *   CNF_EDIM     rank other than 2; zero rows or zero columns
  *   CNF_EDATA    NaN/Inf (cnf_data_check_finite, a separate call)
@@ -34,15 +35,19 @@
  * restores the caller's setting before returning, so the library never
  * prints and a program's own HDF5 settings are left alone.
  *
- * Atomic writes. Every output file is written to a temporary name in the
- * same directory as the target, "<target>.tmp.<pid>.<n>" (n a process-wide
- * counter, so threads never share one), and renamed over the
- * target only when complete (rename(2) is atomic within a directory). On any
- * failure the temporary file is removed and an existing target is left
- * untouched, so a crash or an error never leaves a half-written file. A
- * missing output directory is reported by cnf_h5_writer_open (and by
- * cnf_data_check_output_path, which a command calls before any work) with
- * CNF_EIO.
+ * Atomic writes. Every output file goes through cnf_file_out (cnf/file.h):
+ * written to a temporary file "<target>.cnf-tmp.<pid>.<n>" in the target's
+ * directory and renamed over the target only when complete, so that an
+ * error, a full disk or a crash never leaves a half-written file and never
+ * changes an existing one; what may be replaced (regular files, symbolic
+ * links written through), the permission bits a rewrite keeps and the
+ * removal of stale temporaries are described there. The HDF5 file itself is
+ * built in memory (HDF5's core driver) and written out at the commit, so
+ * writing an output takes memory for its size, twice during the commit
+ * (the in-memory file and its image) beside the caller's arrays; every
+ * failure to write it is then an ordinary write(2) error, reported
+ * with its reason ("No space left on device"), and HDF5 never holds a file
+ * it could not close.
  *
  * Typical calls:
  *
@@ -118,18 +123,14 @@ cnf_status cnf_data_read_vector(const char *file, const char *path, double **x, 
  * (e.g. the address) may be NULL. */
 cnf_status cnf_data_check_finite(const double *X, size_t N, size_t D, const char *name);
 
-/* CNF_OK if an output file can be created at path: its directory exists, is
- * a directory and is writable, and path itself is not a directory.
- * CNF_EIO with a message otherwise. Commands call it before any work. */
-cnf_status cnf_data_check_output_path(const char *path);
-
 /* ---- The atomic HDF5 writer ------------------------------------------ */
 
 typedef struct cnf_h5_writer cnf_h5_writer;
 
-/* Check the output directory and create "<final_path>.tmp.<pid>.<n>". NULL on
- * failure (CNF_EIO message naming the directory or file). The target is not
- * touched until cnf_h5_writer_commit. */
+/* Start an output file at final_path (cnf_file_out_open: the checks of an
+ * output, stale temporaries removed, the temporary file created). NULL on
+ * failure (CNF_EIO message naming the path). The target is not touched
+ * until cnf_h5_writer_commit. */
 cnf_h5_writer *cnf_h5_writer_open(const char *final_path);
 
 /* The target file name given to _open (borrowed). */
@@ -169,7 +170,8 @@ cnf_status cnf_h5_writer_attr_uint(cnf_h5_writer *w, const char *obj_path,
 cnf_status cnf_h5_writer_attr_doubles(cnf_h5_writer *w, const char *obj_path,
                                       const char *name, const double *values, size_t n);
 
-/* Close the temporary file, flush it to disk and rename it over the target.
+/* Write the file's image to the temporary file, flush it to disk and rename
+ * it over the target (cnf_file_out_commit).
  * Always frees w. On failure the temporary file is removed, the target is
  * untouched, and the status says why. A writer on which a write failed
  * refuses to commit (the first failure's status is returned). */

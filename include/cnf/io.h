@@ -65,7 +65,7 @@
  * group prefix ("/grad") is what tests/data/reference/case*_expected.h5 hold.
  *
  * Errors of cnf_model_load (each message names the file and the object):
- *   CNF_EIO      file missing or unreadable
+ *   CNF_EIO      file missing or unreadable, or not a regular file
  *   CNF_EFORMAT  not an HDF5 file; "not a cnf model file" (format attribute
  *                missing or other than "cnf-model"); a version above
  *                CNF_MODEL_VERSION ("written by a newer cnf? this build
@@ -79,8 +79,10 @@
  *                scale <= 0, a chol entry above the diagonal that is not 0
  *                or a diagonal entry <= 0 (the entry is named)
  *   CNF_ENOMEM   out of memory
- * Writing goes through cnf_h5_writer (cnf/data.h): temporary file, renamed
- * over the target only when complete; on failure the target is untouched.
+ * Writing goes through cnf_h5_writer (cnf/data.h) and cnf_file_out
+ * (cnf/file.h): a temporary file, renamed over the target only when
+ * complete; on failure the target is untouched. A rewrite keeps the
+ * replaced file's permission bits.
  *
  * Typical calls:
  *
@@ -147,8 +149,9 @@ const char *cnf_model_extra_get(const cnf_model_extra *extra, const char *key);
  * or version 2 with /preprocess/chol when the flow whitens. CNF_EDATA
  * if a parameter, mean or scale is non-finite or a block's T is not
  * positive (such a model could not be loaded); CNF_EDIM if extra->state's n_params differs from the flow's P;
- * CNF_EIO if the directory is missing or the file cannot be written (an
- * existing path is then untouched). */
+ * CNF_EIO if the directory is missing, path is not a regular file (nor a
+ * symbolic link to one) or the file cannot be written, e.g. on a full disk
+ * (an existing path is then untouched). */
 cnf_status cnf_model_save(const char *path, const cnf_flow *flow,
                           const cnf_model_extra *extra);
 
