@@ -515,7 +515,7 @@ static void writer_dispose(cnf_h5_writer *w)
 }
 
 /* Growth step of the in-memory file. */
-#define WRITER_CORE_INCREMENT ((size_t)1 << 20)
+#define WRITER_CORE_INCREMENT ((size_t)1 << 16)
 
 cnf_h5_writer *cnf_h5_writer_open(const char *final_path)
 {

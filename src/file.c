@@ -460,19 +460,6 @@ static cnf_status keep_access(cnf_file_out *o)
     return CNF_OK;
 }
 
-static void sync_dir(const char *target)
-{
-    char *dir = dir_of(target);
-    if (!dir)
-        return;
-    int fd = open(dir, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);   /* some file systems refuse; the rename itself has happened */
-        close(fd);
-    }
-    free(dir);
-}
-
 cnf_status cnf_file_out_commit(cnf_file_out *o)
 {
     if (!o)
@@ -492,8 +479,6 @@ cnf_status cnf_file_out_commit(cnf_file_out *o)
     if (s == CNF_OK && rename(o->temp, o->target) != 0)
         s = cnf_error(CNF_EIO, "cannot rename '%s' to '%s': %s", o->temp, o->target,
                       strerror(errno));
-    if (s == CNF_OK)
-        sync_dir(o->target);
     out_free(o, s != CNF_OK);
     return s;
 }

@@ -22,11 +22,14 @@
  * file in the directory of the file it replaces and renamed over it only
  * when complete (rename(2) is atomic within a file system), so an error,
  * a full disk or a kill never leaves a partial file and never changes an
- * existing one. The commit flushes the data (fsync) before the rename and
- * the directory after it, and gives the new file the permission bits (and,
- * where the process may, the owner and group) of the file it replaces; a
- * new output gets 0666 less the umask, as any created file. Another hard
- * link to the replaced file keeps the old contents (rename replaces a name).
+ * existing one. The commit flushes the data (fsync) before the rename, so
+ * that after a crash the name holds the old file or the whole new one; the
+ * directory is not flushed (either file is complete, and a save every
+ * iteration would pay a second fsync each time). The new file gets the
+ * permission bits (and, where the process may, the owner and group) of
+ * the file it replaces; a new output gets 0666 less the umask, as any
+ * created file. Another hard link to the replaced file keeps the old
+ * contents (rename replaces a name).
  *
  * Temporary files are named
  *
@@ -115,8 +118,8 @@ const char *cnf_file_out_temp_path(const cnf_file_out *o);
 cnf_status cnf_file_out_write(cnf_file_out *o, const void *bytes, size_t n);
 
 /* Flush the temporary file to disk, give it the replaced file's permission
- * bits (and owner and group where allowed), rename it over the target and
- * flush the directory. Always frees o. On failure the temporary file is
+ * bits (and owner and group where allowed) and rename it over the target.
+ * Always frees o. On failure the temporary file is
  * removed, the target is untouched and the status says why. */
 cnf_status cnf_file_out_commit(cnf_file_out *o);
 
