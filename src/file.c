@@ -371,53 +371,55 @@ cnf_file_out *cnf_file_out_open(const char *path)
     if (resolve_output(path, &target, &exists) != CNF_OK)
         return NULL;
     cnf_file_out *o = calloc(1, sizeof *o);
+    if (!o) {
+        free(target);
+        cnf_error(CNF_ENOMEM, "out of memory");
+        return NULL;
+    }
+    o->fd = -1;
+    o->target = target;
+    o->path = strdup(path);
     char *dir = dir_of(target);
-    const char *slash = strrchr(target, '/');
-    const char *base = slash ? slash + 1 : target;
-    size_t name_max = dir ? dir_name_max(dir) : 255;
+    size_t name_max = dir ? dir_name_max(dir) : 0;
     char *stem = malloc(name_max + 1);
     size_t cap = (dir ? strlen(dir) : 0) + name_max + 2;
-    if (o) {
-        o->fd = -1;
-        o->target = target;
-        o->path = strdup(path);
-        o->temp = malloc(cap);
-    } else {
-        free(target);
-    }
-    if (!o || !dir || !stem || !o->path || !o->temp) {
+    char *temp = malloc(cap);
+    if (!o->path || !dir || !stem || !temp) {
         cnf_error(CNF_ENOMEM, "out of memory");
         free(dir);
         free(stem);
-        if (o)
-            out_free(o, 0);
+        free(temp);
+        out_free(o, 0);
         return NULL;
     }
+    const char *slash = strrchr(target, '/');
+    const char *base = slash ? slash + 1 : target;
     temp_stem(base, name_max, stem);
     remove_stale(dir, base, stem);
     static atomic_ulong counter;
-    int err = 0;
-    /* O_EXCL: never write into a file someone else holds; a clash (a reused
-     * pid's leftover) takes the next number. */
-    for (int attempt = 0; attempt < 100 && o->fd < 0; attempt++) {
+    int fd = -1, err = 0;
+    /* O_EXCL: never write into a file someone else holds; a clash (the
+     * leftover of an earlier process with this pid) takes the next number. */
+    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
         unsigned long serial = atomic_fetch_add(&counter, 1);
-        snprintf(o->temp, cap, "%s/%s%s%ld.%lu", dir, stem, TMP_TAG, (long)getpid(), serial);
-        o->fd = open(o->temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        snprintf(temp, cap, "%s/%s%s%ld.%lu", dir, stem, TMP_TAG, (long)getpid(), serial);
+        fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         err = errno;
-        if (o->fd < 0 && err != EEXIST)
+        if (fd < 0 && err != EEXIST)
             break;
     }
     free(dir);
     free(stem);
-    if (o->fd < 0) {
-        cnf_error(CNF_EIO, "cannot create '%s' (temporary file for '%s'): %s", o->temp, path,
+    if (fd < 0) {
+        cnf_error(CNF_EIO, "cannot create '%s' (temporary file for '%s'): %s", temp, path,
                   strerror(err));
-        free(o->temp);
-        o->temp = NULL;
+        free(temp);
         out_free(o, 0);
         return NULL;
     }
-    pending_add(o->temp);
+    o->fd = fd;
+    o->temp = temp;
+    pending_add(temp);
     return o;
 }
 
