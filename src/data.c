@@ -12,7 +12,6 @@
 #include "cnf/data.h"
 #include "cnf/file.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -514,7 +513,9 @@ static void writer_dispose(cnf_h5_writer *w)
     free(w);
 }
 
-/* Growth step of the in-memory file. */
+/* Growth step of the in-memory file: a model fits in one or two steps (a
+ * step of 1 MiB made each --save-every save pay for a megabyte of fresh
+ * pages); a large data set grows by reallocation. */
 #define WRITER_CORE_INCREMENT ((size_t)1 << 16)
 
 cnf_h5_writer *cnf_h5_writer_open(const char *final_path)
