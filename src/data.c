@@ -491,6 +491,8 @@ cnf_status cnf_data_check_finite(const double *X, size_t N, size_t D, const char
 struct cnf_h5_writer {
     cnf_file_out *out;    /* the temporary file and the target (cnf/file.h) */
     hid_t fid;            /* the HDF5 file, built in memory */
+    unsigned char *image; /* its memory, ours once HDF5 has closed it */
+    size_t image_cap;     /* bytes allocated for it */
     cnf_status failed;    /* first failure, CNF_OK if none */
     char message[512];    /* its message, to repeat at commit */
 };
@@ -509,8 +511,67 @@ static void writer_dispose(cnf_h5_writer *w)
 {
     if (w->fid >= 0)
         H5Fclose(w->fid);   /* in memory: nothing to write, so it cannot fail on a full disk */
+    free(w->image);
     cnf_file_out_abort(w->out);
     free(w);
+}
+
+/* The in-memory file's allocator (H5Pset_file_image_callbacks), so that the
+ * writer keeps the memory when HDF5 closes the file: the bytes as the close
+ * left them are the file. (H5Fget_file_image would copy them, doubling the
+ * memory, and in HDF5 1.10 its copy of a superblock of version 2 or later
+ * has its status flags cleared but the checksum not updated, so such a
+ * file would not open.) */
+static void *image_malloc(size_t size, H5FD_file_image_op_t op, void *udata)
+{
+    (void)op;
+    cnf_h5_writer *w = udata;
+    void *p = malloc(size);
+    if (p && op == H5FD_FILE_IMAGE_OP_FILE_OPEN)
+        w->image_cap = size;
+    return p;
+}
+
+static void *image_memcpy(void *dest, const void *src, size_t size, H5FD_file_image_op_t op,
+                          void *udata)
+{
+    (void)op;
+    (void)udata;
+    return memcpy(dest, src, size);
+}
+
+static void *image_realloc(void *ptr, size_t size, H5FD_file_image_op_t op, void *udata)
+{
+    cnf_h5_writer *w = udata;
+    void *p = realloc(ptr, size);
+    if (p && op == H5FD_FILE_IMAGE_OP_FILE_RESIZE)
+        w->image_cap = size;
+    return p;
+}
+
+static herr_t image_free(void *ptr, H5FD_file_image_op_t op, void *udata)
+{
+    cnf_h5_writer *w = udata;
+    if (op != H5FD_FILE_IMAGE_OP_FILE_CLOSE) {
+        free(ptr);
+        return 0;
+    }
+    /* the file's own close comes last (after any probe HDF5 makes while it
+     * creates the file) */
+    free(w->image);
+    w->image = ptr;
+    return 0;
+}
+
+static void *image_udata_copy(void *udata)
+{
+    return udata;   /* the writer, not owned by the property lists */
+}
+
+static herr_t image_udata_free(void *udata)
+{
+    (void)udata;
+    return 0;
 }
 
 /* Growth step of the in-memory file: a model fits in one or two steps (a
@@ -532,14 +593,17 @@ cnf_h5_writer *cnf_h5_writer_open(const char *final_path)
     w->out = out;
     w->fid = H5I_INVALID_HID;
     /* HDF5 builds the file in memory (the core driver without a backing
-     * store) and the commit writes its image through cnf_file_out: HDF5
-     * 1.10 keeps a file whose close failed (a full disk while it flushes)
-     * registered after freeing it, and crashes in its exit handler or at
-     * the next file it opens; a close that does no I/O cannot fail so. */
+     * store) and the commit writes it through cnf_file_out: HDF5 1.10 keeps
+     * a file whose close failed (a full disk while it flushes) registered
+     * after freeing it, and crashes in its exit handler or at the next file
+     * it opens; a close that does no I/O cannot fail so. */
+    H5FD_file_image_callbacks_t cb = {image_malloc, image_memcpy, image_realloc, image_free,
+                                      image_udata_copy, image_udata_free, w};
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl >= 0 && H5Pset_fapl_core(fapl, WRITER_CORE_INCREMENT, 0) >= 0)
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, WRITER_CORE_INCREMENT, 0) >= 0 &&
+        H5Pset_file_image_callbacks(fapl, &cb) >= 0)
         w->fid = H5Fcreate(cnf_file_out_temp_path(out), H5F_ACC_EXCL, H5P_DEFAULT, fapl);
     if (fapl >= 0)
         H5Pclose(fapl);
@@ -767,29 +831,24 @@ cnf_status cnf_h5_writer_commit(cnf_h5_writer *w)
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
     cnf_status s = CNF_OK;
-    unsigned char *image = NULL;
+    /* The file's size: its end of allocation once everything is flushed
+     * (H5Fget_file_image with no buffer only reports it). */
     ssize_t n = H5Fflush(w->fid, H5F_SCOPE_GLOBAL) < 0 ? -1
                                                          : H5Fget_file_image(w->fid, NULL, 0);
-    if (n < 0)
+    if (H5Fclose(w->fid) < 0 || n < 0)
         s = cnf_error(CNF_EIO, "%s: cannot finish the HDF5 file", path);
-    else if (!(image = malloc(n > 0 ? (size_t)n : 1)))
-        s = cnf_error(CNF_ENOMEM, "%s: out of memory for the file image (%zd bytes)", path, n);
-    else if (H5Fget_file_image(w->fid, image, (size_t)n) != n)
-        s = cnf_error(CNF_EIO, "%s: cannot finish the HDF5 file", path);
-    /* Closed before the image is written, so that the in-memory file's
-     * space is free again while the write runs. */
-    if (H5Fclose(w->fid) < 0 && s == CNF_OK)
-        s = cnf_error(CNF_EIO, "%s: cannot close the HDF5 file", path);
     w->fid = H5I_INVALID_HID;
     cnf_h5_quiet_end(&q);
+    if (s == CNF_OK && (!w->image || (size_t)n > w->image_cap))
+        s = cnf_error(CNF_EIO, "%s: the HDF5 file's memory was not handed back", path);
     if (s == CNF_OK)
-        s = cnf_file_out_write(w->out, image, (size_t)n);
-    free(image);
+        s = cnf_file_out_write(w->out, w->image, (size_t)n);
     if (s != CNF_OK) {
         writer_dispose(w);
         return s;
     }
     s = cnf_file_out_commit(w->out);   /* frees out, removes the temporary on failure */
+    free(w->image);
     free(w);
     return s;
 }

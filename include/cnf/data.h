@@ -43,9 +43,8 @@
  * links written through), the permission bits a rewrite keeps and the
  * removal of stale temporaries are described there. The HDF5 file itself is
  * built in memory (HDF5's core driver) and written out at the commit, so
- * writing an output takes memory for its size, twice during the commit
- * (the in-memory file and its image) beside the caller's arrays; every
- * failure to write it is then an ordinary write(2) error, reported
+ * writing an output takes memory for its size beside the caller's arrays;
+ * every failure to write it is then an ordinary write(2) error, reported
  * with its reason ("No space left on device"), and HDF5 never holds a file
  * it could not close.
  *
