@@ -67,6 +67,9 @@ on_full_disk() {
     1)
         has "No space left on device" stderr.txt \
             || fail "$* (free ${free}K): message lacks the reason: $(cat stderr.txt)"
+        # one message, not a library's own besides (libpng printed one)
+        [ "$(grep -cv '^warning\|: warning: ' stderr.txt)" = 1 ] \
+            || fail "$* (free ${free}K): more than the one error line: $(cat stderr.txt)"
         if [ "$old" = - ]; then
             [ ! -e "$out" ] || fail "$* (free ${free}K) left a partial $out"
         else

@@ -24,6 +24,19 @@ static void flush_nothing(png_structp png)
     (void)png;   /* the commit flushes */
 }
 
+/* libpng's default handler prints its message; keep it for ours instead. */
+static void on_png_error(png_structp png, png_const_charp msg)
+{
+    snprintf(png_get_error_ptr(png), 256, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+static void on_png_warning(png_structp png, png_const_charp msg)
+{
+    (void)png;
+    (void)msg;
+}
+
 int cli_png_write(const char *path, const unsigned char *rgb, size_t width, size_t height,
                   char *err, size_t n)
 {
@@ -32,7 +45,11 @@ int cli_png_write(const char *path, const unsigned char *rgb, size_t width, size
         snprintf(err, n, "%s", cnf_last_error());
         return -1;
     }
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    /* static, not automatic: it is written between setjmp and longjmp */
+    static char png_msg[256];
+    png_msg[0] = '\0';
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, png_msg, on_png_error,
+                                              on_png_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(&png, &info);
@@ -42,7 +59,12 @@ int cli_png_write(const char *path, const unsigned char *rgb, size_t width, size
     }
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, &info);
-        snprintf(err, n, "%s", cnf_last_error()[0] ? cnf_last_error() : "libpng failed");
+        /* a failed write has the reason in cnf_last_error(), libpng's own
+         * failures in png_msg */
+        if (cnf_last_error()[0])
+            snprintf(err, n, "%s", cnf_last_error());
+        else
+            snprintf(err, n, "libpng failed writing %s: %s", path, png_msg);
         cnf_file_out_abort(out);
         return -1;
     }
