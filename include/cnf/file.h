@@ -41,7 +41,8 @@
  * boundary) and "~" with eight hex digits of a hash of the whole name is
  * appended, so that every valid file name can be written and the leftovers
  * of different long names stay apart. Leftovers can exist only when a
- * process was killed by a signal it could not handle (SIGKILL, a crash):
+ * process was killed by a signal it could not handle (SIGKILL, a crash) or
+ * the machine stopped:
  * every error path removes its temporary, and a program that calls
  * cnf_file_remove_temporaries from its SIGINT/SIGTERM handlers (as the cnf
  * command does) removes them on those signals too. Each cnf_file_out_open
