@@ -4,8 +4,9 @@
 # only when something is missing.
 set -euo pipefail
 
+# strace: tests/e2e_files.sh delivers signals at a chosen system call with it
 packages=(build-essential cmake pkg-config libgsl-dev libopenblas-dev libhdf5-dev
-          hdf5-tools check libpng-dev)
+          hdf5-tools check libpng-dev strace)
 
 missing=()
 for p in "${packages[@]}"; do
