@@ -34,6 +34,7 @@
 #include "commands.h"
 #include "config.h"
 #include "model_cli.h"
+#include "presets.h"
 
 static volatile sig_atomic_t interrupted = 0;
 
@@ -307,7 +308,10 @@ int cnf_cmd_train(int argc, char **argv)
     cnf_run_config_default(&cfg);
     /* The preset (or the resumed model's record) must be applied before the
      * options so that options override it; find those two first. */
+    char preset_buf[4096];
     const char *preset = cli_peek(argc, argv, "flow");
+    if (preset)
+        preset = cli_preset_find(preset, preset_buf, sizeof preset_buf);
     const char *resume = cli_peek(argc, argv, "resume");
     cnf_model_extra ex;
     cnf_model_extra_init(&ex);
@@ -344,8 +348,10 @@ int cnf_cmd_train(int argc, char **argv)
     opts[no++] = (cli_option){"data", CLI_STRING, &data, "F.h5", "data file with /train and /val", NULL, 0};
     opts[no++] = (cli_option){"train", CLI_STRING, &train, "F.h5:/x", "training set (instead of --data)", NULL, 0};
     opts[no++] = (cli_option){"val", CLI_STRING, &val, "F.h5:/y", "validation set (instead of --data)", NULL, 0};
-    opts[no++] = (cli_option){"flow", CLI_STRING, &flow_opt, "flows/NAME.cfg",
-                              "preset of architecture and training settings (flows/README.md)", NULL, 0};
+    opts[no++] = (cli_option){"flow", CLI_STRING, &flow_opt, "NAME|F.cfg",
+                              "preset of architecture and training settings: a file, or a name "
+                              "such as toy2d looked up in $CNF_FLOWS_PATH, then the presets that "
+                              "come with cnf (flows/README.md)", NULL, 0};
     opts[no++] = (cli_option){"out", CLI_STRING, &out, "M.h5", "model file to write", CLI_REQUIRED, 0};
     opts[no++] = (cli_option){"resume", CLI_STRING, &resume_opt, "M.h5",
                               "continue the run saved in this model file", NULL, 0};
