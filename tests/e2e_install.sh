@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install test: `cmake --install` into a temporary prefix, then, as a user
+# would, build examples/loglik.c against it once through pkg-config and once
+# through find_package(cnf), run both, and check that
+#   - they print `cnf eval`'s log-likelihoods bit for bit (the model is
+#     trained at tolerances other than the library's defaults, so this needs
+#     cnf_flow_options_from_model);
+#   - cblas_dgemm binds to OpenBLAS, not GSL's reference CBLAS (LD_DEBUG);
+#   - the installed `cnf` finds its preset by name (--flow toy2d) from any
+#     directory, and the link lines never name gslcblas.
+# Usage: bash tests/e2e_install.sh BUILD_DIR (a configured and built tree).
+set -euo pipefail
+build=$(cd "${1:?usage: e2e_install.sh BUILD_DIR}" && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+prefix=$tmp/prefix
+cmake --install "$build" --prefix "$prefix" >install.log 2>&1 || { cat install.log; fail "install"; }
+for f in bin/cnf include/cnf/flow.h share/cnf/flows/toy2d.cfg lib/pkgconfig/cnf.pc \
+         lib/cmake/cnf/cnfConfig.cmake; do
+    [ -e "$prefix/$f" ] || fail "the install has no $f"
+done
+ls "$prefix"/lib/libcnf.so.0 >/dev/null 2>&1 || fail "no shared libcnf.so.0 with its soname"
+readelf -d "$prefix/lib/libcnf.so" | grep -q 'SONAME.*libcnf\.so\.0' || fail "libcnf.so: soname"
+
+# The installed command, run away from the source tree and with no hint
+# where presets are, finds toy2d in <prefix>/share/cnf/flows.
+cnf=$prefix/bin/cnf
+mkdir run && cd run
+env -u CNF_FLOWS_PATH "$cnf" toy 8gaussians --n 600 --seed 4 --out toy.h5 --quiet
+env -u CNF_FLOWS_PATH "$cnf" train --data toy.h5 --flow toy2d --hidden 8-8 --batch 50 --iters 8 \
+    --val-every 4 --rtol 1e-7 --atol 1e-9 --out m.h5 --quiet
+"$cnf" info m.h5 | grep -q "preset .*$prefix/share/cnf/flows/toy2d.cfg" \
+    || fail "installed cnf did not take the installed preset: $("$cnf" info m.h5 | grep preset)"
+"$cnf" eval --model m.h5 --data toy.h5:/test --out ll.csv --quiet >/dev/null
+tail -n +2 ll.csv >expected.txt
+[ "$(wc -l <expected.txt)" = 60 ] || fail "eval wrote $(wc -l <expected.txt) values, not 60"
+
+# pkg-config: compile and link with exactly what cnf.pc says.
+export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
+flags=$(pkg-config --cflags --libs cnf)
+static=$(pkg-config --static --libs cnf)
+case "$flags $static" in *gslcblas*) fail "cnf.pc links gslcblas: $flags / $static" ;; esac
+case "$flags" in *-lopenblas*) ;; *) fail "cnf.pc does not link OpenBLAS: $flags" ;; esac
+# shellcheck disable=SC2086
+cc "$root/examples/loglik.c" $flags -o loglik-pc || fail "build through pkg-config"
+
+# find_package(cnf): a separate CMake project.
+cmake -S "$root/tests/install" -B consumer -DCMAKE_PREFIX_PATH="$prefix" \
+    -DLOGLIK_SOURCE="$root/examples/loglik.c" >consumer.log 2>&1 \
+    || { cat consumer.log; fail "find_package(cnf)"; }
+cmake --build consumer >>consumer.log 2>&1 || { cat consumer.log; fail "build through CMake"; }
+
+for prog in ./loglik-pc consumer/loglik; do
+    LD_LIBRARY_PATH=$prefix/lib "$prog" m.h5 toy.h5:/test >got.txt || fail "$prog failed"
+    cmp -s got.txt expected.txt \
+        || fail "$prog differs from cnf eval: $(paste got.txt expected.txt | head -3)"
+    LD_LIBRARY_PATH=$prefix/lib LD_DEBUG=bindings "$prog" m.h5 toy.h5:/test 2>bind.txt >/dev/null
+    grep "normal symbol \`cblas_dgemm'" bind.txt >dgemm.txt || fail "$prog: cblas_dgemm never bound"
+    if grep -v "to [^ ]*openblas[^ ]*" dgemm.txt >/dev/null; then
+        fail "$prog: cblas_dgemm binds elsewhere than OpenBLAS: $(grep -v openblas dgemm.txt | head -2)"
+    fi
+done
+echo "install test: pkg-config and find_package builds match cnf eval; cblas_dgemm -> OpenBLAS"
