@@ -1,5 +1,5 @@
 /* data.c — N x D data sets in HDF5 files, read through row-block hyperslabs,
- * and the atomic writer behind every output file (DESIGN.md section 5).
+ * and the atomic writer behind every output file (docs/formats.md).
  *
  * Reading follows the HDF5 user guide's partial I/O pattern (a hyperslab of
  * the file space paired with a memory space of the same block), converting

@@ -1,5 +1,5 @@
 /* cnf_eval.c — `cnf eval`: per-sample log-likelihood of data under a model
- * (DESIGN.md section 1, data space, preprocessing included), its mean NLL in
+ * (docs/mathematics.md, data space, preprocessing included), its mean NLL in
  * nats with the standard error of the mean, and bits per dimension
  * nll / (D ln 2). */
 #include <math.h>

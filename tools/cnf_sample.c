@@ -1,5 +1,5 @@
 /* cnf_sample.c — `cnf sample`: points from a model, by drawing z from the
- * base N(0, I) and running the blocks in reverse (DESIGN.md section 1), or
+ * base N(0, I) and running the blocks in reverse (docs/mathematics.md), or
  * by pushing given latent points (--latent) through the inverse flow. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* cnf_train.c — `cnf train`: training of a flow on a data file by maximum
- * likelihood or flow matching (DESIGN.md section 2, cnf/train.h, cnf/fm.h),
+ * likelihood or flow matching (docs/mathematics.md, cnf/train.h, cnf/fm.h),
  * from a preset (flows/NAME.cfg) overridden by options, with the data
  * standardised or whitened first (stored in the model), or with --init from
  * an existing model's parameters and preprocessing. The best model by

@@ -1,5 +1,5 @@
 /* cnf/data.h — data sets in HDF5 files and the atomic HDF5 writer that every
- * output file of cnf goes through (DESIGN.md section 5).
+ * output file of cnf goes through (docs/formats.md).
  *
  * Data sets. A data set is a 2-D array N x D of floating-point numbers
  * (float32 or float64, any byte order; converted to double on reading) inside

@@ -1,4 +1,4 @@
-/* cnf/io.h — model files and gradient files (DESIGN.md section 5).
+/* cnf/io.h — model files and gradient files (docs/formats.md).
  *
  * A model is one HDF5 file that any HDF5 client (h5py, h5dump) can read:
  *
