@@ -1,10 +1,13 @@
 /* testutil.c — see testutil.h. */
+#define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void tu_fd_gradient(tu_scalar_fn fn, void *ctx, double *x, size_t n, double h, double *grad)
 {
@@ -124,4 +127,27 @@ cnf_train_state *tu_state_copy(const cnf_train_state *src)
     const void *bytes = cnf_train_state_rng_bytes(src, &n);
     ck_assert_int_eq(cnf_train_state_set_rng_bytes(st, bytes, n), CNF_OK);
     return st;
+}
+
+void tu_tmpdir_make(char *dir, size_t n, const char *tag)
+{
+    snprintf(dir, n, "/tmp/cnf_%s.XXXXXX", tag);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+void tu_tmpdir_remove(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
 }

@@ -49,6 +49,12 @@ double tu_max_rel_error(const char *name, const double *a, const double *b, size
  * bytes): what a resume test continues from. */
 cnf_train_state *tu_state_copy(const cnf_train_state *src);
 
+/* A fresh directory /tmp/cnf_<tag>.XXXXXX for a test's files (name in dir,
+ * n bytes), and its removal with the files in it (one level: tests make no
+ * subdirectories). */
+void tu_tmpdir_make(char *dir, size_t n, const char *tag);
+void tu_tmpdir_remove(const char *dir);
+
 /* Runs a suite with CK_NORMAL output; returns the process exit status. */
 int tu_run_suite(Suite *s);
 
