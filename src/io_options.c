@@ -57,6 +57,6 @@ cnf_status cnf_flow_options_from_model(const cnf_model_extra *extra, cnf_flow_op
                            "the model's training record has %s = '%s', which is not a valid "
                            "value; the default is used for it",
                            bad_key, bad);
-    opt->adjoint_solver = opt->solver;
+    opt->adjoint.solver = opt->solver;
     return status;
 }

@@ -232,8 +232,8 @@ START_TEST(test_flow_options_from_model)
     ck_assert_double_eq(o.solver.rtol, 1e-7);
     ck_assert_double_eq(o.solver.atol, 1e-9);
     ck_assert_uint_eq(o.solver.max_steps, 777);
-    ck_assert_int_eq(o.adjoint_solver.method, CNF_ODE_RKF45);
-    ck_assert_double_eq(o.adjoint_solver.atol, 1e-9);
+    ck_assert_int_eq(o.adjoint.solver.method, CNF_ODE_RKF45);
+    ck_assert_double_eq(o.adjoint.solver.atol, 1e-9);
     /* Training's divergence is not evaluation's: exact stays. */
     ck_assert_int_eq(o.divergence, d.divergence);
     /* A damaged value: CNF_EFORMAT naming it, its default kept, the rest taken. */
