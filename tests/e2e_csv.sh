@@ -7,27 +7,7 @@
 # --out ll.csv; splits left empty refused or warned about; a wide file under
 # a 4 GB address-space limit; and `--flow toy2d` by name from the build tree.
 # Usage: bash tests/e2e_csv.sh BUILD_DIR (holding `cnf`).
-set -euo pipefail
-build=$(cd "${1:?usage: e2e_csv.sh BUILD_DIR}" && pwd)
-cnf="$build/cnf"
-root=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-has() { grep "$@" >/dev/null; }
-# expect_fail PATTERN -- command...: non-zero exit, message matching, no output file.
-expect_fail() {
-    local pat=$1 out=$2
-    shift 3
-    rm -f "$out"
-    local rc=0
-    "$@" >stdout.txt 2>stderr.txt || rc=$?
-    [ "$rc" -ne 0 ] || fail "exit 0 from: $*"
-    grep -qE -- "$pat" stderr.txt || fail "'$pat' not in the message of $*: $(cat stderr.txt)"
-    [ ! -e "$out" ] || fail "$out written by the failing $*"
-    if ls -a | has '\.tmp\.'; then fail "temporary file left by $*"; fi
-}
+source "$(dirname "$0")/e2e_lib.bash"
 h5attr() { # h5attr FILE NAME -> the string attribute's value
     h5dump -a "/$2" "$1" | sed -n 's/^ *(0): "\(.*\)"$/\1/p'
 }
