@@ -137,8 +137,10 @@ START_TEST(test_refusals_named)
         cnf_status status;
         const char *message;
     } cases[] = {
-        {"a,b\n1,2\n3,NA\n", CNF_EDATA, "line 3, column 2 (\"b\"): missing value ('NA', data row 2)"},
-        {"a,b\n1,\n", CNF_EDATA, "line 2, column 2 (\"b\"): missing value (an empty cell, data row 1)"},
+        {"a,b\n1,2\n3,NA\n", CNF_EDATA,
+         "line 3, column 2 (\"b\"): missing value ('NA', data row 2)"},
+        {"a,b\n1,\n", CNF_EDATA,
+         "line 2, column 2 (\"b\"): missing value (an empty cell, data row 1)"},
         {"1,2\nnan,4\n", CNF_EDATA, "line 2, column 1: missing value ('nan', data row 2)"},
         {"1,2\n3,1e400\n", CNF_EDATA, "line 2, column 2: '1e400' is not a finite number"},
         {"1,2\n3,x4\n", CNF_EFORMAT, "line 2, column 2: 'x4' is not a number"},

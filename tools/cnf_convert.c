@@ -46,7 +46,8 @@ int cnf_cmd_convert(int argc, char **argv)
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     const char *pos[1];
     size_t n_pos;
-    cli_parse(argc, argv, opts, "convert data.csv --out data.h5 [--split 0.8,0.1,0.1] [--seed S]",
+    cli_parse(argc, argv, opts,
+              "convert data.csv --out data.h5 [--split 0.8,0.1,0.1] [--seed S] [--delimiter D]",
               "Convert a CSV file (numbers separated by ',', ';' or tabs, one row per line,\n"
               "an optional header line whose names are kept as the attribute 'columns';\n"
               "quoted cells as RFC 4180; blank lines and lines starting with '#' are\n"

@@ -437,7 +437,7 @@ int cnf_cmd_train(int argc, char **argv)
     const char *pos[1];
     size_t n_pos;
     cli_parse(argc, argv, opts,
-              "train --data F.h5 [--flow flows/NAME.cfg] --out M.h5 [options]",
+              "train --data F.h5|F.csv [--flow NAME] --out M.h5 [options]",
               "Train a continuous normalizing flow by maximum likelihood (adjoint\n"
               "gradients) or flow matching (--objective fm|otfm: regression of the\n"
               "velocity field, no ODE solve) with Adam on /train, validating on /val.\n"
