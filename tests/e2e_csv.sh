@@ -82,6 +82,8 @@ for d in /blocks/0/layers/0/W /preprocess/mean; do
     cmp -s <(dump m.h5 $d) <(dump mc.h5 $d) || fail "train --data comma.csv differs from convert + train at $d"
 done
 "$cnf" info mc.h5 | has 'columns .*"width, cm",height' || fail "train --data x.csv: no columns in the record"
+"$cnf" train --train tab.tsv --val semi.csv "${tiny[@]}" --iters 5 --out mt.h5
+"$cnf" info mt.h5 | has 'columns .*w,h' || fail "train --train x.tsv: no columns in the record"
 # A preset that is nowhere: the places searched are named.
 expect_fail "no preset nosuch.cfg \(searched /nonexistent" M.h5 -- \
     env CNF_FLOWS_PATH=/nonexistent "$cnf" train --data comma.csv --flow nosuch --out M.h5

@@ -310,14 +310,8 @@ static void start_from(cnf_flow *flow, const char *path)
 static double *read_csv_splits(const char *path, size_t *Ntr, double **Xval, size_t *Nval,
                                size_t *D, char **columns)
 {
-    double *X;
     size_t N;
-    char **names;
-    cli_check(cnf_csv_read(path, NULL, &X, &N, D, &names), NULL);
-    *columns = names ? cnf_csv_join_names(names, *D) : NULL;
-    if (names && !*columns)
-        cli_die("%s", cnf_last_error());
-    cnf_csv_names_free(names, *D);
+    double *X = cli_read_table(path, NULL, 0, &N, D, columns);
     size_t counts[3];
     cli_split_counts(CSV_SPLIT, N, counts);
     cli_shuffle_rows(X, N, *D, CSV_SPLIT_SEED);
@@ -329,27 +323,6 @@ static double *read_csv_splits(const char *path, size_t *Ntr, double **Xval, siz
         memcpy(*Xval, X + counts[0] * *D, counts[1] * *D * sizeof **Xval);
     }
     return X;   /* its first counts[0] rows are the training rows */
-}
-
-/* The column names a data file keeps (root attribute columns, cnf/csv.h),
- * malloc'd, when they are D names; NULL otherwise. */
-static char *file_columns(const char *spec, size_t D)
-{
-    cnf_data_address a;
-    if (cnf_data_address_parse(spec, "/", &a) != CNF_OK)
-        return NULL;
-    enum { MAX = 1 << 20 };
-    char *buf = cli_malloc(MAX);
-    int found = 0;
-    char **names = NULL;
-    size_t n = 0;
-    if (cnf_data_read_attr_string(a.file, "/", "columns", buf, MAX, &found) != CNF_OK || !found
-        || strlen(buf) + 1 >= MAX || cnf_csv_split_names(buf, &names, &n) != CNF_OK || n != D) {
-        free(buf);
-        buf = NULL;
-    }
-    cnf_csv_names_free(names, n);
-    return buf;
 }
 
 /* Check a training/validation array before any work. */
@@ -494,13 +467,12 @@ int cnf_cmd_train(int argc, char **argv)
             train = trname;
             val = valname;
         }
-        Xtr = cli_read_data(train, NULL, Dmodel, &Ntr, &D);
+        Xtr = cli_read_table(train, NULL, Dmodel, &Ntr, &D, &columns);
         if (val) {
             Xval = cli_read_data(val, NULL, 0, &Nval, &Dval);   /* checked against D below */
             if (Dval != D)
                 cli_die("%s has %zu columns but %s has %zu", val, Dval, train, D);
         }
-        columns = file_columns(train, D);
     }
     check_rows(train, Ntr, cfg.batch, "a batch (--batch) of");
     check_rows(train, Ntr, 2, "the minimum for standardisation,");

@@ -114,15 +114,43 @@ static int csv_spec(const char *spec, const cnf_data_address *a)
     return 0;
 }
 
-double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout)
+/* The column names a data file keeps (root attribute columns, cnf/csv.h),
+ * malloc'd, when they are D names; NULL otherwise (a user's file has none). */
+static char *file_columns(const char *file, size_t D)
+{
+    enum { MAX = 1 << 20 };
+    char *buf = cli_malloc(MAX);
+    int found = 0;
+    char **names = NULL;
+    size_t n = 0;
+    if (cnf_data_read_attr_string(file, "/", "columns", buf, MAX, &found) != CNF_OK || !found
+        || strlen(buf) + 1 >= MAX || cnf_csv_split_names(buf, &names, &n) != CNF_OK || n != D) {
+        free(buf);
+        buf = NULL;
+    }
+    cnf_csv_names_free(names, n);
+    return buf;
+}
+
+double *cli_read_table(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout,
+                       char **columns)
 {
     cnf_data_address a;
     double *X = NULL;
     size_t n = 0, d = 0;
     char name[CNF_DATA_FILE_MAX + CNF_DATA_PATH_MAX + 2];
+    char **names = NULL;
+    if (columns)
+        *columns = NULL;
     if (csv_spec(spec, NULL)) {
-        cli_check(cnf_csv_read(spec, NULL, &X, &n, &d, NULL), NULL);   /* checks finiteness */
+        cli_check(cnf_csv_read(spec, NULL, &X, &n, &d, columns ? &names : NULL), NULL);
         snprintf(name, sizeof name, "%s", spec);
+        if (names) {
+            *columns = cnf_csv_join_names(names, d);
+            if (!*columns)
+                cli_die("%s", cnf_last_error());
+            cnf_csv_names_free(names, d);
+        }
     } else {
         if (cnf_data_address_parse(spec, dflt, &a) != CNF_OK)
             cli_usage("%s", cnf_last_error());
@@ -130,6 +158,8 @@ double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, s
         cli_check(cnf_data_read(a.file, a.path, &X, &n, &d), NULL);
         snprintf(name, sizeof name, "%s:%s", a.file, a.path);
         cli_check(cnf_data_check_finite(X, n, d, name), NULL);
+        if (columns)
+            *columns = file_columns(a.file, d);
     }
     if (D && d != D)
         cli_die("%s has %zu columns but the model's dimension is %zu", name, d, D);
@@ -137,6 +167,11 @@ double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, s
     if (Dout)
         *Dout = d;
     return X;
+}
+
+double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout)
+{
+    return cli_read_table(spec, dflt, D, N, Dout, NULL);
 }
 
 void cli_data_name(const char *spec, const char *dflt, char *buf, size_t n)

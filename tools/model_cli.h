@@ -97,6 +97,12 @@ cnf_flow *cli_load_model(const char *path, cnf_model_extra *extra);
  * is finite and, when D > 0, that it has D columns (model/data mismatch).
  * Exits on failure. *N gets the rows. Returns N x D (caller frees). */
 double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout);
+
+/* cli_read_data that also gives the table's column names as one CSV line
+ * (cnf/csv.h) in *columns, malloc'd: a CSV file's header, or an HDF5 file's
+ * root attribute columns; NULL when there are none (or not D of them). */
+double *cli_read_table(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout,
+                       char **columns);
 /* The address spec resolves to ("toy.h5" with default "/test": "toy.h5:/test"). */
 void cli_data_name(const char *spec, const char *dflt, char *buf, size_t n);
 
