@@ -1,7 +1,7 @@
 /* adjoint.c — the adjoint method over the solver core: the backward state
  * [a, z, g] (z only when backsolving), jumps at observation times, the end-time
  * gradients. Derivation and sign conventions in include/cnf/adjoint.h
- * (DESIGN.md section 2; Chen et al. 2018; the checkpointed variant after
+ * (docs/mathematics.md, "The adjoint"; Chen et al. 2018; the checkpointed variant after
  * CVODES' adjoint module, the seminorm after Kidger, Chen and Lyons 2021). */
 #include "cnf/adjoint.h"
 

@@ -1,5 +1,5 @@
 /* data.c — N x D data sets in HDF5 files, read through row-block hyperslabs,
- * and the atomic writer behind every output file (DESIGN.md section 5).
+ * and the atomic writer behind every output file (docs/formats.md).
  *
  * Reading follows the HDF5 user guide's partial I/O pattern (a hyperslab of
  * the file space paired with a memory space of the same block), converting
@@ -870,6 +870,16 @@ cnf_status cnf_data_write_splits(const char *file, const double *train, size_t n
                                  size_t n_test, size_t D, const char *source,
                                  const char *preprocessing)
 {
+    return cnf_data_write_splits_columns(file, train, n_train, val, n_val, test, n_test, D,
+                                         source, preprocessing, NULL);
+}
+
+cnf_status cnf_data_write_splits_columns(const char *file, const double *train,
+                                         size_t n_train, const double *val, size_t n_val,
+                                         const double *test, size_t n_test, size_t D,
+                                         const char *source, const char *preprocessing,
+                                         const char *columns)
+{
     if (D == 0)
         return cnf_error(CNF_EDIM, "%s: data dimension must be at least 1", file);
     cnf_h5_writer *w = cnf_h5_writer_open(file);
@@ -896,9 +906,39 @@ cnf_status cnf_data_write_splits(const char *file, const double *train, size_t n
         s = cnf_h5_writer_attr_int(w, "/", "n_val", (long long)n_val);
     if (s == CNF_OK)
         s = cnf_h5_writer_attr_int(w, "/", "n_test", (long long)n_test);
+    if (s == CNF_OK && columns)
+        s = cnf_h5_writer_attr_string(w, "/", "columns", columns);
     if (s != CNF_OK) {
         cnf_h5_writer_abort(w);
         return s;
     }
     return cnf_h5_writer_commit(w);
+}
+
+cnf_status cnf_data_read_attr_string(const char *file, const char *obj, const char *name,
+                                     char *buf, size_t n, int *found)
+{
+    *found = 0;
+    if (n)
+        buf[0] = '\0';
+    cnf_h5_quiet q;
+    cnf_h5_quiet_begin(&q);
+    hid_t fid;
+    cnf_status s = cnf_h5_open_read(file, &fid);
+    if (s == CNF_OK) {
+        hid_t o = H5Oopen(fid, obj, H5P_DEFAULT);
+        if (o < 0) {
+            s = cnf_error(CNF_EFORMAT, "%s: no object %s", file, obj);
+        } else {
+            int rc = cnf_h5_attr_string(o, name, buf, n);
+            if (rc < 0)
+                s = cnf_error(CNF_EFORMAT, "%s:%s: attribute %s is not a string", file, obj,
+                              name);
+            *found = rc == 0;
+            H5Oclose(o);
+        }
+        H5Fclose(fid);
+    }
+    cnf_h5_quiet_end(&q);
+    return s;
 }

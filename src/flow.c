@@ -1,7 +1,7 @@
 /* flow.c — the structure of a continuous normalizing flow: K blocks of
  * dynamics networks with their end times, the preprocessing and one
  * parameter vector [theta_0 | ... | theta_{K-1} | T_0 ... T_{K-1}]
- * (DESIGN.md section 1). Evaluation, sampling and gradients live in the
+ * (docs/mathematics.md). Evaluation, sampling and gradients live in the
  * files flow_impl.h lists; this file owns the layout and the
  * preprocessing map (standardise or whiten, cnf/flow.h). */
 #include "cnf/flow.h"

@@ -1,4 +1,4 @@
-/* io.c — model and gradient files in the HDF5 layout of DESIGN.md section 5
+/* io.c — model and gradient files in the HDF5 layout of docs/formats.md
  * (the layout is spelled out in cnf/io.h; tests/data/reference/case*_model.h5
  * are files written by an independent program in it).
  *

@@ -1,5 +1,5 @@
 /* train.c — training a flow: minibatch gradients from cnf_flow_nll_grad
- * (maximum likelihood by the integral-loss adjoint, DESIGN.md section 2) or
+ * (maximum likelihood by the integral-loss adjoint, docs/mathematics.md) or
  * cnf_fm_loss_grad (flow matching, cnf/fm.h), Adam
  * (Kingma and Ba 2015) with L2 weight decay exactly as torch.optim.Adam,
  * which FFJORD (Grathwohl et al. 2019, train_toy.py / train_tabular.py)
@@ -7,7 +7,7 @@
  * gradient clipping as torch.nn.utils.clip_grad_norm_, validation with
  * best-parameter keeping and early stopping. The optimizer step is its own
  * function so that a data-parallel run can reduce gradients before it
- * (DESIGN.md section 7). Everything random comes from the state's gsl_rng. */
+ * (docs/architecture.md, "Room for data-parallel training"). Everything random comes from the state's gsl_rng. */
 #include "cnf/train.h"
 
 #include <math.h>

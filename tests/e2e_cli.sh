@@ -2,21 +2,7 @@
 # End-to-end test of the `cnf` command: convert -> toy -> train (tiny net) ->
 # resume -> eval -> sample -> info -> grad --check -> plot, plus --help of
 # every subcommand. Usage: bash tests/e2e_cli.sh BUILD_DIR (holding `cnf`).
-set -euo pipefail
-build=$(cd "${1:?usage: e2e_cli.sh BUILD_DIR}" && pwd)
-cnf="$build/cnf"
-root=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-export OPENBLAS_NUM_THREADS=1
-fail() { echo "FAIL: $*" >&2; exit 1; }
-# grep -q would stop reading early and, under pipefail, a writer killed by
-# SIGPIPE would fail the pipeline: read everything instead.
-has() { grep "$@" >/dev/null; }
-json_num() { # json_num KEY JSON -> the number
-    sed -n "s/.*\"$1\": \([-+0-9.eE]*\).*/\1/p" <<<"$2"
-}
+source "$(dirname "$0")/e2e_lib.bash"
 
 # --help, --version
 "$cnf" --help | has "convert" || fail "cnf --help lists no subcommands"

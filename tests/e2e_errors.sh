@@ -3,41 +3,7 @@
 # each bad input gives a message naming the problem, a non-zero exit, no
 # partial output file, and an existing output file left byte-identical.
 # Usage: bash tests/e2e_errors.sh BUILD_DIR (holding `cnf`).
-set -euo pipefail
-build=$(cd "${1:?usage: e2e_errors.sh BUILD_DIR}" && pwd)
-cnf="$build/cnf"
-root=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-export OPENBLAS_NUM_THREADS=1
-fail() { echo "FAIL: $*" >&2; exit 1; }
-# grep -q would stop reading early and, under pipefail, a writer killed by
-# SIGPIPE would fail the pipeline: read everything instead.
-has() { grep "$@" >/dev/null; }
-cases=0
-
-# expect_fail PATTERN OUT -- CMD...: CMD must exit non-zero with PATTERN in
-# its stderr; OUT (a file path, or - for none) must afterwards be
-# byte-identical to what it was (here: a sentinel file), and no temporary
-# file may be left in the directory.
-expect_fail() {
-    local pattern=$1 out=$2
-    shift 3
-    if [ "$out" != - ]; then printf 'sentinel %s\n' "$out" > "$out"; cp "$out" "$out.before"; fi
-    local rc=0
-    "$@" >stdout.txt 2>stderr.txt || rc=$?
-    [ "$rc" -ne 0 ] || fail "exit 0 for: $* (stderr: $(cat stderr.txt))"
-    grep -qiE -- "$pattern" stderr.txt \
-        || fail "message lacks /$pattern/ for: $*; got: $(cat stderr.txt)"
-    if [ "$out" != - ]; then
-        cmp -s "$out" "$out.before" || fail "$out changed by the failing: $*"
-        rm -f "$out" "$out.before"
-    fi
-    if ls -a | has -E '\.(cnf-)?tmp\.'; then fail "temporary file left by: $*"; fi
-    [ -n "${VERBOSE:-}" ] && echo "ok: $(head -c 300 stderr.txt)"
-    cases=$((cases + 1))
-}
+source "$(dirname "$0")/e2e_lib.bash"
 
 # Fixtures: data via convert, a tiny model, a NaN data set and a rank-1 data
 # set via h5import (hdf5-tools), a model of a newer version (3) by patching

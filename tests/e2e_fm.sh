@@ -5,18 +5,7 @@
 # for bit; --init from a flow-matched model into maximum likelihood; a
 # whitened model trained, saved as version 2, evaluated and sampled.
 # Usage: bash tests/e2e_fm.sh BUILD_DIR (holding `cnf`).
-set -euo pipefail
-build=$(cd "${1:?usage: e2e_fm.sh BUILD_DIR}" && pwd)
-cnf="$build/cnf"
-root=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-has() { grep "$@" >/dev/null; }
-json_num() { # json_num KEY JSON -> the number
-    sed -n "s/.*\"$1\": \([-+0-9.eE]*\).*/\1/p" <<<"$2"
-}
+source "$(dirname "$0")/e2e_lib.bash"
 
 "$cnf" toy 8gaussians --n 2000 --seed 3 --out toy.h5 --quiet
 fm=(--flow "$root/flows/toy2d-fm.cfg" --hidden 16-16 --batch 64 --val-every 10 --quiet)

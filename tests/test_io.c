@@ -186,7 +186,7 @@ START_TEST(test_roundtrip_no_hidden)
 }
 END_TEST
 
-/* The layout of DESIGN.md section 5, read back with the raw HDF5 API. */
+/* The layout of docs/formats.md, read back with the raw HDF5 API. */
 START_TEST(test_layout_matches_design)
 {
     char path[512];

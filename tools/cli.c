@@ -8,6 +8,8 @@
 #include "cnf/file.h"
 
 #include <errno.h>
+#include <gsl/gsl_randist.h>
+#include <gsl/gsl_rng.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -380,12 +382,52 @@ void cli_split_counts(const char *spec, size_t N, size_t counts[3])
 }
 
 void cli_write_splits(const char *out, const double *X, const size_t counts[3], size_t D,
-                      const char *source)
+                      const char *source, const char *columns)
 {
     const double *val = X + D * counts[0], *test = val + D * counts[1];
-    cli_check(cnf_data_write_splits(out, X, counts[0], val, counts[1], test, counts[2], D, source,
-                                    "none"),
-              NULL);   /* the writer's messages name the file */
+    cli_check(cnf_data_write_splits_columns(out, X, counts[0], val, counts[1], test, counts[2],
+                                            D, source, "none", columns),
+              out);
     cli_info("wrote %s: /train %zu x %zu, /val %zu x %zu, /test %zu x %zu (%s)\n", out, counts[0],
              D, counts[1], D, counts[2], D, source);
+}
+
+void cli_check_split_rows(const char *spec, size_t N, const size_t counts[3])
+{
+    static const char *const names[3] = {"/train", "/val", "/test"};
+    double f[3];
+    if (sscanf(spec, "%lf,%lf,%lf", &f[0], &f[1], &f[2]) != 3)   /* cli_split_counts checked it */
+        return;
+    for (int i = 0; i < 3; i++) {
+        if (counts[i] || f[i] == 0)
+            continue;
+        cli_die("%zu rows split %s leave %s empty, and `cnf train --data` refuses a file without "
+                "training and validation rows: give more rows, or 0 for %s in --split to leave "
+                "it empty on purpose", N, spec, names[i], names[i]);
+    }
+    if (!counts[1] || !counts[2])
+        cli_info("cnf %s: warning: %s%s%s %s empty as --split %s asks; `cnf train --data` "
+                 "needs /val (train with --train F.h5:/train instead)\n", cli_command,
+                 counts[1] ? "" : "/val", !counts[1] && !counts[2] ? " and " : "",
+                 counts[2] ? "" : "/test", !counts[1] && !counts[2] ? "are" : "is", spec);
+}
+
+void cli_shuffle_rows(double *X, size_t N, size_t D, unsigned long seed)
+{
+    /* Whole rows through an index permutation. */
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    if (!rng)
+        cli_die("out of memory");
+    gsl_rng_set(rng, seed);
+    size_t *idx = cli_malloc(N * sizeof *idx);
+    for (size_t i = 0; i < N; i++)
+        idx[i] = i;
+    gsl_ran_shuffle(rng, idx, N, sizeof *idx);
+    double *Y = cli_malloc(N * D * sizeof *Y);   /* N x D */
+    for (size_t i = 0; i < N; i++)
+        memcpy(Y + i * D, X + idx[i] * D, D * sizeof *Y);
+    memcpy(X, Y, N * D * sizeof *X);
+    free(Y);
+    free(idx);
+    gsl_rng_free(rng);
 }

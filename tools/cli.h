@@ -130,9 +130,19 @@ double cli_now(void);
 void cli_split_counts(const char *spec, size_t N, size_t counts[3]);
 
 /* Write X (N x D, N = counts[0] + counts[1] + counts[2]) as /train, /val and
- * /test of data file out, in that order of rows, and say so; exit on
- * failure. */
+ * /test of data file out, in that order of rows, with the root attribute
+ * columns unless it is NULL (cnf/csv.h), and say so; exit on failure. */
 void cli_write_splits(const char *out, const double *X, const size_t counts[3], size_t D,
-                      const char *source);
+                      const char *source, const char *columns);
+
+/* After cli_split_counts: exit naming the split when a non-zero fraction
+ * got no rows (too few rows; `cnf train --data` would refuse the file), and
+ * warn when --split itself leaves /val or /test empty. */
+void cli_check_split_rows(const char *spec, size_t N, const size_t counts[3]);
+
+/* Shuffle the rows of X (N x D) in place, seeded (mt19937, gsl_ran_shuffle
+ * of the row indices): `cnf convert` and `cnf train --data x.csv` draw the
+ * same permutation for the same seed. */
+void cli_shuffle_rows(double *X, size_t N, size_t D, unsigned long seed);
 
 #endif /* CNF_TOOLS_CLI_H */

@@ -1,5 +1,5 @@
 /* cnf_eval.c — `cnf eval`: per-sample log-likelihood of data under a model
- * (DESIGN.md section 1, data space, preprocessing included), its mean NLL in
+ * (docs/mathematics.md, data space, preprocessing included), its mean NLL in
  * nats with the standard error of the mean, and bits per dimension
  * nll / (D ln 2). */
 #include <math.h>
@@ -20,8 +20,10 @@ int cnf_cmd_eval(int argc, char **argv)
     cli_solve_args_default(&sa);
     cli_option opts[] = {
         {"model", CLI_STRING, &model, "M.h5", "model file", CLI_REQUIRED, 0},
-        {"data", CLI_STRING, &data, "F.h5[:/path]", "data set (path default /test)", CLI_REQUIRED, 0},
-        {"out", CLI_STRING, &out, "L.h5", "write the per-row log-likelihood as /loglik (N)", NULL, 0},
+        {"data", CLI_STRING, &data, "F.h5[:/path]|F.csv",
+         "data set (path default /test), or a CSV file", CLI_REQUIRED, 0},
+        {"out", CLI_STRING, &out, "L.h5|L.csv",
+         "write the per-row log-likelihood as /loglik (N), or as a CSV column", NULL, 0},
         {"json", CLI_FLAG, &json, NULL, "print one JSON object with the results on stdout", NULL, 0},
         {"seed", CLI_SEED, &seed, "S", "seed of the Hutchinson noise (unused when exact)", NULL, 0},
         CLI_SOLVE_OPTIONS(sa),
@@ -64,7 +66,7 @@ int cnf_cmd_eval(int argc, char **argv)
     if (out) {
         const cli_attr attrs[] = {{"model", model, 0}, {"data", data, 0},
                                   {"divergence", sa.divergence, 0}};
-        cli_write_result(out, "/loglik", ll, N, 0, "cnf-loglik", attrs, 3);
+        cli_write_table(out, "/loglik", ll, N, 0, NULL, "cnf-loglik", attrs, 3);
     }
     if (json) {
         printf("{\"n\": %zu, \"nll\": ", N);

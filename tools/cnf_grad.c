@@ -1,7 +1,7 @@
 /* cnf_grad.c — `cnf grad`: the gradient of the mean NLL of a data set with
  * respect to every parameter of a model (network weights and each block's
- * end time T), by the integral-loss adjoint (cnf_flow_nll_grad, DESIGN.md
- * section 2), written in the model file's own layout (cnf/io.h).
+ * end time T), by the integral-loss adjoint (cnf_flow_nll_grad,
+ * docs/mathematics.md, "The adjoint"), written in the model file's own layout (cnf/io.h).
  *
  * --check compares it with central differences of the mean NLL,
  *     (NLL(p + h e_i) - NLL(p - h e_i)) / (2h)   for every parameter i,

@@ -1,4 +1,4 @@
-/* cnf_info.c — `cnf info M.h5`: a model's architecture (DESIGN.md section 3),
+/* cnf_info.c — `cnf info M.h5`: a model's architecture (docs/mathematics.md, "The network"),
  * parameter count, preprocessing and training record (cnf/io.h). */
 #include <math.h>
 #include <stdio.h>

@@ -52,7 +52,7 @@ int cnf_cmd_plot(int argc, char **argv)
     cli_option opts[] = {
         {"model", CLI_STRING, &model, "M.h5", "a 2-D model file", CLI_REQUIRED, 0},
         {"out", CLI_STRING, &out, "density.png", "output PNG", CLI_REQUIRED, 0},
-        {"data", CLI_STRING, &data, "F.h5:/x", "points to overlay (path default /test)", NULL, 0},
+        {"data", CLI_STRING, &data, "F.h5:/x|F.csv", "points to overlay (path default /test), or a CSV file", NULL, 0},
         {"size", CLI_COUNT, &size, "PX", "image width and height in pixels (one density "
          "evaluation per pixel)", NULL, 0},
         {"xlim", CLI_STRING, &xlim, "LO,HI", "x range", "the points' range + 10%, else mean +- 4 scale", 0},

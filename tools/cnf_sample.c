@@ -1,5 +1,5 @@
 /* cnf_sample.c — `cnf sample`: points from a model, by drawing z from the
- * base N(0, I) and running the blocks in reverse (DESIGN.md section 1), or
+ * base N(0, I) and running the blocks in reverse (docs/mathematics.md), or
  * by pushing given latent points (--latent) through the inverse flow. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +21,9 @@ int cnf_cmd_sample(int argc, char **argv)
         {"n", CLI_COUNT, &n, "N", "number of samples (ignored with --latent)", NULL, 0},
         {"seed", CLI_SEED, &seed, "S", "seed of the latent draw (mt19937)", NULL, 0},
         {"latent", CLI_STRING, &latent, "F.h5:/z", "push these latent points instead of drawing", NULL, 0},
-        {"out", CLI_STRING, &out, "S.h5", "output file: /samples (N x D)", CLI_REQUIRED, 0},
+        {"out", CLI_STRING, &out, "S.h5|S.csv",
+         "output file: /samples (N x D), or a CSV file (by the extension .csv or .tsv)",
+         CLI_REQUIRED, 0},
         CLI_SOLVE_OPTIONS(sa),
         {NULL, 0, NULL, NULL, NULL, NULL, 0}};
     const char *pos[1];
@@ -52,7 +54,9 @@ int cnf_cmd_sample(int argc, char **argv)
     cli_attr attrs[2] = {{"model", model, 0}, {"latent", latent, 0}};
     if (!latent)
         attrs[1] = (cli_attr){"seed", NULL, (long long)seed};
-    cli_write_result(out, "/samples", X, n, D, "cnf-samples", attrs, 2);
+    /* The training data's column names, when the model's record has them. */
+    cli_write_table(out, "/samples", X, n, D, cnf_model_extra_get(&m.ex, "columns"),
+                    "cnf-samples", attrs, 2);
     cli_info("wrote %s: /samples %zu x %zu (%zu function evaluations, %.2f s)\n", out, n, D,
              st.forward.nfe, secs);
     free(X);

@@ -47,7 +47,7 @@ int cnf_cmd_toy(int argc, char **argv)
     char source[256];
     snprintf(source, sizeof source, "cnf toy %s --n %zu --seed %lu, FFJORD lib/toy_data.py",
              pos[0], n, seed);
-    cli_write_splits(out, X, counts, 2, source);
+    cli_write_splits(out, X, counts, 2, source, NULL);
     free(X);
     gsl_rng_free(rng);
     return 0;

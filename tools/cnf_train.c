@@ -1,5 +1,5 @@
 /* cnf_train.c — `cnf train`: training of a flow on a data file by maximum
- * likelihood or flow matching (DESIGN.md section 2, cnf/train.h, cnf/fm.h),
+ * likelihood or flow matching (docs/mathematics.md, cnf/train.h, cnf/fm.h),
  * from a preset (flows/NAME.cfg) overridden by options, with the data
  * standardised or whitened first (stored in the model), or with --init from
  * an existing model's parameters and preprocessing. The best model by
@@ -28,12 +28,14 @@
 #include <gsl/gsl_rng.h>
 
 #include "cli.h"
+#include "cnf/csv.h"
 #include "cnf/data.h"
 #include "cnf/io.h"
 #include "cnf/train.h"
 #include "commands.h"
 #include "config.h"
 #include "model_cli.h"
+#include "presets.h"
 
 static volatile sig_atomic_t interrupted = 0;
 
@@ -53,6 +55,7 @@ typedef struct {
     cnf_train_state *state;
     const cnf_run_config *cfg;
     const char *preset, *train, *val, *out, *init;
+    const char *columns;    /* the data's column names as a CSV line, or NULL */
 } model_saver;
 
 typedef struct {
@@ -92,6 +95,8 @@ static cnf_status save_model(const model_saver *sv, double train_nll)
         s = cnf_model_extra_set(&rec, "val_data", sv->val ? sv->val : "none");
     if (s == CNF_OK && sv->init)
         s = cnf_model_extra_set(&rec, "init", sv->init);
+    if (s == CNF_OK && sv->columns)
+        s = cnf_model_extra_set(&rec, "columns", sv->columns);
     snprintf(buf, sizeof buf, "%.17g", train_nll);
     if (s == CNF_OK)
         s = cnf_model_extra_set(&rec, "result_train_nll", buf);
@@ -294,6 +299,32 @@ static void start_from(cnf_flow *flow, const char *path)
     cnf_flow_free(src);
 }
 
+/* `cnf train --data x.csv` splits the rows as `cnf convert` does by default,
+ * so that it trains on the same rows as convert, then train --data x.h5. */
+#define CSV_SPLIT "0.8,0.1,0.1"
+#define CSV_SPLIT_SEED 1UL
+
+/* The training rows of a CSV file (returned, *Ntr x *D) and its validation
+ * rows (*Xval, *Nval x *D; NULL when the split leaves none), with the
+ * header's names as a CSV line in *columns (NULL without a header). */
+static double *read_csv_splits(const char *path, size_t *Ntr, double **Xval, size_t *Nval,
+                               size_t *D, char **columns)
+{
+    size_t N;
+    double *X = cli_read_table(path, NULL, 0, &N, D, columns);
+    size_t counts[3];
+    cli_split_counts(CSV_SPLIT, N, counts);
+    cli_shuffle_rows(X, N, *D, CSV_SPLIT_SEED);
+    *Ntr = counts[0];
+    *Nval = counts[1];
+    *Xval = NULL;
+    if (counts[1]) {
+        *Xval = cli_malloc(counts[1] * *D * sizeof **Xval);
+        memcpy(*Xval, X + counts[0] * *D, counts[1] * *D * sizeof **Xval);
+    }
+    return X;   /* its first counts[0] rows are the training rows */
+}
+
 /* Check a training/validation array before any work. */
 static void check_rows(const char *what, size_t N, size_t need, const char *why)
 {
@@ -307,7 +338,10 @@ int cnf_cmd_train(int argc, char **argv)
     cnf_run_config_default(&cfg);
     /* The preset (or the resumed model's record) must be applied before the
      * options so that options override it; find those two first. */
+    char preset_buf[4096];
     const char *preset = cli_peek(argc, argv, "flow");
+    if (preset)
+        preset = cli_preset_find(preset, preset_buf, sizeof preset_buf);
     const char *resume = cli_peek(argc, argv, "resume");
     cnf_model_extra ex;
     cnf_model_extra_init(&ex);
@@ -341,11 +375,16 @@ int cnf_cmd_train(int argc, char **argv)
     cli_option opts[NCFG + 16];
     char names[NCFG][32];
     size_t no = 0;
-    opts[no++] = (cli_option){"data", CLI_STRING, &data, "F.h5", "data file with /train and /val", NULL, 0};
+    opts[no++] = (cli_option){"data", CLI_STRING, &data, "F.h5|F.csv",
+                              "data file with /train and /val, or a CSV file (rows shuffled with "
+                              "seed 1 and split 0.8,0.1,0.1 as cnf convert does; the test rows "
+                              "are left out)", NULL, 0};
     opts[no++] = (cli_option){"train", CLI_STRING, &train, "F.h5:/x", "training set (instead of --data)", NULL, 0};
     opts[no++] = (cli_option){"val", CLI_STRING, &val, "F.h5:/y", "validation set (instead of --data)", NULL, 0};
-    opts[no++] = (cli_option){"flow", CLI_STRING, &flow_opt, "flows/NAME.cfg",
-                              "preset of architecture and training settings (flows/README.md)", NULL, 0};
+    opts[no++] = (cli_option){"flow", CLI_STRING, &flow_opt, "NAME|F.cfg",
+                              "preset of architecture and training settings: a file, or a name "
+                              "such as toy2d looked up in $CNF_FLOWS_PATH, then the presets that "
+                              "come with cnf (flows/README.md)", NULL, 0};
     opts[no++] = (cli_option){"out", CLI_STRING, &out, "M.h5", "model file to write", CLI_REQUIRED, 0};
     opts[no++] = (cli_option){"resume", CLI_STRING, &resume_opt, "M.h5",
                               "continue the run saved in this model file", NULL, 0};
@@ -371,7 +410,7 @@ int cnf_cmd_train(int argc, char **argv)
     const char *pos[1];
     size_t n_pos;
     cli_parse(argc, argv, opts,
-              "train --data F.h5 [--flow flows/NAME.cfg] --out M.h5 [options]",
+              "train --data F.h5|F.csv [--flow NAME] --out M.h5 [options]",
               "Train a continuous normalizing flow by maximum likelihood (adjoint\n"
               "gradients) or flow matching (--objective fm|otfm: regression of the\n"
               "velocity field, no ODE solve) with Adam on /train, validating on /val.\n"
@@ -414,18 +453,31 @@ int cnf_cmd_train(int argc, char **argv)
     size_t Ntr, Nval = 0, D, Dval = 0;
     double *Xtr, *Xval = NULL;   /* Ntr x D, Nval x D */
     char trname[CNF_DATA_FILE_MAX + 16], valname[CNF_DATA_FILE_MAX + 16];
-    if (data) {
-        snprintf(trname, sizeof trname, "%s:/train", data);
-        snprintf(valname, sizeof valname, "%s:/val", data);
-        train = trname;
-        val = valname;
-    }
+    char *columns = NULL;   /* malloc'd */
     size_t Dmodel = flow ? cnf_flow_dim(flow) : 0;
-    Xtr = cli_read_data(train, NULL, Dmodel, &Ntr, &D);
-    if (val) {
-        Xval = cli_read_data(val, NULL, 0, &Nval, &Dval);   /* checked against D below */
-        if (Dval != D)
-            cli_die("%s has %zu columns but %s has %zu", val, Dval, train, D);
+    if (data && cnf_csv_is_csv_path(data)) {
+        Xtr = read_csv_splits(data, &Ntr, &Xval, &Nval, &D, &columns);
+        snprintf(trname, sizeof trname, "%s (rows shuffled with seed %lu, split %s: train)",
+                 data, CSV_SPLIT_SEED, CSV_SPLIT);
+        snprintf(valname, sizeof valname, "%s (rows shuffled with seed %lu, split %s: val)",
+                 data, CSV_SPLIT_SEED, CSV_SPLIT);
+        train = trname;
+        val = Xval ? valname : NULL;
+        if (Dmodel && D != Dmodel)
+            cli_die("%s has %zu columns but the model's dimension is %zu", data, D, Dmodel);
+    } else {
+        if (data) {
+            snprintf(trname, sizeof trname, "%s:/train", data);
+            snprintf(valname, sizeof valname, "%s:/val", data);
+            train = trname;
+            val = valname;
+        }
+        Xtr = cli_read_table(train, NULL, Dmodel, &Ntr, &D, &columns);
+        if (val) {
+            Xval = cli_read_data(val, NULL, 0, &Nval, &Dval);   /* checked against D below */
+            if (Dval != D)
+                cli_die("%s has %zu columns but %s has %zu", val, Dval, train, D);
+        }
     }
     check_rows(train, Ntr, cfg.batch, "a batch (--batch) of");
     check_rows(train, Ntr, 2, "the minimum for standardisation,");
@@ -482,7 +534,10 @@ int cnf_cmd_train(int argc, char **argv)
     const char *pre = resume ? cnf_model_extra_get(&ex, "preset") : preset;
     if (resume)
         init = cnf_model_extra_get(&ex, "init");
-    model_saver sv = {flow, state, &cfg, pre, train, val, out, init};
+    /* A resumed run keeps the names its record has (its data may lack them). */
+    const char *rec_columns = resume && cnf_model_extra_get(&ex, "columns")
+                                  ? cnf_model_extra_get(&ex, "columns") : columns;
+    model_saver sv = {flow, state, &cfg, pre, train, val, out, init, rec_columns};
     progress_ctx pc = {isatty(STDERR_FILENO), log_every, state->iteration, 0, 0, 0, 0, 0.0,
                        state->iteration, cfg.save_every, &sv, opt.objective == CNF_OBJ_FM};
     opt.callback = on_progress;
@@ -573,5 +628,6 @@ int cnf_cmd_train(int argc, char **argv)
     cnf_flow_free(flow);
     free(Xtr);
     free(Xval);
+    free(columns);
     return res.interrupted ? 130 : 0;
 }

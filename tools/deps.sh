@@ -22,5 +22,8 @@ if [ "$(id -u)" -ne 0 ]; then
     sudo=sudo
 fi
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Another apt or dpkg (an unattended upgrade, a second build) may hold the
+# lock: wait for it rather than fail at once. CNF_APT_LOCK_TIMEOUT in seconds.
+lock=(-o "DPkg::Lock::Timeout=${CNF_APT_LOCK_TIMEOUT:-600}")
+$sudo apt-get "${lock[@]}" update -qq
+$sudo apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

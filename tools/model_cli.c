@@ -1,4 +1,5 @@
 /* model_cli.c — shared pieces of the model-using commands (model_cli.h). */
+#define _POSIX_C_SOURCE 200809L
 #include "model_cli.h"
 
 #include <stdio.h>
@@ -7,7 +8,9 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "cnf/csv.h"
 #include "cnf/data.h"
+#include "cnf/io.h"
 #include "cnf/net.h"
 #include "cnf/ode.h"
 
@@ -26,29 +29,26 @@ void cli_solve_args_default(cli_solve_args *a)
     a->blas_threads = 1;
 }
 
-static void from_record(const cnf_model_extra *ex, const cli_option *opts, const char *opt,
-                        const char *key, cli_kind kind, void *dest)
-{
-    const char *v = ex ? cnf_model_extra_get(ex, key) : NULL;
-    char err[256];
-    if (!v || cli_given(opts, opt))
-        return;
-    if (kind == CLI_STRING)
-        *(const char **)dest = v;   /* borrowed from ex, which outlives the command */
-    else if (cli_parse_value(kind, v, dest, err, sizeof err))
-        /* A damaged record should not stop a model that loads from being
-         * used, but the user should know the default replaced it. */
-        cli_info("cnf %s: warning: the model's training record has %s = '%s' (%s); using "
-                 "--%s's default\n", cli_command, key, v, err, opt);
-}
-
 void cli_solve_resolve(cli_solve_args *a, const cli_option *opts, const cnf_model_extra *ex,
                        cnf_flow_options *opt)
 {
-    from_record(ex, opts, "solver", "solver", CLI_STRING, &a->solver);
-    from_record(ex, opts, "rtol", "rtol", CLI_POS, &a->rtol);
-    from_record(ex, opts, "atol", "atol", CLI_POS, &a->atol);
-    from_record(ex, opts, "max-steps", "max_steps", CLI_COUNT, &a->max_steps);
+    /* The model's own settings through the library's function, so that a
+     * program using libcnf gets these commands' numbers. */
+    if (ex) {
+        cnf_flow_options rec;
+        if (cnf_flow_options_from_model(ex, &rec) != CNF_OK)
+            /* A damaged record should not stop a model that loads from being
+             * used, but the user should know the default replaced it. */
+            cli_info("cnf %s: warning: %s\n", cli_command, cnf_last_error());
+        if (!cli_given(opts, "solver"))
+            a->solver = cnf_ode_method_name(rec.solver.method);
+        if (!cli_given(opts, "rtol"))
+            a->rtol = rec.solver.rtol;
+        if (!cli_given(opts, "atol"))
+            a->atol = rec.solver.atol;
+        if (!cli_given(opts, "max-steps"))
+            a->max_steps = rec.solver.max_steps;
+    }
     cnf_flow_options_default(opt);
     cnf_ode_method method;
     if (cnf_ode_method_from_name(a->solver, &method) != CNF_OK)
@@ -104,28 +104,83 @@ cnf_flow *cli_load_model(const char *path, cnf_model_extra *extra)
     return flow;
 }
 
-double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout)
+/* A CSV file is one table: "x.csv" itself, never "x.csv:/path". */
+static int csv_spec(const char *spec, const cnf_data_address *a)
+{
+    if (cnf_csv_is_csv_path(spec))
+        return 1;
+    if (a && cnf_csv_is_csv_path(a->file))
+        cli_usage("%s: a CSV file holds one table; give it without ':%s'", spec, a->path);
+    return 0;
+}
+
+/* The column names a data file keeps (root attribute columns, cnf/csv.h),
+ * malloc'd, when they are D names; NULL otherwise (a user's file has none). */
+static char *file_columns(const char *file, size_t D)
+{
+    enum { MAX = 1 << 20 };
+    char *buf = cli_malloc(MAX);
+    int found = 0;
+    char **names = NULL;
+    size_t n = 0;
+    if (cnf_data_read_attr_string(file, "/", "columns", buf, MAX, &found) != CNF_OK || !found
+        || strlen(buf) + 1 >= MAX || cnf_csv_split_names(buf, &names, &n) != CNF_OK || n != D) {
+        free(buf);
+        buf = NULL;
+    }
+    cnf_csv_names_free(names, n);
+    return buf;
+}
+
+double *cli_read_table(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout,
+                       char **columns)
 {
     cnf_data_address a;
-    if (cnf_data_address_parse(spec, dflt, &a) != CNF_OK)
-        cli_usage("%s", cnf_last_error());
     double *X = NULL;
     size_t n = 0, d = 0;
-    cli_check(cnf_data_read(a.file, a.path, &X, &n, &d), NULL);
     char name[CNF_DATA_FILE_MAX + CNF_DATA_PATH_MAX + 2];
-    snprintf(name, sizeof name, "%s:%s", a.file, a.path);
+    char **names = NULL;
+    if (columns)
+        *columns = NULL;
+    if (csv_spec(spec, NULL)) {
+        cli_check(cnf_csv_read(spec, NULL, &X, &n, &d, columns ? &names : NULL), NULL);
+        snprintf(name, sizeof name, "%s", spec);
+        if (names) {
+            *columns = cnf_csv_join_names(names, d);
+            if (!*columns)
+                cli_die("%s", cnf_last_error());
+            cnf_csv_names_free(names, d);
+        }
+    } else {
+        if (cnf_data_address_parse(spec, dflt, &a) != CNF_OK)
+            cli_usage("%s", cnf_last_error());
+        csv_spec(spec, &a);
+        cli_check(cnf_data_read(a.file, a.path, &X, &n, &d), NULL);
+        snprintf(name, sizeof name, "%s:%s", a.file, a.path);
+        cli_check(cnf_data_check_finite(X, n, d, name), NULL);
+        if (columns)
+            *columns = file_columns(a.file, d);
+    }
     if (D && d != D)
         cli_die("%s has %zu columns but the model's dimension is %zu", name, d, D);
-    cli_check(cnf_data_check_finite(X, n, d, name), NULL);
     *N = n;
     if (Dout)
         *Dout = d;
     return X;
 }
 
+double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout)
+{
+    return cli_read_table(spec, dflt, D, N, Dout, NULL);
+}
+
 void cli_data_name(const char *spec, const char *dflt, char *buf, size_t n)
 {
     cnf_data_address a;
+    if (csv_spec(spec, NULL)) {
+        snprintf(buf, n, "%s", spec);
+        return;
+    }
     if (cnf_data_address_parse(spec, dflt, &a) != CNF_OK)
         cli_usage("%s", cnf_last_error());
     snprintf(buf, n, "%s:%s", a.file, a.path);
@@ -188,4 +243,43 @@ void cli_write_result(const char *out, const char *dset, const double *X, size_t
     else
         cnf_h5_writer_abort(hw);
     cli_check(s, NULL);   /* the writer's messages name the file */
+}
+
+void cli_write_table(const char *out, const char *dset, const double *X, size_t N, size_t D,
+                     const char *columns, const char *format, const cli_attr *attrs,
+                     size_t n_attrs)
+{
+    if (!cnf_csv_is_csv_path(out)) {
+        cli_attr all[16];
+        if (n_attrs + 1 > sizeof all / sizeof *all)
+            cli_die("internal: too many attributes");
+        memcpy(all, attrs, n_attrs * sizeof *attrs);
+        if (columns)
+            all[n_attrs++] = (cli_attr){"columns", columns, 0};
+        cli_write_result(out, dset, X, N, D, format, all, n_attrs);
+        return;
+    }
+    size_t cols = D ? D : 1, n_names = 0;
+    char **names = NULL;
+    if (columns && cnf_csv_split_names(columns, &names, &n_names) == CNF_OK && n_names != cols) {
+        cnf_csv_names_free(names, n_names);
+        names = NULL;
+    }
+    if (!names) {
+        /* No names known: the data set's name for one column, x1..xD else. */
+        names = cli_malloc(cols * sizeof *names);
+        for (size_t j = 0; j < cols; j++) {
+            char buf[32];
+            if (cols == 1)
+                snprintf(buf, sizeof buf, "%s", dset[0] == '/' ? dset + 1 : dset);
+            else
+                snprintf(buf, sizeof buf, "x%zu", j + 1);
+            if (!(names[j] = strdup(buf)))
+                cli_die("out of memory");
+        }
+        n_names = cols;
+    }
+    cnf_status s = cnf_csv_write(out, X, N, cols, names, cnf_csv_delimiter_for_path(out));
+    cnf_csv_names_free(names, n_names);
+    cli_check(s, out);
 }

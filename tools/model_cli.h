@@ -92,10 +92,17 @@ void cli_solve_resolve(cli_solve_args *a, const cli_option *opts, const cnf_mode
 /* Load a model or exit with the message. extra may be NULL. */
 cnf_flow *cli_load_model(const char *path, cnf_model_extra *extra);
 
-/* Read a data set ("file.h5:/path", default path dflt), check it is finite
- * and, when D > 0, that it has D columns (model/data mismatch). Exits on
- * failure. *N gets the rows. Returns N x D (caller frees). */
+/* Read a data set ("file.h5:/path", default path dflt; or a whole CSV file,
+ * "x.csv" or "x.tsv", delimiter and header detected, cnf/csv.h), check it
+ * is finite and, when D > 0, that it has D columns (model/data mismatch).
+ * Exits on failure. *N gets the rows. Returns N x D (caller frees). */
 double *cli_read_data(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout);
+
+/* cli_read_data that also gives the table's column names as one CSV line
+ * (cnf/csv.h) in *columns, malloc'd: a CSV file's header, or an HDF5 file's
+ * root attribute columns; NULL when there are none (or not D of them). */
+double *cli_read_table(const char *spec, const char *dflt, size_t D, size_t *N, size_t *Dout,
+                       char **columns);
 /* The address spec resolves to ("toy.h5" with default "/test": "toy.h5:/test"). */
 void cli_data_name(const char *spec, const char *dflt, char *buf, size_t n);
 
@@ -136,5 +143,15 @@ typedef struct {
  * Exits with the message on failure (the target untouched). */
 void cli_write_result(const char *out, const char *dset, const double *X, size_t N, size_t D,
                       const char *format, const cli_attr *attrs, size_t n_attrs);
+
+/* cli_write_result, or a CSV file when out ends in .csv or .tsv (cnf/csv.h):
+ * a header line, then N rows of D values (one when D == 0). columns (the
+ * column names as one CSV line, or NULL) names the CSV's columns and is
+ * stored as the HDF5 file's root attribute "columns"; without it a CSV's
+ * header is x1..xD, or the data set's name for one column. A CSV file has
+ * no attributes: format and attrs go to HDF5 only. */
+void cli_write_table(const char *out, const char *dset, const double *X, size_t N, size_t D,
+                     const char *columns, const char *format, const cli_attr *attrs,
+                     size_t n_attrs);
 
 #endif /* CNF_TOOLS_MODEL_CLI_H */

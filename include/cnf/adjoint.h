@@ -1,6 +1,6 @@
 /* cnf/adjoint.h — gradients of ODE solutions by the adjoint method, over the
- * solver core (cnf/ode.h). DESIGN.md section 2; derivation after Pontryagin,
- * Chen et al. (2018, "Neural ODEs") and the Lagrange-multiplier walk-through
+ * solver core (cnf/ode.h). docs/mathematics.md, "The adjoint"; derivation
+ * after Pontryagin, Chen et al. (2018, "Neural ODEs") and the Lagrange-multiplier walk-through
  * of seeds 000/002 (whose signs differ: the ones below are the project's).
  *
  * Problem. A state z in R^n follows dz/dt = f(z, t; theta), theta in R^p,

@@ -1,5 +1,5 @@
 /* cnf/data.h — data sets in HDF5 files and the atomic HDF5 writer that every
- * output file of cnf goes through (DESIGN.md section 5).
+ * output file of cnf goes through (docs/formats.md).
  *
  * Data sets. A data set is a 2-D array N x D of floating-point numbers
  * (float32 or float64, any byte order; converted to double on reading) inside
@@ -11,7 +11,9 @@
  * a ':' the whole text is the file name and the caller's default path (e.g.
  * "/test") is used. A file made by the toolkit holds /train, /val and /test
  * (float64) and the root attributes format = "cnf-data", version = 1,
- * source, preprocessing, dim, n_train, n_val, n_test. Readers never require
+ * source, preprocessing, dim, n_train, n_val, n_test, and, when the data
+ * came from a CSV file with a header, columns (the column names as one CSV
+ * line, cnf/csv.h). Readers never require
  * any attribute: a user's own HDF5 file has none of them.
  *
  * Rank. Data sets must have rank 2. A rank-1 data set (a plain vector) is
@@ -116,6 +118,15 @@ cnf_status cnf_data_read_address(const char *text, const char *default_path, dou
  * (*x: n, malloc'd, caller frees). For vectors such as /loglik. */
 cnf_status cnf_data_read_vector(const char *file, const char *path, double **x, size_t *n);
 
+/* The string attribute name on object obj ("/" for the root) of file, into
+ * buf (n bytes; a longer value is truncated to fit). A missing attribute is
+ * CNF_OK with *found = 0 and buf empty; CNF_EIO or CNF_EFORMAT for a file
+ * that cannot be read or has no object obj, CNF_EFORMAT for an attribute
+ * that is not a string. For the optional attributes of data files, such as
+ * "columns" (cnf/csv.h). */
+cnf_status cnf_data_read_attr_string(const char *file, const char *obj, const char *name,
+                                     char *buf, size_t n, int *found);
+
 /* CNF_OK if every entry of X (N x D) is finite; otherwise CNF_EDATA with
  * "<name>: row r, column c is nan" (rows and columns counted from 0, as
  * h5py and numpy count) for the first bad entry in row-major order. name
@@ -197,6 +208,14 @@ cnf_status cnf_data_write_splits(const char *file, const double *train, size_t n
                                  const double *val, size_t n_val, const double *test,
                                  size_t n_test, size_t D, const char *source,
                                  const char *preprocessing);
+
+/* cnf_data_write_splits with the root attribute columns (the column names
+ * as one CSV line, cnf_csv_join_names) when columns is not NULL. */
+cnf_status cnf_data_write_splits_columns(const char *file, const double *train,
+                                         size_t n_train, const double *val, size_t n_val,
+                                         const double *test, size_t n_test, size_t D,
+                                         const char *source, const char *preprocessing,
+                                         const char *columns);
 
 #ifdef __cplusplus
 }

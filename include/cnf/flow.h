@@ -1,5 +1,5 @@
 /* cnf/flow.h — a continuous normalizing flow: preprocessing, K CNF blocks,
- * standard normal base (DESIGN.md section 1).
+ * standard normal base (docs/mathematics.md).
  *
  * A data point x in R^D is preprocessed, x_std = (x - mean) / scale (or
  * whitened, see "Preprocessing" below), and pushed through blocks

@@ -1,4 +1,4 @@
-/* cnf/io.h — model files and gradient files (DESIGN.md section 5).
+/* cnf/io.h — model files and gradient files (docs/formats.md).
  *
  * A model is one HDF5 file that any HDF5 client (h5py, h5dump) can read:
  *
@@ -170,6 +170,34 @@ cnf_status cnf_model_save_params(const char *path, const cnf_flow *flow, const d
  * (extra->state, whose rng is a generator of the saved type restored to the
  * saved bytes). */
 cnf_status cnf_model_load(const char *path, cnf_flow **flow, cnf_model_extra *extra);
+
+/* The flow options a model was trained with, for evaluating or sampling it
+ * as `cnf eval` and `cnf sample` do: cnf_flow_options_default, then the
+ * record's solver, rtol, atol and max_steps (the keys `cnf train` stores in
+ * /training/config) for the forward solves, and the same settings for the
+ * adjoint solves. Everything else (divergence: exact; threads: 1; safety
+ * factor 0.9, as evaluation uses, not training's 0.7) stays at the
+ * defaults, and a caller may change any field afterwards (a Hutchinson
+ * divergence, more threads). A model without a record (extra NULL or empty,
+ * e.g. the reference models) gets the defaults: dopri5 at rtol = atol =
+ * 1e-5.
+ *
+ * Why: the defaults are not what the model was trained and validated with
+ * (FFJORD's tabular settings use rtol 1e-6 and atol 1e-8), and the
+ * log-likelihoods differ accordingly in the fifth or sixth digit; with this
+ * a program gets `cnf eval`'s numbers bit for bit.
+ *
+ * Returns CNF_OK; or CNF_EFORMAT with a message naming the first key whose
+ * value does not parse (a damaged record), in which case that field keeps
+ * its default and every valid one is still taken, so opt is always usable.
+ *
+ *     cnf_model_extra ex;
+ *     cnf_model_load("model.h5", &flow, &ex);
+ *     cnf_flow_options opt;
+ *     cnf_flow_options_from_model(&ex, &opt);
+ *     cnf_flow_work *w = cnf_flow_work_alloc(flow, 1000, &opt);
+ */
+cnf_status cnf_flow_options_from_model(const cnf_model_extra *extra, cnf_flow_options *opt);
 
 /* ---- Gradients in the model's layout ----------------------------------- */
 

@@ -4,7 +4,7 @@
  * An MLP of L = n_hidden + 1 layers applied to a batch z (B x D, row-major).
  * Layer j maps h_j (width n_j) to n_{j+1}, with n_0 = n_L = D and the hidden
  * widths in between; every layer but the last is followed by the activation.
- * Layer types, with t the scalar time (DESIGN.md section 3):
+ * Layer types, with t the scalar time (docs/mathematics.md, "The network"):
  *
  *   concatsquash (default): y = (W h + b) * sigmoid(g_w * t + g_b) + c_w * t
  *   concat:                 y = W [h, t] + b   (time is W's last column)

@@ -1,4 +1,4 @@
-/* cnf/train.h — training a flow (DESIGN.md section 2) by maximum likelihood
+/* cnf/train.h — training a flow (docs/mathematics.md, "Training") by maximum likelihood
  * or by flow matching (cnf/fm.h): Adam with L2 weight decay over the one
  * parameter vector, minibatches drawn with a seeded gsl_rng, validation,
  * best-parameter keeping, early stopping, step or cosine learning-rate
@@ -308,7 +308,7 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain,
                      const double *Xval, size_t Nval, const cnf_train_options *opt,
                      cnf_train_state *state, cnf_train_result *result);
 
-/* The optimizer step alone (DESIGN.md section 7: a data-parallel run sums or
+/* The optimizer step alone (docs/architecture.md: a data-parallel run sums or
  * averages the ranks' gradients, then every rank calls this). grad (P) holds
  * dloss/dparams of the flow's layout (T entries: dloss/dT) and is
  * overwritten with the gradient actually used (T entries: dloss/ds, zero when
