@@ -1,6 +1,7 @@
 /* raster.c — the RGB canvas of raster.h. */
 #include "raster.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,7 +68,7 @@ void raster_line(raster *r, double x0, double y0, double x1, double y1, int widt
         return;
     /* Blending each step would darken the pixels a step visits twice; one
      * pixel per step along the major axis visits each once. */
-    int lastx = -1 << 30, lasty = -1 << 30;
+    int lastx = INT_MIN, lasty = INT_MIN;
     for (int i = 0; i <= n; i++) {
         double t = (double)i / n;
         int px = (int)floor(x0 + t * (x1 - x0)), py = (int)floor(y0 + t * (y1 - y0));
