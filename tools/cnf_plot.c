@@ -314,8 +314,8 @@ int cnf_cmd_plot(int argc, char **argv)
               "samples above, histograms on it (no density: see the README). The title\n"
               "gives the data's mean NLL.",
               pos, 0, &n_pos);
-    if (size < 16 || size > 4096)
-        cli_usage("--size %zu: expected 16..4096", size);
+    if (size < 2 || size > 4096)
+        cli_usage("--size %zu: expected 2..4096", size);
     if (grid < 2 || grid > 4096)
         cli_usage("--grid %zu: expected 2..4096", grid);
     if (logd)
@@ -354,6 +354,8 @@ int cnf_cmd_plot(int argc, char **argv)
         if (!cli_given(opts, "size"))
             size = 150;
     }
+    if (!cli_given(opts, "grid") && grid > size)
+        grid = size;   /* no more evaluations than pixels */
 
     size_t Nall = 0, Np = 0, Ns = 0;
     double *Xall = data ? cli_read_data(data, "/test", D, &Nall, NULL) : NULL;   /* Nall x D */
@@ -389,7 +391,7 @@ int cnf_cmd_plot(int argc, char **argv)
     }
 
     raster *r;
-    char what[512] = "";
+    char what[1024] = "";
     if (D > 2) {
         r = marginal_grid(P, Np, S, Ns, D, dims, K, size, title);
         snprintf(what, sizeof what, "a %zu x %zu grid of marginals, %zu data points, %zu samples",
@@ -459,10 +461,15 @@ int cnf_cmd_plot(int argc, char **argv)
                     lin ? "density" : "log-density");
         int cbx = x + (int)size + gap;
         figure_colorbar(r, cbx, th + mt, cbw, (int)size, lo, hi, lin ? "p(x)" : "log p(x)", s);
-        snprintf(what, sizeof what, "density panel [%d, %d) x [%d, %d) pixels for x in [%g, %g], "
-                 "y in [%g, %g], max log-density %.4f at (%.4g, %.4g)",
-                 x, x + (int)size, th + mt, th + mt + (int)size, xr[0], xr[1], yr[0], yr[1],
-                 lmax, X[2 * imax], X[2 * imax + 1]);
+        /* The boxes are printed so that a script (and the tests) can find
+         * the panels' pixels. */
+        snprintf(what, sizeof what, "%d panel%s, density panel [%d, %d) x [%d, %d) pixels for x in [%g, %g], "
+                 "y in [%g, %g], colour bar [%d, %d) x [%d, %d), max log-density %.4f at "
+                 "(%.4g, %.4g), %zu data points, %zu samples, %zu trajectories",
+                 n_panels, n_panels > 1 ? "s" : "", x, x + (int)size, th + mt,
+                 th + mt + (int)size, xr[0], xr[1], yr[0], yr[1], cbx,
+                 cbx + cbw, th + mt, th + mt + (int)size, lmax, X[2 * imax], X[2 * imax + 1], Np,
+                 Ns, n_traj);
         x = cbx + figure_colorbar_width(cbw, s) + gap + ml;
         if (S) {
             figure_panel p = {r, x, th + mt, (int)size, (int)size, {xr[0], xr[1]},
