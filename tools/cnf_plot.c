@@ -169,6 +169,14 @@ static double *trajectories(const cnf_flow *flow, const cnf_flow_options *fo, co
     return path;
 }
 
+static figure_panel square_panel(raster *r, int x, int y, size_t size, const double xr[2],
+                                 const double yr[2], int scale)
+{
+    figure_panel p = {r, x, y, (int)size, (int)size, {xr[0], xr[1]}, {yr[0], yr[1]}, 0, scale,
+                      0, 0};
+    return p;
+}
+
 static int font_scale(size_t size) { return size >= 200 ? 2 : 1; }
 
 /* 1-D histogram of column a of X (N x D) over p's x range as a step line,
@@ -230,9 +238,9 @@ static raster *marginal_grid(const double *P, size_t Np, const double *S, size_t
     size_t bins = cell / 6 > 10 ? cell / 6 : 10;
     for (size_t row = 0; row < K; row++)
         for (size_t col = 0; col < K; col++) {
-            figure_panel p = {r, ml + (int)col * ((int)cell + gap), th + (int)row * ((int)cell + gap),
-                              (int)cell, (int)cell, {range[col][0], range[col][1]},
-                              {range[row][0], range[row][1]}, 0, s, 0, 0};
+            figure_panel p = square_panel(r, ml + (int)col * ((int)cell + gap),
+                                          th + (int)row * ((int)cell + gap), cell, range[col],
+                                          range[row], s);
             char xl[32], yl[32];
             snprintf(xl, sizeof xl, "x%zu", dims[col]);
             snprintf(yl, sizeof yl, "x%zu", dims[row]);
@@ -369,13 +377,13 @@ int cnf_cmd_plot(int argc, char **argv)
 
     /* The title: the model, the data and their mean NLL (all rows). */
     char title[CNF_DATA_FILE_MAX + 2 * CNF_DATA_PATH_MAX + 4200], dname[CNF_DATA_FILE_MAX + CNF_DATA_PATH_MAX + 2];
-    snprintf(title, sizeof title, "%s", model);
+    snprintf(title, sizeof title, "%s", cli_basename(model));
     if (data) {
         double *ll = cli_malloc(Nall * sizeof *ll), sum = 0;
         cli_check(cnf_flow_log_likelihood(flow, m.w, Xall, Nall, m.rng, ll, NULL), data);
         for (size_t i = 0; i < Nall; i++)
             sum -= ll[i];
-        cli_data_name(data, "/test", dname, sizeof dname);
+        cli_data_short_name(data, "/test", dname, sizeof dname);
         snprintf(title + strlen(title), sizeof title - strlen(title),
                  "   %s: NLL %.3f nats (n = %zu)", dname, sum / (double)Nall, Nall);
         free(ll);
@@ -445,15 +453,13 @@ int cnf_cmd_plot(int argc, char **argv)
         int x = ml;
         char sub[128];
         if (S && P) {
-            figure_panel p = {r, x, th + mt, (int)size, (int)size, {xr[0], xr[1]},
-                              {yr[0], yr[1]}, 0, s, 0, 0};
+            figure_panel p = square_panel(r, x, th + mt, size, xr, yr, s);
             figure_points(&p, P, Np, 2, 0, 1, s, data_rgb, 0.45);
             snprintf(sub, sizeof sub, "data (%zu points)", Np);
             figure_axes(&p, "x0", "x1", sub);
             x += (int)size + gap + ml;
         }
-        figure_panel dp = {r, x, th + mt, (int)size, (int)size, {xr[0], xr[1]},
-                           {yr[0], yr[1]}, 0, s, 0, 0};
+        figure_panel dp = square_panel(r, x, th + mt, size, xr, yr, s);
         figure_heatmap(&dp, ll, grid, lo, hi);
         if (P && !S)
             figure_points(&dp, P, Np, 2, 0, 1, s, white, 0.35);
@@ -472,8 +478,7 @@ int cnf_cmd_plot(int argc, char **argv)
                  Ns, n_traj);
         x = cbx + figure_colorbar_width(cbw, s) + gap + ml;
         if (S) {
-            figure_panel p = {r, x, th + mt, (int)size, (int)size, {xr[0], xr[1]},
-                              {yr[0], yr[1]}, 0, s, 0, 0};
+            figure_panel p = square_panel(r, x, th + mt, size, xr, yr, s);
             figure_points(&p, S, Ns, 2, 0, 1, s, sample_rgb, 0.45);
             snprintf(sub, sizeof sub, "model samples (%zu)", Ns);
             figure_axes(&p, "x0", "x1", sub);
@@ -485,8 +490,7 @@ int cnf_cmd_plot(int argc, char **argv)
             double tr[2][2];
             for (int a = 0; a < 2; a++)
                 column_range(path, nf * n_traj, NULL, 0, 2, (size_t)a, tr[a]);
-            figure_panel p = {r, x, th + mt, (int)size, (int)size, {tr[0][0], tr[0][1]},
-                              {tr[1][0], tr[1][1]}, 0, s, 0, 0};
+            figure_panel p = square_panel(r, x, th + mt, size, tr[0], tr[1], s);
             for (size_t i = 0; i < n_traj; i++)
                 for (size_t f = 0; f + 1 < nf; f++) {
                     const double *a = path + (f * n_traj + i) * 2, *b = a + n_traj * 2;

@@ -322,9 +322,10 @@ static void start_from(cnf_flow *flow, const char *path)
 static void write_curve(const train_curve *c, const char *path, const char *train,
                         const char *preset, const char *objective, size_t first, int fm)
 {
-    char title[8400], err[4400];
-    snprintf(title, sizeof title, "%s, %s, %s: iterations %zu to %zu", train,
-             preset ? preset : "no preset", objective, first + 1,
+    char title[8400], err[4400], tname[CNF_DATA_FILE_MAX + CNF_DATA_PATH_MAX + 2];
+    cli_data_short_name(train, NULL, tname, sizeof tname);
+    snprintf(title, sizeof title, "%s, %s, %s: iterations %zu to %zu", tname,
+             preset ? cli_basename(preset) : "no preset", objective, first + 1,
              c->n ? (size_t)c->iter[c->n - 1] : first);
     if (train_curve_write(c, path, title, fm, err, sizeof err))
         fprintf(stderr, "cnf train: error: --curve: %s\n", err);
