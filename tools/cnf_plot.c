@@ -288,17 +288,17 @@ int cnf_cmd_plot(int argc, char **argv)
         {"out", CLI_STRING, &out, "F.png", "output PNG", CLI_REQUIRED, 0},
         {"data", CLI_STRING, &data, "F.h5:/x", "data to draw and to score in the title (path "
          "default /test)", NULL, 0},
-        {"samples", CLI_SIZE, &n_samples, "N", "draw N model samples beside the data (D > 2: "
-         "default 1000)", NULL, 0},
+        {"samples", CLI_SIZE, &n_samples, "N", "draw N model samples beside the data",
+         "0; 1000 for D > 2", 0},
         {"trajectories", CLI_SIZE, &n_traj, "N", "D = 2: paths of N data points (of the drawn "
          "ones) from the data to the base distribution", NULL, 0},
         {"frames", CLI_COUNT, &frames, "N", "points per path and block of --trajectories", NULL, 0},
         {"dims", CLI_STRING, &dims_spec, "I,J,..", "D > 2: the columns of the marginal grid "
          "(0-based)", "0..min(D,5)-1", 0},
-        {"size", CLI_COUNT, &size, "PX", "width and height of a panel in pixels (D > 2: of a "
-         "grid cell, default 150)", NULL, 0},
+        {"size", CLI_COUNT, &size, "PX", "width and height of a panel (D > 2: of a grid cell) in "
+         "pixels", "300; 150 for D > 2", 0},
         {"grid", CLI_COUNT, &grid, "N", "density evaluations per panel side (interpolated to "
-         "--size)", NULL, 0},
+         "--size)", "150, at most --size", 0},
         {"xlim", CLI_STRING, &xlim, "LO,HI", "x range", "the points' range + 10%, else mean +- 4 scale", 0},
         {"ylim", CLI_STRING, &ylim, "LO,HI", "y range", "as for x", 0},
         {"colour", CLI_STRING, &colour, "log|linear", "colour by log-density (over --log-range "
