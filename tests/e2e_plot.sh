@@ -85,11 +85,18 @@ has "a 4 x 4 grid of marginals, 68 data points, 200 samples" <<<"$rep" || fail "
 rep=$("$cnf" plot --model peng.h5 --data "$root/datasets/penguins.h5" --dims 0,3 --size 80 \
     --out grid2.png 2>&1)
 has "a 2 x 2 grid" <<<"$rep" || fail "--dims 0,3: $rep"
+# --trajectories beside the grid, in the first two --dims: a wider picture
+rep=$("$cnf" plot --model peng.h5 --data "$root/datasets/penguins.h5" --dims 0,3 --size 80 \
+    --trajectories 10 --frames 4 --out grid3.png 2>&1)
+has "a 2 x 2 grid of marginals, 68 data points, 1000 samples, 10 trajectories" <<<"$rep" \
+    || fail "grid --trajectories: $rep"
+[ "$("$probe" grid3.png | cut -d' ' -f1)" -gt "$("$probe" grid2.png | cut -d' ' -f1)" ] \
+    || fail "grid --trajectories: no paths panel"
 read -r gw gh <<<"$("$probe" grid2.png)"
 [ "$("$probe" grid2.png count 31 90 170 60 0 0 "$gw" "$gh")" -gt 20 ] || fail "grid: no data pixels"
 [ "$("$probe" grid2.png count 214 80 30 60 0 0 "$gw" "$gh")" -gt 20 ] || fail "grid: no sample pixels"
 # usage errors: exit 2, nothing written
-for bad in "--dims 0,4" "--dims 1,1" "--dims 2" "--trajectories 5" "--xlim 0,1"; do
+for bad in "--dims 0,4" "--dims 1,1" "--dims 2" "--xlim 0,1" "--trajectories 100"; do
     rc=0
     "$cnf" plot --model peng.h5 --data "$root/datasets/penguins.h5" $bad --out bad.png \
         2>err.txt || rc=$?

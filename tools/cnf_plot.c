@@ -6,7 +6,9 @@
  *          panels of their own beside it; with --trajectories N the paths of
  *          N data points through the flow to the base distribution.
  *   D > 2: a grid of the 2-D marginals of --dims: data below the diagonal,
- *          model samples above it, both 1-D histograms on it. No density is
+ *          model samples above it, both 1-D histograms on it, and with
+ *          --trajectories the paths in the first two columns of --dims beside
+ *          it. No density is
  *          drawn: a 2-D marginal of the density would need an integral over
  *          the other D - 2 dimensions, and a slice through the mean shows a
  *          function that no picture of the data matches.
@@ -146,8 +148,8 @@ static cnf_flow *truncated_flow(const cnf_flow *flow, size_t k, double s)
 
 /* Paths of the N rows of X (N x D) through the flow: F frames per block
  * after the start, in data units (each state mapped back through the
- * preprocessing, so that the base N(0, I) appears as the Gaussian of the
- * data's mean and scale). Returns (1 + K F) x N x D. */
+ * preprocessing, so that the base N(0, I) appears as the Gaussian the
+ * preprocessing stands for). Returns (1 + K F) x N x D. */
 static double *trajectories(const cnf_flow *flow, const cnf_flow_options *fo, const double *X,
                             size_t N, size_t F, size_t *n_frames)
 {
@@ -216,16 +218,57 @@ static double histogram_peak(const double *X, size_t N, size_t D, size_t a, cons
     return peak;
 }
 
+/* A panel of the paths of the n rows of P (n x D) through the flow, in
+ * columns ix, iy: blue at the data, red at the base. */
+static void paths_panel(raster *r, int x, int y, size_t size, int s, const cnf_flow *flow,
+                        const cnf_flow_options *fo, const double *P, size_t n, size_t frames,
+                        size_t ix, size_t iy)
+{
+    size_t nf, D = cnf_flow_dim(flow);
+    double *path = trajectories(flow, fo, P, n, frames, &nf);   /* nf x n x D */
+    double tr[2][2];
+    column_range(path, nf * n, NULL, 0, D, ix, tr[0]);
+    column_range(path, nf * n, NULL, 0, D, iy, tr[1]);
+    figure_panel p = square_panel(r, x, y, size, tr[0], tr[1], s);
+    for (size_t i = 0; i < n; i++)
+        for (size_t f = 0; f + 1 < nf; f++) {
+            const double *a = path + (f * n + i) * D, *b = a + n * D;
+            double u = (double)f / (double)(nf - 1);
+            raster_rgb c = {(unsigned char)(data_rgb.r + u * (sample_rgb.r - data_rgb.r)),
+                            (unsigned char)(data_rgb.g + u * (sample_rgb.g - data_rgb.g)),
+                            (unsigned char)(data_rgb.b + u * (sample_rgb.b - data_rgb.b))};
+            raster_line(r, figure_px(&p, a[ix]), figure_py(&p, a[iy]), figure_px(&p, b[ix]),
+                        figure_py(&p, b[iy]), 1, c, 0.5);
+        }
+    figure_points(&p, path, n, D, ix, iy, s + 1, data_rgb, 0.9);
+    figure_points(&p, path + (nf - 1) * n * D, n, D, ix, iy, s + 1, sample_rgb, 0.9);
+    char xl[32], yl[32];
+    snprintf(xl, sizeof xl, "x%zu", ix);
+    snprintf(yl, sizeof yl, "x%zu", iy);
+    figure_axes(&p, xl, yl, "paths: data to base");
+    free(path);
+}
+
 /* The D > 2 picture: a K x K grid of marginals of the columns dims. */
 static raster *marginal_grid(const double *P, size_t Np, const double *S, size_t Ns, size_t D,
-                             const size_t *dims, size_t K, size_t cell, const char *title)
+                             const size_t *dims, size_t K, size_t cell, const char *title,
+                             const cnf_flow *flow, const cnf_flow_options *fo, size_t n_traj,
+                             size_t frames)
 {
     int s = font_scale(cell * 2), ml = figure_margin_left(s), mb = figure_margin_bottom(s);
     int gap = 6 * s, th = raster_text_height(s) * 2 + 10 * s;
     char legend[160];
     snprintf(legend, sizeof legend, "below the diagonal: data (%zu points); above: model "
              "samples (%zu)", Np, Ns);
-    int W = ml + (int)K * ((int)cell + gap) + 10 * s, H = th + (int)K * ((int)cell + gap) + mb;
+    /* --trajectories: a panel of two cells' side right of the grid, in the
+     * first two columns of --dims */
+    size_t tsize = 2 * cell + (size_t)gap;
+    int grid_w = ml + (int)K * ((int)cell + gap);
+    int W = grid_w + (n_traj ? ml + (int)tsize + gap : 0) + 10 * s;
+    int H = th + (int)K * ((int)cell + gap) + mb;
+    int tH = th + figure_margin_top(s) + (int)tsize + mb;   /* below its own title */
+    if (n_traj && tH > H)
+        H = tH;
     int need = raster_text_width(legend, s) + 30 * s;
     need = raster_text_width(title, s) + 8 * s > need ? raster_text_width(title, s) + 8 * s : need;
     int shift = W < need ? (need - W) / 2 : 0;   /* the grid centred under a wider title */
@@ -263,6 +306,9 @@ static raster *marginal_grid(const double *P, size_t Np, const double *S, size_t
             p.hide_y = col != 0 || row == col;
             figure_axes(&p, row + 1 == K ? xl : NULL, col == 0 ? yl : NULL, NULL);
         }
+    if (n_traj)
+        paths_panel(r, grid_w + ml, th + figure_margin_top(s), tsize, s, flow, fo, P, n_traj,
+                    frames, dims[0], dims[1]);
     raster_text_at(r, W / 2, 4 * s, 1, 0, title, s, ink);
     raster_text_at(r, W / 2, 6 * s + raster_text_height(s), 1, 0, legend, s, ink);
     raster_dot(r, W / 2 - raster_text_width(legend, s) / 2 - 8 * s,
@@ -290,8 +336,8 @@ int cnf_cmd_plot(int argc, char **argv)
          "default /test)", NULL, 0},
         {"samples", CLI_SIZE, &n_samples, "N", "draw N model samples beside the data",
          "0; 1000 for D > 2", 0},
-        {"trajectories", CLI_SIZE, &n_traj, "N", "D = 2: paths of N data points (of the drawn "
-         "ones) from the data to the base distribution", NULL, 0},
+        {"trajectories", CLI_SIZE, &n_traj, "N", "paths of N data points (of the drawn ones) "
+         "from the data to the base distribution (D > 2: in the first two --dims)", NULL, 0},
         {"frames", CLI_COUNT, &frames, "N", "points per path and block of --trajectories", NULL, 0},
         {"dims", CLI_STRING, &dims_spec, "I,J,..", "D > 2: the columns of the marginal grid "
          "(0-based)", "0..min(D,5)-1", 0},
@@ -319,8 +365,8 @@ int cnf_cmd_plot(int argc, char **argv)
               "(colour bar) with the data overlaid; --samples N adds panels of the data and\n"
               "of N samples; --trajectories N the paths of N data points to the base.\n"
               "D > 2: a grid of 2-D marginals of --dims, data below the diagonal and\n"
-              "samples above, histograms on it (no density: see the README). The title\n"
-              "gives the data's mean NLL.",
+              "samples above, histograms on it, paths beside it (no density: see the\n"
+              "README). The title gives the data's mean NLL.",
               pos, 0, &n_pos);
     if (size < 2 || size > 4096)
         cli_usage("--size %zu: expected 2..4096", size);
@@ -345,9 +391,9 @@ int cnf_cmd_plot(int argc, char **argv)
         cli_die("%s has dimension 1; plot draws models of D >= 2", model);
     if (D == 2 && dims_spec)
         cli_usage("--dims chooses the columns of a D > 2 model's grid; %s has D = 2", model);
-    if (D > 2 && (xlim || ylim || n_traj))
-        cli_usage("--%s draws a 2-D model; %s has D = %zu (its picture is the marginal grid "
-                  "of --dims)", n_traj ? "trajectories" : xlim ? "xlim" : "ylim", model, D);
+    if (D > 2 && (xlim || ylim))
+        cli_usage("--%s sets a 2-D model's range; %s has D = %zu (its picture is the marginal "
+                  "grid of --dims, ranges from the points)", xlim ? "xlim" : "ylim", model, D);
     if (D > 2 && !data && cli_given(opts, "samples") && n_samples == 0)
         cli_usage("a D > 2 model's picture needs --data or --samples N > 0");
     size_t dims[8], K = 0;
@@ -401,9 +447,9 @@ int cnf_cmd_plot(int argc, char **argv)
     raster *r;
     char what[1024] = "";
     if (D > 2) {
-        r = marginal_grid(P, Np, S, Ns, D, dims, K, size, title);
-        snprintf(what, sizeof what, "a %zu x %zu grid of marginals, %zu data points, %zu samples",
-                 K, K, Np, Ns);
+        r = marginal_grid(P, Np, S, Ns, D, dims, K, size, title, flow, &m.fo, n_traj, frames);
+        snprintf(what, sizeof what, "a %zu x %zu grid of marginals, %zu data points, %zu samples, "
+                 "%zu trajectories", K, K, Np, Ns, n_traj);
     } else {
         for (int a = 0; a < 2; a++) {
             double *rg = a ? yr : xr;
@@ -484,28 +530,8 @@ int cnf_cmd_plot(int argc, char **argv)
             figure_axes(&p, "x0", "x1", sub);
             x += (int)size + gap + ml;
         }
-        if (n_traj) {
-            size_t nf;
-            double *path = trajectories(flow, &m.fo, P, n_traj, frames, &nf);
-            double tr[2][2];
-            for (int a = 0; a < 2; a++)
-                column_range(path, nf * n_traj, NULL, 0, 2, (size_t)a, tr[a]);
-            figure_panel p = square_panel(r, x, th + mt, size, tr[0], tr[1], s);
-            for (size_t i = 0; i < n_traj; i++)
-                for (size_t f = 0; f + 1 < nf; f++) {
-                    const double *a = path + (f * n_traj + i) * 2, *b = a + n_traj * 2;
-                    double u = (double)f / (double)(nf - 1);
-                    raster_rgb c = {(unsigned char)(data_rgb.r + u * (sample_rgb.r - data_rgb.r)),
-                                    (unsigned char)(data_rgb.g + u * (sample_rgb.g - data_rgb.g)),
-                                    (unsigned char)(data_rgb.b + u * (sample_rgb.b - data_rgb.b))};
-                    raster_line(r, figure_px(&p, a[0]), figure_py(&p, a[1]), figure_px(&p, b[0]),
-                                figure_py(&p, b[1]), 1, c, 0.5);
-                }
-            figure_points(&p, path, n_traj, 2, 0, 1, s + 1, data_rgb, 0.9);
-            figure_points(&p, path + (nf - 1) * n_traj * 2, n_traj, 2, 0, 1, s + 1, sample_rgb, 0.9);
-            figure_axes(&p, "x0", "x1", "paths: data to base");
-            free(path);
-        }
+        if (n_traj)
+            paths_panel(r, x, th + mt, size, s, flow, &m.fo, P, n_traj, frames, 0, 1);
         raster_text_at(r, W / 2, 5 * s, 1, 0, title, s, ink);
         free(X);
         free(ll);
