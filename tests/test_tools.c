@@ -115,7 +115,7 @@ END_TEST
 START_TEST(test_heatmap_mode)
 {
     raster *r = raster_new(200, 160, (raster_rgb){255, 255, 255});
-    figure_panel p = {r, 30, 20, 120, 120, {-2, 2}, {-2, 2}, 0, 1, 0, 0};
+    figure_panel p = {r, 30, 20, 120, 120, {-2, 2}, {-2, 2}, 1, 0, 0};
     ck_assert_double_eq_tol(figure_px(&p, -2), 30, 1e-12);
     ck_assert_double_eq_tol(figure_px(&p, 2), 150, 1e-12);
     ck_assert_double_eq_tol(figure_py(&p, 2), 20, 1e-12);

@@ -174,8 +174,8 @@ static double *trajectories(const cnf_flow *flow, const cnf_flow_options *fo, co
 static figure_panel square_panel(raster *r, int x, int y, size_t size, const double xr[2],
                                  const double yr[2], int scale)
 {
-    figure_panel p = {r, x, y, (int)size, (int)size, {xr[0], xr[1]}, {yr[0], yr[1]}, 0, scale,
-                      0, 0};
+    figure_panel p = {r, x, y, (int)size, (int)size, {xr[0], xr[1]}, {yr[0], yr[1]}, scale, 0,
+                      0};
     return p;
 }
 

@@ -159,7 +159,7 @@ int train_curve_write(const train_curve *c, const char *path, const char *title,
     figure_panel p[4];
     for (int k = 0; k < 4; k++)
         p[k] = (figure_panel){r, ml + (k % 2) * (ml + pw + gap), th + mt + (k / 2) * (mt + ph + mb),
-                              pw, ph, {xr[0], xr[1]}, {0, 1}, 0, s, 0, 0};
+                              pw, ph, {xr[0], xr[1]}, {0, 1}, s, 0, 0};
 
     series_panel(&p[0], c, c->loss, NULL, fm ? "loss" : "loss (nats)",
                  fm ? "training loss (flow matching)" : "training loss");

@@ -13,11 +13,6 @@ int figure_margin_left(int s) { return (6 * 6 + 4) * s + raster_text_height(s) +
 int figure_margin_bottom(int s) { return 4 * s + 2 * raster_text_height(s) + 8 * s; }
 int figure_margin_top(int s) { return raster_text_height(s) + 6 * s; }
 
-static double ymap(const figure_panel *p, double y)
-{
-    return p->ylog ? log10(y) : y;
-}
-
 double figure_px(const figure_panel *p, double x)
 {
     return p->x + (x - p->xr[0]) / (p->xr[1] - p->xr[0]) * p->w;
@@ -25,8 +20,7 @@ double figure_px(const figure_panel *p, double x)
 
 double figure_py(const figure_panel *p, double y)
 {
-    double lo = ymap(p, p->yr[0]), hi = ymap(p, p->yr[1]);
-    return p->y + (hi - ymap(p, y)) / (hi - lo) * p->h;
+    return p->y + (p->yr[1] - y) / (p->yr[1] - p->yr[0]) * p->h;
 }
 
 int figure_ticks(double lo, double hi, int max_ticks, double *ticks, double *step)
@@ -76,19 +70,6 @@ void figure_format_tick(double v, double step, char *buf, size_t n)
     }
 }
 
-/* Log-axis ticks: the powers of ten in the range, or, within one decade,
- * linear ticks. */
-static int log_ticks(double lo, double hi, double *ticks)
-{
-    int n = 0;
-    for (double e = ceil(log10(lo) - 1e-9); e <= log10(hi) + 1e-9 && n < 16; e++)
-        ticks[n++] = pow(10.0, e);
-    if (n >= 2)
-        return n;
-    double step;
-    return figure_ticks(lo, hi, 4, ticks, &step);
-}
-
 void figure_axes(const figure_panel *p, const char *xlabel, const char *ylabel,
                  const char *title)
 {
@@ -122,17 +103,13 @@ void figure_axes(const figure_panel *p, const char *xlabel, const char *ylabel,
         raster_text_at(r, px, p->y + p->h + 2 + tl + s, 1, 0, buf, s, ink);
     }
     int max_y = p->h / (raster_text_height(s) * 3) + 1;
-    nt = p->ylog ? log_ticks(p->yr[0], p->yr[1], t)
-                 : figure_ticks(p->yr[0], p->yr[1], max_y < 7 ? max_y : 7, t, &step);
+    nt = figure_ticks(p->yr[0], p->yr[1], max_y < 7 ? max_y : 7, t, &step);
     for (int i = 0; i < nt; i++) {
         int py = (int)floor(figure_py(p, t[i]));
         raster_fill(r, p->x - 1 - tl, py, p->x - 1, py + s, ink);
         if (p->hide_y)
             continue;
-        if (p->ylog)
-            figure_format_tick(t[i], t[i], buf, sizeof buf);
-        else
-            figure_format_tick(t[i], step, buf, sizeof buf);
+        figure_format_tick(t[i], step, buf, sizeof buf);
         raster_text_at(r, p->x - 3 - tl - s, py, 2, 1, buf, s, ink);
     }
     if (xlabel)
@@ -191,7 +168,7 @@ void figure_polyline(const figure_panel *p, const double *x, const double *y, si
     int have = 0;
     double lx = 0, ly = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!isfinite(x[i]) || !isfinite(y[i]) || (p->ylog && !(y[i] > 0))) {
+        if (!isfinite(x[i]) || !isfinite(y[i])) {
             have = 0;
             continue;
         }
@@ -219,7 +196,7 @@ void figure_colorbar(raster *r, int x, int y, int w, int h, double lo, double hi
     for (int py = 0; py < h; py++)
         raster_fill(r, x, y + py, x + w, y + py + 1,
                     raster_viridis(1.0 - (py + 0.5) / (double)h));
-    figure_panel p = {r, x, y, w, h, {0, 1}, {lo, hi}, 0, scale, 1, 1};
+    figure_panel p = {r, x, y, w, h, {0, 1}, {lo, hi}, scale, 1, 1};
     raster_fill(r, x - 1, y - 1, x + w + 1, y, ink);
     raster_fill(r, x - 1, y + h, x + w + 1, y + h + 1, ink);
     raster_fill(r, x - 1, y, x, y + h, ink);

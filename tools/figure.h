@@ -17,7 +17,6 @@ typedef struct {
     raster *r;
     int x, y, w, h;        /* pixel box */
     double xr[2], yr[2];   /* data box, xr[0] < xr[1], yr[0] < yr[1] */
-    int ylog;              /* 1: the y axis is log10 (yr in data units, > 0) */
     int scale;             /* font scale of the labels */
     int hide_x, hide_y;    /* 1: ticks without labels on that axis (inner panels of a grid) */
 } figure_panel;
