@@ -27,7 +27,7 @@ awk 'BEGIN { srand(11); print "x,y"; for (i = 0; i < 1000; i++) {
 
 # The density: dimensions as reported, the mode's pixel, axes and colour bar drawn.
 rep=$("$cnf" plot --model blob-m.h5 --data blob.h5 --xlim 0,6 --ylim -5,1 --size 120 --grid 60 \
-    --out d.png 2>&1)
+    --out d.png 2>&1) || fail "plot --out d.png: $rep"
 read -r W H <<<"$("$probe" d.png)"
 has "wrote d.png: $W x $H pixels" <<<"$rep" || fail "plot: the PNG is not $W x $H: $rep"
 read -r x0 x1 y0 y1 <<<"$(box "density panel" "$rep")"
@@ -51,13 +51,13 @@ read -r r g b <<<"$("$probe" d.png pixel $(((c0 + c1) / 2)) $((cy1 - 2)))"
 has "NLL" <<<"$rep" || true
 # --max-points: the drawn points are capped and reported
 has ", 100 data points" <<<"$rep" || fail "plot did not draw the 100 test rows: $rep"
-rep=$("$cnf" plot --model blob-m.h5 --data blob.h5 --size 60 --max-points 50 --out p50.png 2>&1)
+rep=$("$cnf" plot --model blob-m.h5 --data blob.h5 --size 60 --max-points 50 --out p50.png 2>&1) || fail "plot --out p50.png: $rep"
 has ", 50 data points" <<<"$rep" || fail "--max-points 50: $rep"
 
 # --samples and --trajectories add panels (and their pixels), and the same
 # seed gives the same picture while another does not.
 rep=$("$cnf" plot --model blob-m.h5 --data blob.h5 --size 60 --samples 300 --trajectories 20 \
-    --frames 6 --seed 4 --out st.png 2>&1)
+    --frames 6 --seed 4 --out st.png 2>&1) || fail "plot --out st.png: $rep"
 has "300 samples, 20 trajectories" <<<"$rep" || fail "--samples/--trajectories: $rep"
 read -r W2 H2 <<<"$("$probe" st.png)"
 read -r W1 H1 <<<"$("$probe" p50.png)"
@@ -80,14 +80,14 @@ cmp -s log.png log2.png || fail "--log is not --colour log"
 "$cnf" train --data "$root/datasets/penguins.h5" --flow "$root/flows/small-fm.cfg" --iters 200 \
     --out peng.h5 --quiet
 rep=$("$cnf" plot --model peng.h5 --data "$root/datasets/penguins.h5" --samples 200 \
-    --out grid.png 2>&1)
+    --out grid.png 2>&1) || fail "plot --out grid.png: $rep"
 has "a 4 x 4 grid of marginals, 68 data points, 200 samples" <<<"$rep" || fail "grid: $rep"
 rep=$("$cnf" plot --model peng.h5 --data "$root/datasets/penguins.h5" --dims 0,3 --size 80 \
-    --out grid2.png 2>&1)
+    --out grid2.png 2>&1) || fail "plot --out grid2.png: $rep"
 has "a 2 x 2 grid" <<<"$rep" || fail "--dims 0,3: $rep"
 # --trajectories beside the grid, in the first two --dims: a wider picture
 rep=$("$cnf" plot --model peng.h5 --data "$root/datasets/penguins.h5" --dims 0,3 --size 80 \
-    --trajectories 10 --frames 4 --out grid3.png 2>&1)
+    --trajectories 10 --frames 4 --out grid3.png 2>&1) || fail "plot --out grid3.png: $rep"
 has "a 2 x 2 grid of marginals, 68 data points, 1000 samples, 10 trajectories" <<<"$rep" \
     || fail "grid --trajectories: $rep"
 [ "$("$probe" grid3.png | cut -d' ' -f1)" -gt "$("$probe" grid2.png | cut -d' ' -f1)" ] \
