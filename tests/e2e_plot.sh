@@ -75,6 +75,8 @@ cmp -s st.png st3.png && fail "plot: another seed gave the same picture"
 cmp -s lin.png log.png && fail "--colour linear drew the log-density"
 "$cnf" plot --model blob-m.h5 --size 60 --log --out log2.png --quiet
 cmp -s log.png log2.png || fail "--log is not --colour log"
+"$cnf" plot --model blob-m.h5 --size 60 --log-range 4 --out lr.png --quiet
+cmp -s log.png lr.png && fail "--log-range 4 drew the default 10-nat scale"
 
 # D > 2: a grid of marginals, data below the diagonal, samples above.
 "$cnf" train --data "$root/datasets/penguins.h5" --flow "$root/flows/small-fm.cfg" --iters 200 \
