@@ -14,7 +14,7 @@ for c in toy train eval sample grad info plot convert; do
 done
 # (captured first: grep -q closing the pipe early would SIGPIPE cnf under pipefail)
 h=$("$cnf" train --flow "$root/flows/toy2d.cfg" --help)
-grep -q -- "--T T .*(default: 0.5)" <<<"$h" \
+grep -q -- "--end-time T .*also --T (default: 0.5)" <<<"$h" \
     || fail "--help with --flow does not show the preset's values"
 
 # convert: a CSV with a header, 2 columns, 300 rows.

@@ -90,9 +90,11 @@ expect_fail "line 3 has 3 columns, expected 2" C.h5 -- "$cnf" convert ragged.csv
 printf '1,2\n3,x4\n' > text.csv
 expect_fail "line 2, column 2: 'x4' is not a number" C.h5 -- "$cnf" convert text.csv --out C.h5
 expect_fail "split" C.h5 -- "$cnf" convert d.csv --split 0.5,0.5,0.5 --out C.h5
-# plot refuses models that are not 2-D.
+# plot draws a D > 2 model as a grid of marginals: the 2-D panels' options are refused.
 "$cnf" train --data data3.h5 --hidden 4 --iters 1 --batch 10 --val-every 1 --out m3.h5 --quiet
-expect_fail "dimension 3.*2-D" P.png -- "$cnf" plot --model m3.h5 --out P.png
+expect_fail "xlim sets a 2-D model's range; m3.h5 has D = 3" P.png -- "$cnf" plot --model m3.h5 \
+    --data data3.h5 --xlim 0,1 --out P.png
+expect_fail "dims 0,3: column 3 is out of range" P.png -- "$cnf" plot --model m3.h5 --dims 0,3 --out P.png
 # Flow matching and --init: refused combinations, named.
 expect_fail "otfm trains one block.*blocks = 1, T = 1 and learn_T = 0" M.h5 -- "$cnf" train --data data.h5 \
     --flow "$root/flows/toy2d.cfg" --objective otfm --out M.h5

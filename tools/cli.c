@@ -166,31 +166,60 @@ static void format_default(const cli_option *o, char *buf, size_t n)
     }
     case CLI_COUNT:
     case CLI_SIZE: snprintf(buf, n, "%zu", *(size_t *)o->dest); break;
-    case CLI_INT:
-    case CLI_BOOL: snprintf(buf, n, "%d", *(int *)o->dest); break;
+    case CLI_INT: snprintf(buf, n, "%d", *(int *)o->dest); break;
+    case CLI_BOOL: snprintf(buf, n, "%s", *(int *)o->dest ? "on" : "off"); break;
     case CLI_POS:
     case CLI_NONNEG: snprintf(buf, n, "%g", *(double *)o->dest); break;
     case CLI_SEED: snprintf(buf, n, "%lu", *(unsigned long *)o->dest); break;
     }
 }
 
+static struct {
+    const char *alias, *name;
+} aliases[8];
+static size_t n_aliases;
+
+void cli_add_alias(const char *alias, const char *name)
+{
+    if (n_aliases < sizeof aliases / sizeof aliases[0]) {
+        aliases[n_aliases].alias = alias;
+        aliases[n_aliases++].name = name;
+    }
+}
+
+static const char *alias_of(const char *name)
+{
+    for (size_t i = 0; i < n_aliases; i++)
+        if (!strcmp(aliases[i].name, name))
+            return aliases[i].alias;
+    return NULL;
+}
+
+static int is_switch(const cli_option *o) { return o->kind == CLI_FLAG || o->kind == CLI_BOOL; }
+
 static void print_help(const cli_option *opts, const char *usage, const char *about)
 {
     printf("usage: cnf %s\n\n%s\n\noptions:\n", usage, about);
     for (const cli_option *o = opts; o->name; o++) {
-        char left[64], def[256];
-        if (o->kind == CLI_FLAG)
+        char left[64], def[256], help[512];
+        if (is_switch(o))
             snprintf(left, sizeof left, "--%s", o->name);
         else
             snprintf(left, sizeof left, "--%s %s", o->name, o->meta ? o->meta : "X");
         format_default(o, def, sizeof def);
-        if (o->deflt == CLI_REQUIRED)
-            printf("  %-24s %s (required)\n", left, o->help);
-        else if (def[0])
-            printf("  %-24s %s (default: %s)\n", left, o->help, def);
+        const char *alias = alias_of(o->name);
+        if (alias)
+            snprintf(help, sizeof help, "%s; also --%s", o->help, alias);
         else
-            printf("  %-24s %s\n", left, o->help);
+            snprintf(help, sizeof help, "%s", o->help);
+        if (o->deflt == CLI_REQUIRED)
+            printf("  %-24s %s (required)\n", left, help);
+        else if (def[0])
+            printf("  %-24s %s (default: %s)\n", left, help, def);
+        else
+            printf("  %-24s %s\n", left, help);
     }
+    printf("  switches are --name (on) or --no-name (off); --name 0|1 is accepted too\n");
     printf("  %-24s %s\n", "--quiet", "print only results and errors (default: off)");
     printf("  %-24s %s\n", "--help", "show this help and exit");
 }
@@ -201,7 +230,15 @@ int cli_parse_value(cli_kind kind, const char *v, void *dest, char *err, size_t 
     errno = 0;
     switch (kind) {
     case CLI_FLAG:
-        *(int *)dest = 1;
+        if (!v) {
+            *(int *)dest = 1;
+            return 0;
+        }
+        if (strcmp(v, "0") && strcmp(v, "1")) {
+            snprintf(err, n, "'%s': expected 0 or 1 (or the switch alone)", v);
+            return -1;
+        }
+        *(int *)dest = v[0] == '1';
         return 0;
     case CLI_STRING:
         if (!v[0]) {
@@ -273,6 +310,20 @@ static void set_value(cli_option *o, const char *v)
         cli_usage("--%s %s", o->name, err);
 }
 
+/* The option called name (len characters) or answering to it as alias. */
+static cli_option *find_option(cli_option *opts, const char *name, size_t len)
+{
+    for (size_t i = 0; i < n_aliases; i++)
+        if (strlen(aliases[i].alias) == len && !strncmp(aliases[i].alias, name, len)) {
+            name = aliases[i].name;
+            len = strlen(name);
+        }
+    for (cli_option *o = opts; o->name; o++)
+        if (strlen(o->name) == len && !strncmp(o->name, name, len))
+            return o;
+    return NULL;
+}
+
 void cli_parse(int argc, char **argv, cli_option *opts, const char *usage,
                const char *about, const char **pos, size_t max_pos, size_t *n_pos)
 {
@@ -304,16 +355,31 @@ void cli_parse(int argc, char **argv, cli_option *opts, const char *usage,
         const char *name = a + 2;
         const char *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        cli_option *o = opts;
-        for (; o->name; o++)
-            if (strlen(o->name) == len && !strncmp(o->name, name, len))
-                break;
-        if (!o->name)
+        cli_option *o = find_option(opts, name, len);
+        int negated = 0;
+        if (!o && len > 3 && !strncmp(name, "no-", 3)) {
+            o = find_option(opts, name + 3, len - 3);
+            negated = o && is_switch(o);
+            if (!negated)
+                o = NULL;
+        }
+        if (!o)
             cli_usage("unknown option '--%.*s'", (int)len, name);
         const char *v = NULL;
-        if (o->kind == CLI_FLAG) {
+        if (negated) {
             if (eq)
-                cli_usage("--%s takes no value", o->name);
+                cli_usage("--no-%s takes no value", o->name);
+            v = "0";
+        } else if (is_switch(o)) {
+            /* --name, --name=0|1, or --name 0|1 (older command lines) */
+            if (eq)
+                v = eq + 1;
+            else if (i + 1 < argc && (!strcmp(argv[i + 1], "0") || !strcmp(argv[i + 1], "1")))
+                v = argv[++i];
+            else
+                v = "1";
+            if (o->kind == CLI_FLAG && !strcmp(v, "1"))
+                v = NULL;
         } else if (eq) {
             v = eq + 1;
         } else {

@@ -9,7 +9,9 @@
  * exit_with_help idea: every option listed with its default).
  *
  * Exit codes: 0 success, 1 a failure while working (file, data, solver),
- * 2 a usage error (unknown option, bad value). Only tools/ ever exits.
+ * 2 a usage error (unknown option or preset key, bad value, options that
+ * do not go together), 3 cnf grad --check above its tolerance, 130 a run
+ * stopped by Ctrl-C or SIGTERM. Only tools/ ever exits.
  */
 #ifndef CNF_TOOLS_CLI_H
 #define CNF_TOOLS_CLI_H
@@ -20,8 +22,11 @@
 #include "cnf/data.h"
 #include "cnf/status.h"
 
+/* A switch (CLI_FLAG or CLI_BOOL) is written --name (on) or --no-name (off);
+ * --name=0|1 and --name 0|1 are accepted as well, so that the 0|1 values
+ * of older command lines and of presets keep working. */
 typedef enum {
-    CLI_FLAG,     /* int, set to 1; takes no value */
+    CLI_FLAG,     /* int, a switch (see above) */
     CLI_STRING,   /* const char *, borrowed from argv */
     CLI_COUNT,    /* size_t >= 1 */
     CLI_SIZE,     /* size_t >= 0 */
@@ -29,7 +34,7 @@ typedef enum {
     CLI_POS,      /* double > 0, finite */
     CLI_NONNEG,   /* double >= 0, finite */
     CLI_SEED,     /* unsigned long */
-    CLI_BOOL      /* int, value 0 or 1 */
+    CLI_BOOL      /* int, a switch too; parsed as 0 or 1 in presets */
 } cli_kind;
 
 typedef struct {
@@ -66,6 +71,10 @@ void cli_parse(int argc, char **argv, cli_option *opts, const char *usage,
 /* The value of --name in argv if present (either --name V or --name=V), for
  * options that must be known before the others are parsed (--flow). */
 const char *cli_peek(int argc, char **argv, const char *name);
+
+/* Let option `name` also answer to `alias` (an older spelling, kept for
+ * old command lines); --help shows it. At most 8 for a command. */
+void cli_add_alias(const char *alias, const char *name);
 
 /* Was option `name` given? (after cli_parse) */
 int cli_given(const cli_option *opts, const char *name);

@@ -30,12 +30,15 @@
 #include "cli.h"
 #include "cnf/csv.h"
 #include "cnf/data.h"
+#include "cnf/file.h"
 #include "cnf/io.h"
 #include "cnf/train.h"
 #include "commands.h"
 #include "config.h"
+#include "curve.h"
 #include "model_cli.h"
 #include "presets.h"
+#include "progress.h"
 
 static volatile sig_atomic_t interrupted = 0;
 
@@ -70,6 +73,8 @@ typedef struct {
     size_t save_every;      /* 0 = off */
     const model_saver *saver;
     int fm;                 /* flow matching: no NLL, no solves to report */
+    progress_rate rate;     /* the recent iterations, for the time left */
+    train_curve *curve;     /* --curve: every iteration's figures, or NULL */
 } progress_ctx;
 
 /* Write the best parameters so far (cnf_train_state_best_so_far, which the
@@ -144,23 +149,42 @@ static int on_progress(const cnf_train_progress *p, void *vctx)
     c->nfe_b += p->nfe_backward;
     c->count++;
     c->last_iter = p->iteration;
-    size_t done = p->iteration - c->first_iter, remaining = p->iters - p->iteration;
-    double eta = done ? p->elapsed / (double)done * (double)remaining : NAN;
+    progress_rate_add(&c->rate, p->iteration, p->elapsed);
+    if (c->curve) {
+        train_curve_add(c->curve, p->iteration, p->loss, p->nfe_forward, p->nfe_backward,
+                        p->elapsed);
+        if (p->validated)
+            train_curve_add_validation(c->curve, p->iteration, p->validated_nll ? p->val_nll : NAN,
+                                       c->fm ? p->val_loss : NAN);
+    }
+    size_t remaining = p->iters - p->iteration;
+    /* The first iteration's time includes the start-up; the recent rate
+     * follows iterations that grow slower as the flow trains. */
+    double eta = progress_rate_eta(&c->rate, remaining);
     char el[32], et[32], val[96] = "", nfe[48] = "";
     fmt_time(p->elapsed, el, sizeof el);
     fmt_time(eta, et, sizeof et);
     int fm = c->fm;
     if (!isnan(p->best_val_nll) && !isnan(p->val_nll))
-        snprintf(val, sizeof val, "  val %.4f (best %.4f @%zu)", p->val_nll, p->best_val_nll,
+        snprintf(val, sizeof val, "val %.4f (best %.4f @%zu)", p->val_nll, p->best_val_nll,
                  p->best_iteration);
     else if (!isnan(p->best_val_nll))
-        snprintf(val, sizeof val, "  val loss %.4f (best %.4f @%zu)", p->val_loss,
+        snprintf(val, sizeof val, "val loss %.4f (best %.4f @%zu)", p->val_loss,
                  p->best_val_nll, p->best_iteration);
     if (!fm)
-        snprintf(nfe, sizeof nfe, "  nfe %zu/%zu", p->nfe_forward, p->nfe_backward);
+        snprintf(nfe, sizeof nfe, "nfe %zu/%zu", p->nfe_forward, p->nfe_backward);
     if (!cli_quiet && c->tty) {
-        fprintf(stderr, "\r\033[Kiter %zu/%zu  loss %.4f%s%s  elapsed %s  eta %s",
-                p->iteration, p->iters, p->loss, nfe, val, el, et);
+        char it[64], loss[48], elapsed[48], left[48], line[512];
+        snprintf(it, sizeof it, "iter %zu/%zu", p->iteration, p->iters);
+        snprintf(loss, sizeof loss, "loss %.4f", p->loss);
+        snprintf(elapsed, sizeof elapsed, "elapsed %s", el);
+        snprintf(left, sizeof left, "eta %s", et);
+        /* What goes first when the terminal is narrow: the elapsed time,
+         * then the evaluations, then the validation. */
+        const char *fields[] = {it, loss, nfe, val, elapsed, left};
+        const int rank[] = {0, 0, 2, 1, 3, 0};
+        progress_fit(fields, rank, 6, progress_terminal_width(STDERR_FILENO), line, sizeof line);
+        fprintf(stderr, "\r\033[K%s", line);
         c->line_open = 1;
         fflush(stderr);
     } else if (!cli_quiet && (p->iteration == c->first_iter + 1 ||
@@ -325,6 +349,23 @@ static double *read_csv_splits(const char *path, size_t *Ntr, double **Xval, siz
     return X;   /* its first counts[0] rows are the training rows */
 }
 
+/* --curve: the run's curves as a PNG; a failure to draw them is reported
+ * but does not undo the run (the model is saved by then). */
+static void write_curve(const train_curve *c, const char *path, const char *train,
+                        const char *preset, const char *objective, size_t first, int fm)
+{
+    char title[8400], err[4400], tname[CNF_DATA_FILE_MAX + CNF_DATA_PATH_MAX + 2];
+    cli_data_short_name(train, NULL, tname, sizeof tname);
+    snprintf(title, sizeof title, "%s, %s, %s: iterations %zu to %zu", tname,
+             preset ? cli_basename(preset) : "no preset", objective, first + 1,
+             c->n ? (size_t)c->iter[c->n - 1] : first);
+    if (train_curve_write(c, path, title, fm, err, sizeof err))
+        fprintf(stderr, "cnf train: error: --curve: %s\n", err);
+    else
+        cli_info("wrote %s: training curves of %zu iterations and %zu validations\n", path, c->n,
+                 c->nv);
+}
+
 /* Check a training/validation array before any work. */
 static void check_rows(const char *what, size_t N, size_t need, const char *why)
 {
@@ -368,7 +409,7 @@ int cnf_cmd_train(int argc, char **argv)
     }
 
     const char *data = NULL, *train = NULL, *val = NULL, *out = NULL, *flow_opt = NULL;
-    const char *resume_opt = NULL, *init = NULL, *max_time = NULL;
+    const char *resume_opt = NULL, *init = NULL, *max_time = NULL, *curve_out = NULL;
     size_t threads = 1, blas_threads = 1, log_every = 100;
     int json = 0;
     enum { NCFG = 64 };
@@ -402,9 +443,20 @@ int cnf_cmd_train(int argc, char **argv)
     opts[no++] = (cli_option){"log-every", CLI_COUNT, &log_every, "N",
                               "log line every N iterations (and at least every 30 s) when stderr is not a terminal", NULL, 0};
     opts[no++] = (cli_option){"json", CLI_FLAG, &json, NULL, "print one JSON object with the results", NULL, 0};
+    opts[no++] = (cli_option){"curve", CLI_STRING, &curve_out, "F.png",
+                              "draw this run's training curves (loss, validation, NFE, seconds "
+                              "per iteration) as a PNG at the end", NULL, 0};
     if (cnf_config_num_keys > NCFG)
         cli_die("internal: too many configuration keys");
     cnf_run_config_options(&cfg, opts + no, names);
+    /* Lower-case names for the keys named after the mathematics' T; the
+     * old spellings still work. */
+    for (size_t i = no; i < no + cnf_config_num_keys; i++)
+        if (!strcmp(opts[i].name, "T") || !strcmp(opts[i].name, "learn-T")) {
+            cli_add_alias(opts[i].name[0] == 'T' ? "T" : "learn-T",
+                          opts[i].name[0] == 'T' ? "end-time" : "learn-end-time");
+            opts[i].name = opts[i].name[0] == 'T' ? "end-time" : "learn-end-time";
+        }
     no += cnf_config_num_keys;
     opts[no] = (cli_option){NULL, 0, NULL, NULL, NULL, NULL, 0};
     const char *pos[1];
@@ -430,6 +482,18 @@ int cnf_cmd_train(int argc, char **argv)
               pos, 0, &n_pos);
     if (data && (train || val))
         cli_usage("give either --data or --train/--val, not both");
+    if (resume && !data && !train) {
+        /* The model records where its run's data came from. */
+        train = cnf_model_extra_get(&ex, "train_data");
+        val = cnf_model_extra_get(&ex, "val_data");
+        if (!train)
+            cli_usage("--resume %s: the model records no training data; give --data F.h5 (or "
+                      "--train F.h5:/x --val F.h5:/y)", resume);
+        if (val && !strcmp(val, "none"))
+            val = NULL;
+        cli_info("--resume %s: training on %s, validating on %s (the model's record)\n", resume,
+                 train, val ? val : "nothing");
+    }
     if (!data && !train)
         cli_usage("--data F.h5 (or --train F.h5:/x --val F.h5:/y) is required");
     if (resume && cli_given(opts, "flow"))
@@ -446,6 +510,10 @@ int cnf_cmd_train(int argc, char **argv)
     const char *inputs[] = {data, cli_address_file(train, &a_train), cli_address_file(val, &a_val),
                             preset, init};
     cli_check_output(out, inputs, 5);
+    if (curve_out) {
+        const char *curve_inputs[] = {inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], out};
+        cli_check(cnf_file_check_output(curve_out, curve_inputs, 6), "--curve");
+    }
     cli_check_threads(threads);
     cli_set_blas_threads(blas_threads);
 
@@ -488,7 +556,7 @@ int cnf_cmd_train(int argc, char **argv)
         cli_usage("--blocks %zu: at most 64", cfg.blocks);
     int fm_objective = !strcmp(cfg.objective, "fm") || !strcmp(cfg.objective, "otfm");
     if (fm_objective && (cfg.blocks != 1 || (cfg.T != 1.0 && !init) || cfg.learn_T))
-        cli_die("--objective %s trains one block on the path t in [0, 1]: it needs blocks = 1, "
+        cli_usage("--objective %s trains one block on the path t in [0, 1]: it needs blocks = 1, "
                 "T = 1 and learn_T = 0 (got blocks = %zu, T = %g, learn_T = %d; "
                 "flows/toy2d-fm.cfg and flows/tabular-fm.cfg are set up for it)",
                 cfg.objective, cfg.blocks, cfg.T, cfg.learn_T);
@@ -505,7 +573,7 @@ int cnf_cmd_train(int argc, char **argv)
         state = ex.state;
         ex.state = NULL;
         if (state->iteration >= opt.iters)
-            cli_die("%s has already run %zu iterations; give --iters larger than that to continue",
+            cli_usage("%s has already run %zu iterations; give --iters larger than that to continue",
                     resume, state->iteration);
     } else {
         flow = cnf_flow_alloc(D, cfg.blocks, nets, T);
@@ -538,8 +606,12 @@ int cnf_cmd_train(int argc, char **argv)
     const char *rec_columns = resume && cnf_model_extra_get(&ex, "columns")
                                   ? cnf_model_extra_get(&ex, "columns") : columns;
     model_saver sv = {flow, state, &cfg, pre, train, val, out, init, rec_columns};
+    train_curve curve;
+    train_curve_init(&curve);
     progress_ctx pc = {isatty(STDERR_FILENO), log_every, state->iteration, 0, 0, 0, 0, 0.0,
-                       state->iteration, cfg.save_every, &sv, opt.objective == CNF_OBJ_FM};
+                       state->iteration, cfg.save_every, &sv, opt.objective == CNF_OBJ_FM,
+                       {{0}, {0}, 0, 0}, curve_out ? &curve : NULL};
+    progress_rate_init(&pc.rate);
     opt.callback = on_progress;
     opt.callback_ctx = &pc;
     struct sigaction sa, old, old_term;
@@ -584,12 +656,17 @@ int cnf_cmd_train(int argc, char **argv)
             cli_die("training failed at %s: %s; no iteration completed, nothing saved "
                     "(%s not written)", when, why, out);
         cnf_status s2 = save_model(&sv, res.train_nll);
+        if (curve_out && s2 == CNF_OK)
+            write_curve(&curve, curve_out, train, pre, cfg.objective, pc.first_iter, pc.fm);
         if (s2 != CNF_OK)
             cli_die("training failed at %s: %s; saving %s also failed: %s", when, why, out,
                     cnf_last_error());
         cli_die("training failed at %s: %s; saved %s to %s", when, why, what, out);
     }
     cli_check(save_model(&sv, res.train_nll), out);
+    if (curve_out)
+        write_curve(&curve, curve_out, train, pre, cfg.objective, pc.first_iter, pc.fm);
+    train_curve_free(&curve);
 
     if (res.interrupted)
         cli_info("interrupted at iteration %zu: saved %s to %s\n", res.iters, what, out);
@@ -603,8 +680,11 @@ int cnf_cmd_train(int argc, char **argv)
         cli_info("saved %s: the last parameters (iteration %zu), as there was no validation (%s)\n",
                  out, res.iters, Xval ? "--val-every 0" : "no validation data");
     if (json) {
-        printf("{\"objective\": \"%s\", \"iters\": %zu, \"iters_run\": %zu, \"train_loss\": ",
-               cfg.objective, res.iters, res.iters_run);
+        /* iters: the iteration the model reached (a resumed run's earlier
+         * ones counted); iters_target: --iters; iters_run: this call's. */
+        printf("{\"objective\": \"%s\", \"iters\": %zu, \"iters_target\": %zu, "
+               "\"iters_run\": %zu, \"train_loss\": ",
+               cfg.objective, res.iters, opt.iters, res.iters_run);
         cli_json_double(stdout, res.train_loss);
         printf(", \"val_loss\": ");
         cli_json_double(stdout, res.val_loss);

@@ -189,8 +189,14 @@ int cnf_run_config_check(const char *key, const char *value, char *err, size_t n
     return 0;
 }
 
+/* Lower-case spellings of the keys named after the mathematics' T. */
+static const char *const key_aliases[][2] = {{"end_time", "T"}, {"learn_end_time", "learn_T"}};
+
 static const cnf_config_key *find_key(const char *key)
 {
+    for (size_t i = 0; i < sizeof key_aliases / sizeof key_aliases[0]; i++)
+        if (!strcmp(key, key_aliases[i][0]))
+            key = key_aliases[i][1];
     for (size_t i = 0; i < cnf_config_num_keys; i++)
         if (!strcmp(cnf_config_keys[i].key, key))
             return &cnf_config_keys[i];
@@ -257,7 +263,7 @@ void cnf_run_config_load(cnf_run_config *cfg, const char *path)
             continue;
         char *eq = strchr(s, '=');
         if (!eq)
-            cli_die("%s:%zu: expected 'key = value', got '%s'", path, lineno, s);
+            cli_usage("%s:%zu: expected 'key = value', got '%s'", path, lineno, s);
         *eq = '\0';
         char *key = trim(s), *value = trim(eq + 1);
         char err[600];
@@ -269,11 +275,11 @@ void cnf_run_config_load(cnf_run_config *cfg, const char *path)
                 if (i + 1 < cnf_config_num_keys)
                     strncat(known, ", ", sizeof known - strlen(known) - 1);
             }
-            cli_die("%s:%zu: unknown key '%s' (known keys: %s; see flows/README.md)", path, lineno,
-                    key, known);
+            cli_usage("%s:%zu: unknown key '%s' (known keys: %s; see flows/README.md)", path,
+                      lineno, key, known);
         }
         if (rc)
-            cli_die("%s:%zu: %s", path, lineno, err);
+            cli_usage("%s:%zu: %s", path, lineno, err);
     }
     /* getline's -1 is also a read error: without this, a read error (EIO,
      * or a directory on a system that lets one be opened) would pass for

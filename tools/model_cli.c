@@ -186,6 +186,20 @@ void cli_data_name(const char *spec, const char *dflt, char *buf, size_t n)
     snprintf(buf, n, "%s:%s", a.file, a.path);
 }
 
+const char *cli_basename(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash && slash[1] ? slash + 1 : path;
+}
+
+void cli_data_short_name(const char *spec, const char *dflt, char *buf, size_t n)
+{
+    cnf_data_address a;
+    if (cnf_data_address_parse(spec, dflt, &a) != CNF_OK)
+        cli_usage("%s", cnf_last_error());
+    snprintf(buf, n, "%s:%s", cli_basename(a.file), a.path);
+}
+
 cnf_flow_work *cli_flow_work(const cnf_flow *flow, size_t max_batch, const cnf_flow_options *o)
 {
     cnf_flow_work *w = cnf_flow_work_alloc(flow, max_batch, o);

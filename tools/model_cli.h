@@ -106,6 +106,12 @@ double *cli_read_table(const char *spec, const char *dflt, size_t D, size_t *N, 
 /* The address spec resolves to ("toy.h5" with default "/test": "toy.h5:/test"). */
 void cli_data_name(const char *spec, const char *dflt, char *buf, size_t n);
 
+/* The same with the file's directory left out ("data.h5:/test"), for
+ * pictures' titles. */
+void cli_data_short_name(const char *spec, const char *dflt, char *buf, size_t n);
+/* The last component of a path. */
+const char *cli_basename(const char *path);
+
 /* A work space for the flow or exit. */
 cnf_flow_work *cli_flow_work(const cnf_flow *flow, size_t max_batch, const cnf_flow_options *o);
 
