@@ -477,13 +477,7 @@ cnf_status cnf_data_read_vector(const char *file, const char *path, double **x, 
 
 cnf_status cnf_data_check_finite(const double *X, size_t N, size_t D, const char *name)
 {
-    size_t i = cnf_first_nonfinite(X, N * D);
-    if (i == N * D)
-        return CNF_OK;
-    double v = X[i];
-    return cnf_error(CNF_EDATA, "%s: row %zu, column %zu is %s (rows and columns counted from 0)",
-                     name ? name : "data", i / D, i % D,
-                     isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"));
+    return cnf_rows_check_finite(X, N, D, name);
 }
 
 /* ---- The atomic writer -------------------------------------------------- */

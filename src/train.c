@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cnf/data.h"
+#include "finite.h"
 #include "names.h"
 
 /* Mean of the last minibatch NLLs reported as the final training NLL. */
@@ -478,12 +478,12 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
     int fm = opt->objective == CNF_OBJ_FM;
     if (fm && (s = cnf_fm_check_flow(flow)) != CNF_OK)
         return s;
-    if ((s = cnf_data_check_finite(Xtrain, Ntrain, D, "training data")) != CNF_OK)
+    if ((s = cnf_rows_check_finite(Xtrain, Ntrain, D, "training data")) != CNF_OK)
         return s;
     size_t Nv = Nval;
     if (opt->max_val_rows > 0 && Nv > opt->max_val_rows)
         Nv = opt->max_val_rows;
-    if ((s = cnf_data_check_finite(Xval, Nv, D, "validation data")) != CNF_OK)
+    if ((s = cnf_rows_check_finite(Xval, Nv, D, "validation data")) != CNF_OK)
         return s;
     int do_val = opt->val_every > 0 && Nv > 0;
     /* NLL validation: always under maximum likelihood, at its own interval
