@@ -157,14 +157,49 @@ struct cnf_ode_solver {
     cnf_ode_options opt;
     const cnf_ode_stepper_type *type;
     void *state;  /* the stepper's workspaces */
-    size_t m;     /* components in the error norm: the first m */
     size_t nread; /* components the rhs reads: all but the quadratures */
+    /* the error norm's groups (cnf_ode_solver_set_norm_groups): group g is
+     * [gend[g-1], gend[g]) and counts when gin[g]; gacc holds each group's
+     * sum of squares and count while a norm is formed */
+    size_t ng;
+    size_t *gend;
+    unsigned char *gin;
+    double *gacc; /* 2 ng */
     double *ynew; /* n: trial state */
     double *yerr; /* n: error estimate of the trial step */
     double *fa;   /* n: f at the current point or the trial point (swapped) */
     double *fb;   /* n */
 };
 
+
+/* Install checked groups; on failure (memory) the old ones stay. */
+static cnf_status set_groups(cnf_ode_solver *s, size_t ng, const size_t *sizes,
+                             const int *in_norm)
+{
+    size_t *gend = malloc(ng * sizeof *gend);
+    unsigned char *gin = malloc(ng);
+    double *gacc = malloc(2 * ng * sizeof *gacc);
+    if (!gend || !gin || !gacc) {
+        free(gend);
+        free(gin);
+        free(gacc);
+        return cnf_error(CNF_ENOMEM, "ODE solver: out of memory for %zu norm groups", ng);
+    }
+    size_t end = 0;
+    for (size_t g = 0; g < ng; g++) {
+        end += sizes[g];
+        gend[g] = end;
+        gin[g] = in_norm[g] != 0;
+    }
+    free(s->gend);
+    free(s->gin);
+    free(s->gacc);
+    s->ng = ng;
+    s->gend = gend;
+    s->gin = gin;
+    s->gacc = gacc;
+    return CNF_OK;
+}
 
 cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt)
 {
@@ -189,7 +224,9 @@ cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt)
     if (!s->state)
         goto nomem;
     s->opt = *opt;
-    s->m = s->nread = n;
+    s->nread = n;
+    if (set_groups(s, 1, &n, (const int[]){1}) != CNF_OK)
+        goto nomem;
     return s;
 nomem:
     cnf_ode_solver_free(s);
@@ -204,6 +241,9 @@ void cnf_ode_solver_free(cnf_ode_solver *s)
     if (s->state)
         s->type->free(s->state);
     free(s->ynew);
+    free(s->gend);
+    free(s->gin);
+    free(s->gacc);
     free(s);
 }
 
@@ -238,9 +278,35 @@ cnf_status cnf_ode_solver_set_quadratures(cnf_ode_solver *s, size_t nq, int in_e
         return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_quadratures: %zu quadratures%s in a "
                          "state of length %zu", nq, in_error_norm ? "" : " left out of the norm",
                          s->n);
-    s->nread = s->n - nq;
-    s->m = in_error_norm ? s->n : s->nread;
-    return CNF_OK;
+    size_t sizes[2] = { s->n - nq, nq };
+    cnf_status rc = set_groups(s, in_error_norm ? 1 : 2, in_error_norm ? &s->n : sizes,
+                               (const int[]){1, 0});
+    if (rc == CNF_OK)
+        s->nread = s->n - nq;
+    return rc;
+}
+
+cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *s, size_t n_groups,
+                                          const size_t *sizes, const int *in_norm)
+{
+    if (!s || !sizes || !in_norm || n_groups == 0)
+        return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: NULL solver, sizes or "
+                         "flags, or no group");
+    size_t total = 0, counted = 0;
+    for (size_t g = 0; g < n_groups; g++) {
+        if (sizes[g] > s->n - total)
+            return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: the groups exceed "
+                             "the state length %zu at group %zu", s->n, g);
+        total += sizes[g];
+        counted += in_norm[g] ? sizes[g] : 0;
+    }
+    if (total != s->n)
+        return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: the groups cover %zu of "
+                         "the state's %zu components", total, s->n);
+    if (counted == 0)
+        return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: no component in the "
+                         "norm (every group left out or empty)");
+    return set_groups(s, n_groups, sizes, in_norm);
 }
 
 size_t cnf_ode_solver_dim(const cnf_ode_solver *s)
@@ -252,9 +318,14 @@ size_t cnf_ode_solver_dim(const cnf_ode_solver *s)
 
 struct cnf_ode_record {
     size_t n, size, cap;
-    double *t; /* cap */
-    double *y; /* cap x n */
-    double *f; /* cap x n */
+    cnf_ode_interp interp;
+    double *t;          /* cap */
+    double *y;          /* cap x n */
+    double *f;          /* cap x n */
+    unsigned char *dd;  /* cap: 1 when the step ending at point i has its
+                           stepper's dense coefficient d[i] */
+    double *d;          /* dcap x n, only under CNF_ODE_INTERP_DENSE */
+    size_t dcap;
 };
 
 cnf_ode_record *cnf_ode_record_alloc(size_t n)
@@ -279,7 +350,23 @@ void cnf_ode_record_free(cnf_ode_record *r)
     free(r->t);
     free(r->y);
     free(r->f);
+    free(r->dd);
+    free(r->d);
     free(r);
+}
+
+cnf_status cnf_ode_record_set_interp(cnf_ode_record *r, cnf_ode_interp interp)
+{
+    if (!r || (interp != CNF_ODE_INTERP_HERMITE && interp != CNF_ODE_INTERP_DENSE))
+        return cnf_error(CNF_EINVAL, "cnf_ode_record_set_interp: NULL record or unknown "
+                         "interpolation %d", (int)interp);
+    r->interp = interp;
+    return CNF_OK;
+}
+
+cnf_ode_interp cnf_ode_record_interp(const cnf_ode_record *r)
+{
+    return r ? r->interp : CNF_ODE_INTERP_HERMITE;
 }
 
 void cnf_ode_record_clear(cnf_ode_record *r)
@@ -309,38 +396,55 @@ const double *cnf_ode_record_deriv(const cnf_ode_record *r, size_t i)
 }
 
 /* Geometric growth, so that a solve of k steps reallocates O(log k) times;
- * realloc keeps the old block on failure, so the record stays valid. */
+ * realloc keeps the old block on failure, so the record stays valid. The
+ * dense coefficients, a third vector per point, only when asked for. */
 static cnf_status record_reserve(cnf_ode_record *r, size_t need)
 {
-    if (need <= r->cap)
-        return CNF_OK;
-    size_t cap = r->cap ? r->cap : 16;
-    while (cap < need)
-        cap *= 2;
-    double *t = realloc(r->t, cap * sizeof(double));
-    if (!t)
-        goto nomem;
-    r->t = t;
-    double *y = realloc(r->y, cap * r->n * sizeof(double));
-    if (!y)
-        goto nomem;
-    r->y = y;
-    double *f = realloc(r->f, cap * r->n * sizeof(double));
-    if (!f)
-        goto nomem;
-    r->f = f;
-    r->cap = cap;
+    size_t cap = r->cap;
+    if (need > cap) {
+        cap = cap ? cap : 16;
+        while (cap < need)
+            cap *= 2;
+        double *t = realloc(r->t, cap * sizeof(double));
+        if (!t)
+            goto nomem;
+        r->t = t;
+        double *y = realloc(r->y, cap * r->n * sizeof(double));
+        if (!y)
+            goto nomem;
+        r->y = y;
+        double *f = realloc(r->f, cap * r->n * sizeof(double));
+        if (!f)
+            goto nomem;
+        r->f = f;
+        unsigned char *dd = realloc(r->dd, cap);
+        if (!dd)
+            goto nomem;
+        r->dd = dd;
+        r->cap = cap;
+    }
+    if (r->interp == CNF_ODE_INTERP_DENSE && r->dcap < r->cap) {
+        double *d = realloc(r->d, r->cap * r->n * sizeof(double));
+        if (!d)
+            goto nomem;
+        r->d = d;
+        r->dcap = r->cap;
+    }
     return CNF_OK;
 nomem:
     return cnf_error(CNF_ENOMEM, "ODE record: out of memory growing to %zu points of length %zu",
                      cap, r->n);
 }
 
-static cnf_status record_push(cnf_ode_record *r, double t, const double *y, const double *f)
+/* has_dense: the caller has written the step's dense coefficient into
+ * d[size] (after reserving it). */
+static cnf_status record_push(cnf_ode_record *r, double t, const double *y, const double *f,
+                              int has_dense)
 {
     cnf_status rc = record_reserve(r, r->size + 1);
     if (rc != CNF_OK)
         return rc;
+    r->dd[r->size] = (unsigned char)(has_dense != 0);
     r->t[r->size] = t;
     memcpy(r->y + r->size * r->n, y, r->n * sizeof(double));
     memcpy(r->f + r->size * r->n, f, r->n * sizeof(double));
@@ -389,7 +493,19 @@ cnf_status cnf_ode_record_eval(const cnf_ode_record *r, double t, size_t m, doub
         memcpy(y, y0, m * sizeof(double));
         return CNF_OK;
     }
-    double s = (t - t0) / h, s2 = s * s, s3 = s2 * s;
+    double s = (t - t0) / h;
+    if (r->dd[i + 1] && r->interp == CNF_ODE_INTERP_DENSE) {
+        /* the stepper's continuous extension: the cubic Hermite
+         * interpolant in Hairer's nested form plus s^2 (1-s)^2 d */
+        const double *dc = r->d + (i + 1) * r->n;
+        double s1 = 1.0 - s;
+        for (size_t k = 0; k < m; k++) {
+            double dy = y1[k] - y0[k], r3 = h * f0[k] - dy, r4 = dy - h * f1[k] - r3;
+            y[k] = y0[k] + s * (dy + s1 * (r3 + s * (r4 + s1 * dc[k])));
+        }
+        return CNF_OK;
+    }
+    double s2 = s * s, s3 = s2 * s;
     double h00 = 2 * s3 - 3 * s2 + 1, h10 = s3 - 2 * s2 + s;
     double h01 = -2 * s3 + 3 * s2, h11 = s3 - s2;
     for (size_t k = 0; k < m; k++)
@@ -430,31 +546,79 @@ static inline double scaled_error(double e, double a, double b, double atol, dou
     return e == 0.0 ? 0.0 : q;
 }
 
-/* RMS over the first m components of e_i / (atol + rtol*max(|a_i|, |b_i|)).
- * Eight partial sums, so that the loop vectorises (one running sum is a
- * serial chain the compiler may not reorder); they are added in a fixed
- * order at the end, so the result does not depend on how it vectorised. */
+/* The error norm in three steps, so that a distributed state can add one
+ * reduction between the first two: per group, the sum of squares of
+ * e_i / (atol + rtol*max(|a_i|, |b_i|)) and the count of its components
+ * (acc[2g], acc[2g+1]); then each group's RMS; then the largest of them.
+ * With one group this is the plain RMS (Hairer-Norsett-Wanner); with
+ * several it is torchdiffeq's max over tensors of per-tensor RMS norms,
+ * under which a long group's small errors cannot dilute a short one's.
+ * Eight partial sums per group, so that the loop vectorises (one running
+ * sum is a serial chain the compiler may not reorder); they are added in a
+ * fixed order at the end, so the result does not depend on how it
+ * vectorised. */
 #define RMS_LANES 8
-static double weighted_rms(const cnf_ode_solver *s, const double *e, const double *a,
-                           const double *b)
+static void norm_group_sums(const cnf_ode_solver *s, const double *e, const double *a,
+                            const double *b, double *acc)
 {
     double atol = s->opt.atol, rtol = s->opt.rtol;
-    size_t m = s->m;
-    double acc[RMS_LANES] = {0.0};
-    size_t i = 0;
-    for (; i + RMS_LANES <= m; i += RMS_LANES)
-        for (size_t l = 0; l < RMS_LANES; l++) {
-            double q = scaled_error(e[i + l], a[i + l], b[i + l], atol, rtol);
-            acc[l] += q * q;
+    size_t i0 = 0;
+    for (size_t g = 0; g < s->ng; i0 = s->gend[g], g++) {
+        size_t m = s->gend[g];
+        acc[2 * g] = 0.0;
+        acc[2 * g + 1] = 0.0;
+        if (!s->gin[g])
+            continue;
+        double lane[RMS_LANES] = {0.0};
+        size_t i = i0;
+        for (; i + RMS_LANES <= m; i += RMS_LANES)
+            for (size_t l = 0; l < RMS_LANES; l++) {
+                double q = scaled_error(e[i + l], a[i + l], b[i + l], atol, rtol);
+                lane[l] += q * q;
+            }
+        for (size_t l = 0; i < m; i++, l++) {
+            double q = scaled_error(e[i], a[i], b[i], atol, rtol);
+            lane[l] += q * q;
         }
-    for (size_t l = 0; i < m; i++, l++) {
-        double q = scaled_error(e[i], a[i], b[i], atol, rtol);
-        acc[l] += q * q;
+        double sum = 0.0;
+        for (size_t l = 0; l < RMS_LANES; l++)
+            sum += lane[l];
+        acc[2 * g] = sum;
+        acc[2 * g + 1] = (double)(m - i0);
     }
-    double sum = 0.0;
-    for (size_t l = 0; l < RMS_LANES; l++)
-        sum += acc[l];
-    return sqrt(sum / (double)s->m);
+}
+
+/* The largest group RMS of the sums; empty groups do not count. A NaN is
+ * returned as soon as it turns up, so that the step is treated as failed. */
+static double norm_groups_max(size_t ng, const double *acc)
+{
+    double err = 0.0;
+    for (size_t g = 0; g < ng; g++) {
+        if (acc[2 * g + 1] == 0.0)
+            continue;
+        double r = sqrt(acc[2 * g] / acc[2 * g + 1]);
+        if (isnan(r))
+            return r;
+        if (r > err)
+            err = r;
+    }
+    return err;
+}
+
+static double error_norm(const cnf_ode_solver *s, const double *e, const double *a,
+                         const double *b)
+{
+    norm_group_sums(s, e, a, b, s->gacc);
+    /* (a distributed state would sum s->gacc over its processes here) */
+    return norm_groups_max(s->ng, s->gacc);
+}
+
+double cnf_ode_solver_error_norm(const cnf_ode_solver *s, const double *e, const double *y,
+                                 const double *ynew)
+{
+    if (!s || !e || !y || !ynew)
+        return NAN;
+    return error_norm(s, e, y, ynew);
 }
 
 /* Starting step of Hairer-Norsett-Wanner (HINIT), as scipy's
@@ -465,7 +629,7 @@ static double initial_step(cnf_ode_solver *s, const cnf_ode_eval *ev, double t0,
 {
     double *y1 = s->ynew, *f1 = s->fb, *w = s->yerr;
     double dir = t1 > t0 ? 1.0 : -1.0, span = fabs(t1 - t0);
-    double d0 = weighted_rms(s, y0, y0, y0), d1 = weighted_rms(s, f0, y0, y0);
+    double d0 = error_norm(s, y0, y0, y0), d1 = error_norm(s, f0, y0, y0);
     double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
     h0 = fmin(h0, span);
     for (size_t i = 0; i < ev->nread; i++) /* the probe's quadratures are unread */
@@ -479,7 +643,7 @@ static double initial_step(cnf_ode_solver *s, const cnf_ode_eval *ev, double t0,
         return h0; /* no curvature estimate; the cautious probe step will do */
     for (size_t i = 0; i < s->n; i++)
         w[i] = f1[i] - f0[i];
-    double d2 = weighted_rms(s, w, y0, y0) / h0;
+    double d2 = error_norm(s, w, y0, y0) / h0;
     double h1;
     if (d1 <= 1e-15 && d2 <= 1e-15)
         h1 = fmax(1e-6, h0 * 1e-3);
@@ -547,7 +711,7 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
     }
     /* a junction with a previous solve is kept once */
     if (record && !(record->size > 0 && record->t[record->size - 1] == t0)) {
-        if ((status = record_push(record, t0, y, f0)) != CNF_OK)
+        if ((status = record_push(record, t0, y, f0, 0)) != CNF_OK)
             goto done;
     }
     if (t1 == t0)
@@ -611,7 +775,7 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
         int failed = rc > 0 || !all_finite(s->ynew, n) || (type->fsal && !all_finite(fnew, n));
         double err = 0.0;
         if (!failed && adaptive) {
-            err = weighted_rms(s, s->yerr, y, s->ynew);
+            err = error_norm(s, s->yerr, y, s->ynew);
             failed = !isfinite(err);
         }
         if (!failed && adaptive && err > 1.0) {
@@ -643,7 +807,15 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
             continue;
         }
 
-        /* accept */
+        /* accept; the dense coefficient comes from this step's stages,
+         * before the next attempt overwrites them */
+        int has_dense = 0;
+        if (record && record->interp == CNF_ODE_INTERP_DENSE && type->dense) {
+            if ((status = record_reserve(record, record->size + 1)) != CNF_OK)
+                goto done;
+            type->dense(s->state, n, h, f0, fnew, record->d + record->size * n);
+            has_dense = 1;
+        }
         memcpy(y, s->ynew, n * sizeof(double));
         double *tmp = f0;
         f0 = fnew;
@@ -664,7 +836,7 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
             *h_start = fabs(h * grow);
         }
         retries = 0;
-        if (record && (status = record_push(record, t, y, f0)) != CNF_OK)
+        if (record && (status = record_push(record, t, y, f0, has_dense)) != CNF_OK)
             goto done;
         if (last)
             goto done;

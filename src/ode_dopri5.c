@@ -98,6 +98,25 @@ static int dopri5_apply(void *state, size_t n, const cnf_ode_eval *ev, double t,
     return 0;
 }
 
+/* The dense output of Dormand and Prince's fourth-order continuous
+ * extension (Shampine 1986), as in Hairer's DOPRI5 (CONTD5) and scipy's
+ * RK45 (the last column of its P): the coefficient of s^2 (1-s)^2 over the
+ * cubic Hermite interpolant. Fourth order, against the third of cubic
+ * Hermite between the same points; k2 does not enter. */
+static const double d1 = -12715105075.0 / 11282082432.0, d3 = 87487479700.0 / 32700410799.0,
+                    d4 = -10690763975.0 / 1880347072.0, d5 = 701980252875.0 / 199316789632.0,
+                    d6 = -1453857185.0 / 822651844.0, d7 = 69997945.0 / 29380423.0;
+
+static void dopri5_dense(const void *state, size_t n, double h, const double *f0,
+                         const double *fnew, double *d)
+{
+    const dopri5_state *s = state;
+    const double *k3 = s->k + n, *k4 = k3 + n, *k5 = k4 + n, *k6 = k5 + n;
+    for (size_t i = 0; i < n; i++)
+        d[i] = h * (d1 * f0[i] + d3 * k3[i] + d4 * k4[i] + d5 * k5[i] + d6 * k6[i] +
+                    d7 * fnew[i]);
+}
+
 const cnf_ode_stepper_type cnf_ode_dopri5_type = {
     .name = "dopri5",
     .order = 5,
@@ -106,4 +125,5 @@ const cnf_ode_stepper_type cnf_ode_dopri5_type = {
     .alloc = dopri5_alloc,
     .free = dopri5_free,
     .apply = dopri5_apply,
+    .dense = dopri5_dense,
 };

@@ -45,6 +45,11 @@ typedef struct {
     int (*apply)(void *state, size_t n, const cnf_ode_eval *ev, double t, double h,
                  const double *y, const double *f0, double *ynew, double *yerr,
                  double *fnew);
+    /* Optional (NULL: none): after an accepted apply, the step's dense-output
+     * coefficient d (n) such that y(t + s h) = cubic Hermite of (y, f0, ynew,
+     * fnew) + s^2 (1-s)^2 d is the method's own continuous extension. */
+    void (*dense)(const void *state, size_t n, double h, const double *f0, const double *fnew,
+                  double *d);
 } cnf_ode_stepper_type;
 
 extern const cnf_ode_stepper_type cnf_ode_dopri5_type;

@@ -2,7 +2,9 @@
  *
  * A battery of problems with known solutions through every stepper, measured
  * convergence orders, tolerance proportionality, forwards-then-backwards
- * round trips, dense output, exact counters, quadratures, batched states,
+ * round trips, dense output (cubic Hermite and dopri5's continuous
+ * extension, with their orders), the grouped error norm against hand
+ * values, exact counters, quadratures, batched states,
  * and every failure path of the right-hand-side contract. */
 #include <math.h>
 #include <stdio.h>
@@ -453,6 +455,205 @@ START_TEST(test_dense_output)
         ck_assert_int_eq(cnf_ode_record_eval(rec, t1 + (t1 - t0) * 1e-3, 2, yy), CNF_EINVAL);
         ck_assert_int_eq(cnf_ode_record_eval(rec, 1.0, 3, yy), CNF_EINVAL);
         cnf_ode_record_free(rec);
+    }
+}
+END_TEST
+
+
+/* ---- grouped error norm -------------------------------------------------- */
+
+/* The three stages by hand: w_i = e_i / (atol + rtol max(|y_i|, |ynew_i|)),
+ * per-group RMS, the largest counting one. */
+START_TEST(test_norm_groups_hand_values)
+{
+    cnf_ode_options o = opts(CNF_ODE_DOPRI5, 0.0, 0.0);
+    o.rtol = 0.5;
+    o.atol = 1.0;
+    cnf_ode_solver *s = cnf_ode_solver_alloc(6, &o);
+    ck_assert_ptr_nonnull(s);
+    const double y[6] = {1.0, -2.0, 0.0, 4.0, 0.0, 0.0};
+    const double yn[6] = {3.0, 1.0, 0.0, -2.0, 2.0, 0.0};
+    const double e[6] = {2.5, 1.0, 0.5, -6.0, 0.0, 3.0};
+    /* scales 1 + 0.5 max(|y|, |ynew|) = 2.5, 2, 1, 3, 2, 1;
+     * w = 1, 0.5, 0.5, -2, 0, 3 */
+    double w2[6] = {1.0, 0.25, 0.25, 4.0, 0.0, 9.0};
+    double all = 0.0;
+    for (int i = 0; i < 6; i++)
+        all += w2[i];
+    /* a new solver: one RMS over everything */
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt(all / 6.0), 1e-15);
+    /* groups {0,1,2} {3,4} {5}: RMS sqrt(0.5), sqrt(2), 3 */
+    size_t sz[3] = {3, 2, 1};
+    int in_all[3] = {1, 1, 1}, no_last[3] = {1, 1, 0}, first[3] = {1, 0, 0};
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, in_all), CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), 3.0, 1e-15);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, no_last), CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt(2.0), 1e-15);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, first), CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt(0.5), 1e-15);
+    /* empty groups are allowed and never count */
+    size_t sz0[4] = {0, 5, 0, 1};
+    int in0[4] = {1, 1, 1, 0};
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 4, sz0, in0), CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt((all - 9.0) / 5.0),
+                            1e-15);
+    /* the quadratures' shorthand: one RMS over the first n - nq */
+    ck_assert_int_eq(cnf_ode_solver_set_quadratures(s, 2, 0), CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt(5.5 / 4.0), 1e-15);
+    ck_assert_int_eq(cnf_ode_solver_set_quadratures(s, 2, 1), CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt(all / 6.0), 1e-15);
+    /* a NaN anywhere counted is the norm, even before a larger group */
+    double en[6];
+    memcpy(en, e, sizeof en);
+    en[0] = NAN;
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, in_all), CNF_OK);
+    ck_assert(isnan(cnf_ode_solver_error_norm(s, en, y, yn)));
+    /* refusals leave the groups as they were */
+    size_t bad[2] = {3, 2}, over[2] = {5, 5};
+    int in2[2] = {1, 1}, none[3] = {0, 0, 0};
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, bad, in2), CNF_EINVAL);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, over, in2), CNF_EINVAL);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, none), CNF_EINVAL);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 0, sz, in_all), CNF_EINVAL);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 4, sz0, (int[]){1, 0, 1, 1}), CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), 3.0, 1e-15);
+    cnf_ode_solver_free(s);
+}
+END_TEST
+
+/* x' = -x in component 0; the other *p components stay constant */
+static int rhs_decay_first(double t, const double *y, double *f, void *p)
+{
+    (void)t;
+    f[0] = -y[0];
+    memset(f + 1, 0, *(size_t *)p * sizeof *f);
+    return 0;
+}
+
+/* y' = -y in component 0 beside 99 components that never change: one RMS
+ * divides x's error by 10, so x is solved ~10x looser than asked; the
+ * largest group RMS keeps x to the tolerance. */
+START_TEST(test_norm_groups_no_dilution)
+{
+    const double tol = 1e-6;
+    cnf_ode_options o = opts(CNF_ODE_DOPRI5, tol, 0.0);
+    size_t n = 100;
+    double err[2];
+    size_t steps[2];
+    for (int grouped = 0; grouped < 2; grouped++) {
+        cnf_ode_solver *s = cnf_ode_solver_alloc(n, &o);
+        if (grouped) {
+            size_t sz[2] = {1, n - 1};
+            int in[2] = {1, 1};
+            ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, sz, in), CNF_OK);
+        }
+        double y[100] = {1.0};
+        cnf_ode_stats st;
+        size_t rest = n - 1;
+        ck_assert_int_eq(cnf_ode_solve(s, rhs_decay_first, &rest, 0.0, 5.0, y, NULL, &st),
+                         CNF_OK);
+        err[grouped] = fabs(y[0] - exp(-5.0));
+        steps[grouped] = st.accepted;
+        cnf_ode_solver_free(s);
+    }
+    printf("decay beside 99 constants: one RMS %zu steps error %.2e, groups %zu steps %.2e\n",
+           steps[0], err[0], steps[1], err[1]);
+    ck_assert_uint_gt(steps[1], steps[0]);
+    ck_assert_double_lt(err[1], 0.3 * err[0]);
+    /* the same as the solve of x alone */
+    double x = 1.0;
+    cnf_ode_stats alone = solve_ok(&o, 1, rhs_decay, NULL, 0.0, 5.0, &x, NULL);
+    ck_assert_uint_eq(alone.accepted, steps[1]);
+    ck_assert_double_eq_tol(fabs(x - exp(-5.0)), err[1], 1e-18);
+}
+END_TEST
+
+/* ---- dopri5's continuous extension --------------------------------------- */
+
+/* Largest interpolation error of y' = y cos t (y = exp(sin t)) over [0, 4]
+ * with steps of h (loose tolerance, hmax = h: every step is h). */
+static double interp_error(cnf_ode_interp interp, double h)
+{
+    cnf_ode_options o = opts(CNF_ODE_DOPRI5, 1.0, h);
+    o.hmax = h;
+    cnf_ode_record *rec = cnf_ode_record_alloc(1);
+    ck_assert_int_eq(cnf_ode_record_set_interp(rec, interp), CNF_OK);
+    double y = 1.0;
+    solve_ok(&o, 1, rhs_expsin, NULL, 0.0, 4.0, &y, rec);
+    double worst = 0.0;
+    for (size_t i = 0; i + 1 < cnf_ode_record_size(rec); i++) {
+        double ta = cnf_ode_record_time(rec, i), tb = cnf_ode_record_time(rec, i + 1);
+        for (int j = 1; j < 8; j++) {
+            double t = ta + (tb - ta) * j / 8.0, yi;
+            ck_assert_int_eq(cnf_ode_record_eval(rec, t, 1, &yi), CNF_OK);
+            /* against the step's own endpoints' accuracy: the steps'
+             * global error is O(h^5), below the interpolants' */
+            worst = fmax(worst, fabs(yi - exp(sin(t))));
+        }
+    }
+    cnf_ode_record_free(rec);
+    return worst;
+}
+
+START_TEST(test_dense_continuous_extension_order)
+{
+    double eh[2], ed[2];
+    for (int k = 0; k < 2; k++) {
+        double h = 0.2 / (1 << k);
+        eh[k] = interp_error(CNF_ODE_INTERP_HERMITE, h);
+        ed[k] = interp_error(CNF_ODE_INTERP_DENSE, h);
+    }
+    printf("interpolation error h = 0.2, 0.1: Hermite %.2e %.2e (ratio %.1f), dopri5 dense "
+           "%.2e %.2e (ratio %.1f)\n", eh[0], eh[1], eh[0] / eh[1], ed[0], ed[1],
+           ed[0] / ed[1]);
+    /* local errors h^4 (Hermite: third order) and h^5 (fourth order) */
+    ck_assert_double_gt(eh[0] / eh[1], 12.0);
+    ck_assert_double_lt(eh[0] / eh[1], 22.0);
+    ck_assert_double_gt(ed[0] / ed[1], 24.0);
+    ck_assert_double_lt(ed[1], 0.1 * eh[1]);
+}
+END_TEST
+
+/* The dense interpolant reproduces the knots, runs backwards too, and a
+ * record switched to Hermite reads as before. */
+START_TEST(test_dense_record_knots_and_switch)
+{
+    for (int backwards = 0; backwards <= 1; backwards++) {
+        cnf_ode_options o = opts(CNF_ODE_DOPRI5, 1e-6, 0.0);
+        double t0 = backwards ? 10.0 : 0.0, t1 = backwards ? 0.0 : 10.0;
+        cnf_ode_record *rh = cnf_ode_record_alloc(2), *rd = cnf_ode_record_alloc(2);
+        ck_assert_int_eq(cnf_ode_record_interp(rd), CNF_ODE_INTERP_HERMITE);
+        ck_assert_int_eq(cnf_ode_record_set_interp(rd, CNF_ODE_INTERP_DENSE), CNF_OK);
+        ck_assert_int_eq(cnf_ode_record_set_interp(rd, (cnf_ode_interp)7), CNF_EINVAL);
+        ck_assert_int_eq(cnf_ode_record_interp(rd), CNF_ODE_INTERP_DENSE);
+        double v[2] = {cos(t0), -sin(t0)}, u[2] = {cos(t0), -sin(t0)};
+        solve_ok(&o, 2, rhs_harmonic, NULL, t0, t1, v, rh);
+        solve_ok(&o, 2, rhs_harmonic, NULL, t0, t1, u, rd);
+        ck_assert(memcmp(u, v, sizeof u) == 0);   /* recording does not change the solve */
+        size_t np = cnf_ode_record_size(rd);
+        ck_assert_uint_eq(np, cnf_ode_record_size(rh));
+        double wh = 0.0, wd = 0.0, a[2], b[2];
+        for (size_t i = 0; i < np; i++) {
+            ck_assert_int_eq(cnf_ode_record_eval(rd, cnf_ode_record_time(rd, i), 2, a), CNF_OK);
+            ck_assert(memcmp(a, cnf_ode_record_state(rd, i), sizeof a) == 0);
+        }
+        for (int j = 0; j <= 997; j++) {
+            double t = t0 + (t1 - t0) * j / 997.0;
+            ck_assert_int_eq(cnf_ode_record_eval(rh, t, 2, a), CNF_OK);
+            ck_assert_int_eq(cnf_ode_record_eval(rd, t, 2, b), CNF_OK);
+            wh = fmax(wh, fmax(fabs(a[0] - cos(t)), fabs(a[1] + sin(t))));
+            wd = fmax(wd, fmax(fabs(b[0] - cos(t)), fabs(b[1] + sin(t))));
+        }
+        ck_assert_double_lt(wd, 0.25 * wh);
+        ck_assert_int_eq(cnf_ode_record_set_interp(rd, CNF_ODE_INTERP_HERMITE), CNF_OK);
+        for (int j = 0; j <= 97; j++) {
+            double t = t0 + (t1 - t0) * j / 97.0;
+            cnf_ode_record_eval(rh, t, 2, a);
+            cnf_ode_record_eval(rd, t, 2, b);
+            ck_assert(memcmp(a, b, sizeof a) == 0);
+        }
+        cnf_ode_record_free(rh);
+        cnf_ode_record_free(rd);
     }
 }
 END_TEST
@@ -952,6 +1153,10 @@ int main(void)
     tcase_add_test(tc, test_forwards_backwards);
     tcase_add_test(tc, test_dense_output);
     tcase_add_test(tc, test_record_junction_and_reuse);
+    tcase_add_test(tc, test_norm_groups_hand_values);
+    tcase_add_test(tc, test_norm_groups_no_dilution);
+    tcase_add_test(tc, test_dense_continuous_extension_order);
+    tcase_add_test(tc, test_dense_record_knots_and_switch);
     tcase_add_test(tc, test_fixed_step_counters);
     tcase_add_test(tc, test_adaptive_counters);
     tcase_add_test(tc, test_solver_reuse_and_set_options);

@@ -15,12 +15,22 @@
  *   fixed step: euler, midpoint, rk4 (step size opt.h0, the last step
  *             shortened to land on t1).
  *
- * Error control (adaptive methods). With e the stepper's error estimate,
+ * Error control (adaptive methods). With e the stepper's error estimate and
+ * the state partitioned into contiguous groups G_1 .. G_r, each in the norm
+ * or not (cnf_ode_solver_set_norm_groups; a new solver has one group, the
+ * whole state),
  *
- *     err = sqrt( (1/m) sum_{i < m} ( e_i / (atol + rtol*max(|y_i|,|ynew_i|)) )^2 )
+ *     w_i   = e_i / (atol + rtol*max(|y_i|, |ynew_i|))
+ *     S_g   = sum_{i in G_g} w_i^2,   N_g = |G_g|       (per-group sums)
+ *     RMS_g = sqrt(S_g / N_g)                          (per-group RMS)
+ *     err   = max over the groups in the norm of RMS_g
  *
- * where m is n, or n - nq when the quadratures (below) stay out of the
- * norm. A step is accepted when err <= 1; the next step is
+ * With one group this is the usual RMS norm (Hairer-Norsett-Wanner, scipy);
+ * with one group per tensor it is torchdiffeq's default, the largest
+ * per-tensor RMS, under which a long group's small errors cannot dilute a
+ * short group's large ones. The three stages are kept apart in the code so
+ * that a state distributed over processes can add its S_g and N_g between
+ * the first two. A step is accepted when err <= 1; the next step is
  * h * clamp(safety * err^(-1/(q+1)), min_factor, max_factor) with q the lower
  * order of the pair, at most h right after a rejection; a rejected step is
  * retried with h * clamp(safety * err^(-1/(q+1)), min_factor, 0.9): it
@@ -30,10 +40,9 @@
  * declared integrals the right-hand side never reads (their derivatives
  * depend on the other components only), with cnf_ode_solver_set_quadratures.
  * The stepper then leaves their stage values unformed, and with
- * in_error_norm = 0 they stay out of the error norm (m = n - nq above; as
- * CVodeSetQuadErrCon). The adjoint's parameter gradient is such an integral:
- * leaving it out of the norm is the seminorm of Kidger, Chen and Lyons
- * (2021), which cuts backward steps.
+ * in_error_norm = 0 they stay out of the error norm (as CVodeSetQuadErrCon).
+ * The adjoint's parameter gradient is such an integral: leaving it out of
+ * the norm is the seminorm of Kidger, Chen and Lyons (2021).
  *
  * The right-hand side follows the CVODES contract:
  *     return 0   success;
@@ -51,9 +60,13 @@
  *
  * Dense output: when a cnf_ode_record is passed to cnf_ode_solve, every
  * accepted step's (t, y, f) is appended to it, and cnf_ode_record_eval()
- * interpolates y(t) anywhere inside the recorded span by cubic Hermite
- * interpolation. The checkpointed adjoint uses this to recover z(t) while it
- * integrates backwards.
+ * interpolates y(t) anywhere inside the recorded span: by cubic Hermite
+ * interpolation (third order; the default), or, for a record set to
+ * CNF_ODE_INTERP_DENSE, by the stepper's own continuous extension where it
+ * has one (dopri5: the fourth-order interpolant of Dormand-Prince and
+ * Shampine, Hairer-Norsett-Wanner II.6, one more vector per step; other
+ * methods fall back to Hermite). The checkpointed adjoint uses this to
+ * recover z(t) while it integrates backwards.
  *
  * Typical call:
  *
@@ -157,13 +170,47 @@ size_t cnf_ode_solver_dim(const cnf_ode_solver *solver);
 /* Declare the last nq components of the state quadratures (see above): the
  * right-hand side reads only y[0 .. n - nq) and may see stale values in the
  * rest during a step; accepted states, records and error estimates stay
- * complete. in_error_norm = 0 leaves them out of the error norm (nq = n
- * with it is refused: the norm would be empty). nq = 0 (a new solver's
- * setting) makes every component an ordinary one. CNF_EINVAL for nq > n. */
+ * complete. It also resets the norm to one RMS: over the whole state, or
+ * with in_error_norm = 0 over the first n - nq components, the quadratures
+ * left out (nq = n with it is refused: the norm would be empty); call
+ * cnf_ode_solver_set_norm_groups afterwards for groups. nq = 0 (a new
+ * solver's setting) makes every component an ordinary one. CNF_EINVAL for
+ * nq > n. */
 cnf_status cnf_ode_solver_set_quadratures(cnf_ode_solver *solver, size_t nq, int in_error_norm);
+
+/* The error norm's groups (see "Error control"): n_groups >= 1 contiguous
+ * groups of sizes[0], sizes[1], ... components in state order, summing to
+ * n (a size may be 0); group g counts when in_norm[g] != 0, and at least
+ * one counting group must be non-empty. The step's error is the largest
+ * RMS of the counting groups. Independent of the quadratures (which only
+ * say what the right-hand side reads); the arrays are copied. CNF_EINVAL
+ * (the solver unchanged) when the sizes do not sum to n or nothing
+ * counts, CNF_ENOMEM. Example, the backsolve adjoint's state [a | z | g]
+ * with g out (the seminorm):
+ *     size_t sz[3] = { n, n, p };  int in[3] = { 1, 1, 0 };
+ *     cnf_ode_solver_set_norm_groups(solver, 3, sz, in); */
+cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *solver, size_t n_groups,
+                                          const size_t *sizes, const int *in_norm);
+
+/* The error norm a step with error estimate e (n) from y to ynew (n each)
+ * gets under the solver's tolerances and groups, as the step controller
+ * computes it (err above). NaN for a NULL argument. Not thread-safe on one
+ * solver (it uses the solver's scratch). */
+double cnf_ode_solver_error_norm(const cnf_ode_solver *solver, const double *e, const double *y,
+                                 const double *ynew);
 
 /* A growing list of accepted steps (t, y, f) for dense output. */
 typedef struct cnf_ode_record cnf_ode_record;
+
+/* How a record interpolates between its points. */
+typedef enum {
+    CNF_ODE_INTERP_HERMITE = 0, /* cubic Hermite of (y, f) at both ends
+                                   (third order; a new record's setting) */
+    CNF_ODE_INTERP_DENSE        /* the stepper's continuous extension
+                                   (dopri5: fourth order), stored with each
+                                   step; Hermite for steps of methods
+                                   without one */
+} cnf_ode_interp;
 
 cnf_ode_record *cnf_ode_record_alloc(size_t n);
 void cnf_ode_record_free(cnf_ode_record *record);   /* NULL is fine */
@@ -171,12 +218,18 @@ void cnf_ode_record_free(cnf_ode_record *record);   /* NULL is fine */
  * size stop allocating once the record has grown. */
 void cnf_ode_record_clear(cnf_ode_record *record);
 size_t cnf_ode_record_size(const cnf_ode_record *record);   /* points kept */
+/* Set before a solve records: steps recorded under CNF_ODE_INTERP_DENSE keep
+ * their stepper's dense coefficient (a third vector per point), and
+ * cnf_ode_record_eval uses it while the record stays set to DENSE.
+ * CNF_EINVAL for an unknown value. */
+cnf_status cnf_ode_record_set_interp(cnf_ode_record *record, cnf_ode_interp interp);
+cnf_ode_interp cnf_ode_record_interp(const cnf_ode_record *record);
 /* Point i: time, state and derivative (borrowed, valid until the record next
  * changes). */
 double cnf_ode_record_time(const cnf_ode_record *record, size_t i);
 const double *cnf_ode_record_state(const cnf_ode_record *record, size_t i);
 const double *cnf_ode_record_deriv(const cnf_ode_record *record, size_t i);
-/* y(t) by cubic Hermite interpolation between the two recorded points that
+/* y(t) by the record's interpolation between the two recorded points that
  * bracket t (either direction of integration; the recorded times must be
  * monotone, so append consecutive solves in one direction only, and clear the
  * record before recording a solve in the other). t outside the recorded span
