@@ -30,6 +30,8 @@ void cnf_adjoint_options_default(cnf_adjoint_options *opt)
     cnf_ode_options_default(&opt->solver);
     opt->backsolve = 0;
     opt->seminorm = 0;
+    opt->norm = CNF_ADJOINT_NORM_RMS;
+    opt->checkpoints = CNF_ODE_INTERP_HERMITE;
 }
 
 /* (Re)build the solver for the current options: the backward state's size
@@ -61,7 +63,23 @@ static cnf_status adjoint_setup(cnf_adjoint *adj)
      * always enter it) */
     if (s == CNF_OK)
         s = cnf_ode_solver_set_quadratures(adj->solver, p, !adj->opt.seminorm);
+    if (s == CNF_OK && adj->opt.norm == CNF_ADJOINT_NORM_GROUPS) {
+        /* a, then z (backsolve; an empty group otherwise), then g */
+        size_t sizes[3] = { n, adj->opt.backsolve ? n : 0, p };
+        int in[3] = { 1, 1, !adj->opt.seminorm };
+        s = cnf_ode_solver_set_norm_groups(adj->solver, 3, sizes, in);
+    }
     return s;
+}
+
+static cnf_status check_options(const cnf_adjoint_options *opt)
+{
+    if (opt->norm != CNF_ADJOINT_NORM_RMS && opt->norm != CNF_ADJOINT_NORM_GROUPS)
+        return cnf_error(CNF_EINVAL, "adjoint options: unknown norm %d", (int)opt->norm);
+    if (opt->checkpoints != CNF_ODE_INTERP_HERMITE && opt->checkpoints != CNF_ODE_INTERP_DENSE)
+        return cnf_error(CNF_EINVAL, "adjoint options: unknown checkpoint interpolation %d",
+                         (int)opt->checkpoints);
+    return CNF_OK;
 }
 
 cnf_adjoint *cnf_adjoint_alloc(size_t n, size_t p, const cnf_adjoint_options *opt)
@@ -77,6 +95,10 @@ cnf_adjoint *cnf_adjoint_alloc(size_t n, size_t p, const cnf_adjoint_options *op
     }
     adj->n = n;
     adj->p = p;
+    if (opt && check_options(opt) != CNF_OK) {
+        free(adj);
+        return NULL;
+    }
     if (opt)
         adj->opt = *opt;
     else
@@ -108,6 +130,9 @@ void cnf_adjoint_free(cnf_adjoint *adj)
 
 cnf_status cnf_adjoint_set_options(cnf_adjoint *adj, const cnf_adjoint_options *opt)
 {
+    cnf_status s = check_options(opt);
+    if (s != CNF_OK)
+        return s;
     adj->opt = *opt;
     return adjoint_setup(adj);
 }

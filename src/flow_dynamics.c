@@ -225,8 +225,10 @@ static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y
         if (Kt == 1)
             draw_block_noise(w, rng, B, rows, blk->eps);
         cnf_ode_record *rec = record ? blk->rec : NULL;
-        if (rec)
+        if (rec) {
             cnf_ode_record_clear(rec);
+            cnf_ode_record_set_interp(rec, w->opt.adjoint.checkpoints);
+        }
         double T = block_end_time(flow, k);
         if (T > 0.0) {
             cnf_ode_stats st;

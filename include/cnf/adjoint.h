@@ -38,16 +38,22 @@
  * z(t) on the way back comes either
  *   - from the checkpoints of the forward solve (default): the caller passes
  *     the cnf_ode_record its forward cnf_ode_solve filled, and z(t) is its
- *     cubic Hermite interpolant (cnf_ode_record_eval; only the first n
+ *     interpolant (cnf_ode_record_eval: cubic Hermite, or the forward
+ *     stepper's own fourth-order continuous extension when the record was
+ *     made with CNF_ODE_INTERP_DENSE, see checkpoints below; only the first n
  *     components of the recorded state are read, so an augmented forward
  *     state [z, q, ...] is fine); accurate, memory ~ steps kept;
  *   - or by backsolving z alongside a (torchdiffeq's way: no memory, but
  *     inaccurate for contracting dynamics, whose reversal is expanding). At
  *     each observation z is reset to the forward z(t_i) (as torchdiffeq does).
  *
- * The seminorm option (Kidger, Chen and Lyons 2021) leaves g out of the
- * backward error norm: g never feeds back into the dynamics, so its error
- * need not limit the step size. It typically cuts backward steps.
+ * The backward error norm is one RMS over the state (CNF_ADJOINT_NORM_RMS)
+ * or the largest RMS of its groups a, z, g (CNF_ADJOINT_NORM_GROUPS,
+ * torchdiffeq's choice; cnf_ode_solver_set_norm_groups). Under one RMS the
+ * p entries of g outnumber a's n and their small errors dilute a's: a's
+ * error may be sqrt((n+p)/n) times the tolerance. The seminorm option
+ * (Kidger, Chen and Lyons 2021) leaves g out of the norm: g never feeds back
+ * into the dynamics, so its error need not limit the step size.
  *
  * The dynamics enter through one callback, the vector-Jacobian product:
  *
@@ -98,12 +104,29 @@ typedef struct {
     void *ctx;              /* passed to vjp, borrowed */
 } cnf_adjoint_problem;
 
+/* The backward solve's error norm (cnf/ode.h, "Error control"). */
+typedef enum {
+    CNF_ADJOINT_NORM_RMS = 0, /* one RMS over the whole backward state [a, z, g]
+                                 (g out under the seminorm): g's p entries,
+                                 usually many more than a's n, dilute a's
+                                 error (p/n = 46 on the toy flow) */
+    CNF_ADJOINT_NORM_GROUPS   /* the largest of the RMS norms of the groups a,
+                                 z (backsolve only) and g (out under the
+                                 seminorm), as torchdiffeq's per-tensor max */
+} cnf_adjoint_norm;
+
 typedef struct {
     cnf_ode_options solver; /* backward solves (own tolerances).
                                Default: cnf_ode_options_default */
     int backsolve;          /* 0 (default): z from the forward record;
                                1: integrate z backwards with a */
     int seminorm;           /* 1: g left out of the error norm; default 0 */
+    cnf_adjoint_norm norm;  /* default CNF_ADJOINT_NORM_RMS */
+    cnf_ode_interp checkpoints; /* checkpoint mode: the interpolation the
+                               forward record is to be made with
+                               (cnf_ode_record_set_interp; cnf_flow sets its
+                               records from this). The adjoint reads a record
+                               as it was recorded. Default HERMITE. */
 } cnf_adjoint_options;
 
 void cnf_adjoint_options_default(cnf_adjoint_options *opt);
