@@ -31,8 +31,10 @@
  * Usage: bench_grad_accuracy --model M.h5 --data F.h5[:/train] [--rows 100]
  *          [--tols 1e-3,1e-4,1e-5,1e-6,1e-7,1e-8] [--ref-tol 1e-12]
  *          [--divergence exact|gaussian|rademacher] [--seed 1] [--reps 3]
- *          [--variants LIST] [--label TEXT] [--fwd-tol T]
- * --fwd-tol fixes the forward solves' tolerance (the backward ones follow
+ *          [--variants LIST] [--label TEXT] [--fwd-tol T] [--atol-ratio R]
+ * --atol-ratio R sets atol = R * rtol (default 1; the tabular preset's
+ * rtol 1e-6, atol 1e-8 is --tols 1e-6 --atol-ratio 0.01; the reference
+ * keeps rtol = atol). --fwd-tol fixes the forward solves' tolerance (the backward ones follow
  * --tols), to tell the forward solve's share of the error from the
  * backward one's. Prints one JSON line for the reference and one per (tolerance, variant).
  */
@@ -80,7 +82,7 @@ static void usage(const char *prog, FILE *out)
             "usage: %s --model M.h5 --data F.h5[:/train] [--rows 100]\n"
             "          [--tols 1e-3,1e-4,1e-5,1e-6,1e-7,1e-8] [--ref-tol 1e-12]\n"
             "          [--divergence exact|gaussian|rademacher] [--seed 1] [--reps 3]\n"
-            "          [--variants LIST] [--label TEXT] [--fwd-tol T]\n"
+            "          [--variants LIST] [--label TEXT] [--fwd-tol T] [--atol-ratio R]\n"
             "variants:", prog);
     for (size_t v = 0; v < N_VARIANTS; v++)
         fprintf(out, " %s", variants[v].name);
@@ -110,12 +112,15 @@ static int gradient(bench_ctx *c, const cnf_flow_options *opt, double *grad,
 }
 
 static double fwd_tol_override = 0.0;   /* --fwd-tol: the forward solves' own */
+static double atol_ratio = 1.0;         /* --atol-ratio: atol = ratio * rtol */
 
 static cnf_flow_options options_for(const cnf_flow_options *base, const variant *v, double tol)
 {
     cnf_flow_options o = *base;
-    o.solver.rtol = o.solver.atol = fwd_tol_override > 0.0 ? fwd_tol_override : tol;
-    o.adjoint.solver.rtol = o.adjoint.solver.atol = tol;
+    o.solver.rtol = fwd_tol_override > 0.0 ? fwd_tol_override : tol;
+    o.solver.atol = atol_ratio * o.solver.rtol;
+    o.adjoint.solver.rtol = tol;
+    o.adjoint.solver.atol = atol_ratio * tol;
     o.adjoint.backsolve = v->backsolve;
     o.adjoint.seminorm = v->seminorm;
     o.adjoint.norm = v->norm;
@@ -192,6 +197,8 @@ int main(int argc, char **argv)
             ref_tol = strtod(v, NULL);
         else if (!strcmp(o, "--fwd-tol"))
             fwd_tol_override = strtod(v, NULL);
+        else if (!strcmp(o, "--atol-ratio"))
+            atol_ratio = strtod(v, NULL);
         else {
             fprintf(stderr, "bench_grad_accuracy: unknown option %s\n", o);
             usage(argv[0], stderr);
@@ -199,7 +206,7 @@ int main(int argc, char **argv)
         }
         i++;
     }
-    if (!model || !data || rows < 1 || reps < 1 || !(ref_tol > 0.0)) {
+    if (!model || !data || rows < 1 || reps < 1 || !(ref_tol > 0.0) || !(atol_ratio > 0.0)) {
         usage(argv[0], stderr);
         return 2;
     }
@@ -239,8 +246,9 @@ int main(int argc, char **argv)
     /* the reference, and the backsolve one beside it */
     const variant vref = {"dense-grp", 0, 0, CNF_ADJOINT_NORM_GROUPS, CNF_ODE_INTERP_DENSE};
     const variant vbs = {"bs-grp", 1, 0, CNF_ADJOINT_NORM_GROUPS, CNF_ODE_INTERP_HERMITE};
-    double fwd_tol = fwd_tol_override;
+    double fwd_tol = fwd_tol_override, ratio = atol_ratio;
     fwd_tol_override = 0.0;   /* not for the reference */
+    atol_ratio = 1.0;
     cnf_flow_options o = options_for(&base, &vref, ref_tol);
     cnf_flow_stats st_ref, st_bs;
     if (gradient(&c, &o, ref, &st_ref)) {
@@ -269,6 +277,7 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     fwd_tol_override = fwd_tol;
+    atol_ratio = ratio;
     for (const char *p = tols_s; *p;) {
         double tol = strtod(p, NULL);
         for (size_t v = 0; v < N_VARIANTS; v++) {
@@ -287,10 +296,11 @@ int main(int argc, char **argv)
                 compare(g, ref, P, &rel, &maxabs);
             bench_summary sw = bench_summarise(times, (size_t)reps, tmp);
             printf("{\"bench\":\"grad_accuracy\",\"label\":\"%s\",\"model\":\"%s\",\"tol\":%g,"
+                   "\"atol\":%g,"
                    "\"variant\":\"%s\",\"rel\":%.3e,\"maxabs\":%.3e,\"nfe_fwd\":%zu,"
                    "\"nfe_bwd\":%zu,\"steps_bwd\":\"%zu+%zu\",\"median_ms\":%.3f,"
                    "\"failed\":%d,\"load1\":%.2f}\n",
-                   label, model, tol, variants[v].name, rel, maxabs, st.forward.nfe,
+                   label, model, tol, o.adjoint.solver.atol, variants[v].name, rel, maxabs, st.forward.nfe,
                    st.backward.nfe, st.backward.accepted, st.backward.rejected, sw.median, failed,
                    bench_loadavg());
             fflush(stdout);
