@@ -121,12 +121,12 @@ typedef struct {
     int backsolve;          /* 0 (default): z from the forward record;
                                1: integrate z backwards with a */
     int seminorm;           /* 1: g left out of the error norm; default 0 */
-    cnf_adjoint_norm norm;  /* default CNF_ADJOINT_NORM_RMS */
+    cnf_adjoint_norm norm;  /* default CNF_ADJOINT_NORM_GROUPS */
     cnf_ode_interp checkpoints; /* checkpoint mode: the interpolation the
                                forward record is to be made with
                                (cnf_ode_record_set_interp; cnf_flow sets its
                                records from this). The adjoint reads a record
-                               as it was recorded. Default HERMITE. */
+                               as it was recorded. Default DENSE. */
 } cnf_adjoint_options;
 
 void cnf_adjoint_options_default(cnf_adjoint_options *opt);

@@ -163,12 +163,12 @@ typedef struct {
                                         gradient stays out of the backward
                                         error norm (default 0);
                                         adjoint.norm: the backward error
-                                        norm, one RMS (default) or the
-                                        largest RMS of the groups a, z, g;
+                                        norm, the largest RMS of the groups
+                                        a, z, g (default) or one RMS;
                                         adjoint.checkpoints: the forward
-                                        checkpoints' interpolation, cubic
-                                        Hermite (default) or dopri5's
-                                        continuous extension */
+                                        checkpoints' interpolation, dopri5's
+                                        continuous extension (default) or
+                                        cubic Hermite */
     cnf_divergence divergence;       /* default CNF_DIV_EXACT */
     double reg_kinetic;              /* lambda_K of lambda_K ||f||^2, default 0 */
     double reg_jacobian;             /* lambda_J of lambda_J ||J eps||^2, default 0 */
