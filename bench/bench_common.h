@@ -148,4 +148,40 @@ static inline void bench_print_machine(FILE *out)
     fflush(out);
 }
 
+/* Table-driven "--name value" options: each names a string, long or double
+ * to fill. Returns 0, or 2 (the usage-error exit status) after a message
+ * for an unknown option or a missing value. */
+typedef enum { BENCH_STR, BENCH_LONG, BENCH_DOUBLE } bench_opt_kind;
+typedef struct {
+    const char *name;
+    bench_opt_kind kind;
+    void *value;
+} bench_opt;
+
+static inline int bench_parse_options(int argc, char **argv, const char *prog,
+                                      const bench_opt *opts)
+{
+    for (int i = 1; i < argc; i += 2) {
+        const bench_opt *o = opts;
+        while (o->name && strcmp(o->name, argv[i]))
+            o++;
+        if (!o->name) {
+            fprintf(stderr, "%s: unknown option %s\n", prog, argv[i]);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "%s: %s needs a value\n", prog, argv[i]);
+            return 2;
+        }
+        const char *v = argv[i + 1];
+        if (o->kind == BENCH_STR)
+            *(const char **)o->value = v;
+        else if (o->kind == BENCH_LONG)
+            *(long *)o->value = strtol(v, NULL, 10);
+        else
+            *(double *)o->value = strtod(v, NULL);
+    }
+    return 0;
+}
+
 #endif /* CNF_BENCH_COMMON_H */

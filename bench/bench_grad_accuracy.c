@@ -169,42 +169,18 @@ int main(int argc, char **argv)
         usage(argv[0], stdout);
         return 0;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) {
-            fprintf(stderr, "bench_grad_accuracy: %s needs a value\n", o);
-            return 2;
-        }
-        if (!strcmp(o, "--model"))
-            model = v;
-        else if (!strcmp(o, "--data"))
-            data = v;
-        else if (!strcmp(o, "--label"))
-            label = v;
-        else if (!strcmp(o, "--tols"))
-            tols_s = v;
-        else if (!strcmp(o, "--divergence"))
-            div_s = v;
-        else if (!strcmp(o, "--variants"))
-            vlist = v;
-        else if (!strcmp(o, "--rows"))
-            rows = strtol(v, NULL, 10);
-        else if (!strcmp(o, "--seed"))
-            seed = strtol(v, NULL, 10);
-        else if (!strcmp(o, "--reps"))
-            reps = strtol(v, NULL, 10);
-        else if (!strcmp(o, "--ref-tol"))
-            ref_tol = strtod(v, NULL);
-        else if (!strcmp(o, "--fwd-tol"))
-            fwd_tol_override = strtod(v, NULL);
-        else if (!strcmp(o, "--atol-ratio"))
-            atol_ratio = strtod(v, NULL);
-        else {
-            fprintf(stderr, "bench_grad_accuracy: unknown option %s\n", o);
-            usage(argv[0], stderr);
-            return 2;
-        }
-        i++;
+    const bench_opt opts[] = {
+        {"--model", BENCH_STR, &model},         {"--data", BENCH_STR, &data},
+        {"--label", BENCH_STR, &label},         {"--tols", BENCH_STR, &tols_s},
+        {"--divergence", BENCH_STR, &div_s},    {"--variants", BENCH_STR, &vlist},
+        {"--rows", BENCH_LONG, &rows},          {"--seed", BENCH_LONG, &seed},
+        {"--reps", BENCH_LONG, &reps},          {"--ref-tol", BENCH_DOUBLE, &ref_tol},
+        {"--fwd-tol", BENCH_DOUBLE, &fwd_tol_override},
+        {"--atol-ratio", BENCH_DOUBLE, &atol_ratio},
+        {NULL, BENCH_STR, NULL}};
+    if (bench_parse_options(argc, argv, "bench_grad_accuracy", opts)) {
+        usage(argv[0], stderr);
+        return 2;
     }
     if (!model || !data || rows < 1 || reps < 1 || !(ref_tol > 0.0) || !(atol_ratio > 0.0)) {
         usage(argv[0], stderr);

@@ -36,6 +36,11 @@
 #     net        network GFLOP/s against cblas_dgemm on the same shapes (bench_net)
 #     memory     peak resident memory of training at batch 100, 1000, 10000,
 #                each in its own process (bench_memory)
+#     gradacc    the training gradient's error against a 1e-12 reference and
+#                its evaluations, every adjoint variant, rtol 1e-3 .. 1e-8
+#                (bench/grad_accuracy.sh: trains its four models once into
+#                $CNF_BUILD_DIR/grad-models, a few minutes; not in the
+#                default list)
 #
 # Environment: CNF_BUILD_DIR (default build/) as for tools/build.sh.
 # Every program is seeded: the NLLs and NFEs repeat exactly; the times depend
@@ -56,7 +61,7 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift ;;
     --out) out=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    machine|train|train2|grad|loglik|net|memory) cases+=("$1") ;;
+    machine|train|train2|grad|loglik|net|memory|gradacc) cases+=("$1") ;;
     *) echo "bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -153,6 +158,12 @@ for c in "${cases[@]}"; do
         else
             echo "bench.sh: $build/bench_net is missing; case net skipped" >&2
         fi
+        ;;
+    gradacc)
+        qa=()
+        [ $quick = 0 ] || qa=(--quick toy50)
+        echo "bench.sh: bench/grad_accuracy.sh ${qa[*]}" >&2
+        CNF_BUILD_DIR=$build "$root/bench/grad_accuracy.sh" "${qa[@]}" | tee -a "$out"
         ;;
     memory)
         if [ $quick = 1 ]; then
