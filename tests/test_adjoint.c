@@ -707,6 +707,52 @@ static void cnf_grad_case(size_t D, cnf_layer_type type, cnf_activation act, dou
     cnf_flow_free(flow);
 }
 
+
+/* The flow hands the adjoint options to its records and backward solves:
+ * the defaults (grouped norm, dopri5's continuous extension) against the
+ * old one-RMS, cubic-Hermite gradient, both against a 1e-12 reference. */
+START_TEST(test_cnf_grad_default_beats_old_norm)
+{
+    const size_t B = 4, D = 2;
+    cnf_flow *flow = tiny_flow(D, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, 102);
+    size_t P = cnf_flow_num_params(flow);
+    double X[4 * 2];
+    tiny_data(B, D, 9, X);
+    double *ref = malloc(P * sizeof *ref), *g = malloc(P * sizeof *g);
+    cnf_flow_options opt;
+    cnf_flow_options_default(&opt);
+    ck_assert_int_eq(opt.adjoint.norm, CNF_ADJOINT_NORM_GROUPS);
+    ck_assert_int_eq(opt.adjoint.checkpoints, CNF_ODE_INTERP_DENSE);
+    tu_set_tol(&opt, 1e-12, 1e-12);
+    cnf_flow_work *w = cnf_flow_work_alloc(flow, B, &opt);
+    ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, B, NULL, NULL, NULL, ref, NULL), CNF_OK);
+    const double tols[2] = { 1e-5, 1e-7 };
+    for (size_t i = 0; i < 2; i++) {
+        double err[2];
+        for (int old = 0; old < 2; old++) {
+            cnf_flow_options o;
+            cnf_flow_options_default(&o);
+            tu_set_tol(&o, tols[i], tols[i]);
+            if (old) {
+                o.adjoint.norm = CNF_ADJOINT_NORM_RMS;
+                o.adjoint.checkpoints = CNF_ODE_INTERP_HERMITE;
+            }
+            ck_assert_int_eq(cnf_flow_work_set_options(w, &o), CNF_OK);
+            ck_assert_int_eq(cnf_flow_nll_grad(flow, w, X, B, NULL, NULL, NULL, g, NULL), CNF_OK);
+            err[old] = norm_rel_error(g, ref, P);
+        }
+        printf("CNF grad at tol %g: default %.2e, one RMS + Hermite %.2e\n", tols[i], err[0],
+               err[1]);
+        ck_assert_double_lt(err[0], err[1]);
+        ck_assert_double_lt(err[0], 10 * tols[i]);
+    }
+    free(ref);
+    free(g);
+    cnf_flow_work_free(w);
+    cnf_flow_free(flow);
+}
+END_TEST
+
 START_TEST(test_cnf_grad_concatsquash)
 {
     cnf_grad_case(2, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, 1e-5, 1e-5);
@@ -815,6 +861,7 @@ int main(void)
     TCase *tc = tcase_create("cnf");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_cnf_grad_concatsquash);
+    tcase_add_test(tc, test_cnf_grad_default_beats_old_norm);
     tcase_add_test(tc, test_cnf_grad_concat);
     tcase_add_test(tc, test_cnf_grad_ignore);
     tcase_add_test(tc, test_cnf_grad_elu);
