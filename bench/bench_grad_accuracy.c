@@ -54,27 +54,32 @@
 #include "cnf/train.h"
 
 typedef struct {
-    const char *name;
+    char name[16];
     int backsolve, seminorm;
     cnf_adjoint_norm norm;
     cnf_ode_interp interp;
 } variant;
 
-static const variant variants[] = {
-    {"ckpt-rms", 0, 0, CNF_ADJOINT_NORM_RMS, CNF_ODE_INTERP_HERMITE},
-    {"ckpt-rms-semi", 0, 1, CNF_ADJOINT_NORM_RMS, CNF_ODE_INTERP_HERMITE},
-    {"ckpt-grp", 0, 0, CNF_ADJOINT_NORM_GROUPS, CNF_ODE_INTERP_HERMITE},
-    {"ckpt-grp-semi", 0, 1, CNF_ADJOINT_NORM_GROUPS, CNF_ODE_INTERP_HERMITE},
-    {"dense-rms", 0, 0, CNF_ADJOINT_NORM_RMS, CNF_ODE_INTERP_DENSE},
-    {"dense-rms-semi", 0, 1, CNF_ADJOINT_NORM_RMS, CNF_ODE_INTERP_DENSE},
-    {"dense-grp", 0, 0, CNF_ADJOINT_NORM_GROUPS, CNF_ODE_INTERP_DENSE},
-    {"dense-grp-semi", 0, 1, CNF_ADJOINT_NORM_GROUPS, CNF_ODE_INTERP_DENSE},
-    {"bs-rms", 1, 0, CNF_ADJOINT_NORM_RMS, CNF_ODE_INTERP_HERMITE},
-    {"bs-rms-semi", 1, 1, CNF_ADJOINT_NORM_RMS, CNF_ODE_INTERP_HERMITE},
-    {"bs-grp", 1, 0, CNF_ADJOINT_NORM_GROUPS, CNF_ODE_INTERP_HERMITE},
-    {"bs-grp-semi", 1, 1, CNF_ADJOINT_NORM_GROUPS, CNF_ODE_INTERP_HERMITE},
-};
-#define N_VARIANTS (sizeof variants / sizeof variants[0])
+/* The variants in the order of the header comment: z from Hermite
+ * checkpoints, dense checkpoints or backsolve; one RMS or groups; g in or
+ * out. */
+#define N_VARIANTS 12
+static variant variants[N_VARIANTS];
+
+static void make_variants(void)
+{
+    static const char *const zname[3] = {"ckpt", "dense", "bs"};
+    for (int i = 0; i < N_VARIANTS; i++) {
+        int z = i / 4, grp = (i / 2) % 2, semi = i % 2;
+        variant *v = &variants[i];
+        snprintf(v->name, sizeof v->name, "%s-%s%s", zname[z], grp ? "grp" : "rms",
+                 semi ? "-semi" : "");
+        v->backsolve = z == 2;
+        v->seminorm = semi;
+        v->norm = grp ? CNF_ADJOINT_NORM_GROUPS : CNF_ADJOINT_NORM_RMS;
+        v->interp = z == 1 ? CNF_ODE_INTERP_DENSE : CNF_ODE_INTERP_HERMITE;
+    }
+}
 
 static void usage(const char *prog, FILE *out)
 {
@@ -165,6 +170,7 @@ int main(int argc, char **argv)
     const char *div_s = "exact", *vlist = "all";
     long rows = 100, seed = 1, reps = 3;
     double ref_tol = 1e-12;
+    make_variants();
     if (bench_help_requested(argc, argv)) {
         usage(argv[0], stdout);
         return 0;
@@ -220,8 +226,7 @@ int main(int argc, char **argv)
     }
 
     /* the reference, and the backsolve one beside it */
-    const variant vref = {"dense-grp", 0, 0, CNF_ADJOINT_NORM_GROUPS, CNF_ODE_INTERP_DENSE};
-    const variant vbs = {"bs-grp", 1, 0, CNF_ADJOINT_NORM_GROUPS, CNF_ODE_INTERP_HERMITE};
+    const variant vref = variants[6], vbs = variants[10];   /* dense-grp, bs-grp */
     double fwd_tol = fwd_tol_override, ratio = atol_ratio;
     fwd_tol_override = 0.0;   /* not for the reference */
     atol_ratio = 1.0;
