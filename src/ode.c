@@ -1,6 +1,7 @@
-/* ode.c — the solver core: options, error norm, step-size controller, the
- * accept/reject loop with its counters, the driver, and recorded steps with
- * cubic Hermite dense output. The steppers live in ode_<method>.c.
+/* ode.c — the solver core: options, the error norm by groups, step-size
+ * controller, the accept/reject loop with its counters, the driver, and
+ * recorded steps with dense output (cubic Hermite, or the stepper's own
+ * continuous extension). The steppers live in ode_<method>.c.
  *
  * Sources: error norm, controller and the automatic initial step follow
  * Hairer, Norsett and Wanner, Solving ODEs I (2nd ed.), section II.4 ("Automatic
@@ -11,7 +12,8 @@
  * right-hand-side return contract is CVODES's (0 ok, > 0 recoverable, < 0
  * fatal), and so is the word quadrature; leaving quadratures out of the norm
  * is the seminorm of Kidger, Chen and Lyons, "Hey, that's not an ODE"
- * (2021). */
+ * (2021); the largest of per-group RMS norms is torchdiffeq's default
+ * (the max over tensors of their RMS norms). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
