@@ -231,7 +231,7 @@ int main(int argc, char **argv)
             return 1;
         }
         cnf_toy_generate("8gaussians", 20000, rng, Xtr);
-        if (cnf_train(trained, Xtr, 20000, NULL, 0, &opt, st, NULL) != CNF_OK) {
+        if (cnf_train_run(trained, Xtr, 20000, NULL, 0, &opt, st, NULL) != CNF_OK) {
             fprintf(stderr, "bench_loglik: training: %s\n", cnf_last_error());
             return 1;
         }
@@ -264,11 +264,11 @@ int main(int argc, char **argv)
     }
     /* Gaussian draws through the library's noise (gsl_randist.h would bring
      * GSL's CBLAS declarations, which clash with OpenBLAS's cblas.h). */
-    cnf_noise_draw(CNF_DIV_GAUSSIAN, rng, D * D, A);
+    cnf_net_noise_draw(CNF_DIV_GAUSSIAN, rng, D * D, A);
     for (size_t i = 0; i < D * D; i++)
         A[i] /= sqrt((double)D);
     for (size_t n = 0; n < a.n16; n++) {
-        cnf_noise_draw(CNF_DIV_GAUSSIAN, rng, D, u);
+        cnf_net_noise_draw(CNF_DIV_GAUSSIAN, rng, D, u);
         for (size_t i = 0; i < D; i++) {
             double s = 0.0;
             for (size_t j = 0; j < D; j++)

@@ -6,7 +6,7 @@
  * dopri5 rtol = atol = 1e-5, exact divergence, PyTorch default init), draws
  * max(--n-train, B) points of 8-gaussians, notes its peak resident set
  * (VmHWM of /proc/self/status) before training, trains --iters iterations
- * (default 3) with cnf_train, and notes VmHWM again. The parent reads the
+ * (default 3) with cnf_train_run, and notes VmHWM again. The parent reads the
  * child's ru_maxrss from wait4 as a cross-check. Each batch size runs in its
  * own process so that peaks do not carry over. One JSON line per batch size:
  * peak RSS, the baseline before training (program, libraries, data, flow),
@@ -97,7 +97,7 @@ static child_result child_run(const args *a, size_t B)
     if (a->pretrain) {
         opt.iters = a->pretrain;
         opt.batch = 100;
-        if (cnf_train(flow, X, N, NULL, 0, &opt, st, NULL) != CNF_OK)
+        if (cnf_train_run(flow, X, N, NULL, 0, &opt, st, NULL) != CNF_OK)
             return res;
     }
     res.hwm_before_kib = vm_hwm_kib();
@@ -105,7 +105,7 @@ static child_result child_run(const args *a, size_t B)
     opt.batch = B;
     cnf_train_result tr;
     double c0 = bench_cpu_now();
-    if (cnf_train(flow, X, N, NULL, 0, &opt, st, &tr) != CNF_OK) {
+    if (cnf_train_run(flow, X, N, NULL, 0, &opt, st, &tr) != CNF_OK) {
         fprintf(stderr, "bench_memory: B = %zu: %s\n", B, cnf_last_error());
         return res;
     }

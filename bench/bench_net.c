@@ -318,9 +318,9 @@ int main(int argc, char **argv)
                     return 1;
                 }
                 cnf_net_init(net, c.theta, rng, 0);
-                cnf_noise_draw(CNF_DIV_GAUSSIAN, rng, B * D, c.z);
-                cnf_noise_draw(CNF_DIV_GAUSSIAN, rng, B * D, c.eps);
-                cnf_noise_draw(CNF_DIV_GAUSSIAN, rng, B * D, c.fbar);
+                cnf_net_noise_draw(CNF_DIV_GAUSSIAN, rng, B * D, c.z);
+                cnf_net_noise_draw(CNF_DIV_GAUSSIAN, rng, B * D, c.eps);
+                cnf_net_noise_draw(CNF_DIV_GAUSSIAN, rng, B * D, c.fbar);
 
                 /* the reference: one hidden layer's product, (M x H)(H x H), with M = B
                  * rows (values only) and M = (K+1)B (the stacked rows of the mode) */

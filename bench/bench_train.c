@@ -5,7 +5,7 @@
  * exact divergence, batch 100, Adam lr 1e-3 weight decay 1e-5, PyTorch's
  * default initialisation. Issue 6, cases 1 and 2 of the benchmark suite.
  *
- * Training goes through cnf_train with a callback. Each iteration's wall and
+ * Training goes through cnf_train_run with a callback. Each iteration's wall and
  * process-CPU time is the time from the end of the previous callback to the
  * start of this one, so test evaluations (done in the callback) are not
  * counted as training. Per window of iterations (--windows, e.g. 1-100 and
@@ -363,7 +363,7 @@ int main(int argc, char **argv)
     r.last_wall = bench_now();
     r.last_cpu = bench_cpu_now();
     cnf_train_result res;
-    cnf_status s = cnf_train(flow, Xtr, a.n_train, NULL, 0, &opt, st, &res);
+    cnf_status s = cnf_train_run(flow, Xtr, a.n_train, NULL, 0, &opt, st, &res);
     if (s != CNF_OK || r.failed) {
         fprintf(stderr, "bench_train: training failed: %s\n", cnf_last_error());
         return 1;

@@ -164,7 +164,7 @@ int main(int argc, char **argv)
     r.cpu0 = (double)clock() / CLOCKS_PER_SEC;
 
     cnf_train_result res;
-    cnf_status s = cnf_train(flow, Xtr, n_train, NULL, 0, &opt, st, &res);
+    cnf_status s = cnf_train_run(flow, Xtr, n_train, NULL, 0, &opt, st, &res);
     if (s != CNF_OK) {
         fprintf(stderr, "training failed: %s\n", cnf_last_error());
         return 1;

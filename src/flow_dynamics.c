@@ -195,10 +195,10 @@ static void draw_block_noise(const cnf_flow_work *w, gsl_rng *rng, size_t B, flo
     size_t around[2] = { rows.rows_before * w->D, rows.rows_after * w->D };
     for (int side = 0; side < 2; side++) {
         if (side == 1)
-            cnf_noise_draw(w->opt.divergence, rng, B * w->D, eps);
+            cnf_net_noise_draw(w->opt.divergence, rng, B * w->D, eps);
         for (size_t left = around[side], m; left > 0; left -= m) {
             m = left < 256 ? left : 256;
-            cnf_noise_draw(w->opt.divergence, rng, m, discard);
+            cnf_net_noise_draw(w->opt.divergence, rng, m, discard);
         }
     }
 }

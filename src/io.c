@@ -883,7 +883,7 @@ cnf_status cnf_model_load(const char *path, cnf_flow **flow, cnf_model_extra *ex
 
 /* ---- Gradients ---------------------------------------------------------- */
 
-cnf_status cnf_h5_writer_grad(cnf_h5_writer *w, const char *prefix, const cnf_flow *flow,
+cnf_status cnf_h5_writer_write_grad(cnf_h5_writer *w, const char *prefix, const cnf_flow *flow,
                               const double *grad)
 {
     return write_layers(w, prefix, flow, grad, 1);
@@ -896,7 +896,7 @@ cnf_status cnf_model_write_grad(const char *path, const cnf_flow *flow, const do
         return CNF_EIO;
     cnf_status s = write_header(w, CNF_GRAD_FORMAT, CNF_GRAD_VERSION, cnf_flow_dim(flow));
     if (s == CNF_OK)
-        s = cnf_h5_writer_grad(w, "", flow, grad);
+        s = cnf_h5_writer_write_grad(w, "", flow, grad);
     if (s != CNF_OK) {
         cnf_h5_writer_abort(w);
         return s;

@@ -104,7 +104,7 @@ void cnf_net_config_format_hidden(const cnf_net_config *cfg, char *buf, size_t n
     }
 }
 
-void cnf_noise_draw(cnf_divergence kind, gsl_rng *rng, size_t n, double *eps)
+void cnf_net_noise_draw(cnf_divergence kind, gsl_rng *rng, size_t n, double *eps)
 {
     switch (kind) {
     case CNF_DIV_GAUSSIAN:

@@ -210,7 +210,7 @@ cnf_status cnf_train_state_set_rng_bytes(cnf_train_state *state, const void *byt
 
 /* ---- Optimizer ---------------------------------------------------------- */
 
-void cnf_adam_step(double *p, const double *grad, double *m, double *v, size_t n, size_t t,
+void cnf_train_adam_step(double *p, const double *grad, double *m, double *v, size_t n, size_t t,
                    double lr, double beta1, double beta2, double eps, double weight_decay)
 {
     /* torch.optim.Adam's arithmetic, in its order, so that runs can be
@@ -292,13 +292,13 @@ cnf_status cnf_train_apply_gradient(cnf_flow *flow, cnf_train_state *state,
     }
 
     size_t t = state->iteration + 1;
-    cnf_adam_step(p, grad, state->adam_m, state->adam_v, nth, t, lr, opt->beta1, opt->beta2,
+    cnf_train_adam_step(p, grad, state->adam_m, state->adam_v, nth, t, lr, opt->beta1, opt->beta2,
                   opt->eps, opt->weight_decay);
     if (opt->learn_T) {
         /* The T entries are contiguous after the networks (cnf/flow.h). */
         for (size_t k = 0; k < K; k++)
             p[nth + k] = sqrt(p[nth + k]);
-        cnf_adam_step(p + nth, grad + nth, state->adam_m + nth, state->adam_v + nth, K, t, lr,
+        cnf_train_adam_step(p + nth, grad + nth, state->adam_m + nth, state->adam_v + nth, K, t, lr,
                       opt->beta1, opt->beta2, opt->eps, opt->weight_decay);
         /* s = sqrt(T) carries no sign, so a step through s = 0 would be
          * undone; T = 0 has zero gradient forever and cannot be loaded:
@@ -323,7 +323,7 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Everything cnf_train allocates, freed in one place. */
+/* Everything cnf_train_run allocates, freed in one place. */
 typedef struct {
     cnf_flow_work *work;      /* maximum likelihood: training chunks of B rows */
     cnf_fm_work *fm;          /* flow matching: training and validation batches */
@@ -444,7 +444,7 @@ static void restore_best(cnf_flow *flow, const cnf_train_state *st)
            st->n_params * sizeof(double));
 }
 
-cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const double *Xval,
+cnf_status cnf_train_run(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const double *Xval,
                      size_t Nval, const cnf_train_options *opt, cnf_train_state *state,
                      cnf_train_result *result)
 {
@@ -460,7 +460,7 @@ cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const 
         *result = res;
 
     if (!flow || !state)
-        return cnf_error(CNF_EINVAL, "cnf_train: flow and state must not be NULL");
+        return cnf_error(CNF_EINVAL, "cnf_train_run: flow and state must not be NULL");
     cnf_status s = cnf_train_options_check(opt);
     if (s != CNF_OK)
         return s;

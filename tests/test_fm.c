@@ -313,7 +313,7 @@ START_TEST(test_refusals)
         D2[i] = (double)i;
     cnf_train_state *st = cnf_train_state_alloc(cnf_flow_num_params(two), 1);
     opt.batch = 4;
-    ck_assert_int_eq(cnf_train(two, D2, 10, NULL, 0, &opt, st, NULL), CNF_EINVAL);
+    ck_assert_int_eq(cnf_train_run(two, D2, 10, NULL, 0, &opt, st, NULL), CNF_EINVAL);
     ck_assert_uint_eq(st->iteration, 0);
     cnf_train_state_free(st);
     cnf_flow_free(two);
@@ -387,7 +387,7 @@ START_TEST(test_gaussian_fit)
         opt.val_nll_every = 500;
         cnf_train_state *st = cnf_train_state_alloc(cnf_flow_num_params(flow), 21);
         cnf_train_result res;
-        ck_assert_int_eq(cnf_train(flow, Xtr, Ntr, Xva, Nva, &opt, st, &res), CNF_OK);
+        ck_assert_int_eq(cnf_train_run(flow, Xtr, Ntr, Xva, Nva, &opt, st, &res), CNF_OK);
         cnf_flow_options fo;
         cnf_flow_options_default(&fo);
         cnf_flow_work *w = cnf_flow_work_alloc(flow, 1000, &fo);
@@ -461,7 +461,7 @@ START_TEST(test_select_by_loss)
     opt.callback_ctx = &lg;
     cnf_train_state *st = cnf_train_state_alloc(cnf_flow_num_params(flow), 2);
     cnf_train_result res;
-    ck_assert_int_eq(cnf_train(flow, X, 1000, V, 300, &opt, st, &res), CNF_OK);
+    ck_assert_int_eq(cnf_train_run(flow, X, 1000, V, 300, &opt, st, &res), CNF_OK);
     ck_assert_uint_eq(lg.n, 8);
     size_t best = 0;
     for (size_t i = 1; i < lg.n; i++)
@@ -508,7 +508,7 @@ static void fm_run(cnf_flow *flow, cnf_train_state *st, size_t until, cnf_fm_cou
     opt.fm.time = CNF_FM_TIME_LOGIT_NORMAL;
     opt.callback = stop_at;
     opt.callback_ctx = &until;
-    ck_assert_int_eq(cnf_train(flow, X, 500, V, 200, &opt, st, NULL), CNF_OK);
+    ck_assert_int_eq(cnf_train_run(flow, X, 500, V, 200, &opt, st, NULL), CNF_OK);
 }
 
 /* 30 iterations equal 15, then 15 more from a copy of the state rebuilt

@@ -805,7 +805,7 @@ START_TEST(test_grad_roundtrip)
 
     /* under a prefix, as in the reference files */
     cnf_h5_writer *w = cnf_h5_writer_open(path);
-    ck_assert_int_eq(cnf_h5_writer_grad(w, "/grad", flow, g), CNF_OK);
+    ck_assert_int_eq(cnf_h5_writer_write_grad(w, "/grad", flow, g), CNF_OK);
     ck_assert_int_eq(cnf_h5_writer_commit(w), CNF_OK);
     memset(back, 0, P * sizeof *back);
     ck_assert_int_eq(cnf_model_read_grad(path, "/grad", flow, back), CNF_OK);

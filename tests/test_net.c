@@ -176,9 +176,9 @@ static double check_objective(net_fixture *nf, enum objective obj, gsl_rng *r, c
     if (obj == OBJ_EXACT || obj == OBJ_FROB_UNIT)
         unit_or_v = NULL;
     else if (obj == OBJ_HUTCH_R)
-        cnf_noise_draw(CNF_DIV_RADEMACHER, r, K * B * D, v);
+        cnf_net_noise_draw(CNF_DIV_RADEMACHER, r, K * B * D, v);
     else
-        cnf_noise_draw(CNF_DIV_GAUSSIAN, r, K * B * D, v);
+        cnf_net_noise_draw(CNF_DIV_GAUSSIAN, r, K * B * D, v);
     ctx.v = unit_or_v;
 
     /* the analytic gradient: one forward and one reverse sweep */
@@ -262,7 +262,7 @@ static double check_jvp(net_fixture *nf, gsl_rng *r, const char *tag)
     ck_assert_uint_le(D, 8);
     for (size_t i = 0; i < B * D; i++)
         z[i] = gsl_ran_gaussian(r, 1.0);
-    cnf_noise_draw(CNF_DIV_GAUSSIAN, r, K * B * D, v);
+    cnf_net_noise_draw(CNF_DIV_GAUSSIAN, r, K * B * D, v);
     ck_assert_int_eq(cnf_net_forward(nf->net, nf->w, nf->theta, 0.6, z, B, K, v, f, jv), CNF_OK);
     for (size_t k = 0; k < K; k++) {
         for (size_t i = 0; i < B * D; i++)
@@ -357,7 +357,7 @@ START_TEST(test_linear_trace_exact)
     }
     /* Hutchinson on a linear map: eps^T W eps, exact up to rounding */
     double eps[12];
-    cnf_noise_draw(CNF_DIV_GAUSSIAN, r, B * D, eps);
+    cnf_net_noise_draw(CNF_DIV_GAUSSIAN, r, B * D, eps);
     ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, nf.theta, 0.3, z, B, 1, eps, f, jv), CNF_OK);
     cnf_net_trace_hutchinson(eps, jv, B, D, div);
     for (size_t b = 0; b < B; b++) {
@@ -426,7 +426,7 @@ START_TEST(test_hutchinson_statistics)
     double var[2];
     const cnf_divergence kinds[2] = {CNF_DIV_GAUSSIAN, CNF_DIV_RADEMACHER};
     for (int q = 0; q < 2; q++) {
-        cnf_noise_draw(kinds[q], r, N * D, eps);
+        cnf_net_noise_draw(kinds[q], r, N * D, eps);
         ck_assert_int_eq(cnf_net_forward(nf.net, nf.w, nf.theta, 0.5, z, N, 1, eps, f, jv),
                          CNF_OK);
         cnf_net_trace_hutchinson(eps, jv, N, D, div);
@@ -581,9 +581,9 @@ START_TEST(test_batch_split)
     double z[15], v[30], f[15], jv[45], fbar[15], jvbar[45];
     for (size_t i = 0; i < B * D; i++)
         z[i] = gsl_ran_gaussian(r, 1.0);
-    cnf_noise_draw(CNF_DIV_GAUSSIAN, r, K * B * D, v);
-    cnf_noise_draw(CNF_DIV_GAUSSIAN, r, B * D, fbar);
-    cnf_noise_draw(CNF_DIV_GAUSSIAN, r, D * B * D, jvbar);
+    cnf_net_noise_draw(CNF_DIV_GAUSSIAN, r, K * B * D, v);
+    cnf_net_noise_draw(CNF_DIV_GAUSSIAN, r, B * D, fbar);
+    cnf_net_noise_draw(CNF_DIV_GAUSSIAN, r, D * B * D, jvbar);
     size_t P = nf.P;
     double *tb_all = calloc(P, sizeof *tb_all), *tb_sum = calloc(P, sizeof *tb_sum);
     for (int unit = 0; unit < 2; unit++) {
@@ -918,9 +918,9 @@ START_TEST(test_noise)
     gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
     double a[1000], b[1000];
     gsl_rng_set(r, 5);
-    cnf_noise_draw(CNF_DIV_RADEMACHER, r, 1000, a);
+    cnf_net_noise_draw(CNF_DIV_RADEMACHER, r, 1000, a);
     gsl_rng_set(r, 5);
-    cnf_noise_draw(CNF_DIV_RADEMACHER, r, 1000, b);
+    cnf_net_noise_draw(CNF_DIV_RADEMACHER, r, 1000, b);
     ck_assert_int_eq(memcmp(a, b, sizeof a), 0);
     int plus = 0;
     for (int i = 0; i < 1000; i++) {
@@ -929,7 +929,7 @@ START_TEST(test_noise)
     }
     ck_assert_int_gt(plus, 400);
     ck_assert_int_lt(plus, 600);
-    cnf_noise_draw(CNF_DIV_GAUSSIAN, r, 1000, a);
+    cnf_net_noise_draw(CNF_DIV_GAUSSIAN, r, 1000, a);
     double m = 0, s2 = 0;
     for (int i = 0; i < 1000; i++) {
         m += a[i];
@@ -942,7 +942,7 @@ START_TEST(test_noise)
     gsl_rng_set(r, 5);
     gsl_rng_get(r);
     memcpy(b, a, sizeof a);
-    cnf_noise_draw(CNF_DIV_EXACT, r, 1000, a);
+    cnf_net_noise_draw(CNF_DIV_EXACT, r, 1000, a);
     ck_assert_int_eq(memcmp(a, b, sizeof a), 0);
     (void)before;
     gsl_rng_free(r);

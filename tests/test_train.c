@@ -32,7 +32,7 @@ START_TEST(test_adam_hand)
     /* step 1 by hand: g = g1 + wd p = (0.2, -0.5, 0.05) */
     double e1[3] = {1.0 - lr * 0.2 / (0.2 + eps), -2.0 + lr * 0.5 / (0.5 + eps),
                     0.5 - lr * 0.05 / (0.05 + eps)};
-    cnf_adam_step(p, g1, m, v, 3, 1, lr, b1, b2, eps, wd);
+    cnf_train_adam_step(p, g1, m, v, 3, 1, lr, b1, b2, eps, wd);
     ck_assert(tu_max_rel_error("adam step 1", p, e1, 3, 0.0, 1e-14) < 1e-14);
     ck_assert(fabs(p[0] - 0.9900000005) < 1e-12);   /* 1 - 0.01 (1 - 5e-8) */
 
@@ -48,7 +48,7 @@ START_TEST(test_adam_hand)
         double mh = ma[i] / (1 - b1 * b1), vh = va[i] / (1 - b2 * b2);
         e2[i] = e1[i] - lr * mh / (sqrt(vh) + eps);
     }
-    cnf_adam_step(p, g2, m, v, 3, 2, lr, b1, b2, eps, wd);
+    cnf_train_adam_step(p, g2, m, v, 3, 2, lr, b1, b2, eps, wd);
     ck_assert(tu_max_rel_error("adam step 2", p, e2, 3, 0.0, 1e-13) < 1e-13);
     ck_assert(tu_max_rel_error("adam m", m, ma, 3, 0.0, 1e-14) < 1e-14);
     ck_assert(tu_max_rel_error("adam v", v, va, 3, 0.0, 1e-14) < 1e-14);
@@ -269,13 +269,13 @@ START_TEST(test_option_and_data_checks)
     opt.batch = 4;
     opt.iters = 2;
     double X[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
-    ck_assert_int_eq(cnf_train(flow, X, 3, NULL, 0, &opt, st, NULL), CNF_EDATA);  /* 3 < 4 */
+    ck_assert_int_eq(cnf_train_run(flow, X, 3, NULL, 0, &opt, st, NULL), CNF_EDATA);  /* 3 < 4 */
     X[7] = NAN;
-    ck_assert_int_eq(cnf_train(flow, X, 5, NULL, 0, &opt, st, NULL), CNF_EDATA);
+    ck_assert_int_eq(cnf_train_run(flow, X, 5, NULL, 0, &opt, st, NULL), CNF_EDATA);
     ck_assert_ptr_nonnull(strstr(cnf_last_error(), "row 3"));
     X[7] = 7;
     cnf_train_state *wrong = cnf_train_state_alloc(P + 1, 1);
-    ck_assert_int_eq(cnf_train(flow, X, 5, NULL, 0, &opt, wrong, NULL), CNF_EDIM);
+    ck_assert_int_eq(cnf_train_run(flow, X, 5, NULL, 0, &opt, wrong, NULL), CNF_EDIM);
     ck_assert_uint_eq(st->iteration, 0);
     cnf_train_state_free(wrong);
     cnf_train_state_free(st);
@@ -345,7 +345,7 @@ START_TEST(test_gaussian_fit)
     opt.weight_decay = 0.0;
     cnf_train_state *st = cnf_train_state_alloc(cnf_flow_num_params(flow), 21);
     cnf_train_result res;
-    ck_assert_int_eq(cnf_train(flow, Xtr, Ntr, Xva, Nva, &opt, st, &res), CNF_OK);
+    ck_assert_int_eq(cnf_train_run(flow, Xtr, Ntr, Xva, Nva, &opt, st, &res), CNF_OK);
 
     double H = log(2 * PI_VALUE * exp(1.0)) + 0.5 * log(0.81);
     double truth = 0;
@@ -396,7 +396,7 @@ static void short_run(cnf_flow *flow, cnf_train_state *st, size_t iters, cnf_tra
     opt.clip_norm = 10.0;
     opt.lr_decay = 0.9;
     opt.lr_decay_every = 7;
-    ck_assert_int_eq(cnf_train(flow, X, 500, V, 200, &opt, st, res), CNF_OK);
+    ck_assert_int_eq(cnf_train_run(flow, X, 500, V, 200, &opt, st, res), CNF_OK);
 }
 
 /* Validation evaluates as cnf_flow_log_likelihood does with the flow's
@@ -418,7 +418,7 @@ START_TEST(test_validation_as_evaluation)
     /* tolerances that take several steps, so that the safety factor matters */
     tu_set_tol(&opt.flow, 1e-9, 1e-9);
     cnf_train_result res;
-    ck_assert_int_eq(cnf_train(flow, X, 300, V, 150, &opt, st, &res), CNF_OK);
+    ck_assert_int_eq(cnf_train_run(flow, X, 300, V, 150, &opt, st, &res), CNF_OK);
     ck_assert_uint_eq(res.best_iteration, 6);
     cnf_flow_options eo;
     cnf_flow_options_default(&eo);
@@ -526,7 +526,7 @@ START_TEST(test_fixed_T)
     opt.learn_T = 0;
     opt.lr = 1e-2;
     cnf_train_state *st = cnf_train_state_alloc(P, 2);
-    ck_assert_int_eq(cnf_train(flow, X, 300, NULL, 0, &opt, st, NULL), CNF_OK);
+    ck_assert_int_eq(cnf_train_run(flow, X, 300, NULL, 0, &opt, st, NULL), CNF_OK);
     const double *p = cnf_flow_params(flow);
     for (size_t k = 0; k < 2; k++)
         ck_assert(p[cnf_flow_T_index(flow, k)] == 0.7);
@@ -561,7 +561,7 @@ START_TEST(test_early_stopping)
     opt.patience = 2;
     cnf_train_state *st = cnf_train_state_alloc(P, 2);
     cnf_train_result res;
-    ck_assert_int_eq(cnf_train(flow, X, 300, V, 100, &opt, st, &res), CNF_OK);
+    ck_assert_int_eq(cnf_train_run(flow, X, 300, V, 100, &opt, st, &res), CNF_OK);
     ck_assert(res.stopped_early);
     ck_assert_uint_eq(res.iters, 15);
     ck_assert_uint_eq(res.best_iteration, 5);
@@ -616,7 +616,7 @@ START_TEST(test_callback_stop)
     opt.callback_ctx = &rec;
     cnf_train_state *st = cnf_train_state_alloc(P, 2);
     cnf_train_result res;
-    ck_assert_int_eq(cnf_train(flow, X, 300, X, 100, &opt, st, &res), CNF_OK);
+    ck_assert_int_eq(cnf_train_run(flow, X, 300, X, 100, &opt, st, &res), CNF_OK);
     ck_assert(res.interrupted && !res.stopped_early);
     ck_assert_uint_eq(res.iters, 7);
     ck_assert_uint_eq(rec.calls, 7);
@@ -649,7 +649,7 @@ START_TEST(test_max_seconds)
     opt.max_seconds = 1e-9;
     cnf_train_state *st = cnf_train_state_alloc(P, 2);
     cnf_train_result res;
-    ck_assert_int_eq(cnf_train(flow, X, 300, X, 100, &opt, st, &res), CNF_OK);
+    ck_assert_int_eq(cnf_train_run(flow, X, 300, X, 100, &opt, st, &res), CNF_OK);
     ck_assert(res.timed_out && !res.interrupted && !res.stopped_early);
     ck_assert_uint_eq(res.iters_run, 1);
     ck_assert(st->has_best && st->best_iteration == 1 && isfinite(st->best_val_nll));

@@ -30,7 +30,7 @@ static char parse_delimiter(const char *text)
     cli_usage("--delimiter %s: expected auto, ',', ';' or tab", text);
 }
 
-int cnf_cmd_convert(int argc, char **argv)
+int cmd_convert(int argc, char **argv)
 {
     const char *out = NULL, *split = "0.8,0.1,0.1", *header = "auto", *delimiter = "auto";
     unsigned long seed = 1;

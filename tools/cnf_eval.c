@@ -18,7 +18,7 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int cnf_cmd_eval(int argc, char **argv)
+int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL, *out = NULL;
     int json = 0;

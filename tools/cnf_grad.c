@@ -69,7 +69,7 @@ static void fd_gradient(cnf_flow *flow, cnf_flow_work *w, const double *X, size_
     free(ll);
 }
 
-int cnf_cmd_grad(int argc, char **argv)
+int cmd_grad(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL, *out = NULL;
     int check = 0, json = 0;

@@ -65,7 +65,7 @@ static void print_json(const char *path, const cnf_flow *flow, const cnf_model_e
     printf("}\n");
 }
 
-int cnf_cmd_info(int argc, char **argv)
+int cmd_info(int argc, char **argv)
 {
     const char *model = NULL;
     int json = 0;

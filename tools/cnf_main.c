@@ -18,14 +18,14 @@ static const struct {
     int (*run)(int, char **);
     const char *about;
 } commands[] = {
-    {"toy", cnf_cmd_toy, "generate a 2-D toy data set (/train, /val, /test)"},
-    {"train", cnf_cmd_train, "train a flow on a data file and save the best model"},
-    {"eval", cnf_cmd_eval, "per-sample log-likelihood, mean NLL and bits/dim of data"},
-    {"sample", cnf_cmd_sample, "draw samples from a model (or push given latent points)"},
-    {"grad", cnf_cmd_grad, "gradient of the mean NLL w.r.t. every parameter (--check: vs finite differences)"},
-    {"info", cnf_cmd_info, "architecture, parameter count and training record of a model"},
-    {"plot", cnf_cmd_plot, "PNG heat map of a 2-D model's density, optionally with points"},
-    {"convert", cnf_cmd_convert, "CSV file to the toolkit's data layout (/train, /val, /test)"},
+    {"toy", cmd_toy, "generate a 2-D toy data set (/train, /val, /test)"},
+    {"train", cmd_train, "train a flow on a data file and save the best model"},
+    {"eval", cmd_eval, "per-sample log-likelihood, mean NLL and bits/dim of data"},
+    {"sample", cmd_sample, "draw samples from a model (or push given latent points)"},
+    {"grad", cmd_grad, "gradient of the mean NLL w.r.t. every parameter (--check: vs finite differences)"},
+    {"info", cmd_info, "architecture, parameter count and training record of a model"},
+    {"plot", cmd_plot, "PNG heat map of a 2-D model's density, optionally with points"},
+    {"convert", cmd_convert, "CSV file to the toolkit's data layout (/train, /val, /test)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

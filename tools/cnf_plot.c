@@ -319,7 +319,7 @@ static raster *marginal_grid(const double *P, size_t Np, const double *S, size_t
     return r;
 }
 
-int cnf_cmd_plot(int argc, char **argv)
+int cmd_plot(int argc, char **argv)
 {
     const char *model = NULL, *out = NULL, *data = NULL, *xlim = NULL, *ylim = NULL;
     const char *dims_spec = NULL, *colour = "log";

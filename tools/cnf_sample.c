@@ -9,7 +9,7 @@
 #include "commands.h"
 #include "model_cli.h"
 
-int cnf_cmd_sample(int argc, char **argv)
+int cmd_sample(int argc, char **argv)
 {
     const char *model = NULL, *out = NULL, *latent = NULL;
     size_t n = 1000;

@@ -11,7 +11,7 @@
 #include "cnf/toy.h"
 #include "commands.h"
 
-int cnf_cmd_toy(int argc, char **argv)
+int cmd_toy(int argc, char **argv)
 {
     size_t n = 10000;
     unsigned long seed = 1;

@@ -56,7 +56,7 @@ static void on_sigint(int sig)
 typedef struct {
     cnf_flow *flow;
     cnf_train_state *state;
-    const cnf_run_config *cfg;
+    const run_config *cfg;
     const char *preset, *train, *val, *out, *init;
     const char *columns;    /* the data's column names as a CSV line, or NULL */
 } model_saver;
@@ -78,7 +78,7 @@ typedef struct {
 } progress_ctx;
 
 /* Write the best parameters so far (cnf_train_state_best_so_far, which the
- * flow holds after cnf_train and not during it) with the state and the
+ * flow holds after cnf_train_run and not during it) with the state and the
  * run's record (resolved configuration, data, results) to sv->out,
  * atomically. */
 static cnf_status save_model(const model_saver *sv, double train_nll)
@@ -87,9 +87,9 @@ static cnf_status save_model(const model_saver *sv, double train_nll)
     cnf_model_extra_init(&rec);
     char buf[4096];
     cnf_status s = CNF_OK;
-    for (size_t i = 0; i < cnf_config_num_keys && s == CNF_OK; i++) {
-        cnf_run_config_format(sv->cfg, &cnf_config_keys[i], buf, sizeof buf);
-        s = cnf_model_extra_set(&rec, cnf_config_keys[i].key, buf);
+    for (size_t i = 0; i < config_num_keys && s == CNF_OK; i++) {
+        run_config_format(sv->cfg, &config_keys[i], buf, sizeof buf);
+        s = cnf_model_extra_set(&rec, config_keys[i].key, buf);
     }
     const cnf_train_state *st = sv->state;
     if (s == CNF_OK)
@@ -240,7 +240,7 @@ static double parse_duration(const char *text)
 }
 
 /* --preprocess: standardise or whiten from the training rows. */
-static void fit_preprocessing(cnf_flow *flow, const cnf_run_config *cfg, const double *X,
+static void fit_preprocessing(cnf_flow *flow, const run_config *cfg, const double *X,
                               size_t N, const char *what)
 {
     cnf_preprocess kind;
@@ -261,7 +261,7 @@ static void fit_preprocessing(cnf_flow *flow, const cnf_run_config *cfg, const d
  * solver, but not what the run optimises, how it selects the kept model
  * (the saved best would be compared with another quantity) or the
  * preprocessing (fixed in the model). */
-static void check_resume_settings(const cnf_run_config *now, const cnf_run_config *saved,
+static void check_resume_settings(const run_config *now, const run_config *saved,
                                   const char *model)
 {
     if (strcmp(now->objective, saved->objective))
@@ -373,10 +373,10 @@ static void check_rows(const char *what, size_t N, size_t need, const char *why)
         cli_die("%s has %zu rows, fewer than %s %zu", what, N, why, need);
 }
 
-int cnf_cmd_train(int argc, char **argv)
+int cmd_train(int argc, char **argv)
 {
-    cnf_run_config cfg;
-    cnf_run_config_default(&cfg);
+    run_config cfg;
+    run_config_default(&cfg);
     /* The preset (or the resumed model's record) must be applied before the
      * options so that options override it; find those two first. */
     char preset_buf[4096];
@@ -387,7 +387,7 @@ int cnf_cmd_train(int argc, char **argv)
     cnf_model_extra ex;
     cnf_model_extra_init(&ex);
     cnf_flow *flow = NULL;
-    cnf_run_config resumed = cfg;   /* a resumed run's own settings, before the options */
+    run_config resumed = cfg;   /* a resumed run's own settings, before the options */
     int want_help = 0;
     for (int i = 1; i < argc; i++)
         want_help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
@@ -400,12 +400,12 @@ int cnf_cmd_train(int argc, char **argv)
             char err[600];
             /* Keys of the record that are not configuration (results, data)
              * are skipped. */
-            (void)cnf_run_config_set(&cfg, ex.config_keys[i], ex.config_values[i], err,
+            (void)run_config_set(&cfg, ex.config_keys[i], ex.config_values[i], err,
                                      sizeof err);
         }
         resumed = cfg;
     } else if (preset) {
-        cnf_run_config_load(&cfg, preset);   /* with --help too, which shows its values */
+        run_config_load(&cfg, preset);   /* with --help too, which shows its values */
     }
 
     const char *data = NULL, *train = NULL, *val = NULL, *out = NULL, *flow_opt = NULL;
@@ -446,18 +446,18 @@ int cnf_cmd_train(int argc, char **argv)
     opts[no++] = (cli_option){"curve", CLI_STRING, &curve_out, "F.png",
                               "draw this run's training curves (loss, validation, NFE, seconds "
                               "per iteration) as a PNG at the end", NULL, 0};
-    if (cnf_config_num_keys > NCFG)
+    if (config_num_keys > NCFG)
         cli_die("internal: too many configuration keys");
-    cnf_run_config_options(&cfg, opts + no, names);
+    run_config_options(&cfg, opts + no, names);
     /* Lower-case names for the keys named after the mathematics' T; the
      * old spellings still work. */
-    for (size_t i = no; i < no + cnf_config_num_keys; i++)
+    for (size_t i = no; i < no + config_num_keys; i++)
         if (!strcmp(opts[i].name, "T") || !strcmp(opts[i].name, "learn-T")) {
             cli_add_alias(opts[i].name[0] == 'T' ? "T" : "learn-T",
                           opts[i].name[0] == 'T' ? "end-time" : "learn-end-time");
             opts[i].name = opts[i].name[0] == 'T' ? "end-time" : "learn-end-time";
         }
-    no += cnf_config_num_keys;
+    no += config_num_keys;
     opts[no] = (cli_option){NULL, 0, NULL, NULL, NULL, NULL, 0};
     const char *pos[1];
     size_t n_pos;
@@ -561,7 +561,7 @@ int cnf_cmd_train(int argc, char **argv)
                 "flows/toy2d-fm.cfg and flows/tabular-fm.cfg are set up for it)",
                 cfg.objective, cfg.blocks, cfg.T, cfg.learn_T);
     cnf_train_options opt;
-    cnf_run_config_resolve(&cfg, D, nets, T, &opt);
+    run_config_resolve(&cfg, D, nets, T, &opt);
     opt.flow.threads = threads;   /* validation copies these flow options */
     if (!Xval)
         opt.val_every = 0;
@@ -625,7 +625,7 @@ int cnf_cmd_train(int argc, char **argv)
              cfg.hidden[0] ? cfg.hidden : "(none)", cfg.act, cfg.layer,
              cnf_flow_num_params(flow), Ntr, Nval, state->iteration + 1, opt.iters);
     cnf_train_result res;
-    cnf_status s = cnf_train(flow, Xtr, Ntr, Xval, Nval, &opt, state, &res);
+    cnf_status s = cnf_train_run(flow, Xtr, Ntr, Xval, Nval, &opt, state, &res);
     sigaction(SIGINT, &old, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (pc.line_open)

@@ -4,13 +4,13 @@
 #ifndef CNF_TOOLS_COMMANDS_H
 #define CNF_TOOLS_COMMANDS_H
 
-int cnf_cmd_toy(int argc, char **argv);
-int cnf_cmd_train(int argc, char **argv);
-int cnf_cmd_eval(int argc, char **argv);
-int cnf_cmd_sample(int argc, char **argv);
-int cnf_cmd_grad(int argc, char **argv);
-int cnf_cmd_info(int argc, char **argv);
-int cnf_cmd_plot(int argc, char **argv);
-int cnf_cmd_convert(int argc, char **argv);
+int cmd_toy(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_grad(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif /* CNF_TOOLS_COMMANDS_H */

@@ -15,18 +15,18 @@
 #include "model_cli.h"
 
 #define KEY(name, kind, meta, help)                                                            \
-    {#name, kind, offsetof(cnf_run_config, name), CNF_CONFIG_NO_OPTION, meta, help}
+    {#name, kind, offsetof(run_config, name), CNF_CONFIG_NO_OPTION, meta, help}
 /* A key that is one field of cnf_train_options: its default is read from
  * cnf_train_options_default and its value copied back by
- * cnf_run_config_resolve. The two fields must have the same size (the
+ * run_config_resolve. The two fields must have the same size (the
  * array below has size -1, a compile error, otherwise). */
 #define OPTION_KEY(name, field, kind, meta, help)                                              \
-    {#name, kind, offsetof(cnf_run_config, name),                                              \
+    {#name, kind, offsetof(run_config, name),                                              \
      offsetof(cnf_train_options, field) + 0 * sizeof(char[SAME_SIZE(name, field)]), meta, help}
 #define SAME_SIZE(name, field)                                                                 \
-    (sizeof ((cnf_run_config *)0)->name == sizeof ((cnf_train_options *)0)->field ? 1 : -1)
+    (sizeof ((run_config *)0)->name == sizeof ((cnf_train_options *)0)->field ? 1 : -1)
 
-const cnf_config_key cnf_config_keys[] = {
+const config_key config_keys[] = {
     KEY(objective, CLI_STRING, "NAME",
         "training objective: mle (maximum likelihood), fm (flow matching), otfm (fm with "
         "minibatch optimal-transport pairs)"),
@@ -77,7 +77,7 @@ const cnf_config_key cnf_config_keys[] = {
     KEY(save_every, CLI_SIZE, "N",
         "also save the best model so far to --out every N iterations (0 = only at the end)"),
 };
-const size_t cnf_config_num_keys = sizeof cnf_config_keys / sizeof cnf_config_keys[0];
+const size_t config_num_keys = sizeof config_keys / sizeof config_keys[0];
 
 /* The bytes of a key's value (not for CLI_STRING keys, which are names). */
 static size_t value_size(cli_kind kind)
@@ -96,8 +96,8 @@ static size_t value_size(cli_kind kind)
  * configuration (to_options) or the other way round. */
 static void copy_option_keys(void *dst, const void *src, int to_options)
 {
-    for (size_t i = 0; i < cnf_config_num_keys; i++) {
-        const cnf_config_key *k = &cnf_config_keys[i];
+    for (size_t i = 0; i < config_num_keys; i++) {
+        const config_key *k = &config_keys[i];
         if (k->option == CNF_CONFIG_NO_OPTION)
             continue;
         size_t to = to_options ? k->option : k->offset, from = to_options ? k->offset : k->option;
@@ -114,7 +114,7 @@ static const char *objective_key(const cnf_train_options *opt)
     return cnf_train_objective_name(opt->objective);
 }
 
-void cnf_run_config_default(cnf_run_config *cfg)
+void run_config_default(run_config *cfg)
 {
     /* Every key starts at the library's default: training's options (its
      * flow options included) and the network's; only the number of blocks
@@ -145,7 +145,7 @@ void cnf_run_config_default(cnf_run_config *cfg)
     cfg->fm_time = cnf_fm_time_name(opt.fm.time);
 }
 
-int cnf_run_config_check(const char *key, const char *value, char *err, size_t n)
+int run_config_check(const char *key, const char *value, char *err, size_t n)
 {
     cnf_status s = CNF_OK;
     if (!strcmp(key, "layer")) {
@@ -192,21 +192,21 @@ int cnf_run_config_check(const char *key, const char *value, char *err, size_t n
 /* Lower-case spellings of the keys named after the mathematics' T. */
 static const char *const key_aliases[][2] = {{"end_time", "T"}, {"learn_end_time", "learn_T"}};
 
-static const cnf_config_key *find_key(const char *key)
+static const config_key *find_key(const char *key)
 {
     for (size_t i = 0; i < sizeof key_aliases / sizeof key_aliases[0]; i++)
         if (!strcmp(key, key_aliases[i][0]))
             key = key_aliases[i][1];
-    for (size_t i = 0; i < cnf_config_num_keys; i++)
-        if (!strcmp(cnf_config_keys[i].key, key))
-            return &cnf_config_keys[i];
+    for (size_t i = 0; i < config_num_keys; i++)
+        if (!strcmp(config_keys[i].key, key))
+            return &config_keys[i];
     return NULL;
 }
 
-int cnf_run_config_set(cnf_run_config *cfg, const char *key, const char *text, char *err,
+int run_config_set(run_config *cfg, const char *key, const char *text, char *err,
                        size_t n)
 {
-    const cnf_config_key *k = find_key(key);
+    const config_key *k = find_key(key);
     if (!k) {
         snprintf(err, n, "unknown key '%s'", key);
         return -2;
@@ -218,7 +218,7 @@ int cnf_run_config_set(cnf_run_config *cfg, const char *key, const char *text, c
             snprintf(err, n, "%s needs a value", key);
             return -1;
         }
-        if (cnf_run_config_check(key, text, err, n))
+        if (run_config_check(key, text, err, n))
             return -1;
         char *copy = strdup(text);
         if (!copy) {
@@ -246,7 +246,7 @@ static char *trim(char *s)
     return s;
 }
 
-void cnf_run_config_load(cnf_run_config *cfg, const char *path)
+void run_config_load(run_config *cfg, const char *path)
 {
     FILE *f;
     if (cnf_file_open_input(path, &f) != CNF_OK)
@@ -267,12 +267,12 @@ void cnf_run_config_load(cnf_run_config *cfg, const char *path)
         *eq = '\0';
         char *key = trim(s), *value = trim(eq + 1);
         char err[600];
-        int rc = cnf_run_config_set(cfg, key, value, err, sizeof err);
+        int rc = run_config_set(cfg, key, value, err, sizeof err);
         if (rc == -2) {
             char known[1024] = "";
-            for (size_t i = 0; i < cnf_config_num_keys; i++) {
-                strncat(known, cnf_config_keys[i].key, sizeof known - strlen(known) - 3);
-                if (i + 1 < cnf_config_num_keys)
+            for (size_t i = 0; i < config_num_keys; i++) {
+                strncat(known, config_keys[i].key, sizeof known - strlen(known) - 3);
+                if (i + 1 < config_num_keys)
                     strncat(known, ", ", sizeof known - strlen(known) - 1);
             }
             cli_usage("%s:%zu: unknown key '%s' (known keys: %s; see flows/README.md)", path,
@@ -291,7 +291,7 @@ void cnf_run_config_load(cnf_run_config *cfg, const char *path)
         cli_die("error reading preset %s: %s", path, strerror(read_error));
 }
 
-void cnf_run_config_format(const cnf_run_config *cfg, const cnf_config_key *k, char *buf,
+void run_config_format(const run_config *cfg, const config_key *k, char *buf,
                            size_t n)
 {
     const void *p = (const char *)cfg + k->offset;
@@ -315,10 +315,10 @@ void cnf_run_config_format(const cnf_run_config *cfg, const cnf_config_key *k, c
     }
 }
 
-void cnf_run_config_options(cnf_run_config *cfg, cli_option *opts, char (*names)[32])
+void run_config_options(run_config *cfg, cli_option *opts, char (*names)[32])
 {
-    for (size_t i = 0; i < cnf_config_num_keys; i++) {
-        const cnf_config_key *k = &cnf_config_keys[i];
+    for (size_t i = 0; i < config_num_keys; i++) {
+        const config_key *k = &config_keys[i];
         snprintf(names[i], 32, "%s", k->key);
         for (char *c = names[i]; *c; c++)
             if (*c == '_')
@@ -328,7 +328,7 @@ void cnf_run_config_options(cnf_run_config *cfg, cli_option *opts, char (*names)
     }
 }
 
-void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config *nets,
+void run_config_resolve(const run_config *cfg, size_t D, cnf_net_config *nets,
                             double *T, cnf_train_options *opt)
 {
     char err[600];
@@ -340,8 +340,8 @@ void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config 
                                         "fm_time"};
     for (size_t i = 0; i < sizeof enums / sizeof enums[0]; i++) {
         char v[256];
-        cnf_run_config_format(cfg, find_key(enums[i]), v, sizeof v);
-        if (cnf_run_config_check(enums[i], v, err, sizeof err))
+        run_config_format(cfg, find_key(enums[i]), v, sizeof v);
+        if (run_config_check(enums[i], v, err, sizeof err))
             cli_usage("%s: %s", enums[i], err);
     }
     for (size_t k = 0; k < cfg->blocks; k++) {

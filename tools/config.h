@@ -47,7 +47,7 @@ typedef struct {
     unsigned long seed;
     size_t save_every;          /* cnf train: save the best model so far every N
                                    iterations (0 = off); not a library option */
-} cnf_run_config;
+} run_config;
 
 #define CNF_CONFIG_NO_OPTION ((size_t)-1)
 
@@ -55,48 +55,48 @@ typedef struct {
 typedef struct {
     const char *key;            /* preset key; option --key with '_' -> '-' */
     cli_kind kind;
-    size_t offset;              /* into cnf_run_config */
+    size_t offset;              /* into run_config */
     size_t option;              /* into cnf_train_options when the key is one of
                                    its fields (default and value copied as they
                                    are), else CNF_CONFIG_NO_OPTION: names, the
                                    solver, the architecture, save_every */
     const char *meta;
     const char *help;
-} cnf_config_key;
+} config_key;
 
-extern const cnf_config_key cnf_config_keys[];
-extern const size_t cnf_config_num_keys;
+extern const config_key config_keys[];
+extern const size_t config_num_keys;
 
 /* The library's defaults (cnf_train_options_default, flow options
  * included, and cnf_net_config_default's network: FFJORD's toy network),
  * with one block of T = 1. */
-void cnf_run_config_default(cnf_run_config *cfg);
+void run_config_default(run_config *cfg);
 
 /* Set key to text (copied). Returns 0, or -1 with a message in err (unknown
  * key: err says so and -2 is returned). */
-int cnf_run_config_set(cnf_run_config *cfg, const char *key, const char *text, char *err,
+int run_config_set(run_config *cfg, const char *key, const char *text, char *err,
                        size_t n);
 
 /* Read a preset file into cfg; exits with "FILE:LINE: ..." on an unknown key
  * or a bad value. */
-void cnf_run_config_load(cnf_run_config *cfg, const char *path);
+void run_config_load(run_config *cfg, const char *path);
 
 /* The value of key as text (for the model's record). */
-void cnf_run_config_format(const cnf_run_config *cfg, const cnf_config_key *k, char *buf,
+void run_config_format(const run_config *cfg, const config_key *k, char *buf,
                            size_t n);
 
-/* Fill cli options (opts: at least cnf_config_num_keys entries) whose
+/* Fill cli options (opts: at least config_num_keys entries) whose
  * destinations are cfg's fields. Names are made in names (storage). */
-void cnf_run_config_options(cnf_run_config *cfg, cli_option *opts, char (*names)[32]);
+void run_config_options(run_config *cfg, cli_option *opts, char (*names)[32]);
 
 /* Resolve to the library's structures for data dimension D; exits with a
  * message naming the key on a bad value. nets: blocks entries; T: blocks. */
-void cnf_run_config_resolve(const cnf_run_config *cfg, size_t D, cnf_net_config *nets,
+void run_config_resolve(const run_config *cfg, size_t D, cnf_net_config *nets,
                             double *T, cnf_train_options *opt);
 
 /* Check the value of an enumerated key (layer, act, solver, divergence,
  * val_divergence, hidden, objective, preprocess, lr_schedule, fm_time); 0
  * or -1 with a message. */
-int cnf_run_config_check(const char *key, const char *value, char *err, size_t n);
+int run_config_check(const char *key, const char *value, char *err, size_t n);
 
 #endif /* CNF_TOOLS_CONFIG_H */

@@ -73,7 +73,7 @@ const char *cli_preset_find(const char *name, char *buf, size_t n)
 {
     struct stat st;
     if (stat(name, &st) == 0 || strchr(name, '/') || !name[0]) {
-        /* a path: cnf_run_config_load names a missing one, or one that is
+        /* a path: run_config_load names a missing one, or one that is
          * not a regular file (a directory, a FIFO) */
         snprintf(buf, n, "%s", name);
         return buf;

@@ -192,7 +192,7 @@ typedef struct {
                                         within the tolerances, on the previous
                                         call. Default 0: each call stands
                                         alone, as a gradient check needs;
-                                        cnf_train turns it on. Only the
+                                        cnf_train_run turns it on. Only the
                                         gradient's solves use it, and only
                                         when the adaptive methods run. */
 } cnf_flow_options;

@@ -47,7 +47,7 @@
  * End times. The path is defined on [0, 1]: a flow trained this way has one
  * block and T = 1 (cnf_fm_check_flow refuses anything else).
  *
- * Typical call (cnf_train does all this when opt.objective is CNF_OBJ_FM):
+ * Typical call (cnf_train_run does all this when opt.objective is CNF_OBJ_FM):
  *
  *     cnf_fm_options fo;
  *     cnf_fm_options_default(&fo);

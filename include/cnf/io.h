@@ -206,11 +206,11 @@ cnf_status cnf_flow_options_from_model(const cnf_model_extra *extra, cnf_flow_op
  *   <prefix>/blocks/<k>/layers/<j>/W, b[, g_w, g_b, c_w]   model shapes
  *   <prefix>/blocks/<k>/T                                   scalar
  * No attributes are written. */
-cnf_status cnf_h5_writer_grad(cnf_h5_writer *w, const char *prefix, const cnf_flow *flow,
+cnf_status cnf_h5_writer_write_grad(cnf_h5_writer *w, const char *prefix, const cnf_flow *flow,
                               const double *grad);
 
 /* A gradient file at path, atomically: root attributes format = "cnf-grad",
- * version = 1, dim = D, and the gradient at the root (cnf_h5_writer_grad
+ * version = 1, dim = D, and the gradient at the root (cnf_h5_writer_write_grad
  * with prefix ""). */
 cnf_status cnf_model_write_grad(const char *path, const cnf_flow *flow, const double *grad);
 

@@ -223,7 +223,7 @@ cnf_status cnf_divergence_from_name(const char *name, cnf_divergence *kind);
 /* Fill eps (n values) with Hutchinson noise of the given kind from rng.
  * Drawing is sequential in index order, so a seed fixes the draw.
  * CNF_DIV_EXACT draws nothing: eps and rng are left untouched. */
-void cnf_noise_draw(cnf_divergence kind, gsl_rng *rng, size_t n, double *eps);
+void cnf_net_noise_draw(cnf_divergence kind, gsl_rng *rng, size_t n, double *eps);
 
 /* div_b = sum_i jv[i][b][i] (jv from unit directions, K = D). */
 void cnf_net_trace_unit(const double *jv, size_t B, size_t D, double *div);

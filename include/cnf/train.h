@@ -65,7 +65,7 @@
  *     opt.iters = 3000;
  *     cnf_train_state *st = cnf_train_state_alloc(cnf_flow_num_params(flow), opt.seed);
  *     cnf_train_result res;
- *     cnf_status s = cnf_train(flow, Xtr, Ntr, Xval, Nval, &opt, st, &res);
+ *     cnf_status s = cnf_train_run(flow, Xtr, Ntr, Xval, Nval, &opt, st, &res);
  *     // flow now holds cnf_train_state_best_so_far(st); st can be saved
  *     // (cnf_model_save with it in cnf_model_extra) and resumed
  *     cnf_train_state_free(st);
@@ -138,7 +138,7 @@ typedef struct {
     double lr;             /* learning rate used in this iteration */
     size_t nfe_forward;    /* function evaluations of this iteration's forward solves */
     size_t nfe_backward;   /* ... and of its backward (adjoint) solves */
-    double elapsed;        /* seconds since cnf_train was called */
+    double elapsed;        /* seconds since cnf_train_run was called */
     int validated;         /* 1 if validation ran in this iteration */
     int validated_nll;     /* 1 if it computed the NLL (always with validated
                               under maximum likelihood) */
@@ -153,7 +153,7 @@ typedef struct {
     const double *T;       /* K current end times */
 } cnf_train_progress;
 
-/* Nonzero return: stop after this iteration (cnf_train then returns CNF_OK
+/* Nonzero return: stop after this iteration (cnf_train_run then returns CNF_OK
  * with result->interrupted = 1, the flow holding the best parameters). */
 typedef int (*cnf_train_callback)(const cnf_train_progress *p, void *ctx);
 
@@ -191,7 +191,7 @@ typedef struct {
                                 (default), then the kept model is the best by
                                 validation loss. Maximum likelihood always
                                 validates the NLL */
-    unsigned long seed;      /* default 1; for cnf_train_state_alloc (cnf_train
+    unsigned long seed;      /* default 1; for cnf_train_state_alloc (cnf_train_run
                                 itself uses the state's seed and rng) */
     cnf_train_val_divergence val_divergence;  /* default CNF_TRAIN_VAL_AUTO */
     size_t max_val_rows;     /* validate on at most this many (first) rows,
@@ -209,13 +209,13 @@ typedef struct {
 
 void cnf_train_options_default(cnf_train_options *opt);
 
-/* CNF_EINVAL with a message naming the option at fault (checked by cnf_train
+/* CNF_EINVAL with a message naming the option at fault (checked by cnf_train_run
  * before any work). */
 cnf_status cnf_train_options_check(const cnf_train_options *opt);
 
 /* What --resume needs. Transparent so that a program can read every field
  * and cnf/io.h can save and restore them (from a table of the fields); the
- * arrays are the state's own, and cnf_train and the functions below keep
+ * arrays are the state's own, and cnf_train_run and the functions below keep
  * them consistent. All arrays have the parameter vector's layout
  * [theta_0 | ... | theta_{K-1} | T_0 ... T_{K-1}]. */
 typedef struct {
@@ -223,7 +223,7 @@ typedef struct {
     unsigned long seed;      /* seed given to cnf_train_state_alloc */
     size_t iteration;        /* iterations done (= Adam's step count) */
     double *params;          /* P: the current (last) parameters, not the best;
-                                cnf_train copies them into the flow when
+                                cnf_train_run copies them into the flow when
                                 iteration > 0, so a resumed run continues
                                 from them */
     double *adam_m;          /* P: Adam first moment (T entries: of s = sqrt(T)) */
@@ -243,7 +243,7 @@ typedef struct {
     double *step_hints;      /* n_step_hints: the warm first steps of the
                                 gradient's solves after the last iteration
                                 (cnf_flow_work_step_hints); owned by the
-                                state: set by cnf_train or through
+                                state: set by cnf_train_run or through
                                 cnf_train_state_set_step_hints */
 } cnf_train_state;
 
@@ -253,7 +253,7 @@ cnf_train_state *cnf_train_state_alloc(size_t n_params, unsigned long seed);
 void cnf_train_state_free(cnf_train_state *state);    /* NULL is fine */
 
 /* The best parameters so far (P, borrowed): best_params once a validation
- * has run, the current params before. This is what cnf_train leaves in the
+ * has run, the current params before. This is what cnf_train_run leaves in the
  * flow and what a model saved during or after training should hold. */
 const double *cnf_train_state_best_so_far(const cnf_train_state *state);
 
@@ -272,7 +272,7 @@ const char *cnf_train_state_rng_type(const cnf_train_state *state);
 cnf_status cnf_train_state_set_rng_bytes(cnf_train_state *state, const void *bytes,
                                          size_t size);
 
-/* The outcome of one cnf_train call. */
+/* The outcome of one cnf_train_run call. */
 typedef struct {
     size_t iters;            /* state->iteration at the end (total) */
     size_t iters_run;        /* iterations run in this call */
@@ -304,7 +304,7 @@ typedef struct {
  * solve or a non-finite loss, the error is returned, the flow holds the best
  * (or last good) parameters and state the last completed iteration.
  * result may be NULL. */
-cnf_status cnf_train(cnf_flow *flow, const double *Xtrain, size_t Ntrain,
+cnf_status cnf_train_run(cnf_flow *flow, const double *Xtrain, size_t Ntrain,
                      const double *Xval, size_t Nval, const cnf_train_options *opt,
                      cnf_train_state *state, cnf_train_result *result);
 
@@ -326,7 +326,7 @@ double cnf_train_lr(const cnf_train_options *opt, size_t iteration);
 
 /* One torch.optim.Adam step over n entries (t = step number, >= 1):
  *   g = grad + weight_decay * p; m, v updated; p updated (see the top). */
-void cnf_adam_step(double *p, const double *grad, double *m, double *v, size_t n,
+void cnf_train_adam_step(double *p, const double *grad, double *m, double *v, size_t n,
                    size_t t, double lr, double beta1, double beta2, double eps,
                    double weight_decay);
 
