@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnf/size.h"
+
 struct cnf_adjoint {
     size_t n, p;               /* state, parameters */
     size_t nb;                 /* backward state: n (+ n when backsolving) + p */
@@ -41,14 +43,18 @@ void cnf_adjoint_options_default(cnf_adjoint_options *opt)
 static cnf_status adjoint_setup(cnf_adjoint *adj)
 {
     size_t n = adj->n, p = adj->p;
-    size_t nb = n + p + (adj->opt.backsolve ? n : 0);
+    size_t nb, bytes;
+    if (cnf_size_add(n, p, &nb) || cnf_size_add(nb, adj->opt.backsolve ? n : 0, &nb)
+        || cnf_size_mul(nb, sizeof *adj->y, &bytes))
+        return cnf_error(CNF_ENOMEM, "an adjoint state of %zu + %zu values does not fit in memory",
+                         n, p);
     if (nb != adj->nb || !adj->solver) {
         cnf_ode_solver_free(adj->solver);
         adj->solver = NULL;
         free(adj->y);
         adj->nb = nb;
         adj->g_off = nb - p;
-        adj->y = malloc(nb * sizeof *adj->y);
+        adj->y = malloc(bytes);
         if (!adj->y)
             return cnf_error(CNF_ENOMEM, "out of memory for an adjoint state of %zu", nb);
     }
@@ -105,8 +111,9 @@ cnf_adjoint *cnf_adjoint_alloc(size_t n, size_t p, const cnf_adjoint_options *op
         adj->opt = *opt;
     else
         cnf_adjoint_options_default(&adj->opt);
-    adj->z = malloc(n * sizeof *adj->z);
-    adj->f = malloc(n * sizeof *adj->f);
+    size_t bytes;
+    adj->z = cnf_size_mul(n, sizeof *adj->z, &bytes) ? NULL : malloc(bytes);
+    adj->f = adj->z ? malloc(bytes) : NULL;
     if (!adj->z || !adj->f) {
         cnf_adjoint_free(adj);
         cnf_error(CNF_ENOMEM, "out of memory allocating an adjoint of n = %zu", n);

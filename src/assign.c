@@ -31,6 +31,8 @@
 
 #include <cblas.h>
 
+#include "cnf/size.h"
+
 #define NONE SIZE_MAX
 
 struct cnf_assign_work {
@@ -46,15 +48,6 @@ struct cnf_assign_work {
     size_t *scanned;    /* the columns a search has scanned, in order */
 };
 
-/* a * b into *out; 0 when it overflows size_t. */
-static int mul_size(size_t a, size_t b, size_t *out)
-{
-    if (a && b > SIZE_MAX / a)
-        return 0;
-    *out = a * b;
-    return 1;
-}
-
 cnf_assign_work *cnf_assign_work_alloc(size_t n_max)
 {
     if (n_max == 0) {
@@ -62,10 +55,10 @@ cnf_assign_work *cnf_assign_work_alloc(size_t n_max)
         return NULL;
     }
     /* doubles: n_max^2 + 7 n_max; size_t: 4 n_max (each in bytes) */
-    size_t sq, b_dbl, b_idx;
-    if (n_max > SIZE_MAX / 7 || !mul_size(n_max, n_max, &sq) || sq > SIZE_MAX - 7 * n_max
-        || !mul_size(sq + 7 * n_max, sizeof(double), &b_dbl)
-        || !mul_size(4 * n_max, sizeof(size_t), &b_idx)) {
+    size_t sq, n7, b_dbl, b_idx;
+    if (cnf_size_mul(n_max, n_max, &sq) || cnf_size_mul(n_max, 7, &n7) || cnf_size_add(sq, n7, &sq)
+        || cnf_size_mul(sq, sizeof(double), &b_dbl)
+        || cnf_size_mul3(n_max, 4, sizeof(size_t), &b_idx)) {
         cnf_error(CNF_EINVAL, "assignment workspace: n_max = %zu overflows the size of its buffers",
                   n_max);
         return NULL;
@@ -341,7 +334,7 @@ cnf_status cnf_assign_sq_euclidean(cnf_assign_work *w, const double *X, const do
     if (s != CNF_OK)
         return s;
     size_t nD;
-    if (D == 0 || D > INT_MAX || n > INT_MAX || !mul_size(n, D, &nD))
+    if (D == 0 || D > INT_MAX || n > INT_MAX || cnf_size_mul(n, D, &nD))
         return cnf_error(CNF_EINVAL, "%s: D = %zu with n = %zu (need 1 <= D, n, D <= INT_MAX and "
                          "n * D within size_t)", fn, D, n);
     double *nx = w->norm, *ny = w->norm + n, *C = w->cost;

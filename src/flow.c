@@ -14,6 +14,7 @@
 #include <gsl/gsl_eigen.h>
 #include <gsl/gsl_linalg.h>
 
+#include "cnf/size.h"
 #include "names.h"
 
 struct cnf_flow {
@@ -63,12 +64,15 @@ cnf_flow *cnf_flow_alloc(size_t dim, size_t n_blocks, const cnf_net_config *nets
             cnf_flow_free(flow);   /* keeps the network's own message */
             return NULL;
         }
-        flow->offset[k + 1] = flow->offset[k] + cnf_net_num_params(flow->nets[k]);
+        if (cnf_size_add(flow->offset[k], cnf_net_num_params(flow->nets[k]),
+                         &flow->offset[k + 1]))
+            goto nomem;
     }
-    flow->n_params = flow->offset[n_blocks] + n_blocks;
+    if (cnf_size_add(flow->offset[n_blocks], n_blocks, &flow->n_params))
+        goto nomem;
     flow->params = calloc(flow->n_params, sizeof *flow->params);
     flow->mean = calloc(dim, sizeof *flow->mean);
-    flow->scale = malloc(dim * sizeof *flow->scale);
+    flow->scale = calloc(dim, sizeof *flow->scale);
     if (!flow->params || !flow->mean || !flow->scale)
         goto nomem;
     for (size_t i = 0; i < dim; i++)
@@ -151,12 +155,15 @@ cnf_status cnf_flow_set_whitening(cnf_flow *flow, const double *L)
                 return cnf_error(CNF_EDATA, "whitening factor L diagonal entry (%zu, %zu) is %g; "
                                  "it must be positive", i, j, v);
         }
+    size_t bytes;
+    if (cnf_size_mul3(D, D, sizeof *flow->chol, &bytes))
+        return cnf_error(CNF_ENOMEM, "a %zu x %zu whitening factor does not fit in memory", D, D);
     if (!flow->chol) {
-        flow->chol = malloc(D * D * sizeof *flow->chol);
+        flow->chol = malloc(bytes);
         if (!flow->chol)
             return cnf_error(CNF_ENOMEM, "out of memory for a %zu x %zu whitening factor", D, D);
     }
-    memcpy(flow->chol, L, D * D * sizeof *flow->chol);
+    memcpy(flow->chol, L, bytes);
     return CNF_OK;
 }
 
@@ -232,7 +239,11 @@ cnf_status cnf_flow_fit_whitening(cnf_flow *flow, const double *X, size_t N, dou
     if (N < 2)
         return cnf_error(CNF_EDATA, "whitening needs at least 2 rows of data (got %zu)", N);
     /* mean, scale, z (D each); C, H, L (D x D each) */
-    double *buf = malloc((3 * D + 3 * D * D) * sizeof *buf);
+    size_t dd, count, bytes;   /* 3 (D + D^2) doubles */
+    double *buf = cnf_size_mul(D, D, &dd) || cnf_size_add(D, dd, &count)
+                          || cnf_size_mul3(count, 3, sizeof *buf, &bytes)
+                      ? NULL
+                      : malloc(bytes);
     gsl_eigen_symm_workspace *ws = buf ? gsl_eigen_symm_alloc(D) : NULL;
     if (!ws) {
         free(buf);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnf/size.h"
+
 #include "flow_impl.h"
 
 void cnf_flow_options_default(cnf_flow_options *opt)
@@ -42,14 +44,8 @@ size_t flow_work_tangents(const cnf_flow_work *w)
 /* a x b x c doubles in bytes; 0 when that overflows size_t. */
 static size_t doubles_bytes(size_t a, size_t b, size_t c)
 {
-    size_t n = a;
-    if (b && n > SIZE_MAX / b)
-        return 0;
-    n *= b;
-    if (c && n > SIZE_MAX / c)
-        return 0;
-    n *= c;
-    return n > SIZE_MAX / sizeof(double) ? 0 : n * sizeof(double);
+    size_t n;
+    return cnf_size_mul3(a, b, c, &n) || cnf_size_mul(n, sizeof(double), &n) ? 0 : n;
 }
 
 size_t flow_state_size(flow_state_kind kind, size_t B, size_t D)

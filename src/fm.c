@@ -15,6 +15,7 @@
 #include <gsl/gsl_cdf.h>
 #include <gsl/gsl_randist.h>
 
+#include "cnf/size.h"
 #include "cnf/assign.h"
 #include "cnf/net.h"
 #include "names.h"
@@ -109,7 +110,8 @@ cnf_fm_work *cnf_fm_work_alloc(const cnf_flow *flow, size_t max_batch, const cnf
     if (cnf_fm_options_check(opt) != CNF_OK)
         return NULL;
     size_t D = cnf_flow_dim(flow);
-    if (max_batch > SIZE_MAX / sizeof(double) / D) {
+    size_t n;
+    if (cnf_size_mul3(max_batch, D, sizeof(double), &n)) {
         cnf_error(CNF_EINVAL, "flow matching: %zu rows of %zu values overflow the address space",
                   max_batch, D);
         return NULL;
@@ -121,7 +123,7 @@ cnf_fm_work *cnf_fm_work_alloc(const cnf_flow *flow, size_t max_batch, const cnf
     w->D = D;
     w->max_batch = max_batch;
     w->n_params = cnf_flow_num_params(flow);
-    size_t n = max_batch * D;
+    n = max_batch * D;   /* checked above */
     w->y = malloc(n * sizeof *w->y);
     w->z = malloc(n * sizeof *w->z);
     w->f = malloc(n * sizeof *w->f);

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnf/size.h"
+
 #include "cnf/ode.h"
 #include "ode_impl.h"
 
@@ -216,7 +218,8 @@ cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt)
         goto nomem;
     s->n = n;
     s->type = stepper_of(opt->method);
-    s->ynew = malloc(4 * n * sizeof(double));
+    size_t bytes;
+    s->ynew = cnf_size_mul3(4, n, sizeof(double), &bytes) ? NULL : malloc(bytes);
     if (!s->ynew)
         goto nomem;
     s->yerr = s->ynew + n;
@@ -402,20 +405,23 @@ const double *cnf_ode_record_deriv(const cnf_ode_record *r, size_t i)
  * dense coefficients, a third vector per point, only when asked for. */
 static cnf_status record_reserve(cnf_ode_record *r, size_t need)
 {
-    size_t cap = r->cap;
+    size_t cap = r->cap, tbytes, ybytes;
     if (need > cap) {
         cap = cap ? cap : 16;
         while (cap < need)
-            cap *= 2;
-        double *t = realloc(r->t, cap * sizeof(double));
+            cap = cap > SIZE_MAX / 2 ? need : 2 * cap;
+        if (cnf_size_mul(cap, sizeof(double), &tbytes)
+            || cnf_size_mul3(cap, r->n, sizeof(double), &ybytes))
+            goto nomem;
+        double *t = realloc(r->t, tbytes);
         if (!t)
             goto nomem;
         r->t = t;
-        double *y = realloc(r->y, cap * r->n * sizeof(double));
+        double *y = realloc(r->y, ybytes);
         if (!y)
             goto nomem;
         r->y = y;
-        double *f = realloc(r->f, cap * r->n * sizeof(double));
+        double *f = realloc(r->f, ybytes);
         if (!f)
             goto nomem;
         r->f = f;
@@ -426,7 +432,9 @@ static cnf_status record_reserve(cnf_ode_record *r, size_t need)
         r->cap = cap;
     }
     if (r->interp == CNF_ODE_INTERP_DENSE && r->dcap < r->cap) {
-        double *d = realloc(r->d, r->cap * r->n * sizeof(double));
+        if (cnf_size_mul3(r->cap, r->n, sizeof(double), &ybytes))
+            goto nomem;
+        double *d = realloc(r->d, ybytes);
         if (!d)
             goto nomem;
         r->d = d;

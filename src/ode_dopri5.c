@@ -12,6 +12,8 @@
  * the state. */
 #include <stdlib.h>
 
+#include "cnf/size.h"
+
 #include "ode_impl.h"
 
 typedef struct {
@@ -23,7 +25,8 @@ static void *dopri5_alloc(size_t n)
     dopri5_state *s = malloc(sizeof *s);
     if (!s)
         return NULL;
-    s->k = malloc(5 * (n ? n : 1) * sizeof(double));
+    size_t bytes;
+    s->k = cnf_size_mul3(5, n ? n : 1, sizeof(double), &bytes) ? NULL : malloc(bytes);
     if (!s->k) {
         free(s);
         return NULL;

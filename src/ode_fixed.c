@@ -9,6 +9,8 @@
  * evaluates as the next step's first stage). */
 #include <stdlib.h>
 
+#include "cnf/size.h"
+
 #include "ode_impl.h"
 
 typedef struct {
@@ -20,7 +22,8 @@ static void *fixed_alloc_k(size_t nk)
     fixed_state *s = malloc(sizeof *s);
     if (!s)
         return NULL;
-    s->k = malloc((nk ? nk : 1) * sizeof(double));
+    size_t bytes;
+    s->k = cnf_size_mul(nk ? nk : 1, sizeof(double), &bytes) ? NULL : malloc(bytes);
     if (!s->k) {
         free(s);
         return NULL;
@@ -41,7 +44,8 @@ static void *midpoint_alloc(size_t n)
 
 static void *rk4_alloc(size_t n)
 {
-    return fixed_alloc_k(3 * n);
+    size_t nk;
+    return cnf_size_mul(3, n, &nk) ? NULL : fixed_alloc_k(nk);
 }
 
 static void fixed_free(void *state)

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cnf/size.h"
 #include "finite.h"
 #include "names.h"
 
@@ -492,8 +493,9 @@ cnf_status cnf_train_run(cnf_flow *flow, const double *Xtrain, size_t Ntrain, co
 
     train_mem m;
     memset(&m, 0, sizeof m);
-    m.Xb = malloc(B * D * sizeof *m.Xb);
-    m.grad = malloc(P * sizeof *m.grad);
+    size_t bytes;
+    m.Xb = cnf_size_mul3(B, D, sizeof *m.Xb, &bytes) ? NULL : malloc(bytes);
+    m.grad = cnf_size_mul(P, sizeof *m.grad, &bytes) ? NULL : malloc(bytes);
     if (fm) {
         cnf_fm_options fo = opt->fm;
         fo.threads = opt->flow.threads;
@@ -529,7 +531,7 @@ cnf_status cnf_train_run(cnf_flow *flow, const double *Xtrain, size_t Ntrain, co
         if (chunk > Nv)
             chunk = Nv;
         m.vwork = cnf_flow_work_alloc(flow, chunk, &vopt);
-        m.loglik = malloc(Nv * sizeof *m.loglik);
+        m.loglik = cnf_size_mul(Nv, sizeof *m.loglik, &bytes) ? NULL : malloc(bytes);
         if (vopt.divergence != CNF_DIV_EXACT)
             m.vrng = gsl_rng_alloc(gsl_rng_mt19937);
         if (!m.vwork) {

@@ -4,6 +4,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
+#include "cnf/size.h"
+
 #include "cnf/data.h"
 #include "cnf/file.h"
 
@@ -123,6 +125,17 @@ void *cli_malloc(size_t n)
     void *p = malloc(n ? n : 1);
     if (!p)
         cli_die("out of memory (%zu bytes)", n);
+    return p;
+}
+
+void *cli_malloc_array(size_t rows, size_t cols, size_t elem, const char *what)
+{
+    size_t bytes;
+    if (cnf_size_mul3(rows, cols, elem, &bytes))
+        cli_die("%s: %zu x %zu values do not fit in this machine's memory", what, rows, cols);
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p)
+        cli_die("%s: out of memory for %zu x %zu values (%zu bytes)", what, rows, cols, bytes);
     return p;
 }
 
@@ -440,8 +453,11 @@ void cli_split_counts(const char *spec, size_t N, size_t counts[3])
     double sum = f[0] + f[1] + f[2];
     if (fabs(sum - 1.0) > 1e-9)
         cli_usage("--split %s: the fractions sum to %g, not 1", spec, sum);
-    counts[1] = (size_t)floor(f[1] * (double)N + 0.5);
-    counts[2] = (size_t)floor(f[2] * (double)N + 0.5);
+    /* rounded, and kept within N: (double)N itself may round up past N */
+    for (int i = 1; i < 3; i++) {
+        double c = floor(f[i] * (double)N + 0.5);
+        counts[i] = c >= (double)N ? N : (size_t)c;
+    }
     if (counts[1] + counts[2] > N)
         counts[2] = N - counts[1];
     counts[0] = N - counts[1] - counts[2];
@@ -485,11 +501,11 @@ void cli_shuffle_rows(double *X, size_t N, size_t D, unsigned long seed)
     if (!rng)
         cli_die("out of memory");
     gsl_rng_set(rng, seed);
-    size_t *idx = cli_malloc(N * sizeof *idx);
+    size_t *idx = cli_malloc_array(N, 1, sizeof *idx, "shuffle");
     for (size_t i = 0; i < N; i++)
         idx[i] = i;
     gsl_ran_shuffle(rng, idx, N, sizeof *idx);
-    double *Y = cli_malloc(N * D * sizeof *Y);   /* N x D */
+    double *Y = cli_malloc_array(N, D, sizeof *Y, "the shuffled rows");   /* N x D */
     for (size_t i = 0; i < N; i++)
         memcpy(Y + i * D, X + idx[i] * D, D * sizeof *Y);
     memcpy(X, Y, N * D * sizeof *X);

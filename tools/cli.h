@@ -125,6 +125,9 @@ void cli_info(const char *fmt, ...)
 
 /* malloc that exits with a message on failure; n zeroed doubles. */
 void *cli_malloc(size_t n);
+/* rows x cols elements of elem bytes (the product overflow-checked); exits
+ * with a message naming `what` if that does not fit or cannot be had. */
+void *cli_malloc_array(size_t rows, size_t cols, size_t elem, const char *what);
 double *cli_calloc_doubles(size_t n);
 
 /* Print a double as JSON (finite, or null). */

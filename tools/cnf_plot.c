@@ -25,6 +25,7 @@
 #include <gsl/gsl_rng.h>
 
 #include "cli.h"
+#include "cnf/size.h"
 #include "cnf/data.h"
 #include "commands.h"
 #include "figure.h"
@@ -83,7 +84,7 @@ static double *subsample(const double *X, size_t N, size_t D, size_t k, gsl_rng 
                          size_t *out_n)
 {
     size_t n = N < k ? N : k;
-    size_t *idx = cli_malloc((N ? N : 1) * sizeof *idx);
+    size_t *idx = cli_malloc_array(N, 1, sizeof *idx, "the points");
     for (size_t i = 0; i < N; i++)
         idx[i] = i;
     if (n < N)
@@ -93,7 +94,7 @@ static double *subsample(const double *X, size_t N, size_t D, size_t k, gsl_rng 
             idx[i] = idx[j];
             idx[j] = t;
         }
-    double *Y = cli_malloc((n ? n : 1) * D * sizeof *Y);
+    double *Y = cli_malloc_array(n, D, sizeof *Y, "the points");
     for (size_t i = 0; i < n; i++)
         memcpy(Y + i * D, X + idx[i] * D, D * sizeof *Y);
     free(idx);
@@ -155,7 +156,11 @@ static double *trajectories(const cnf_flow *flow, const cnf_flow_options *fo, co
 {
     size_t D = cnf_flow_dim(flow), K = cnf_flow_num_blocks(flow);
     size_t nf = 1 + K * F;
-    double *path = cli_malloc(nf * N * D * sizeof *path), *Z = cli_malloc(N * D * sizeof *Z);
+    size_t nfN;
+    if (cnf_size_mul(nf, N, &nfN))
+        cli_die("--trajectories: %zu frames of %zu points do not fit in memory", nf, N);
+    double *path = cli_malloc_array(nfN, D, sizeof *path, "the trajectories");
+    double *Z = cli_malloc_array(N, D, sizeof *Z, "the trajectories");
     memcpy(path, X, N * D * sizeof *path);
     for (size_t k = 0; k < K; k++)
         for (size_t f = 1; f <= F; f++) {
@@ -186,8 +191,8 @@ static int font_scale(size_t size) { return size >= 200 ? 2 : 1; }
 static void histogram(const figure_panel *p, const double *X, size_t N, size_t D, size_t a,
                       size_t bins, double peak, raster_rgb c)
 {
-    double *h = cli_calloc_doubles(bins), *xs = cli_malloc(2 * bins * sizeof *xs);
-    double *ys = cli_malloc(2 * bins * sizeof *ys);
+    double *h = cli_calloc_doubles(bins), *xs = cli_malloc_array(bins, 2, sizeof *xs, "the histogram");
+    double *ys = cli_malloc_array(bins, 2, sizeof *ys, "the histogram");
     double width = (p->xr[1] - p->xr[0]) / (double)bins;
     for (size_t i = 0; i < N; i++) {
         double b = floor((X[i * D + a] - p->xr[0]) / width);
@@ -275,7 +280,7 @@ static raster *marginal_grid(const double *P, size_t Np, const double *S, size_t
     W = W < need ? need : W;
     ml += shift;
     raster *r = raster_new(W, H, white);
-    double (*range)[2] = cli_malloc(K * sizeof *range);
+    double (*range)[2] = cli_malloc_array(K, 1, sizeof *range, "the ranges");
     for (size_t a = 0; a < K; a++)
         column_range(P, Np, S, Ns, D, dims[a], range[a]);
     size_t bins = cell / 6 > 10 ? cell / 6 : 10;
@@ -427,7 +432,7 @@ int cmd_plot(int argc, char **argv)
     char title[CNF_DATA_FILE_MAX + 2 * CNF_DATA_PATH_MAX + 4200], dname[CNF_DATA_FILE_MAX + CNF_DATA_PATH_MAX + 2];
     snprintf(title, sizeof title, "%s", cli_basename(model));
     if (data) {
-        double *ll = cli_malloc(Nall * sizeof *ll), sum = 0;
+        double *ll = cli_malloc_array(Nall, 1, sizeof *ll, "the log-likelihoods"), sum = 0;
         cli_check(cnf_flow_log_likelihood(flow, m.w, Xall, Nall, m.rng, ll, NULL), data);
         for (size_t i = 0; i < Nall; i++)
             sum -= ll[i];
@@ -439,8 +444,8 @@ int cmd_plot(int argc, char **argv)
     double *S = NULL;   /* Ns x D */
     if (n_samples) {
         Ns = n_samples;
-        double *Z = cli_malloc(Ns * D * sizeof *Z);
-        S = cli_malloc(Ns * D * sizeof *S);
+        double *Z = cli_malloc_array(Ns, D, sizeof *Z, "--samples");
+        S = cli_malloc_array(Ns, D, sizeof *S, "--samples");
         cnf_flow_draw_latent(m.rng, Ns, D, Z);
         cli_check(cnf_flow_decode(flow, m.w, Z, Ns, S, NULL), "sampling");
         free(Z);
@@ -466,8 +471,11 @@ int cmd_plot(int argc, char **argv)
             }
         }
         /* Grid point centres: column c at x = xr0 + (c + 0.5) dx; row 0 at the top. */
-        const size_t G = grid * grid;
-        double *X = cli_malloc(G * 2 * sizeof *X), *ll = cli_malloc(G * sizeof *ll);
+        size_t G;
+        if (cnf_size_mul(grid, grid, &G))
+            cli_usage("a %zu x %zu density grid does not fit in memory", grid, grid);
+        double *X = cli_malloc_array(G, 2, sizeof *X, "the density grid");   /* G x 2 */
+        double *ll = cli_malloc_array(G, 1, sizeof *ll, "the density grid");
         for (size_t i = 0; i < grid; i++)
             for (size_t c = 0; c < grid; c++) {
                 X[2 * (i * grid + c)] = xr[0] + ((double)c + 0.5) * (xr[1] - xr[0]) / (double)grid;

@@ -42,10 +42,10 @@ int cmd_sample(int argc, char **argv)
     double *Z = latent ? cli_read_data(latent, NULL, D, &n, NULL) : NULL;   /* N x D */
     cli_model_prepare(&m, &sa, n, seed);
     if (!latent) {
-        Z = cli_malloc(n * D * sizeof *Z);
+        Z = cli_malloc_array(n, D, sizeof *Z, "--n");
         cnf_flow_draw_latent(m.rng, n, D, Z);
     }
-    double *X = cli_malloc(n * D * sizeof *X);   /* N x D */
+    double *X = cli_malloc_array(n, D, sizeof *X, "--n");   /* N x D */
     cnf_flow_stats st;
     double t0 = cli_now();
     cli_check(cnf_flow_decode(m.flow, m.w, Z, n, X, &st), "sampling");

@@ -77,7 +77,7 @@ static int value_range(const double *const *v, const size_t *n, size_t k, double
     size_t total = 0;
     for (size_t j = 0; j < k; j++)
         total += n[j];
-    double *s = cli_malloc((total ? total : 1) * sizeof *s);
+    double *s = cli_malloc_array(total, 1, sizeof *s, "the curve");
     size_t m = 0;
     for (size_t j = 0; j < k; j++)
         for (size_t i = 0; i < n[j]; i++)
@@ -104,7 +104,7 @@ static int value_range(const double *const *v, const size_t *n, size_t k, double
 /* The running mean over a window of w points, for noisy per-iteration series. */
 static double *running_mean(const double *v, size_t n, size_t w)
 {
-    double *out = cli_malloc((n ? n : 1) * sizeof *out), sum = 0;
+    double *out = cli_malloc_array(n, 1, sizeof *out, "the curve"), sum = 0;
     size_t cnt = 0;
     for (size_t i = 0; i < n; i++) {
         if (isfinite(v[i])) {
@@ -181,7 +181,8 @@ int train_curve_write(const train_curve *c, const char *path, const char *title,
         figure_axes(&p[1], "iteration", NULL, "validation: none ran");
     } else {
         /* NaN entries (the other kind's validations) would break the line */
-        double *xs = cli_malloc(c->nv * sizeof *xs), *ys = cli_malloc(c->nv * sizeof *ys);
+        double *xs = cli_malloc_array(c->nv, 1, sizeof *xs, "the curve");
+        double *ys = cli_malloc_array(c->nv, 1, sizeof *ys, "the curve");
         size_t m = 0;
         for (size_t i = 0; i < c->nv; i++)
             if (isfinite(vv[i])) {

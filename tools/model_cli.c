@@ -281,7 +281,7 @@ void cli_write_table(const char *out, const char *dset, const double *X, size_t 
     }
     if (!names) {
         /* No names known: the data set's name for one column, x1..xD else. */
-        names = cli_malloc(cols * sizeof *names);
+        names = cli_malloc_array(cols, 1, sizeof *names, "the column names");
         for (size_t j = 0; j < cols; j++) {
             char buf[32];
             if (cols == 1)

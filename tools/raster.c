@@ -15,7 +15,7 @@ raster *raster_new(int w, int h, raster_rgb bg)
     raster *r = cli_malloc(sizeof *r);
     r->w = w;
     r->h = h;
-    r->px = cli_malloc((size_t)w * (size_t)h * 3);
+    r->px = cli_malloc_array((size_t)w, (size_t)h * 3, 1, "the image");
     for (size_t i = 0; i < (size_t)w * (size_t)h; i++) {
         r->px[3 * i] = bg.r;
         r->px[3 * i + 1] = bg.g;
