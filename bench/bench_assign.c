@@ -7,7 +7,7 @@
  * squared-distance matrix (one cblas_dgemm, a few percent of the time) and
  * the solve, what a training step pays.
  * One JSON line per (n, D): median and p90 microseconds as the calling
- * thread's CPU time (all the work runs there with OPENBLAS_NUM_THREADS=1,
+ * thread's CPU time (all the work runs there with OpenBLAS at one thread,
  * and unlike wall time it does not count waiting for a shared machine's
  * cores), the wall median beside them, the mean ratio of the optimal total
  * to the identity pairing's (what OT saves), and the machine context (BLAS
@@ -100,6 +100,7 @@ static int bench_case(cnf_assign_work *w, gsl_rng *r, size_t n, size_t D, int re
 
 int main(int argc, char **argv)
 {
+    bench_setup(&argc, argv);
     int repeats = 21;
     if (argc > 1) {
         char *end;

@@ -22,6 +22,33 @@
 
 /* 1 if an argument is -h or --help: the programs then print their usage to
  * stdout and exit 0 without running anything (a benchmark run is minutes). */
+/* What a program embedding cnf does (include/cnf/net.h): OpenBLAS at one
+ * thread, as the `cnf` command runs it, or at N with --blas-threads N
+ * (taken out of argv here, so that no program's own parser sees it).
+ * Benchmarks run as users do: OPENBLAS_NUM_THREADS is overridden, as the
+ * command overrides it. Exits 2 on a bad N. */
+static inline void bench_setup(int *argc, char **argv)
+{
+    int n = 1, j = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], "--blas-threads") == 0) {
+            char *end = NULL;
+            long v = i + 1 < *argc ? strtol(argv[i + 1], &end, 10) : 0;
+            if (!end || *end || v < 1 || v > 256) {
+                fprintf(stderr, "%s: --blas-threads needs a count from 1 to 256\n", argv[0]);
+                exit(2);
+            }
+            n = (int)v;
+            i++;
+            continue;
+        }
+        argv[j++] = argv[i];
+    }
+    argv[j] = NULL;
+    *argc = j;
+    openblas_set_num_threads(n);
+}
+
 static inline int bench_help_requested(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)

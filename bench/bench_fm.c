@@ -82,6 +82,7 @@ static cnf_status mle_call(void *v)
 
 int main(int argc, char **argv)
 {
+    bench_setup(&argc, argv);
     const char *hidden = "64-64-64", *layer = "concat", *act = "swish", *label = "";
     const char *divergence = "exact";
     long dim = 2, batch = 256, threads = 1, reps = 50, ot = 0, mle = 1;

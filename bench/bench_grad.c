@@ -44,6 +44,7 @@ static void usage(const char *prog, FILE *out)
 
 int main(int argc, char **argv)
 {
+    bench_setup(&argc, argv);
     const char *model = NULL, *label = "";
     long reps = 200, batch = 100, seed = 1, threads = 1, warm = 0;
     if (bench_help_requested(argc, argv)) {

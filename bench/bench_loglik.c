@@ -173,6 +173,7 @@ static int parse_args(int argc, char **argv, args *a)
 
 int main(int argc, char **argv)
 {
+    bench_setup(&argc, argv);
     args a;
     if (bench_help_requested(argc, argv)) {
         usage(argv[0], stdout);

@@ -179,6 +179,7 @@ static void usage(const char *prog, FILE *out)
 
 int main(int argc, char **argv)
 {
+    bench_setup(&argc, argv);
     args a;
     if (bench_help_requested(argc, argv)) {
         usage(argv[0], stdout);

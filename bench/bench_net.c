@@ -11,9 +11,9 @@
  * "dgemm_gflops_Bx64x64" and "hidden" keep their names for the scripts that
  * read them: the former is the (B x H) x (H x H) product, the latter "H-H-H").
  *
- * Threads: OPENBLAS_NUM_THREADS sets the BLAS threads; --threads N gives the
- * network's workspace N threads of its own (cnf_net_work_alloc_threads, which
- * splits the batch and sets OpenBLAS to one thread). With one thread of each,
+ * Threads: OpenBLAS runs at one thread (--blas-threads N for more), as in
+ * the `cnf` command; --threads N gives the network's workspace N threads of
+ * its own (cnf_net_work_alloc_threads, which splits the batch). With one thread of each,
  * times are the calling thread's CPU time (robust on a shared machine), with
  * more, wall time. The dgemm reference always runs on the calling thread.
  *
@@ -28,6 +28,7 @@
 #include <cblas.h>
 #include <gsl/gsl_rng.h>
 
+#include "bench_common.h"
 #include "cnf/net.h"
 
 static double now(void)
@@ -37,7 +38,7 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* CPU time of the calling thread: with OPENBLAS_NUM_THREADS=1 all the work
+/* CPU time of the calling thread: with OpenBLAS at one thread all the work
  * runs there, and unlike wall time it does not count the time the thread
  * waits while other jobs hold the cores. */
 static double cpu_now(void)
@@ -178,12 +179,13 @@ static void usage(FILE *out)
             "  --dims LIST       data dimensions D (default 2,16)\n"
             "  --widths LIST     hidden widths H, network H-H-H (default 64)\n"
             "  --threads N       the network workspace's own threads, splitting the batch\n"
-            "                    (cnf_net_work_alloc_threads; default 1; N > 1 sets\n"
-            "                    OpenBLAS to one thread and times wall clock)\n"
+            "                    (cnf_net_work_alloc_threads; default 1; N > 1 times\n"
+            "                    wall clock)\n"
+            "  --blas-threads N  OpenBLAS's threads (default 1, as in the cnf command)\n"
             "  -h, --help        this text\n"
             "\n"
-            "OPENBLAS_NUM_THREADS sets the BLAS threads (with one BLAS and one network\n"
-            "thread the times are the thread's CPU time, otherwise wall time).\n");
+            "With one BLAS and one network thread the times are the thread's CPU time,\n"
+            "otherwise wall time.\n");
 }
 
 /* A positive integer in [1, max], the whole string. */
@@ -231,6 +233,7 @@ static int parse_seconds(const char *s, double *out)
 
 int main(int argc, char **argv)
 {
+    bench_setup(&argc, argv);
     double min_seconds = 0.3;
     size_t batches[MAX_LIST] = {100, 1000}, dims[MAX_LIST] = {2, 16}, widths[MAX_LIST] = {64};
     size_t n_batches = 2, n_dims = 2, n_widths = 1, net_threads = 1;
@@ -300,7 +303,6 @@ int main(int argc, char **argv)
                 c.B = B;
                 c.D = D;
                 c.w = cnf_net_work_alloc_threads(net, B, D, net_threads);
-                /* after the workspace: with its own threads it set OpenBLAS to one */
                 int threads = openblas_get_num_threads();
                 use_cpu_time = threads == 1 && net_threads == 1;
                 c.theta = malloc(P * sizeof(double));

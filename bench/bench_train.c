@@ -283,6 +283,7 @@ static void print_head(const args *a, const char *bench)
 
 int main(int argc, char **argv)
 {
+    bench_setup(&argc, argv);
     args a;
     if (bench_help_requested(argc, argv)) {
         usage(argv[0], stdout);

@@ -65,6 +65,7 @@
 
 #include <cblas.h>
 
+#include "cnf/size.h"
 #include "net_act.h"
 #include "pool.h"
 
@@ -407,8 +408,11 @@ cnf_net_work *cnf_net_work_alloc_threads(const cnf_net *net, size_t max_batch,
     }
     size_t maxw = max_width(net);
     size_t rows = (max_tangents + 1) * max_batch;
-    if ((double)rows * (double)maxw * (double)(4 * net->n_layers + 2)
-        + (double)n_threads * (double)net->n_params > (double)SIZE_MAX / 16.0) {
+    /* an upper bound of part_alloc's total over the threads, in bytes */
+    size_t per_rows, grads, bound;
+    if (cnf_size_mul3(rows, maxw, 4 * net->n_layers + 2, &per_rows)
+        || cnf_size_mul(n_threads, net->n_params, &grads) || cnf_size_add(per_rows, grads, &bound)
+        || cnf_size_mul(bound, 16, &bound)) {
         cnf_error(CNF_ENOMEM, "network workspace for max_batch %zu is too large", max_batch);
         return NULL;
     }
@@ -449,9 +453,6 @@ cnf_net_work *cnf_net_work_alloc_threads(const cnf_net *net, size_t max_batch,
         memcpy(w->part[i]->WT, w->WT, sizeof w->WT);
     }
     if (n_threads > 1) {
-        /* Our threads split the batch; BLAS threads inside them would only
-         * compete for the same cores. */
-        openblas_set_num_threads(1);
         w->pool = cnf_pool_alloc(n_threads);
         if (!w->pool) {
             cnf_error(CNF_ENOMEM, "network workspace: %s", cnf_last_error());

@@ -92,6 +92,22 @@ for t in 2 unset; do
         || fail "OPENBLAS_NUM_THREADS=$t changed the NLL: $(json_num nll "$n1") vs $(json_num nll "$n2")"
 done
 
+# A default `cnf train` runs OpenBLAS at one thread whatever the environment
+# says, so its model is the same bits with and without OPENBLAS_NUM_THREADS=1
+# (every data set compared at 17 digits; h5dump's default is 6).
+datasets_17() { # datasets_17 FILE -> every data set of FILE, 17 digits
+    h5ls -r "$1" | awk '$2 == "Dataset" { print $1 }' | while read -r d; do
+        h5dump -m '%.17g' -d "$d" "$1" | sed 1d
+    done
+}
+OPENBLAS_NUM_THREADS=1 "$cnf" train --data big.h5 --iters 60 --val-every 30 --out bt1.h5 --quiet
+env -u OPENBLAS_NUM_THREADS "$cnf" train --data big.h5 --iters 60 --val-every 30 --out bt0.h5 --quiet
+datasets_17 bt1.h5 > bt1.txt
+datasets_17 bt0.h5 > bt0.txt
+[ "$(grep -c DATASET bt1.txt)" -ge 10 ] || fail "train: the model has too few data sets to compare"
+cmp -s bt1.txt bt0.txt \
+    || fail "train without OPENBLAS_NUM_THREADS=1 wrote other bits: $(diff bt1.txt bt0.txt | head -4)"
+
 # eval
 e=$("$cnf" eval --model m10.h5 --data toy.h5:/test --json --out ll.h5)
 [ "$(json_num n "$e")" = 100 ] || fail "eval n: $e"

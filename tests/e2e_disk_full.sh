@@ -27,7 +27,6 @@ if ! mount -t tmpfs -o size=512k tmpfs "$disk" 2>/dev/null; then
 fi
 trap 'umount "$disk" 2>/dev/null; rm -rf "$tmp"' EXIT
 cd "$tmp"
-export OPENBLAS_NUM_THREADS=1
 fail() { echo "FAIL: $*" >&2; exit 1; }
 has() { grep "$@" >/dev/null; }
 cases=0

@@ -16,7 +16,6 @@ tmp=$(mktemp -d)
 sleeper=
 trap '[ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null; rm -rf "$tmp"' EXIT
 cd "$tmp"
-export OPENBLAS_NUM_THREADS=1
 fail() { echo "FAIL: $*" >&2; exit 1; }
 has() { grep "$@" >/dev/null; }
 no_temporaries() {

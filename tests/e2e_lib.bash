@@ -10,7 +10,6 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
-export OPENBLAS_NUM_THREADS=1
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # grep -q would stop reading early and, under pipefail, a writer killed by

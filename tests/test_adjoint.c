@@ -849,6 +849,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("adjoint");
     TCase *tg = tcase_create("general");
     tcase_add_test(tg, test_final_state_loss);

@@ -250,6 +250,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("csv");
     TCase *tc = tcase_create("core");
     tcase_add_checked_fixture(tc, make_dir, remove_dir);

@@ -264,6 +264,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("file");
     TCase *tc = tcase_create("core");
     tcase_add_checked_fixture(tc, setup, teardown);

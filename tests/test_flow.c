@@ -683,6 +683,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("flow");
     TCase *tc = tcase_create("eval");
     tcase_set_timeout(tc, 120);

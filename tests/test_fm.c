@@ -578,6 +578,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("fm");
     TCase *tc = tcase_create("objective");
     tcase_add_test(tc, test_loss_of_zero_field);

@@ -1021,6 +1021,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     /* raw-API fixture mistakes should be loud; the library stays silent on
      * its own */
     Suite *s = suite_create("io");

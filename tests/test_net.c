@@ -1004,6 +1004,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("net");
     TCase *tc = tcase_create("derivatives");
     tcase_set_timeout(tc, 120);

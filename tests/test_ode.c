@@ -1138,6 +1138,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("ode");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);

@@ -458,6 +458,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("preprocess");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_names);

@@ -299,6 +299,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("reference");
     TCase *tc = tcase_create("files");
     int n = (int)(sizeof cases / sizeof cases[0]);

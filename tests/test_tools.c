@@ -158,6 +158,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("tools");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_eta_from_recent_rate);

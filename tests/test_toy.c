@@ -257,6 +257,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("toy");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_names);

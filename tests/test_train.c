@@ -664,6 +664,7 @@ END_TEST
 
 int main(void)
 {
+    tu_program_setup();
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("optimizer");
     tcase_add_test(tc, test_adam_hand);

@@ -9,6 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
+void tu_program_setup(void)
+{
+    openblas_set_num_threads(1);
+}
+
 void tu_fd_gradient(tu_scalar_fn fn, void *ctx, double *x, size_t n, double h, double *grad)
 {
     for (size_t i = 0; i < n; i++) {

@@ -13,6 +13,12 @@
 #include "cnf/flow.h"
 #include "cnf/train.h"
 
+/* What a program embedding cnf does at start-up (include/cnf/net.h):
+ * OpenBLAS at one thread, whatever OPENBLAS_NUM_THREADS says, so that the
+ * suites compute what the cnf command computes. Every suite's main calls it
+ * first. */
+void tu_program_setup(void);
+
 /* A scalar function of n parameters for gradient checks. */
 typedef double (*tu_scalar_fn)(const double *x, void *ctx);
 

@@ -7,9 +7,10 @@
 #   --quick      small runs (a smoke test of the whole suite, ~10 s); the
 #                figures are then meaningless
 #   --no-build   use the existing build
-#   --threads N  OPENBLAS_NUM_THREADS for every case (default 1: the toy
-#                matrices are too small for BLAS threads to pay; cnf's own
-#                batch-splitting threads are measured by case train2)
+#   --threads N  OpenBLAS threads (--blas-threads N) for every case but the
+#                2-thread ones (default 1, as the cnf command runs it: the
+#                toy matrices are too small for BLAS threads to pay; cnf's
+#                own batch-splitting threads are measured by case train2)
 #   --out FILE   also append the JSON lines to FILE (default
 #                $CNF_BUILD_DIR/bench-results.jsonl)
 #   CASE         any of the cases below, in order (default: all of them):
@@ -76,14 +77,20 @@ for p in bench_train bench_grad bench_loglik bench_memory; do
     [ -x "$build/$p" ] || { echo "bench.sh: $build/$p is missing (build first)" >&2; exit 1; }
 done
 mkdir -p "$(dirname "$out")"
-export OPENBLAS_NUM_THREADS=$threads
 model=$build/bench-toy-model.h5
 [ $quick = 0 ] || model=$build/bench-toy-model-quick.h5
 
 # Run a program, passing its JSON lines to stdout and the results file.
+# Each program sets OpenBLAS's threads itself (bench_setup: 1, as the cnf
+# command does, or --blas-threads N), so the environment is left as the
+# user's; run1 keeps OpenBLAS at one thread whatever --threads says.
 run() {
-    echo "bench.sh: $*" >&2
-    "$@" | tee -a "$out"
+    echo "bench.sh: $* --blas-threads $threads" >&2
+    "$@" --blas-threads "$threads" | tee -a "$out"
+}
+run1() {
+    echo "bench.sh: $* --blas-threads 1" >&2
+    "$@" --blas-threads 1 | tee -a "$out"
 }
 
 for c in "${cases[@]}"; do
@@ -111,14 +118,13 @@ for c in "${cases[@]}"; do
         fi
         ;;
     train2)
-        # cnf's threads, not OpenBLAS's: with --threads 2 the library keeps
-        # OpenBLAS at one thread anyway, and so do we
+        # cnf's threads, not OpenBLAS's: OpenBLAS stays at one thread
         if [ $quick = 1 ]; then
-            OPENBLAS_NUM_THREADS=1 run "$build/bench_train" --quick --threads 2 \
+            run1 "$build/bench_train" --quick --threads 2 \
                 --label learned_T_2threads
         else
             for fixed in "" --fixed-T; do
-                OPENBLAS_NUM_THREADS=1 run "$build/bench_train" --iters 2000 --cap 4000 \
+                run1 "$build/bench_train" --iters 2000 --cap 4000 \
                     --eval-every 100 --n-test 5000 --target 2.95 --nll-at 2000 \
                     --windows 1-100,501-600,1901-2000 --threads 2 $fixed \
                     --label "$([ -z "$fixed" ] && echo learned_T || echo fixed_T)_2threads"
@@ -133,7 +139,7 @@ for c in "${cases[@]}"; do
             [ $quick = 0 ] || reps=3
             for th in 1 2; do
                 for warm in 0 1; do
-                    OPENBLAS_NUM_THREADS=1 run "$build/bench_grad" --model "$model" --reps $reps \
+                    run1 "$build/bench_grad" --model "$model" --reps $reps \
                         --threads $th --warm $warm --label "trained_${th}thread_warm$warm"
                 done
             done
@@ -146,7 +152,7 @@ for c in "${cases[@]}"; do
             run "$build/bench_loglik" --quick "${margs[@]}"
         else
             run "$build/bench_loglik" --batch 1000 --n 10000 --n16 2000 --reps 3 "${margs[@]}"
-            OPENBLAS_NUM_THREADS=1 run "$build/bench_loglik" --batch 1000 --n 10000 --n16 2000 \
+            run1 "$build/bench_loglik" --batch 1000 --n 10000 --n16 2000 \
                 --reps 3 --threads 2 --no-exact16 "${margs[@]}"
         fi
         ;;

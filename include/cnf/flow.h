@@ -175,7 +175,9 @@ typedef struct {
     size_t threads;                  /* threads of every network pass, each on
                                         its share of a chunk's rows
                                         (cnf_net_work_alloc_threads); default 1;
-                                        0 counts as 1. Results depend on it only
+                                        0 counts as 1. With OpenBLAS at one
+                                        thread, which is the caller's to set
+                                        (cnf/net.h), results depend on it only
                                         through the order of the gradient's
                                         batch sums (about 1e-15 relative). */
     int warm_start;                  /* 1: cnf_flow_nll_grad starts each block's

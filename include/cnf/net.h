@@ -155,10 +155,18 @@ cnf_net_work *cnf_net_work_alloc(const cnf_net *net, size_t max_batch, size_t ma
  * per sample, so only the batch sums differ from one thread: dS/dtheta and
  * dS/dt are summed per part and then added in part order, the same every
  * run for a given n_threads. With n_threads = 1 this is cnf_net_work_alloc.
- * With n_threads > 1 it sets OpenBLAS to one thread (openblas_set_num_threads,
- * process-wide): the threads already fill the cores, and the per-thread
- * products are too small for BLAS threads to pay. The calls on one workspace
- * must come from one thread at a time. */
+ * The calls on one workspace must come from one thread at a time.
+ *
+ * OpenBLAS's own threads are the caller's to set: libcnf never changes that
+ * process-wide setting. A program embedding cnf should call
+ * openblas_set_num_threads(1) once at start-up, as the `cnf` command does
+ * (OPENBLAS_NUM_THREADS in the environment does the same, if the program
+ * leaves it alone). Only then does n_threads mean the number of threads at
+ * work (OpenBLAS would otherwise start up to one per core inside each of
+ * them, which at these matrix sizes costs more than it saves and spins on a
+ * busy machine), and only then are the results the same bits on every
+ * machine: a product split over OpenBLAS threads sums in another order
+ * (last bits differ, ~1e-15 relative). */
 cnf_net_work *cnf_net_work_alloc_threads(const cnf_net *net, size_t max_batch,
                                          size_t max_tangents, size_t n_threads);
 void cnf_net_work_free(cnf_net_work *work);            /* NULL is fine; joins the threads */
