@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnf/size.h"
 #include "finite.h"
 #include "h5_impl.h"
 
@@ -106,6 +107,55 @@ static void root_members(hid_t fid, char *buf, size_t n)
         snprintf(buf, n, "nothing");
 }
 
+/* The most a filter may shrink data: deflate's limit is 1032:1. */
+#define MAX_COMPRESSION 1100
+
+/* Refuse a float data set whose shape the file does not back with data:
+ * the shape is read from the file, and a damaged one would have the reader
+ * allocate for values that are not there (a few bytes claiming 2^40 rows).
+ * Unfiltered data need every byte stored; compressed data at most
+ * MAX_COMPRESSION times fewer. Data in other files (external storage,
+ * virtual data sets) are refused: a file names only its own contents. */
+static cnf_status check_stored(hid_t ds, hid_t type, const char *file, const char *path, int rank,
+                               const hsize_t *d)
+{
+    size_t esize = H5Tget_size(type);
+    if (esize == 0 || esize > 16)
+        return cnf_error(CNF_EFORMAT, "%s:%s has a %zu-byte float type (expected 4 or 8)", file,
+                         path, esize);
+    size_t n = 1, need;
+    for (int i = 0; i < rank; i++)
+        if ((hsize_t)(size_t)d[i] != d[i] || cnf_size_mul(n, (size_t)d[i], &n))
+            return cnf_error(CNF_ENOMEM, "%s:%s: its shape does not fit in memory", file, path);
+    if (cnf_size_mul(n, esize, &need))
+        return cnf_error(CNF_ENOMEM, "%s:%s: its %zu values do not fit in memory", file, path, n);
+    hid_t dcpl = H5Dget_create_plist(ds);
+    if (dcpl < 0)
+        return cnf_error(CNF_EFORMAT, "%s:%s: unreadable storage properties", file, path);
+    H5D_layout_t layout = H5Pget_layout(dcpl);
+    int external = H5Pget_external_count(dcpl);
+    int nfilters = H5Pget_nfilters(dcpl);
+    int compressed = 0;
+    for (int i = 0; i < nfilters; i++) {
+        unsigned flags;
+        size_t nelm = 0;
+        H5Z_filter_t f = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nelm, NULL, 0, NULL, NULL);
+        if (f != H5Z_FILTER_FLETCHER32 && f != H5Z_FILTER_SHUFFLE)
+            compressed = 1;
+    }
+    H5Pclose(dcpl);
+    if (layout == H5D_VIRTUAL || external != 0 || nfilters < 0)
+        return cnf_error(CNF_EFORMAT, "%s:%s keeps its values in other files (%s); refused",
+                         file, path, layout == H5D_VIRTUAL ? "a virtual data set"
+                                                           : "external storage");
+    hsize_t stored = H5Dget_storage_size(ds);
+    if (n > 0 && (compressed ? stored < need / MAX_COMPRESSION + 1 : stored < need))
+        return cnf_error(CNF_EFORMAT, "%s:%s claims %zu values (%zu bytes) but stores %llu bytes "
+                         "(damaged, or never written)", file, path, n, need,
+                         (unsigned long long)stored);
+    return CNF_OK;
+}
+
 cnf_status cnf_h5_float_shape(hid_t fid, const char *file, const char *path, int *rank,
                               hsize_t dims[2])
 {
@@ -149,6 +199,7 @@ cnf_status cnf_h5_float_shape(hid_t fid, const char *file, const char *path, int
             H5Sget_simple_extent_dims(space, d, NULL);
             dims[0] = d[0];
             dims[1] = d[1];
+            s = check_stored(ds, type, file, path, r, d);
         }
     }
     if (space >= 0)
@@ -227,6 +278,15 @@ static int attr_open(hid_t obj, const char *name, hid_t *attr)
     return 0;
 }
 
+/* Does the attribute's type (ft) agree with the bytes it stores? The
+ * type's size is read from the file: a damaged one would have the reader
+ * allocate and convert gigabytes for a one-element attribute. */
+static int attr_size_ok(hid_t a, hid_t ft)
+{
+    size_t sz = H5Tget_size(ft);
+    return sz > 0 && (hsize_t)sz == H5Aget_storage_size(a);
+}
+
 int cnf_h5_attr_string(hid_t obj, const char *name, char *buf, size_t n)
 {
     hid_t a;
@@ -238,24 +298,29 @@ int cnf_h5_attr_string(hid_t obj, const char *name, char *buf, size_t n)
     if (ft >= 0 && H5Tget_class(ft) == H5T_STRING) {
         hid_t mt = H5Tcopy(H5T_C_S1);
         if (H5Tis_variable_str(ft) > 0) {
+            /* files of other writers (h5py's str); ours are fixed-length */
             char *s = NULL;
             H5Tset_size(mt, H5T_VARIABLE);
             H5Tset_cset(mt, H5Tget_cset(ft));
             if (H5Aread(a, mt, &s) >= 0 && s) {
-                snprintf(buf, n, "%s", s);
+                if (strlen(s) < n) {
+                    memcpy(buf, s, strlen(s) + 1);
+                    rc = 0;
+                }
                 H5free_memory(s);
-                rc = 0;
             }
-        } else {
+        } else if (attr_size_ok(a, ft)) {
+            /* a string longer than buf cannot be one of ours: refused
+             * rather than cut short */
             size_t sz = H5Tget_size(ft);
-            char *tmp = malloc(sz + 1);
+            char *tmp = sz < n ? malloc(sz + 1) : NULL;
             if (tmp) {
                 H5Tset_size(mt, sz + 1);
                 H5Tset_strpad(mt, H5T_STR_NULLTERM);
                 H5Tset_cset(mt, H5Tget_cset(ft));
                 if (H5Aread(a, mt, tmp) >= 0) {
                     tmp[sz] = '\0';
-                    snprintf(buf, n, "%s", tmp);
+                    memcpy(buf, tmp, strlen(tmp) + 1);
                     rc = 0;
                 }
                 free(tmp);
@@ -279,7 +344,11 @@ static int attr_numeric(hid_t obj, const char *name, hid_t memtype, void *value,
     rc = -1;
     hid_t ft = H5Aget_type(a);
     H5T_class_t c = ft >= 0 ? H5Tget_class(ft) : H5T_NO_CLASS;
-    if ((c == H5T_INTEGER || (!integer_only && c == H5T_FLOAT)) && H5Aread(a, memtype, value) >= 0)
+    /* at most 16 bytes: the widest float HDF5 converts; integers up to 8 */
+    size_t sz = ft >= 0 ? H5Tget_size(ft) : 0;
+    int sized = attr_size_ok(a, ft) && sz <= (c == H5T_INTEGER ? 8u : 16u);
+    if ((c == H5T_INTEGER || (!integer_only && c == H5T_FLOAT)) && sized &&
+        H5Aread(a, memtype, value) >= 0)
         rc = 0;
     if (ft >= 0)
         H5Tclose(ft);
@@ -417,11 +486,13 @@ static cnf_status read_all(const char *file, const char *path, int want_vector, 
     }
     double *buf = NULL;
     if (s == CNF_OK) {
-        if (dims[0] > 0 && dims[1] > SIZE_MAX / sizeof(double) / dims[0]) {
+        size_t n;
+        if ((hsize_t)(size_t)dims[0] != dims[0] || (hsize_t)(size_t)dims[1] != dims[1]
+            || cnf_size_mul3((size_t)dims[0], (size_t)dims[1], sizeof(double), &n)) {
             s = cnf_error(CNF_ENOMEM, "%s:%s: %llu x %llu values do not fit in memory", file,
                           path, (unsigned long long)dims[0], (unsigned long long)dims[1]);
         } else {
-            size_t n = (size_t)dims[0] * (size_t)dims[1];
+            n = (size_t)dims[0] * (size_t)dims[1];   /* checked above */
             buf = malloc((n ? n : 1) * sizeof *buf);
             if (!buf)
                 s = cnf_error(CNF_ENOMEM, "%s:%s: out of memory for %llu x %llu values", file,
@@ -595,9 +666,13 @@ cnf_h5_writer *cnf_h5_writer_open(const char *final_path)
                                       image_udata_copy, image_udata_free, w};
     cnf_h5_quiet q;
     cnf_h5_quiet_begin(&q);
+    /* The newest format: its superblock, object headers, B-trees and heaps
+     * carry checksums, so a damaged file is refused by HDF5 instead of read
+     * (the oldest, HDF5's default, has none). */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0 && H5Pset_fapl_core(fapl, WRITER_CORE_INCREMENT, 0) >= 0 &&
-        H5Pset_file_image_callbacks(fapl, &cb) >= 0)
+        H5Pset_file_image_callbacks(fapl, &cb) >= 0 &&
+        H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST) >= 0)
         w->fid = H5Fcreate(cnf_file_out_temp_path(out), H5F_ACC_EXCL, H5P_DEFAULT, fapl);
     if (fapl >= 0)
         H5Pclose(fapl);
@@ -679,6 +754,35 @@ cnf_status cnf_h5_writer_group(cnf_h5_writer *w, const char *path)
     return s == CNF_OK ? s : writer_fail(w, s);
 }
 
+/* Elements per chunk: 512 KiB of doubles, well inside HDF5's default chunk
+ * cache and its 4 GiB chunk limit. */
+#define CHUNK_ELEMENTS 65536
+
+/* The creation property list of a data set: chunked with the Fletcher-32
+ * filter, so that a damaged value is reported by H5Dread rather than
+ * returned (HDF5 checks the checksum of every chunk it reads). A scalar or
+ * an empty data set cannot be chunked and gets the default (contiguous)
+ * layout. H5I_INVALID_HID if the list cannot be made. */
+static hid_t data_checksum_plist(int rank, const hsize_t *dims, hssize_t npts)
+{
+    if (rank == 0 || npts <= 0)
+        return H5P_DEFAULT;
+    hsize_t chunk[2];
+    hsize_t budget = CHUNK_ELEMENTS;
+    for (int i = rank - 1; i >= 0; i--) {   /* whole rows first */
+        chunk[i] = dims[i] < budget ? dims[i] : budget;
+        budget = budget / chunk[i] ? budget / chunk[i] : 1;
+    }
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (dcpl < 0)
+        return H5I_INVALID_HID;
+    if (H5Pset_chunk(dcpl, rank, chunk) < 0 || H5Pset_fletcher32(dcpl) < 0) {
+        H5Pclose(dcpl);
+        return H5I_INVALID_HID;
+    }
+    return dcpl;
+}
+
 static cnf_status write_dataset(cnf_h5_writer *w, const char *path, hid_t filetype,
                                 hid_t memtype, const void *data, int rank,
                                 const hsize_t *dims)
@@ -694,10 +798,13 @@ static cnf_status write_dataset(cnf_h5_writer *w, const char *path, hid_t filety
     s = make_groups(w, path, 0);
     if (s == CNF_OK) {
         hid_t space = rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(rank, dims, NULL);
-        hid_t ds = space >= 0 ? H5Dcreate2(w->fid, path, filetype, space, H5P_DEFAULT,
-                                           H5P_DEFAULT, H5P_DEFAULT)
-                              : H5I_INVALID_HID;
         hssize_t npts = space >= 0 ? H5Sget_simple_extent_npoints(space) : 0;
+        hid_t dcpl = data_checksum_plist(rank, dims, npts);
+        hid_t ds = space >= 0 && dcpl >= 0
+                       ? H5Dcreate2(w->fid, path, filetype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)
+                       : H5I_INVALID_HID;
+        if (dcpl >= 0 && dcpl != H5P_DEFAULT)
+            H5Pclose(dcpl);
         if (ds < 0)
             s = cnf_error(CNF_EIO, "%s: cannot create data set %s", cnf_h5_writer_path(w), path);
         else if (npts > 0 && H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
@@ -777,13 +884,19 @@ static cnf_status write_attr(cnf_h5_writer *w, const char *obj_path, const char 
 cnf_status cnf_h5_writer_attr_string(cnf_h5_writer *w, const char *obj_path,
                                      const char *name, const char *value)
 {
-    /* Variable-length UTF-8, as h5py stores a Python str. */
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    /* Fixed-length UTF-8 (h5py reads it as bytes): it lives in the object
+     * header, which the newest format checksums. A variable-length string
+     * (h5py's str) would live in the global heap, which has no checksum in
+     * any format and whose damage crashes HDF5 1.10 inside H5Aread. */
     const char *v = value ? value : "";
-    cnf_status s = write_attr(w, obj_path, name, t, t, &v, 1, 1);
+    size_t len = strlen(v);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t < 0)
+        return writer_fail(w, cnf_error(CNF_EIO, "%s: cannot make a string type", w->final_path));
+    H5Tset_size(t, len ? len : 1);   /* HDF5 has no zero-length string type */
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    cnf_status s = write_attr(w, obj_path, name, t, t, len ? v : "", 1, 1);
     H5Tclose(t);
     return s;
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnf/size.h"
 #include "finite.h"
 #include "h5_impl.h"
 
@@ -595,18 +596,35 @@ static cnf_status read_layers(hid_t fid, const char *file, const char *prefix,
     return walk_arrays(flow, prefix, with_T, read_array, &c);
 }
 
+typedef struct {
+    cnf_model_extra *extra;
+    cnf_status status;   /* the first failure; the iteration stops there */
+    const char *file;
+} config_ctx;
+
+/* One key of /training/config: a string, or a number written as text. An
+ * attribute that is neither is damage (cnf writes only these two), and is
+ * refused rather than dropped: a resumed run would silently fall back to a
+ * default for that key. */
 static herr_t collect_config(hid_t obj, const char *name, const H5A_info_t *info, void *ctx)
 {
     (void)info;
-    cnf_model_extra *extra = ctx;
+    config_ctx *c = ctx;
     char value[4096];
     if (cnf_h5_attr_string(obj, name, value, sizeof value) != 0) {
         double d;
-        if (cnf_h5_attr_double(obj, name, &d) != 0)
-            return 0;   /* neither a string nor a number: not ours, skip */
+        if (cnf_h5_attr_double(obj, name, &d) != 0) {
+            c->status = cnf_error(CNF_EFORMAT, "%s:/training/config: attribute '%s' is neither "
+                                  "a string (of at most %zu bytes) nor a number", c->file, name,
+                                  sizeof value - 1);
+            return -1;
+        }
         snprintf(value, sizeof value, "%.17g", d);
     }
-    return cnf_model_extra_set(extra, name, value) == CNF_OK ? 0 : -1;
+    c->status = cnf_model_extra_set(c->extra, name, value);
+    if (c->status != CNF_OK)
+        c->status = cnf_error(c->status, "%s:/training/config: %s", c->file, cnf_last_error());
+    return c->status == CNF_OK ? 0 : -1;
 }
 
 /* The generator's state (/training/rng_state, uint8 bytes with attribute
@@ -623,6 +641,8 @@ static cnf_status read_rng_state(hid_t fid, const char *file, cnf_train_state *s
     hid_t ft = H5Dget_type(ds);
     hssize_t nb = H5Sget_simple_extent_npoints(sp);
     int trc = cnf_h5_attr_string(ds, "rng_type", type, sizeof type);
+    size_t want = 0;
+    (void)cnf_train_state_rng_bytes(st, &want);
     unsigned char *bytes = NULL;
     if (trc != 0)
         s = cnf_error(CNF_EFORMAT, "%s:%s: %s string attribute rng_type", file, rp,
@@ -632,6 +652,9 @@ static cnf_status read_rng_state(hid_t fid, const char *file, cnf_train_state *s
                       "resumes '%s' only", file, rp, type, cnf_train_state_rng_type(st));
     else if (H5Tget_class(ft) != H5T_INTEGER || H5Tget_size(ft) != 1 || nb < 0)
         s = cnf_error(CNF_EFORMAT, "%s:%s must be a uint8 vector", file, rp);
+    else if ((size_t)nb != want)   /* before allocating what the file claims */
+        s = cnf_error(CNF_EFORMAT, "%s:%s holds %lld bytes; the state of '%s' is %zu", file, rp,
+                      (long long)nb, type, want);
     else if (!(bytes = malloc((size_t)nb + 1)))
         s = cnf_error(CNF_ENOMEM, "%s:%s: out of memory for %lld bytes", file, rp, (long long)nb);
     else if (nb > 0 && H5Dread(ds, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes) < 0)
@@ -696,12 +719,15 @@ static cnf_status read_training(hid_t fid, const char *file, const cnf_flow *flo
         if (g < 0)
             return cnf_error(CNF_EFORMAT, "%s:/training/config cannot be opened", file);
         hsize_t idx = 0;
-        herr_t rc = H5Aiterate2(g, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, collect_config, extra);
-        if (rc < 0) {   /* no creation-order index: name order instead */
+        config_ctx c = {extra, CNF_OK, file};
+        herr_t rc = H5Aiterate2(g, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, collect_config, &c);
+        if (rc < 0 && c.status == CNF_OK) {   /* no creation-order index: name order */
             idx = 0;
-            rc = H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_config, extra);
+            rc = H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_config, &c);
         }
         H5Oclose(g);
+        if (c.status != CNF_OK)
+            return c.status;
         if (rc < 0)
             return cnf_error(CNF_EFORMAT, "%s:/training/config: cannot read its attributes", file);
     }
@@ -767,7 +793,8 @@ static cnf_status check_chol_presence(hid_t fid, const char *path, long long ver
 static cnf_status read_chol(hid_t fid, const char *path, cnf_flow *flow)
 {
     size_t D = cnf_flow_dim(flow);
-    double *L = malloc(D * D * sizeof *L);
+    size_t bytes;
+    double *L = cnf_size_mul3(D, D, sizeof *L, &bytes) ? NULL : malloc(bytes);
     if (!L)
         return cnf_error(CNF_ENOMEM, "%s:/preprocess/chol: out of memory", path);
     /* finiteness too is left to set_whitening, whose message names (i, j) */

@@ -40,6 +40,52 @@ static const char *tpath(char *buf, size_t n, const char *name)
     return buf;
 }
 
+/* The fixed-length string attribute name of obj (as cnf writes them: in
+ * the object header, which the newest format checksums) into buf. */
+static void read_fixed_string(hid_t obj, const char *name, char *buf, size_t n)
+{
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    ck_assert(a >= 0);
+    hid_t t = H5Aget_type(a);
+    ck_assert_int_eq(H5Tget_class(t), H5T_STRING);
+    ck_assert_int_eq(H5Tis_variable_str(t), 0);
+    ck_assert_int_eq(H5Tget_cset(t), H5T_CSET_UTF8);
+    size_t sz = H5Tget_size(t);
+    ck_assert_uint_lt(sz, n);
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, sz + 1);
+    H5Tset_strpad(mt, H5T_STR_NULLTERM);
+    H5Tset_cset(mt, H5T_CSET_UTF8);
+    ck_assert(H5Aread(a, mt, buf) >= 0);
+    H5Tclose(mt);
+    H5Tclose(t);
+    H5Aclose(a);
+}
+
+/* The file is in HDF5's newest format (superblock version 3 in HDF5 1.10:
+ * checksummed metadata) and the data set at path carries the Fletcher-32
+ * filter. */
+static void assert_checksummed(hid_t fid, const char *path)
+{
+    H5F_info2_t info;
+    ck_assert(H5Fget_info2(fid, &info) >= 0);
+    ck_assert_uint_ge(info.super.version, 2);
+    hid_t ds = H5Dopen2(fid, path, H5P_DEFAULT);
+    ck_assert(ds >= 0);
+    hid_t dcpl = H5Dget_create_plist(ds);
+    int fletcher = 0;
+    for (int i = 0; i < H5Pget_nfilters(dcpl); i++) {
+        unsigned flags;
+        size_t nelm = 0;
+        if (H5Pget_filter2(dcpl, (unsigned)i, &flags, &nelm, NULL, 0, NULL, NULL)
+            == H5Z_FILTER_FLETCHER32)
+            fletcher = 1;
+    }
+    ck_assert_msg(fletcher, "%s has no Fletcher-32 checksum", path);
+    H5Pclose(dcpl);
+    H5Dclose(ds);
+}
+
 /* Number of temporary files in tmpdir (cnf/file.h's names) */
 static int count_temp_files(void)
 {
@@ -195,25 +241,14 @@ START_TEST(test_layout_matches_design)
     ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_OK);
     hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     ck_assert(fid >= 0);
-    /* format: variable-length UTF-8 string */
-    hid_t a = H5Aopen(fid, "format", H5P_DEFAULT);
-    hid_t t = H5Aget_type(a);
-    ck_assert_int_eq(H5Tget_class(t), H5T_STRING);
-    ck_assert_int_gt(H5Tis_variable_str(t), 0);
-    ck_assert_int_eq(H5Tget_cset(t), H5T_CSET_UTF8);
-    char *fmt = NULL;
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_size(mt, H5T_VARIABLE);
-    H5Tset_cset(mt, H5T_CSET_UTF8);
-    ck_assert(H5Aread(a, mt, &fmt) >= 0);
+    /* format: a fixed-length UTF-8 string */
+    char fmt[64];
+    read_fixed_string(fid, "format", fmt, sizeof fmt);
     ck_assert_str_eq(fmt, "cnf-model");
-    H5free_memory(fmt);
-    H5Tclose(mt);
-    H5Tclose(t);
-    H5Aclose(a);
+    assert_checksummed(fid, "/blocks/1/layers/0/W");
     long long v = 0;
-    a = H5Aopen(fid, "version", H5P_DEFAULT);
-    t = H5Aget_type(a);
+    hid_t a = H5Aopen(fid, "version", H5P_DEFAULT);
+    hid_t t = H5Aget_type(a);
     ck_assert_int_eq(H5Tget_class(t), H5T_INTEGER);
     H5Aread(a, H5T_NATIVE_LLONG, &v);
     ck_assert_int_eq(v, 1);
@@ -987,16 +1022,10 @@ START_TEST(test_write_splits)
     H5Aread(a, H5T_NATIVE_LLONG, &n);
     H5Aclose(a);
     ck_assert_int_eq(n, CNF_DATA_VERSION);
-    char *fmt = NULL;
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_size(mt, H5T_VARIABLE);
-    H5Tset_cset(mt, H5T_CSET_UTF8);
-    a = H5Aopen(fid, "format", H5P_DEFAULT);
-    ck_assert(H5Aread(a, mt, &fmt) >= 0);
+    char fmt[64];
+    read_fixed_string(fid, "format", fmt, sizeof fmt);
     ck_assert_str_eq(fmt, CNF_DATA_FORMAT);
-    H5free_memory(fmt);
-    H5Tclose(mt);
-    H5Aclose(a);
+    assert_checksummed(fid, "/train");
     H5Fclose(fid);
     /* an empty split is allowed and written as (0, D) */
     ck_assert_int_eq(cnf_data_write_splits(file, tr, 4, NULL, 0, te, 2, 2, NULL, NULL), CNF_OK);
@@ -1019,6 +1048,155 @@ START_TEST(test_repo_data)
 }
 END_TEST
 
+/* ---- Damaged and hostile files ------------------------------------------ */
+
+/* Flip the lowest bit of the byte at offset of path. */
+static void flip_bit(const char *path, size_t offset)
+{
+    FILE *f = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, (long)offset, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, (long)offset, SEEK_SET);
+    fputc(c ^ 1, f);
+    fclose(f);
+}
+
+/* A flipped bit in a data set's values is caught by its Fletcher-32
+ * checksum: an error, not another number (HDF5 checks each chunk it reads). */
+START_TEST(test_damaged_values_detected)
+{
+    char file[512];
+    tpath(file, sizeof file, "d.h5");
+    double tr[8] = {1, 2, 3, 4, 5, 6, 7, 8}, v[2] = {1, 2}, te[2] = {3, 4};
+    ck_assert_int_eq(cnf_data_write_splits(file, tr, 4, v, 1, te, 1, 2, NULL, NULL), CNF_OK);
+    hid_t fid = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(fid, "/train", H5P_DEFAULT);
+    haddr_t addr = HADDR_UNDEF;
+    hsize_t size = 0;
+    hid_t sp = H5Dget_space(ds);
+    ck_assert(H5Dget_chunk_info(ds, sp, 0, NULL, NULL, &addr, &size) >= 0);
+    H5Sclose(sp);
+    H5Dclose(ds);
+    H5Fclose(fid);
+    ck_assert_uint_ge(size, sizeof tr);
+    flip_bit(file, (size_t)addr + 8 * 5 + 7);   /* the sign and exponent of /train's 6th value */
+    double *X = NULL;
+    size_t N, D;
+    cnf_status s = cnf_data_read(file, "/train", &X, &N, &D);
+    ck_assert_msg(s == CNF_EIO, "a damaged value was read (status %d, X[5] = %g)", (int)s,
+                  X ? X[5] : 0.0);
+    ck_assert_ptr_null(X);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "/train"));
+}
+END_TEST
+
+/* A flipped bit in the file's structure (here a block's T, an attribute in
+ * an object header) is caught by the newest format's metadata checksums:
+ * the model is refused, not loaded with another end time. */
+START_TEST(test_damaged_metadata_detected)
+{
+    char path[512];
+    tpath(path, sizeof path, "m.h5");
+    cnf_flow *flow = random_flow(2, 1, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, "4", 5);
+    const double T = 0.8125;   /* exact, and found once in the file */
+    cnf_flow_params(flow)[cnf_flow_T_index(flow, 0)] = T;
+    ck_assert_int_eq(cnf_model_save(path, flow, NULL), CNF_OK);
+    cnf_flow_free(flow);
+    size_t n;
+    unsigned char *bytes = slurp(path, &n);
+    size_t at = n, count = 0;
+    for (size_t i = 0; i + sizeof T <= n; i++)
+        if (memcmp(bytes + i, &T, sizeof T) == 0) {
+            at = i;
+            count++;
+        }
+    free(bytes);
+    ck_assert_uint_eq(count, 1);
+    flip_bit(path, at + 3);
+    cnf_flow *back = NULL;
+    cnf_status s = cnf_model_load(path, &back, NULL);
+    ck_assert_msg(s != CNF_OK, "the damaged model loaded (T = %g)",
+                  back ? cnf_flow_params_const(back)[cnf_flow_T_index(back, 0)] : 0.0);
+    ck_assert_ptr_null(back);
+}
+END_TEST
+
+/* A shape the file does not back with data (a data set created and never
+ * written, as a damaged dimension would look) is refused before any
+ * allocation: it read as zeros, and a huge one allocated for them. */
+START_TEST(test_unwritten_data_refused)
+{
+    char file[512];
+    tpath(file, sizeof file, "u.h5");
+    hid_t fid = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t small[2] = {1000, 2}, huge[2] = {(hsize_t)1 << 40, 2}, chunk[2] = {100, 2};
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    hid_t sp = H5Screate_simple(2, small, NULL);
+    H5Dclose(H5Dcreate2(fid, "/train", H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT));
+    H5Sclose(sp);
+    sp = H5Screate_simple(2, huge, NULL);
+    H5Dclose(H5Dcreate2(fid, "/huge", H5T_IEEE_F64LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT));
+    H5Sclose(sp);
+    H5Pclose(dcpl);
+    H5Fclose(fid);
+    double *X = NULL;
+    size_t N, D;
+    ck_assert_int_eq(cnf_data_read(file, "/train", &X, &N, &D), CNF_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "never written"));
+    ck_assert_int_eq(cnf_data_read(file, "/huge", &X, &N, &D), CNF_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "/huge claims 2199023255552 values"));
+    ck_assert_ptr_null(X);
+}
+END_TEST
+
+/* A /training/config attribute that is neither a string nor a number, or
+ * a string longer than any setting, is refused with its name: it was
+ * dropped (or cut short) silently, and a resumed run then used a default. */
+START_TEST(test_bad_config_attribute_refused)
+{
+    char path[512];
+    tpath(path, sizeof path, "m.h5");
+    cnf_flow *flow = random_flow(2, 1, CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, "4", 5);
+    cnf_model_extra ex;
+    cnf_model_extra_init(&ex);
+    ck_assert_int_eq(cnf_model_extra_set(&ex, "hidden", "4"), CNF_OK);
+    ck_assert_int_eq(cnf_model_save(path, flow, &ex), CNF_OK);
+    cnf_model_extra_clear(&ex);
+    cnf_flow_free(flow);
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t g = H5Oopen(fid, "/training/config", H5P_DEFAULT);
+    hsize_t three = 3;
+    hid_t sp = H5Screate_simple(1, &three, NULL);
+    double lr[3] = {1e-3, 1e-4, 1e-5};
+    hid_t a = H5Acreate2(g, "lr", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_DOUBLE, lr);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Oclose(g);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EFORMAT, "attribute 'lr' is neither a string");
+
+    fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    g = H5Oopen(fid, "/training/config", H5P_DEFAULT);
+    H5Adelete(g, "lr");
+    static char long_value[5001];
+    memset(long_value, 'x', 5000);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, 5000);
+    sp = H5Screate(H5S_SCALAR);
+    a = H5Acreate2(g, "note", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, long_value);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Oclose(g);
+    H5Fclose(fid);
+    expect_load_error(path, CNF_EFORMAT, "attribute 'note' is neither a string (of at most 4095");
+}
+END_TEST
+
 int main(void)
 {
     tu_program_setup();
@@ -1035,6 +1213,10 @@ int main(void)
     tcase_add_test(tc, test_training_state_roundtrip);
     tcase_add_test(tc, test_model_wrong_format_or_version);
     tcase_add_test(tc, test_model_damaged);
+    tcase_add_test(tc, test_damaged_values_detected);
+    tcase_add_test(tc, test_damaged_metadata_detected);
+    tcase_add_test(tc, test_unwritten_data_refused);
+    tcase_add_test(tc, test_bad_config_attribute_refused);
     tcase_add_test(tc, test_whitened_roundtrip);
     tcase_add_test(tc, test_whitened_damaged);
     tcase_add_test(tc, test_atomic_failure_keeps_target);

@@ -25,8 +25,15 @@
  *
  * Errors (each message names the file and data set):
  *   CNF_EIO      file missing or unreadable, or not a regular file (a
- *                directory, a device, a FIFO: cnf_file_check_input)
- *   CNF_EFORMAT  not an HDF5 file; the path is not a data set; non-float type
+ *                directory, a device, a FIFO: cnf_file_check_input); a value
+ *                that fails its data set's Fletcher-32 checksum (files cnf
+ *                writes have one)
+ *   CNF_EFORMAT  not an HDF5 file; the path is not a data set; non-float type;
+ *                a shape the file does not back with data (fewer bytes
+ *                stored than the shape needs, or at most 1100 times fewer
+ *                when compressed: damaged, or never written), checked before
+ *                anything is allocated; values kept in other files (external
+ *                storage, virtual data sets)
  *   CNF_EDIM     rank other than 2; zero rows or zero columns
  *   CNF_EDATA    NaN/Inf (cnf_data_check_finite, a separate call)
  *   CNF_ENOMEM   out of memory
@@ -139,7 +146,8 @@ typedef struct cnf_h5_writer cnf_h5_writer;
 
 /* Start an output file at final_path (cnf_file_out_open: the checks of an
  * output, stale temporaries removed, the temporary file created). NULL on
- * failure (CNF_EIO message naming the path). The target is not touched
+ * failure (CNF_EIO message naming the path). The file is in HDF5's newest
+ * format (its metadata checksummed). The target is not touched
  * until cnf_h5_writer_commit. */
 cnf_h5_writer *cnf_h5_writer_open(const char *final_path);
 
@@ -150,7 +158,8 @@ const char *cnf_h5_writer_path(const cnf_h5_writer *w);
  * groups are fine). */
 cnf_status cnf_h5_writer_group(cnf_h5_writer *w, const char *path);
 
-/* float64 data sets at path (absolute, intermediate groups created):
+/* float64 data sets at path (absolute, intermediate groups created), chunked
+ * with the Fletcher-32 checksum unless scalar or empty:
  *   _1d: x of n values, shape (n);   _2d: X rows x cols row-major, shape
  *   (rows, cols);   _scalar: a scalar data space holding value. */
 cnf_status cnf_h5_writer_write_1d(cnf_h5_writer *w, const char *path, const double *x,
@@ -165,7 +174,9 @@ cnf_status cnf_h5_writer_write_bytes(cnf_h5_writer *w, const char *path,
 
 /* Scalar attributes on the object (group or data set) at obj_path ("/" for
  * the root; a missing group is created). An existing attribute of the same
- * name is replaced. Strings are variable-length UTF-8 (as h5py writes str),
+ * name is replaced. Strings are fixed-length UTF-8 (variable-length ones
+ * would live in HDF5's global heap, which has no checksum; h5py reads them
+ * as bytes),
  * integers 64-bit signed, doubles float64. _attr_doubles writes a 1-D
  * float64 attribute of n values. */
 cnf_status cnf_h5_writer_attr_string(cnf_h5_writer *w, const char *obj_path,

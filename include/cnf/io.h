@@ -2,8 +2,10 @@
  *
  * A model is one HDF5 file that any HDF5 client (h5py, h5dump) can read:
  *
- *   /                       attributes format = "cnf-model" (variable-length
- *                           UTF-8 string), version = 1 or 2, dim = D (int64)
+ *   /                       attributes format = "cnf-model" (UTF-8 string,
+ *                           fixed-length as cnf writes it; variable-length as
+ *                           h5py's str is read too), version = 1 or 2,
+ *                           dim = D (int64)
  *   /preprocess/mean        (D) float64      x_std = (x - mean) / scale
  *   /preprocess/scale       (D) float64
  *   /preprocess/chol        (D, D) float64, version 2 only: the whitening
@@ -64,6 +66,19 @@
  * /blocks/<k>/T (a scalar data set: dloss/dT_k). The same layout under a
  * group prefix ("/grad") is what tests/data/reference/case*_expected.h5 hold.
  *
+ * Damage. Files are written in HDF5's newest format (checksummed metadata:
+ * superblock, object headers and their attributes, group indexes) with every
+ * non-scalar data set chunked under the Fletcher-32 filter, string
+ * attributes fixed-length (in the checksummed object headers, not the
+ * unchecksummed global heap), so a changed byte of a file cnf wrote fails
+ * HDF5's checks and is reported (CNF_EIO or CNF_EFORMAT), never loaded as
+ * other values. Loading any file (also one without checksums) checks each
+ * attribute's class, size and string length before reading it, and each
+ * data set's stored bytes against its shape before allocating for it
+ * (cnf/data.h), so allocations are bounded by what the file holds. HDF5 1.10
+ * itself may still crash on some damaged structures of a file without
+ * checksums (its global heap in particular).
+ *
  * Errors of cnf_model_load (each message names the file and the object):
  *   CNF_EIO      file missing or unreadable, or not a regular file
  *   CNF_EFORMAT  not an HDF5 file; "not a cnf model file" (format attribute
@@ -74,7 +89,11 @@
  *                /preprocess/chol in a version-1 file or not (D, D);
  *                shapes that do not chain (layer j's input width vs layer
  *                j-1's output, D); unknown layer_type or activation; a bad
- *                /training group
+ *                /training group (also a /training/config attribute that is
+ *                neither a string of at most 4095 bytes nor a number); an
+ *                attribute whose type size disagrees with what it stores; a
+ *                data set storing fewer bytes than its shape needs or kept
+ *                in other files
  *   CNF_EDATA    a non-finite parameter, mean, scale or chol entry,
  *                scale <= 0, a chol entry above the diagonal that is not 0
  *                or a diagonal entry <= 0 (the entry is named)
