@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "cnf/data.h"
@@ -57,11 +58,26 @@ int cmd_eval(int argc, char **argv)
     size_t N;
     double *X = cli_read_data(data, "/test", D, &N, NULL);   /* N x D */
     cli_model_prepare(&m, &sa, N, seed);
-    double *ll = cli_malloc(N * sizeof *ll);   /* N */
+    double *ll = cli_malloc_array(N, 1, sizeof *ll, "the log-likelihoods");   /* N */
     cnf_flow_stats st;
     double t0 = cli_now();
     cli_check(cnf_flow_log_likelihood(m.flow, m.w, X, N, m.rng, ll, &st), data);
     double secs = cli_now() - t0;
+
+    /* Finite rows far outside the model (|x| ~ 1e200) have a log-density
+     * that overflows: the mean would print as "inf +- -nan", so name them
+     * instead of reporting a number. */
+    size_t n_bad = 0;
+    char bad[256] = "";
+    for (size_t i = 0; i < N; i++)
+        if (!isfinite(ll[i]) && n_bad++ < 5) {
+            size_t used = strlen(bad);
+            snprintf(bad + used, sizeof bad - used, "%srow %zu (%g)", used ? ", " : "", i, ll[i]);
+        }
+    if (n_bad)
+        cli_die("%s: %zu of %zu rows have a log-likelihood that is not finite: %s%s (counted "
+                "from 0; values this far outside the model overflow); nothing written", data,
+                n_bad, N, bad, n_bad > 5 ? ", ..." : "");
 
     /* Mean and standard error of the NLL (sample standard deviation / sqrt N). */
     double sum = 0.0;

@@ -36,13 +36,15 @@ int cmd_toy(int argc, char **argv)
         cli_usage("unknown toy data set '%s' (one of: %s)", pos[0], cnf_toy_names());
     size_t counts[3];
     cli_split_counts(split, n, counts);
+    /* cnf train refuses an empty /train or /val: the rule convert follows */
+    cli_check_split_rows(split, n, counts);
     cli_check_output(out, NULL, 0);
 
     gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
     if (!rng)
         cli_die("out of memory");
     gsl_rng_set(rng, seed);
-    double *X = cli_malloc(n * 2 * sizeof *X);   /* n x 2 */
+    double *X = cli_malloc_array(n, 2, sizeof *X, "--n");   /* n x 2 */
     cli_check(cnf_toy_generate(pos[0], n, rng, X), NULL);
     char source[256];
     snprintf(source, sizeof source, "cnf toy %s --n %zu --seed %lu, FFJORD lib/toy_data.py",

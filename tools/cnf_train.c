@@ -709,5 +709,6 @@ int cmd_train(int argc, char **argv)
     free(Xtr);
     free(Xval);
     free(columns);
+    run_config_clear(&cfg);
     return res.interrupted ? 130 : 0;
 }

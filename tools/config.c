@@ -145,6 +145,15 @@ void run_config_default(run_config *cfg)
     cfg->fm_time = cnf_fm_time_name(opt.fm.time);
 }
 
+void run_config_clear(run_config *cfg)
+{
+    while (cfg->owned) {
+        config_string *next = cfg->owned->next;
+        free(cfg->owned);
+        cfg->owned = next;
+    }
+}
+
 int run_config_check(const char *key, const char *value, char *err, size_t n)
 {
     cnf_status s = CNF_OK;
@@ -220,12 +229,18 @@ int run_config_set(run_config *cfg, const char *key, const char *text, char *err
         }
         if (run_config_check(key, text, err, n))
             return -1;
-        char *copy = strdup(text);
+        size_t len = strlen(text);
+        config_string *copy = malloc(sizeof *copy + len + 1);
         if (!copy) {
             snprintf(err, n, "out of memory");
             return -1;
         }
-        *(const char **)dest = copy;   /* kept for the life of the command */
+        memcpy(copy->text, text, len + 1);
+        /* not freed when the key is set again: a copy of cfg made earlier
+         * (cnf train's record of a resumed run's settings) may point at it */
+        copy->next = cfg->owned;
+        cfg->owned = copy;
+        *(const char **)dest = copy->text;
         return 0;
     }
     char msg[400];
@@ -246,15 +261,26 @@ static char *trim(char *s)
     return s;
 }
 
-void run_config_load(run_config *cfg, const char *path)
+int run_config_parse(run_config *cfg, FILE *f, const char *path, FILE *warn, char *err,
+                     size_t n)
 {
-    FILE *f;
-    if (cnf_file_open_input(path, &f) != CNF_OK)
-        cli_die("preset: %s", cnf_last_error());
     char *line = NULL;
     size_t cap = 0, lineno = 0;
-    while (getline(&line, &cap, f) != -1) {
+    /* the line each key was last set on: a repeated key is almost always an
+     * edit that forgot the earlier line, and only the last one counts */
+    size_t set_on[sizeof config_keys / sizeof config_keys[0]] = {0};
+    int rc = 0;
+    ssize_t len;
+    while (rc == 0 && (len = getline(&line, &cap, f)) != -1) {
         lineno++;
+        /* getline reads past a NUL byte, but every string function after it
+         * would stop there and silently drop the rest of the line */
+        if (memchr(line, '\0', (size_t)len)) {
+            snprintf(err, n, "%s:%zu: the line contains a NUL byte (a preset is a text file)",
+                     path, lineno);
+            rc = -1;
+            break;
+        }
         char *hash = strchr(line, '#');
         if (hash)
             *hash = '\0';
@@ -262,12 +288,15 @@ void run_config_load(run_config *cfg, const char *path)
         if (!s[0])
             continue;
         char *eq = strchr(s, '=');
-        if (!eq)
-            cli_usage("%s:%zu: expected 'key = value', got '%s'", path, lineno, s);
+        if (!eq) {
+            snprintf(err, n, "%s:%zu: expected 'key = value', got '%.200s'", path, lineno, s);
+            rc = -1;
+            break;
+        }
         *eq = '\0';
         char *key = trim(s), *value = trim(eq + 1);
-        char err[600];
-        int rc = run_config_set(cfg, key, value, err, sizeof err);
+        char msg[600];
+        rc = run_config_set(cfg, key, value, msg, sizeof msg);
         if (rc == -2) {
             char known[1024] = "";
             for (size_t i = 0; i < config_num_keys; i++) {
@@ -275,20 +304,43 @@ void run_config_load(run_config *cfg, const char *path)
                 if (i + 1 < config_num_keys)
                     strncat(known, ", ", sizeof known - strlen(known) - 1);
             }
-            cli_usage("%s:%zu: unknown key '%s' (known keys: %s; see flows/README.md)", path,
-                      lineno, key, known);
+            snprintf(err, n, "%s:%zu: unknown key '%.100s' (known keys: %s; see flows/README.md)",
+                     path, lineno, key, known);
+            rc = -1;
+        } else if (rc) {
+            snprintf(err, n, "%s:%zu: %s", path, lineno, msg);
+        } else {
+            size_t i = (size_t)(find_key(key) - config_keys);
+            if (set_on[i] && warn)
+                fprintf(warn, "cnf: warning: %s:%zu: key '%s' was already set on line %zu; "
+                        "the value of line %zu is used\n", path, lineno, key, set_on[i],
+                        lineno);
+            set_on[i] = lineno;
         }
-        if (rc)
-            cli_usage("%s:%zu: %s", path, lineno, err);
     }
     /* getline's -1 is also a read error: without this, a read error (EIO,
      * or a directory on a system that lets one be opened) would pass for
      * the end of the preset and the run would train with the defaults. */
-    int read_error = ferror(f) ? errno : 0;
+    if (rc == 0 && ferror(f)) {
+        snprintf(err, n, "error reading preset %s: %s", path, strerror(errno));
+        rc = -2;
+    }
     free(line);
+    return rc;
+}
+
+void run_config_load(run_config *cfg, const char *path)
+{
+    FILE *f;
+    if (cnf_file_open_input(path, &f) != CNF_OK)
+        cli_die("preset: %s", cnf_last_error());
+    char err[1400];
+    int rc = run_config_parse(cfg, f, path, stderr, err, sizeof err);
     fclose(f);
-    if (read_error)
-        cli_die("error reading preset %s: %s", path, strerror(read_error));
+    if (rc == -2)
+        cli_die("%s", err);
+    if (rc)
+        cli_usage("%s", err);
 }
 
 void run_config_format(const run_config *cfg, const config_key *k, char *buf,

@@ -10,10 +10,17 @@
 #define CNF_TOOLS_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "cli.h"
 #include "cnf/net.h"
 #include "cnf/train.h"
+
+/* A string value set by run_config_set, owned by the configuration. */
+typedef struct config_string {
+    struct config_string *next;
+    char text[];
+} config_string;
 
 typedef struct {
     const char *objective;      /* mle | fm | otfm */
@@ -47,6 +54,9 @@ typedef struct {
     unsigned long seed;
     size_t save_every;          /* cnf train: save the best model so far every N
                                    iterations (0 = off); not a library option */
+    config_string *owned;       /* the copies the string fields point at; a
+                                   struct copy shares them and stays valid
+                                   until run_config_clear of the original */
 } run_config;
 
 #define CNF_CONFIG_NO_OPTION ((size_t)-1)
@@ -72,10 +82,22 @@ extern const size_t config_num_keys;
  * with one block of T = 1. */
 void run_config_default(run_config *cfg);
 
-/* Set key to text (copied). Returns 0, or -1 with a message in err (unknown
- * key: err says so and -2 is returned). */
+/* Free the string values run_config_set copied (the string fields then
+ * dangle: call it last). */
+void run_config_clear(run_config *cfg);
+
+/* Set key to text (copied into cfg). Returns 0, or -1 with a message in err
+ * (unknown key: err says so and -2 is returned). */
 int run_config_set(run_config *cfg, const char *key, const char *text, char *err,
                        size_t n);
+
+/* Read preset lines from f into cfg (path only names it in messages). A key
+ * set twice is reported on warn (if not NULL) and the last value kept.
+ * Returns 0; -1 with "PATH:LINE: ..." in err on an unknown key, a bad
+ * value, a line without '=' or a NUL byte (a usage error); -2 with a message
+ * on a read error. */
+int run_config_parse(run_config *cfg, FILE *f, const char *path, FILE *warn, char *err,
+                     size_t n);
 
 /* Read a preset file into cfg; exits with "FILE:LINE: ..." on an unknown key
  * or a bad value. */
