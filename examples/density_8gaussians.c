@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <cblas.h>
 #include <gsl/gsl_rng.h>
 
 #include "cnf/flow.h"
@@ -95,6 +96,9 @@ static int report(const cnf_train_progress *p, void *ctx)
 
 int main(int argc, char **argv)
 {
+    /* what a program embedding cnf does (cnf/net.h): OpenBLAS at one
+     * thread, for the same bits on every machine */
+    openblas_set_num_threads(1);
     size_t iters = argc > 1 ? strtoul(argv[1], NULL, 10) : 3000;
     unsigned long seed = argc > 2 ? strtoul(argv[2], NULL, 10) : 1;
     size_t eval_every = argc > 3 ? strtoul(argv[3], NULL, 10) : 250;

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
 #include <gsl/gsl_rng.h>
 
 #include "cnf/adjoint.h"
@@ -110,6 +111,9 @@ static double full_error(model *m, cnf_ode_solver *s, const double *t, const dou
 
 int main(int argc, char **argv)
 {
+    /* what a program embedding cnf does (cnf/net.h): OpenBLAS at one
+     * thread, for the same bits on every machine */
+    openblas_set_num_threads(1);
     /* strict: atoi read "--help" as 0 iterations and ran anyway */
     char *end1 = NULL, *end2 = NULL;
     long iters = argc > 1 ? strtol(argv[1], &end1, 10) : 3000;
