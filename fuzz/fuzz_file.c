@@ -18,7 +18,9 @@ static void remove_file(void)
 const char *fuzz_file(const uint8_t *data, size_t size)
 {
     if (fd < 0) {
-        const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
+        const char *dir = getenv("CNF_FUZZ_TMPDIR");
+        if (!dir)
+            dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
         snprintf(path, sizeof path, "%s/cnf-fuzz-XXXXXX", dir ? dir : "/tmp");
         fd = mkstemp(path);
         if (fd < 0)

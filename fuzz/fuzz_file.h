@@ -1,6 +1,6 @@
 /* fuzz_file.h — the fuzzers' input as a file: the HDF5 readers take a path,
- * so each input is written to one private file in /dev/shm (or $TMPDIR),
- * rewritten in place for every run. */
+ * so each input is written to one private file in $CNF_FUZZ_TMPDIR (else
+ * /dev/shm, else $TMPDIR), rewritten in place for every run. */
 #ifndef CNF_FUZZ_FILE_H
 #define CNF_FUZZ_FILE_H
 

@@ -35,6 +35,12 @@ cmake --build "$build" -j2 --target "${targets[@]}" >"$build/build.log" 2>&1 \
 # HDF5 1.10 leaks a little on some damaged files' error paths; the leaks
 # of our own code are still reported.
 export LSAN_OPTIONS=suppressions=$root/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}
+# the targets' input files (fuzz/fuzz_file.c), removed at the end: a child
+# killed mid-run leaves its own behind
+export CNF_FUZZ_TMPDIR=$build/inputs
+rm -rf "$CNF_FUZZ_TMPDIR"
+mkdir -p "$CNF_FUZZ_TMPDIR"
+trap 'rm -rf "$CNF_FUZZ_TMPDIR"' EXIT
 declare -A seeds=([fuzz_model]=model [fuzz_data]=data [fuzz_preset]=preset)
 pids=()
 for t in "${targets[@]}"; do
