@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             cnf_run_config_format(&cfg, &cnf_config_keys[i], buf, sizeof buf);
         cnf_net_config net;
         cnf_net_config_default(&net, 2);
-        (void)cnf_hidden_expand(cfg.hidden, 2, &net, err, sizeof err);
+        (void)cnf_net_config_parse_hidden(&net, cfg.hidden);
     } else if (!err[0]) {
         abort();
     }

@@ -135,7 +135,7 @@ expect_fail "--n: 9223372036854775808 x 2 values do not fit" S.h5 -- \
     "$cnf" sample --model m.h5 --n 9223372036854775808 --out S.h5
 expect_fail "--n: 1152921504606846976 x 2 values do not fit" T.h5 -- \
     "$cnf" toy moons --n 1152921504606846976 --out T.h5
-expect_fail "hidden '9223372036854775812D': a width is too large" M.h5 -- \
+expect_fail "hidden widths '9223372036854775812D': width at position 1 is too large" M.h5 -- \
     "$cnf" train --data data.h5 --hidden 9223372036854775812D --out M.h5
 # toy refuses a split that leaves /val or /test empty by rounding, as convert
 # does (train would refuse the file)
