@@ -892,7 +892,8 @@ cnf_status cnf_h5_writer_attr_string(cnf_h5_writer *w, const char *obj_path,
     size_t len = strlen(v);
     hid_t t = H5Tcopy(H5T_C_S1);
     if (t < 0)
-        return writer_fail(w, cnf_error(CNF_EIO, "%s: cannot make a string type", w->final_path));
+        return writer_fail(w, cnf_error(CNF_EIO, "%s: cannot make a string type",
+                                        cnf_h5_writer_path(w)));
     H5Tset_size(t, len ? len : 1);   /* HDF5 has no zero-length string type */
     H5Tset_cset(t, H5T_CSET_UTF8);
     H5Tset_strpad(t, H5T_STR_NULLPAD);
