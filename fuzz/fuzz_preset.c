@@ -20,22 +20,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fclose(f);
         return 0;
     }
-    cnf_run_config cfg;
-    cnf_run_config_default(&cfg);
+    run_config cfg;
+    run_config_default(&cfg);
     char err[1400];
-    int rc = cnf_run_config_parse(&cfg, f, "fuzz.cfg", NULL, err, sizeof err);
+    int rc = run_config_parse(&cfg, f, "fuzz.cfg", NULL, err, sizeof err);
     fclose(f);
     if (rc == 0) {
         /* every value as text, as the model's record stores it */
         char buf[4096];
-        for (size_t i = 0; i < cnf_config_num_keys; i++)
-            cnf_run_config_format(&cfg, &cnf_config_keys[i], buf, sizeof buf);
+        for (size_t i = 0; i < config_num_keys; i++)
+            run_config_format(&cfg, &config_keys[i], buf, sizeof buf);
         cnf_net_config net;
         cnf_net_config_default(&net, 2);
         (void)cnf_net_config_parse_hidden(&net, cfg.hidden);
     } else if (!err[0]) {
         abort();
     }
-    cnf_run_config_clear(&cfg);
+    run_config_clear(&cfg);
     return 0;
 }
