@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cnf/csv.h"
 #include "cnf/file.h"
+#include "cnf/size.h"
 
 #include <errno.h>
 #include <math.h>
@@ -343,11 +344,13 @@ cnf_status cnf_csv_read(const char *path, const cnf_csv_options *opt, double **X
             /* Geometric growth from a small start: a wide file must not
              * reserve many rows it may never have. */
             size_t ncap = cap ? 2 * cap : (D < 4096 ? 4096 / D : 1);
-            if (ncap > SIZE_MAX / sizeof(double) / D) {
-                status = cnf_error(CNF_ENOMEM, "%s: too large", path);
+            size_t bytes;
+            if (cnf_size_mul3(ncap, D, sizeof(double), &bytes)) {
+                status = cnf_error(CNF_ENOMEM, "%s: %zu rows of %zu columns do not fit in memory",
+                                   path, ncap, D);
                 break;
             }
-            double *nx = realloc(X, ncap * D * sizeof *nx);
+            double *nx = realloc(X, bytes);
             if (!nx) {
                 status = cnf_error(CNF_ENOMEM, "out of memory reading %s (%zu rows of %zu "
                                    "columns so far)", path, N, D);
