@@ -169,12 +169,27 @@ struct cnf_ode_solver {
     size_t *gend;
     unsigned char *gin;
     double *gacc; /* 2 ng */
+    /* the reduction across processes (cnf_ode_solver_set_reduction): the
+     * last nsum components are partial sums; rbuf holds one reduction's
+     * doubles (group sums, the summed components' e, y, ynew, two flags) */
+    cnf_ode_sum sum;
+    void *sum_ctx;
+    size_t nsum;
+    double *rbuf;
     double *ynew; /* n: trial state */
     double *yerr; /* n: error estimate of the trial step */
     double *fa;   /* n: f at the current point or the trial point (swapped) */
     double *fb;   /* n */
 };
 
+
+/* Doubles one reduction sums: each group's sum of squares and count, the
+ * summed components' e, y and ynew, and the two flags (a process's attempt
+ * failed, a process's solve must stop). */
+static size_t reduction_len(size_t ng, size_t nsum)
+{
+    return 2 * ng + 3 * nsum + 2;
+}
 
 /* Install checked groups; on failure (memory) the old ones stay. */
 static cnf_status set_groups(cnf_ode_solver *s, size_t ng, const size_t *sizes,
@@ -194,6 +209,17 @@ static cnf_status set_groups(cnf_ode_solver *s, size_t ng, const size_t *sizes,
         end += sizes[g];
         gend[g] = end;
         gin[g] = in_norm[g] != 0;
+    }
+    if (s->sum) {
+        double *rbuf = malloc(reduction_len(ng, s->nsum) * sizeof *rbuf);
+        if (!rbuf) {
+            free(gend);
+            free(gin);
+            free(gacc);
+            return cnf_error(CNF_ENOMEM, "ODE solver: out of memory for %zu norm groups", ng);
+        }
+        free(s->rbuf);
+        s->rbuf = rbuf;
     }
     free(s->gend);
     free(s->gin);
@@ -249,6 +275,7 @@ void cnf_ode_solver_free(cnf_ode_solver *s)
     free(s->gend);
     free(s->gin);
     free(s->gacc);
+    free(s->rbuf);
     free(s);
 }
 
@@ -312,6 +339,32 @@ cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *s, size_t n_groups,
         return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: no component in the "
                          "norm (every group left out or empty)");
     return set_groups(s, n_groups, sizes, in_norm);
+}
+
+cnf_status cnf_ode_solver_set_reduction(cnf_ode_solver *s, cnf_ode_sum sum, void *ctx,
+                                        size_t n_summed)
+{
+    if (!s)
+        return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_reduction: NULL solver");
+    if (n_summed > s->n)
+        return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_reduction: %zu summed components in a "
+                         "state of length %zu", n_summed, s->n);
+    if (sum == s->sum && n_summed == s->nsum) {
+        s->sum_ctx = sum ? ctx : NULL; /* the same layout: no allocation */
+        return CNF_OK;
+    }
+    double *rbuf = NULL;
+    if (sum) {
+        rbuf = malloc(reduction_len(s->ng, n_summed) * sizeof *rbuf);
+        if (!rbuf)
+            return cnf_error(CNF_ENOMEM, "cnf_ode_solver_set_reduction: out of memory");
+    }
+    free(s->rbuf);
+    s->rbuf = rbuf;
+    s->sum = sum;
+    s->sum_ctx = sum ? ctx : NULL;
+    s->nsum = sum ? n_summed : 0;
+    return CNF_OK;
 }
 
 size_t cnf_ode_solver_dim(const cnf_ode_solver *s)
@@ -568,16 +621,18 @@ static inline double scaled_error(double e, double a, double b, double atol, dou
  * fixed order at the end, so the result does not depend on how it
  * vectorised. */
 #define RMS_LANES 8
+/* Components from end on are left out of the sums (the summed components
+ * of a reduction, added once after it); end = n for the whole state. */
 static void norm_group_sums(const cnf_ode_solver *s, const double *e, const double *a,
-                            const double *b, double *acc)
+                            const double *b, size_t end, double *acc)
 {
     double atol = s->opt.atol, rtol = s->opt.rtol;
     size_t i0 = 0;
     for (size_t g = 0; g < s->ng; i0 = s->gend[g], g++) {
-        size_t m = s->gend[g];
+        size_t m = s->gend[g] < end ? s->gend[g] : end;
         acc[2 * g] = 0.0;
         acc[2 * g + 1] = 0.0;
-        if (!s->gin[g])
+        if (!s->gin[g] || m <= i0)
             continue;
         double lane[RMS_LANES] = {0.0};
         size_t i = i0;
@@ -618,9 +673,83 @@ static double norm_groups_max(size_t ng, const double *acc)
 static double error_norm(const cnf_ode_solver *s, const double *e, const double *a,
                          const double *b)
 {
-    norm_group_sums(s, e, a, b, s->gacc);
-    /* (a distributed state would sum s->gacc over its processes here) */
+    norm_group_sums(s, e, a, b, s->n, s->gacc);
     return norm_groups_max(s->ng, s->gacc);
+}
+
+/* What a process knows of a step attempt before the reduction, and what
+ * all of them agree on after it: the worst of the processes' flags. */
+enum { ATTEMPT_OK = 0, ATTEMPT_FAILED = 1, ATTEMPT_FATAL = 2, ATTEMPT_NO_REDUCTION = 3 };
+
+/* The global flag from the two summed flag counters. */
+static int agreed_flag(const double *flags)
+{
+    return flags[1] > 0.0 ? ATTEMPT_FATAL : flags[0] > 0.0 ? ATTEMPT_FAILED : ATTEMPT_OK;
+}
+
+/* Only the flags, where an attempt has no norm to reduce (the first point,
+ * the right-hand side at an accepted point of a method without FSAL).
+ * Without a reduction the local flag is the answer. */
+static int agree(const cnf_ode_solver *s, int flag)
+{
+    if (!s->sum)
+        return flag;
+    double f[2] = { flag == ATTEMPT_FAILED, flag >= ATTEMPT_FATAL };
+    if (s->sum(f, 2, s->sum_ctx) != 0)
+        return ATTEMPT_NO_REDUCTION;
+    return agreed_flag(f);
+}
+
+/* The error norm of a step attempt over every process, and their agreed
+ * flag (*flag: this process's on entry, the worst of all on return; the
+ * norm means something only when it is ATTEMPT_OK). Without a reduction
+ * this is error_norm. With one, a process whose attempt failed still takes
+ * part (its sums zeroed), so that every process makes the same sequence of
+ * reductions and none waits for another forever. The distributed
+ * components' sums of squares and counts add across processes; the summed
+ * ones' e, y and ynew are summed first and then scaled and counted once,
+ * by every process alike, so that all get the same err. */
+static double error_norm_agreed(const cnf_ode_solver *s, const double *e, const double *a,
+                                const double *b, int *flag)
+{
+    if (!s->sum) {
+        if (*flag != ATTEMPT_OK)
+            return NAN;
+        return error_norm(s, e, a, b);
+    }
+    const size_t ng = s->ng, n = s->n, ns = s->nsum, n0 = n - ns;
+    double *buf = s->rbuf, *be = buf + 2 * ng, *ba = be + ns, *bb = ba + ns;
+    double *flags = bb + ns;
+    if (*flag == ATTEMPT_OK) {
+        norm_group_sums(s, e, a, b, n0, buf);
+        memcpy(be, e + n0, ns * sizeof *be);
+        memcpy(ba, a + n0, ns * sizeof *ba);
+        memcpy(bb, b + n0, ns * sizeof *bb);
+    } else {
+        memset(buf, 0, (2 * ng + 3 * ns) * sizeof *buf);
+    }
+    flags[0] = *flag == ATTEMPT_FAILED;
+    flags[1] = *flag >= ATTEMPT_FATAL;
+    if (s->sum(buf, reduction_len(ng, ns), s->sum_ctx) != 0) {
+        *flag = ATTEMPT_NO_REDUCTION;
+        return NAN;
+    }
+    *flag = agreed_flag(flags);
+    if (*flag != ATTEMPT_OK)
+        return NAN;
+    double atol = s->opt.atol, rtol = s->opt.rtol;
+    size_t i0 = 0;
+    for (size_t g = 0; g < ng; i0 = s->gend[g], g++) {
+        size_t lo = i0 > n0 ? i0 : n0;
+        if (!s->gin[g])
+            continue;
+        for (size_t i = lo; i < s->gend[g]; i++) {
+            double q = scaled_error(be[i - n0], ba[i - n0], bb[i - n0], atol, rtol);
+            buf[2 * g] += q * q;
+            buf[2 * g + 1] += 1.0;
+        }
+    }
+    return norm_groups_max(ng, buf);
 }
 
 double cnf_ode_solver_error_norm(const cnf_ode_solver *s, const double *e, const double *y,
@@ -633,27 +762,41 @@ double cnf_ode_solver_error_norm(const cnf_ode_solver *s, const double *e, const
 
 /* Starting step of Hairer-Norsett-Wanner (HINIT), as scipy's
  * select_initial_step: an explicit Euler probe of one evaluation estimates
- * the second derivative. Scales use y0 only. Returns |h| > 0. */
+ * the second derivative. Scales use y0 only. Returns |h| > 0. Its three
+ * norms go through the reduction, so that every process starts with the
+ * same step; *flag receives ATTEMPT_FATAL (with *fatal the probe's code
+ * when it was this process's) or ATTEMPT_NO_REDUCTION when the solve must
+ * stop, ATTEMPT_OK otherwise. */
 static double initial_step(cnf_ode_solver *s, const cnf_ode_eval *ev, double t0, double t1,
-                           const double *y0, const double *f0, int *fatal)
+                           const double *y0, const double *f0, int *fatal, int *flag)
 {
     double *y1 = s->ynew, *f1 = s->fb, *w = s->yerr;
     double dir = t1 > t0 ? 1.0 : -1.0, span = fabs(t1 - t0);
-    double d0 = error_norm(s, y0, y0, y0), d1 = error_norm(s, f0, y0, y0);
+    int f0flag = ATTEMPT_OK, f1flag = ATTEMPT_OK;
+    double d0 = error_norm_agreed(s, y0, y0, y0, &f0flag);
+    double d1 = f0flag == ATTEMPT_OK ? error_norm_agreed(s, f0, y0, y0, &f1flag) : 0.0;
+    *flag = f0flag != ATTEMPT_OK ? f0flag : f1flag;
+    if (*flag != ATTEMPT_OK)
+        return 0.0;
     double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
     h0 = fmin(h0, span);
     for (size_t i = 0; i < ev->nread; i++) /* the probe's quadratures are unread */
         y1[i] = y0[i] + h0 * dir * f0[i];
     int rc = cnf_ode_eval_call(ev, t0 + h0 * dir, y1, f1);
-    if (rc < 0) {
+    int probe = rc < 0 ? ATTEMPT_FATAL : (rc > 0 || !all_finite(f1, s->n)) ? ATTEMPT_FAILED
+                                                                            : ATTEMPT_OK;
+    if (rc < 0)
         *fatal = rc;
+    if (probe == ATTEMPT_OK)
+        for (size_t i = 0; i < s->n; i++)
+            w[i] = f1[i] - f0[i];
+    double d2 = error_norm_agreed(s, w, y0, y0, &probe) / h0;
+    if (probe == ATTEMPT_FAILED)
+        return h0; /* no curvature estimate; the cautious probe step will do */
+    if (probe != ATTEMPT_OK) {
+        *flag = probe;
         return h0;
     }
-    if (rc > 0 || !all_finite(f1, s->n))
-        return h0; /* no curvature estimate; the cautious probe step will do */
-    for (size_t i = 0; i < s->n; i++)
-        w[i] = f1[i] - f0[i];
-    double d2 = error_norm(s, w, y0, y0) / h0;
     double h1;
     if (d1 <= 1e-15 && d2 <= 1e-15)
         h1 = fmax(1e-6, h0 * 1e-3);
@@ -663,6 +806,24 @@ static double initial_step(cnf_ode_solver *s, const cnf_ode_eval *ev, double t0,
     if (s->opt.hmax > 0.0)
         h = fmin(h, s->opt.hmax);
     return h;
+}
+
+/* Why a solve stopped on a flag the processes agreed on: this process's own
+ * failure (its right-hand side's code rc < 0, or a local error already in
+ * cnf_last_error, status local), another's, or the reduction itself. */
+static cnf_status stop_agreed(int flag, int rc, cnf_status local, const char *name, double t,
+                              double h)
+{
+    if (local != CNF_OK)
+        return local;
+    if (flag == ATTEMPT_NO_REDUCTION)
+        return cnf_error(CNF_ERHS, "%s: the reduction across processes failed at t = %.17g",
+                         name, t);
+    if (rc < 0)
+        return cnf_error(CNF_ERHS, "%s: right-hand side failed (code %d) in a step from "
+                         "t = %.17g (h = %.3g)", name, rc, t, h);
+    return cnf_error(CNF_ERHS, "%s: stopped at t = %.17g because another process's solve "
+                     "failed (that process reports why)", name, t);
 }
 
 /* ---- the driver -------------------------------------------------------- */
@@ -681,6 +842,8 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
     cnf_status status = CNF_OK;
     if (stats)
         *stats = st;
+    /* the checks of the arguments every process gets alike; a state or a
+     * record of the wrong length would be a caller's bug on one process */
     if (!s || !rhs || !y)
         return cnf_error(CNF_EINVAL, "cnf_ode_solve: NULL solver, right-hand side or state");
     if (!isfinite(t0) || !isfinite(t1))
@@ -693,11 +856,6 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
         return cnf_error(CNF_EDIM, "cnf_ode_solve: record of length %zu for a state of length %zu",
                          record->n, s->n);
     const size_t n = s->n;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(y[i]))
-            return cnf_error(CNF_EINVAL, "cnf_ode_solve: initial state y[%zu] = %g is not finite",
-                             i, y[i]);
-
     const cnf_ode_options *opt = &s->opt;
     const cnf_ode_stepper_type *type = s->type;
     const char *name = type->name;
@@ -706,23 +864,45 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
     cnf_ode_eval ev = {rhs, params, &st.nfe, s->nread};
     double *f0 = s->fa, *fnew = s->fb; /* f at the current and the trial point */
     double t = t0;
+    /* an error of this process alone (a bad initial state, memory): under a
+     * reduction it is reported through the flags, so that the others stop
+     * too instead of waiting for it */
+    cnf_status local = CNF_OK;
+    int rc = 0, flag = ATTEMPT_OK;
 
-    int rc = cnf_ode_eval_call(&ev, t0, y, f0);
-    if (rc < 0) {
-        status = cnf_error(CNF_ERHS, "%s: right-hand side failed (code %d) at the initial "
-                                     "point t = %.17g", name, rc, t0);
-        goto done;
-    }
-    if (rc > 0 || !all_finite(f0, n)) {
-        status = cnf_error(CNF_ENONFINITE, "%s: right-hand side is not finite at the initial "
-                                           "point t = %.17g (code %d); no step can avoid it",
-                           name, t0, rc);
-        goto done;
+    for (size_t i = 0; i < n && local == CNF_OK; i++)
+        if (!isfinite(y[i]))
+            local = cnf_error(CNF_EINVAL, "cnf_ode_solve: initial state y[%zu] = %g is not "
+                              "finite", i, y[i]);
+    if (local != CNF_OK && !s->sum)
+        return local;
+    if (local == CNF_OK) {
+        rc = cnf_ode_eval_call(&ev, t0, y, f0);
+        flag = rc < 0 ? ATTEMPT_FATAL : (rc > 0 || !all_finite(f0, n)) ? ATTEMPT_FAILED
+                                                                       : ATTEMPT_OK;
+    } else {
+        flag = ATTEMPT_FATAL;
     }
     /* a junction with a previous solve is kept once */
-    if (record && !(record->size > 0 && record->t[record->size - 1] == t0)) {
-        if ((status = record_push(record, t0, y, f0, 0)) != CNF_OK)
-            goto done;
+    if (flag == ATTEMPT_OK && record && !(record->size > 0 && record->t[record->size - 1] == t0)) {
+        if ((local = record_push(record, t0, y, f0, 0)) != CNF_OK)
+            flag = ATTEMPT_FATAL;
+    }
+    flag = agree(s, flag);
+    if (flag == ATTEMPT_FAILED) {
+        status = cnf_error(CNF_ENONFINITE, "%s: right-hand side is not finite at the initial "
+                                           "point t = %.17g (code %d%s); no step can avoid it",
+                           name, t0, rc, rc == 0 && all_finite(f0, n) ? ", on another process"
+                                                                     : "");
+        goto done;
+    }
+    if (flag != ATTEMPT_OK) {
+        if (local == CNF_OK && rc < 0)
+            status = cnf_error(CNF_ERHS, "%s: right-hand side failed (code %d) at the initial "
+                                         "point t = %.17g", name, rc, t0);
+        else
+            status = stop_agreed(flag, 0, local, name, t0, 0.0);
+        goto done;
     }
     if (t1 == t0)
         goto done;
@@ -735,11 +915,14 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
         habs = opt->h0;
     } else {
         int fatal = 0;
-        habs = initial_step(s, &ev, t0, t1, y, f0, &fatal);
-        if (fatal) {
-            status = cnf_error(CNF_ERHS, "%s: right-hand side failed (code %d) while choosing "
-                                         "the first step at t = %.17g",
-                               name, fatal, t0);
+        habs = initial_step(s, &ev, t0, t1, y, f0, &fatal, &flag);
+        if (flag != ATTEMPT_OK) {
+            if (fatal)
+                status = cnf_error(CNF_ERHS, "%s: right-hand side failed (code %d) while "
+                                             "choosing the first step at t = %.17g",
+                                   name, fatal, t0);
+            else
+                status = stop_agreed(flag, 0, CNF_OK, name, t0, 0.0);
             goto done;
         }
     }
@@ -753,6 +936,9 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
     int retries = 0;     /* consecutive non-finite failures */
     int rejected = 0;    /* a rejection since the last accepted step */
 
+    /* Every decision below depends only on what all processes agree on (t,
+     * h, the counters, the agreed flags and err), so under a reduction all
+     * take the same branches and make the same reductions. */
     for (;;) {
         if (st.accepted + st.rejected >= opt->max_steps) {
             status = cnf_error(CNF_EMAX_STEPS,
@@ -779,16 +965,32 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
         const double tnew =
             last ? t1 : (!adaptive && h == dir * opt->h0) ? base + (double)(k + 1) * h : t + h;
 
-        rc = type->apply(s->state, n, &ev, t, h, y, f0, s->ynew, s->yerr, fnew);
-        if (rc < 0)
-            goto rhs_fatal;
-        int failed = rc > 0 || !all_finite(s->ynew, n) || (type->fsal && !all_finite(fnew, n));
-        double err = 0.0;
-        if (!failed && adaptive) {
-            err = error_norm(s, s->yerr, y, s->ynew);
-            failed = !isfinite(err);
+        /* room for the point this attempt may add, before the attempt: an
+         * accepted step then cannot fail on memory after the processes have
+         * agreed to accept it */
+        rc = 0;
+        if (record && (local = record_reserve(record, record->size + 1)) != CNF_OK) {
+            flag = ATTEMPT_FATAL;
+        } else {
+            rc = type->apply(s->state, n, &ev, t, h, y, f0, s->ynew, s->yerr, fnew);
+            flag = rc < 0 ? ATTEMPT_FATAL
+                   : (rc > 0 || !all_finite(s->ynew, n) || (type->fsal && !all_finite(fnew, n)))
+                       ? ATTEMPT_FAILED
+                       : ATTEMPT_OK;
         }
-        if (!failed && adaptive && err > 1.0) {
+        double err = 0.0;
+        if (adaptive) {
+            err = error_norm_agreed(s, s->yerr, y, s->ynew, &flag);
+            if (flag == ATTEMPT_OK && !isfinite(err))
+                flag = ATTEMPT_FAILED;
+        } else {
+            flag = agree(s, flag);
+        }
+        if (flag >= ATTEMPT_FATAL) {
+            status = stop_agreed(flag, rc, local, name, t, h);
+            goto done;
+        }
+        if (flag == ATTEMPT_OK && adaptive && err > 1.0) {
             st.rejected++;
             rejected = 1;
             habs = fabs(h) * fmax(opt->min_factor,
@@ -797,13 +999,16 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
         }
         /* f at the new point: FSAL methods have it; the others need it as the
          * next step's first stage or for the record */
-        if (!failed && !type->fsal && (record || !last)) {
+        if (flag == ATTEMPT_OK && !type->fsal && (record || !last)) {
             rc = cnf_ode_eval_call(&ev, tnew, s->ynew, fnew);
-            if (rc < 0)
-                goto rhs_fatal;
-            failed = rc > 0 || !all_finite(fnew, n);
+            flag = agree(s, rc < 0 ? ATTEMPT_FATAL
+                            : (rc > 0 || !all_finite(fnew, n)) ? ATTEMPT_FAILED : ATTEMPT_OK);
+            if (flag >= ATTEMPT_FATAL) {
+                status = stop_agreed(flag, rc, CNF_OK, name, t, h);
+                goto done;
+            }
         }
-        if (failed) {
+        if (flag == ATTEMPT_FAILED) {
             st.rejected++;
             rejected = 1;
             if (++retries > opt->max_retries) {
@@ -818,11 +1023,10 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
         }
 
         /* accept; the dense coefficient comes from this step's stages,
-         * before the next attempt overwrites them */
+         * before the next attempt overwrites them (the room for it was
+         * reserved before the attempt) */
         int has_dense = 0;
         if (record && record->interp == CNF_ODE_INTERP_DENSE && type->dense) {
-            if ((status = record_reserve(record, record->size + 1)) != CNF_OK)
-                goto done;
             type->dense(s->state, n, h, f0, fnew, record->d + record->size * n);
             has_dense = 1;
         }
@@ -847,7 +1051,7 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
         }
         retries = 0;
         if (record && (status = record_push(record, t, y, f0, has_dense)) != CNF_OK)
-            goto done;
+            goto done; /* cannot happen: reserved above */
         if (last)
             goto done;
         if (adaptive) {
@@ -865,10 +1069,6 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
         rejected = 0;
     }
 
-rhs_fatal:
-    status = cnf_error(CNF_ERHS, "%s: right-hand side failed (code %d) in a step from t = %.17g "
-                                 "(h = %.3g)",
-                       name, rc, t, dir * habs);
 done:
     if (stats)
         *stats = st;

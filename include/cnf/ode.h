@@ -28,9 +28,9 @@
  * With one group this is the usual RMS norm (Hairer-Norsett-Wanner, scipy);
  * with one group per tensor it is torchdiffeq's default, the largest
  * per-tensor RMS, under which a long group's small errors cannot dilute a
- * short group's large ones. The three stages are kept apart in the code so
- * that a state distributed over processes can add its S_g and N_g between
- * the first two. A step is accepted when err <= 1; the next step is
+ * short group's large ones. A state distributed over processes adds its
+ * S_g and N_g across them between the first two stages
+ * (cnf_ode_solver_set_reduction). A step is accepted when err <= 1; the next step is
  * h * clamp(safety * err^(-1/(q+1)), min_factor, max_factor) with q the lower
  * order of the pair, at most h right after a rejection; a rejected step is
  * retried with h * clamp(safety * err^(-1/(q+1)), min_factor, 0.9): it
@@ -191,6 +191,46 @@ cnf_status cnf_ode_solver_set_quadratures(cnf_ode_solver *solver, size_t nq, int
  *     cnf_ode_solver_set_norm_groups(solver, 3, sz, in); */
 cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *solver, size_t n_groups,
                                           const size_t *sizes, const int *in_norm);
+
+/* A reduction across processes: a state whose rows are spread over several
+ * processes (threads, MPI ranks), each solving its own part with its own
+ * solver, takes the steps one solver would take on the whole state.
+ *
+ *     int sum(double *buf, size_t n, void *ctx)
+ *
+ * must replace buf (n doubles) in place by the elementwise sum of every
+ * process's buf, give all processes the same result, and return 0 (non-zero:
+ * it failed, and the solve stops with CNF_ERHS). Every process calls it
+ * the same number of times with the same n (MPI_Allreduce with MPI_SUM is
+ * one; the solver itself knows nothing of processes).
+ *
+ * The state's components are of two kinds. The first n - n_summed are
+ * distributed: each process holds other components (its rows), so the
+ * groups' sums of squares S_g and counts N_g add across processes. The last
+ * n_summed are partial sums: each process holds its share of components
+ * whose value is the sum over processes (an adjoint's parameter gradient,
+ * a regularizer's integral), so their e, y and ynew are summed elementwise
+ * first and then scaled and counted once. Each error norm of a step attempt
+ * (and the three of the automatic first step) is one call of sum; a method
+ * without FSAL (rkf45, rkck, rk8pd) makes a second one for f at an
+ * accepted point, as does a fixed-step method per step.
+ *
+ * The reduction also carries each process's verdict on the attempt, so
+ * that all accept, reject or stop together: one process's non-finite
+ * value (or right-hand side > 0) rejects the attempt everywhere; one's
+ * fatal failure (right-hand side < 0, out of memory, a non-finite initial
+ * state) stops every solve after that attempt's reduction — never leaving
+ * the others waiting — the failing process with its own status and
+ * message, the others with CNF_ERHS saying another process failed.
+ * Accepted, rejected and nfe are then those of one solver on the whole
+ * state, and the states equal its own up to the order of summation in the
+ * norms. sum = NULL removes the reduction (a new solver has none); ctx is
+ * borrowed. CNF_EINVAL for n_summed > n, CNF_ENOMEM. Typical call, two
+ * halves of a batch on two MPI ranks:
+ *     cnf_ode_solver_set_reduction(solver, allreduce_sum, &comm, 0); */
+typedef int (*cnf_ode_sum)(double *buf, size_t n, void *ctx);
+cnf_status cnf_ode_solver_set_reduction(cnf_ode_solver *solver, cnf_ode_sum sum, void *ctx,
+                                        size_t n_summed);
 
 /* The error norm a step with error estimate e (n) from y to ynew (n each)
  * gets under the solver's tolerances and groups, as the step controller
