@@ -36,6 +36,8 @@ void cnf_adjoint_options_default(cnf_adjoint_options *opt)
      * model measured (bench_grad_accuracy, bench/README.md) */
     opt->norm = CNF_ADJOINT_NORM_GROUPS;
     opt->checkpoints = CNF_ODE_INTERP_DENSE;
+    opt->reduce = NULL;
+    opt->reduce_ctx = NULL;
 }
 
 /* (Re)build the solver for the current options: the backward state's size
@@ -77,6 +79,10 @@ static cnf_status adjoint_setup(cnf_adjoint *adj)
         int in[3] = { 1, 1, !adj->opt.seminorm };
         s = cnf_ode_solver_set_norm_groups(adj->solver, 3, sizes, in);
     }
+    /* every process holds its own rows of a and z, and its share of the
+     * sum over rows that g integrates */
+    if (s == CNF_OK)
+        s = cnf_ode_solver_set_reduction(adj->solver, adj->opt.reduce, adj->opt.reduce_ctx, p);
     return s;
 }
 

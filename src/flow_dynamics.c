@@ -217,6 +217,14 @@ static cnf_status solve_blocks(const cnf_flow *flow, cnf_flow_work *w, double *y
     cnf_ode_solver *solver = flow_work_solver(w, n);
     if (!solver)
         return CNF_ENOMEM;
+    /* the rows z, q are each process's own; the regularizers' accumulators
+     * its partial sums (a cached solver of this n may have served another
+     * kind, so the setting is made for every solve; it allocates only when
+     * it changes) */
+    cnf_status rs = cnf_ode_solver_set_reduction(solver, w->opt.reduce, w->opt.reduce_ctx,
+                                                 (size_t)n_reg);
+    if (rs != CNF_OK)
+        return rs;
     for (size_t i = 0; i < w->n_blocks; i++) {
         size_t k = backward ? w->n_blocks - 1 - i : i;
         flow_block *blk = &w->blocks[k];

@@ -20,11 +20,10 @@ double flow_log_normal(const double *z, size_t D)
 
 /* One chunk of B rows, in (B x D) -> out (B rows of the kind's output). */
 static cnf_status eval_chunk(const cnf_flow *flow, cnf_flow_work *w, eval_kind kind,
-                             const double *in, size_t B, size_t row0, gsl_rng *rng, double *out,
-                             cnf_flow_stats *stats)
+                             const double *in, size_t B, flow_rows rows, gsl_rng *rng,
+                             double *out, cnf_flow_stats *stats)
 {
-    size_t D = w->D;
-    flow_rows rows = { row0, 0, 0 };
+    size_t D = w->D, row0 = rows.row0;
     cnf_status s;
     switch (kind) {
     case EVAL_LOGLIK: {
@@ -59,7 +58,55 @@ static cnf_status eval_rows(const cnf_flow *flow, cnf_flow_work *w, eval_kind ki
     size_t D = w->D, out_width = kind == EVAL_LOGLIK ? 1 : D;
     for (size_t row0 = 0, B; s == CNF_OK && (B = flow_work_chunk_rows(w, N, row0)) > 0;
          row0 += B)
-        s = eval_chunk(flow, w, kind, in + row0 * D, B, row0, rng, out + row0 * out_width, stats);
+        s = eval_chunk(flow, w, kind, in + row0 * D, B, (flow_rows){ row0, 0, 0 }, rng,
+                       out + row0 * out_width, stats);
+    return s;
+}
+
+size_t cnf_flow_part_rows(size_t B, size_t rank, size_t size, size_t *row0)
+{
+    if (size == 0 || rank >= size) {
+        if (row0)
+            *row0 = 0;
+        return 0;
+    }
+    /* rank * B fits: B is a row count held in memory, size a process count */
+    size_t b0 = rank * B / size, b1 = (rank + 1) * B / size;
+    if (row0)
+        *row0 = b0;
+    return b1 - b0;
+}
+
+cnf_status cnf_flow_log_likelihood_part(const cnf_flow *flow, cnf_flow_work *w, const double *X,
+                                        size_t N, size_t chunk_rows, size_t rank, size_t size,
+                                        gsl_rng *rng, double *loglik, cnf_flow_stats *stats)
+{
+    const char *what = "cnf_flow_log_likelihood_part";
+    cnf_status s = flow_work_begin_call(flow, w, stats, what);
+    if (s != CNF_OK)
+        return s;
+    if (size == 0 || rank >= size)
+        return cnf_error(CNF_EINVAL, "%s: process %zu of %zu", what, rank, size);
+    if (chunk_rows < size || (N % chunk_rows != 0 && N % chunk_rows < size) || N < size)
+        return cnf_error(CNF_EINVAL, "%s: %zu rows in chunks of %zu leave a chunk of fewer rows "
+                         "than the %zu processes (every process needs a row of every chunk)",
+                         what, N, chunk_rows, size);
+    size_t part_max = cnf_flow_part_rows(chunk_rows, size - 1, size, NULL);
+    if (cnf_flow_part_rows(chunk_rows, 0, size, NULL) > part_max)
+        part_max = cnf_flow_part_rows(chunk_rows, 0, size, NULL);
+    if (part_max > w->max_batch)
+        return cnf_error(CNF_EDIM, "%s: a part of %zu rows exceeds the workspace's max_batch %zu",
+                         what, part_max, w->max_batch);
+    size_t D = w->D, done = 0;
+    for (size_t c0 = 0; s == CNF_OK && c0 < N;) {
+        size_t cb = N - c0 < chunk_rows ? N - c0 : chunk_rows, b0;
+        size_t B = cnf_flow_part_rows(cb, rank, size, &b0);
+        flow_rows rows = { c0 + b0, b0, cb - b0 - B };
+        s = eval_chunk(flow, w, EVAL_LOGLIK, X + (c0 + b0) * D, B, rows, rng, loglik + done,
+                       stats);
+        done += B;
+        c0 += cb;
+    }
     return s;
 }
 

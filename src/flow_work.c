@@ -24,6 +24,8 @@ void cnf_flow_options_default(cnf_flow_options *opt)
     opt->reg_jacobian = 0.0;
     opt->threads = 1;
     opt->warm_start = 0;
+    opt->reduce = NULL;
+    opt->reduce_ctx = NULL;
 }
 
 static size_t threads_of(const cnf_flow_options *opt)
@@ -215,6 +217,8 @@ cnf_flow_work *cnf_flow_work_alloc(const cnf_flow *flow, size_t max_batch,
         w->opt = *opt;
     else
         cnf_flow_options_default(&w->opt);
+    w->opt.adjoint.reduce = w->opt.reduce;
+    w->opt.adjoint.reduce_ctx = w->opt.reduce_ctx;
     w->kt = flow_work_tangents(w);
     w->blocks = calloc(K ? K : 1, sizeof *w->blocks);
     w->y = malloc((Bm * (D + 1) + 2) * sizeof *w->y);
@@ -283,6 +287,8 @@ cnf_status cnf_flow_work_set_options(cnf_flow_work *w, const cnf_flow_options *o
                          "allocation (was %zu); allocate a new work", threads_of(opt),
                          threads_of(&w->opt));
     w->opt = *opt;
+    w->opt.adjoint.reduce = w->opt.reduce;
+    w->opt.adjoint.reduce_ctx = w->opt.reduce_ctx;
     for (size_t i = 0; i < FLOW_SOLVER_SLOTS; i++)
         if (w->slots[i].solver) {
             cnf_status s = cnf_ode_solver_set_options(w->slots[i].solver, &w->opt.solver);

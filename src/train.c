@@ -11,6 +11,7 @@
 #include "cnf/train.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -105,6 +106,19 @@ cnf_status cnf_train_options_check(const cnf_train_options *opt)
         && opt->val_divergence != CNF_TRAIN_VAL_AS_TRAINING)
         return cnf_error(CNF_EINVAL, "val_divergence = %d is not a valid choice",
                          (int)opt->val_divergence);
+    const cnf_train_parallel *par = &opt->parallel;
+    if (par->size > 1) {
+        if (!par->sum || par->rank >= par->size)
+            return cnf_error(CNF_EINVAL, "data-parallel training: rank %zu of %zu%s", par->rank,
+                             par->size, par->sum ? "" : " without a sum");
+        if (opt->objective == CNF_OBJ_FM)
+            return cnf_error(CNF_ENOTIMPL, "flow matching does not train data parallel yet (its "
+                             "optimal-transport blocks would have to be split alike): run it "
+                             "as one process, with --threads");
+        if (opt->batch < par->size)
+            return cnf_error(CNF_EINVAL, "a batch of %zu rows cannot be split over %zu "
+                             "processes", opt->batch, par->size);
+    }
     return CNF_OK;
 }
 
@@ -334,6 +348,7 @@ typedef struct {
     double *Xb;               /* B x D minibatch */
     double *grad;             /* P */
     double *loglik;           /* Nv validation log-likelihoods */
+    double *agg;              /* data parallel: P + 2 values and a flag per process */
 } train_mem;
 
 static void train_mem_free(train_mem *m)
@@ -348,23 +363,65 @@ static void train_mem_free(train_mem *m)
     free(m->Xb);
     free(m->grad);
     free(m->loglik);
+    free(m->agg);
+}
+
+/* Data parallelism: sum the n values of buf (this process's shares) over
+ * the processes, with every process's verdict s. After it every process
+ * has the sums and the same answer: CNF_OK when all succeeded; else this
+ * process's own status and message when it failed, or CNF_ERHS naming the
+ * first rank that did. One process: s. buf has room for n + size. */
+static cnf_status agree_sum(const cnf_train_parallel *par, double *buf, size_t n, cnf_status s,
+                            const char *what)
+{
+    if (par->size <= 1)
+        return s;
+    if (s != CNF_OK)
+        memset(buf, 0, n * sizeof *buf); /* a failed share must not turn others' sums NaN */
+    double *flags = buf + n;
+    memset(flags, 0, par->size * sizeof *flags);
+    flags[par->rank] = s != CNF_OK;
+    if (par->sum(buf, n + par->size, par->ctx) != 0)
+        return s != CNF_OK ? s : cnf_error(CNF_ERHS, "%s: the sum across processes failed", what);
+    if (s != CNF_OK)
+        return s;
+    for (size_t r = 0; r < par->size; r++)
+        if (flags[r] != 0.0)
+            return cnf_error(CNF_ERHS, "%s: stopped because rank %zu failed (that rank reports "
+                             "why)", what, r);
+    return CNF_OK;
 }
 
 /* Mean validation NLL; the noise generator (if any) restarts from the
  * state's seed each time so that every validation sees the same noise. */
 static cnf_status validate(const cnf_flow *flow, train_mem *m, const cnf_train_state *st,
-                           const double *Xval, size_t Nv, double *nll, size_t *nfe)
+                           const cnf_train_parallel *par, const double *Xval, size_t Nv,
+                           size_t chunk, double *nll, size_t *nfe)
 {
     if (m->vrng)
         gsl_rng_set(m->vrng, st->seed ^ 0x5a17c0deUL);
     cnf_flow_stats stats;
     memset(&stats, 0, sizeof stats);
-    cnf_status s = cnf_flow_log_likelihood(flow, m->vwork, Xval, Nv, m->vrng, m->loglik, &stats);
-    if (s != CNF_OK)
-        return s;
+    size_t mine = Nv;
+    cnf_status s;
+    if (par->size > 1) {
+        /* this process's part of every chunk, counted as the parts fall */
+        mine = 0;
+        for (size_t c0 = 0; c0 < Nv; c0 += chunk)
+            mine += cnf_flow_part_rows(Nv - c0 < chunk ? Nv - c0 : chunk, par->rank, par->size,
+                                       NULL);
+        s = cnf_flow_log_likelihood_part(flow, m->vwork, Xval, Nv, chunk, par->rank, par->size,
+                                         m->vrng, m->loglik, &stats);
+    } else {
+        s = cnf_flow_log_likelihood(flow, m->vwork, Xval, Nv, m->vrng, m->loglik, &stats);
+    }
     double sum = 0.0;
-    for (size_t i = 0; i < Nv; i++)
+    for (size_t i = 0; s == CNF_OK && i < mine; i++)
         sum += m->loglik[i];
+    m->agg[0] = sum;
+    if ((s = agree_sum(par, m->agg, 1, s, "validation")) != CNF_OK)
+        return s;
+    sum = m->agg[0];
     *nll = -sum / (double)Nv;
     *nfe += stats.forward.nfe;
     return CNF_OK;
@@ -412,7 +469,9 @@ static cnf_status validate_and_select(const cnf_flow *flow, train_mem *m, cnf_tr
         selects = opt->val_nll_every == 0;
     }
     if (with_nll) {
-        if ((s = validate(flow, m, st, Xval, Nv, &st->last_val_nll, nfe_val)) != CNF_OK)
+        size_t chunk = opt->val_batch > 0 ? opt->val_batch : 1000;
+        if ((s = validate(flow, m, st, &opt->parallel, Xval, Nv, chunk < Nv ? chunk : Nv,
+                          &st->last_val_nll, nfe_val)) != CNF_OK)
             return s;
         crit = st->last_val_nll;
         selects = *validated_nll = 1;
@@ -445,6 +504,132 @@ static void restore_best(cnf_flow *flow, const cnf_train_state *st)
            st->n_params * sizeof(double));
 }
 
+/* What cnf_train_run works with after its setup. */
+typedef struct {
+    size_t D, P, K, B, Nv;
+    int fm, do_val, val_nll;
+    size_t nproc;          /* processes (1 without data parallelism) */
+    size_t b0, Bp;         /* this process's rows [b0, b0 + Bp) of every batch */
+} train_plan;
+
+/* Everything cnf_train_run checks and allocates before its first iteration;
+ * on failure m holds what was allocated so far. */
+static cnf_status train_prepare(cnf_flow *flow, const double *Xtrain, size_t Ntrain,
+                                const double *Xval, size_t Nval, const cnf_train_options *opt,
+                                cnf_train_state *state, train_mem *m, train_plan *pl)
+{
+    size_t D = cnf_flow_dim(flow), P = cnf_flow_num_params(flow), B = opt->batch;
+    const cnf_train_parallel *par = &opt->parallel;
+    size_t nproc = par->size > 1 ? par->size : 1;
+    cnf_status s;
+    pl->D = D;
+    pl->P = P;
+    pl->K = cnf_flow_num_blocks(flow);
+    pl->B = B;
+    pl->nproc = nproc;
+    if (state->n_params != P)
+        return cnf_error(CNF_EDIM, "training state has %zu parameters, the flow %zu",
+                         state->n_params, P);
+    if (!Xtrain || Ntrain == 0)
+        return cnf_error(CNF_EDATA, "no training data");
+    if (Ntrain < B)
+        return cnf_error(CNF_EDATA, "%zu training rows are fewer than a batch of %zu", Ntrain, B);
+    if (Nval > 0 && !Xval)
+        return cnf_error(CNF_EINVAL, "validation data are NULL but Nval = %zu", Nval);
+    int fm = pl->fm = opt->objective == CNF_OBJ_FM;
+    if (fm && (s = cnf_fm_check_flow(flow)) != CNF_OK)
+        return s;
+    if ((s = cnf_rows_check_finite(Xtrain, Ntrain, D, "training data")) != CNF_OK)
+        return s;
+    size_t Nv = pl->Nv = Nval;
+    if (opt->max_val_rows > 0 && Nv > opt->max_val_rows)
+        Nv = pl->Nv = opt->max_val_rows;
+    if ((s = cnf_rows_check_finite(Xval, Nv, D, "validation data")) != CNF_OK)
+        return s;
+    int do_val = pl->do_val = opt->val_every > 0 && Nv > 0;
+    /* NLL validation: always under maximum likelihood, at its own interval
+     * under flow matching */
+    int val_nll = pl->val_nll = do_val && (!fm || opt->val_nll_every > 0);
+    size_t vchunk = opt->val_batch > 0 ? opt->val_batch : 1000;
+    if (vchunk > Nv)
+        vchunk = Nv;
+    if (val_nll && nproc > 1 && (vchunk < nproc || (Nv % vchunk && Nv % vchunk < nproc)))
+        return cnf_error(CNF_EINVAL, "%zu validation rows in chunks of %zu leave a chunk of "
+                         "fewer rows than the %zu processes (choose val_batch or the validation "
+                         "rows so that every chunk has at least one row per process)", Nv,
+                         vchunk, nproc);
+    /* this process's rows of every batch: all of them as one process */
+    pl->b0 = 0;
+    size_t Bp = pl->Bp = nproc > 1 ? cnf_flow_part_rows(B, par->rank, nproc, &pl->b0) : B;
+    cnf_flow_options fopt = opt->flow;
+    if (nproc > 1) {
+        fopt.reduce = par->sum;
+        fopt.reduce_ctx = par->ctx;
+    }
+
+    size_t bytes;
+    m->Xb = cnf_size_mul3(B, D, sizeof *m->Xb, &bytes) ? NULL : malloc(bytes);
+    m->grad = cnf_size_mul(P, sizeof *m->grad, &bytes) ? NULL : malloc(bytes);
+    if (fm) {
+        cnf_fm_options fo = opt->fm;
+        fo.threads = opt->flow.threads;
+        m->fm = cnf_fm_work_alloc(flow, B, &fo);
+        m->fmrng = gsl_rng_alloc(gsl_rng_mt19937);
+        if (!m->fm) 
+            return work_failure("flow-matching", B);
+        if (!m->fmrng) 
+            return cnf_error(CNF_ENOMEM, "out of memory for flow matching's validation draws");
+    } else {
+        m->work = cnf_flow_work_alloc(flow, Bp, &fopt);
+        if (!m->work) 
+            return work_failure("training", Bp);
+    }
+    if (val_nll) {
+        cnf_flow_options vopt = fopt, eval_default;
+        /* validate as cnf eval evaluates: the usual safety factor, not the
+         * training forward solves' 0.7, so that the best model is chosen
+         * by the numbers a user gets afterwards */
+        cnf_flow_options_default(&eval_default);
+        vopt.solver.safety = eval_default.solver.safety;
+        int exact = opt->val_divergence == CNF_TRAIN_VAL_EXACT
+                    || (opt->val_divergence == CNF_TRAIN_VAL_AUTO && D <= 4);
+        if (exact)
+            vopt.divergence = CNF_DIV_EXACT;
+        /* a part of a chunk: at most the first rank's share rounded up */
+        size_t chunk = nproc > 1 ? (vchunk + nproc - 1) / nproc : vchunk;
+        m->vwork = cnf_flow_work_alloc(flow, chunk, &vopt);
+        m->loglik = cnf_size_mul(Nv, sizeof *m->loglik, &bytes) ? NULL : malloc(bytes);
+        if (vopt.divergence != CNF_DIV_EXACT)
+            m->vrng = gsl_rng_alloc(gsl_rng_mt19937);
+        if (!m->vwork) 
+            return work_failure("validation", chunk);
+        if (!m->loglik || (vopt.divergence != CNF_DIV_EXACT && !m->vrng)) 
+            return cnf_error(CNF_ENOMEM, "out of memory for validation of %zu rows", Nv);
+    }
+    /* P + 2 + nproc cannot overflow where P doubles were allocated */
+    m->agg = m->grad ? malloc((P + 2 + nproc) * sizeof *m->agg) : NULL;
+    if (!m->Xb || !m->grad || !m->agg) 
+        return cnf_error(CNF_ENOMEM, "out of memory for a batch of %zu rows", B);
+
+    double *p = cnf_flow_params(flow);             /* P */
+    if (state->iteration > 0)
+        memcpy(p, state->params, P * sizeof *p);   /* resume */
+    else
+        memcpy(state->params, p, P * sizeof *p);
+    /* the warm first steps, so that a resumed run continues bit for bit
+     * (flow matching solves nothing and keeps none) */
+    if (m->work && state->n_step_hints > 0
+        && (s = cnf_flow_work_set_step_hints(m->work, state->step_hints, state->n_step_hints))
+               != CNF_OK) 
+        return cnf_error(s, "resuming: the training state's step hints: %s", cnf_last_error());
+    if (m->work && (s = resize_step_hints(state, cnf_flow_work_step_hints(m->work, NULL)))
+                      != CNF_OK) 
+        return s;
+    if (m->work)
+        cnf_flow_work_step_hints(m->work, state->step_hints);
+    return CNF_OK;
+}
+
 cnf_status cnf_train_run(cnf_flow *flow, const double *Xtrain, size_t Ntrain, const double *Xval,
                      size_t Nval, const cnf_train_options *opt, cnf_train_state *state,
                      cnf_train_result *result)
@@ -465,109 +650,32 @@ cnf_status cnf_train_run(cnf_flow *flow, const double *Xtrain, size_t Ntrain, co
     cnf_status s = cnf_train_options_check(opt);
     if (s != CNF_OK)
         return s;
-    size_t D = cnf_flow_dim(flow), P = cnf_flow_num_params(flow), K = cnf_flow_num_blocks(flow);
-    size_t B = opt->batch;
-    if (state->n_params != P)
-        return cnf_error(CNF_EDIM, "training state has %zu parameters, the flow %zu",
-                         state->n_params, P);
-    if (!Xtrain || Ntrain == 0)
-        return cnf_error(CNF_EDATA, "no training data");
-    if (Ntrain < B)
-        return cnf_error(CNF_EDATA, "%zu training rows are fewer than a batch of %zu", Ntrain, B);
-    if (Nval > 0 && !Xval)
-        return cnf_error(CNF_EINVAL, "validation data are NULL but Nval = %zu", Nval);
-    int fm = opt->objective == CNF_OBJ_FM;
-    if (fm && (s = cnf_fm_check_flow(flow)) != CNF_OK)
-        return s;
-    if ((s = cnf_rows_check_finite(Xtrain, Ntrain, D, "training data")) != CNF_OK)
-        return s;
-    size_t Nv = Nval;
-    if (opt->max_val_rows > 0 && Nv > opt->max_val_rows)
-        Nv = opt->max_val_rows;
-    if ((s = cnf_rows_check_finite(Xval, Nv, D, "validation data")) != CNF_OK)
-        return s;
-    int do_val = opt->val_every > 0 && Nv > 0;
-    /* NLL validation: always under maximum likelihood, at its own interval
-     * under flow matching */
-    int val_nll = do_val && (!fm || opt->val_nll_every > 0);
-
+    /* Setup failures (data, memory) can be one process's alone: under data
+     * parallelism every process first agrees that all are ready, so that
+     * none goes on to wait for one that has returned. */
+    const cnf_train_parallel *par = &opt->parallel;
     train_mem m;
     memset(&m, 0, sizeof m);
-    size_t bytes;
-    m.Xb = cnf_size_mul3(B, D, sizeof *m.Xb, &bytes) ? NULL : malloc(bytes);
-    m.grad = cnf_size_mul(P, sizeof *m.grad, &bytes) ? NULL : malloc(bytes);
-    if (fm) {
-        cnf_fm_options fo = opt->fm;
-        fo.threads = opt->flow.threads;
-        m.fm = cnf_fm_work_alloc(flow, B, &fo);
-        m.fmrng = gsl_rng_alloc(gsl_rng_mt19937);
-        if (!m.fm) {
-            train_mem_free(&m);
-            return work_failure("flow-matching", B);
-        }
-        if (!m.fmrng) {
-            train_mem_free(&m);
-            return cnf_error(CNF_ENOMEM, "out of memory for flow matching's validation draws");
-        }
-    } else {
-        m.work = cnf_flow_work_alloc(flow, B, &opt->flow);
-        if (!m.work) {
-            train_mem_free(&m);
-            return work_failure("training", B);
+    train_plan pl;
+    memset(&pl, 0, sizeof pl);
+    s = train_prepare(flow, Xtrain, Ntrain, Xval, Nval, opt, state, &m, &pl);
+    if (par->size > 1) {
+        double *flags = calloc(par->size, sizeof *flags);
+        if (!flags && s == CNF_OK)
+            s = cnf_error(CNF_ENOMEM, "out of memory for the processes' agreement");
+        if (flags) {
+            s = agree_sum(par, flags, 0, s, "training setup");
+            free(flags);
         }
     }
-    if (val_nll) {
-        cnf_flow_options vopt = opt->flow, eval_default;
-        /* validate as cnf eval evaluates: the usual safety factor, not the
-         * training forward solves' 0.7, so that the best model is chosen
-         * by the numbers a user gets afterwards */
-        cnf_flow_options_default(&eval_default);
-        vopt.solver.safety = eval_default.solver.safety;
-        int exact = opt->val_divergence == CNF_TRAIN_VAL_EXACT
-                    || (opt->val_divergence == CNF_TRAIN_VAL_AUTO && D <= 4);
-        if (exact)
-            vopt.divergence = CNF_DIV_EXACT;
-        size_t chunk = opt->val_batch > 0 ? opt->val_batch : 1000;
-        if (chunk > Nv)
-            chunk = Nv;
-        m.vwork = cnf_flow_work_alloc(flow, chunk, &vopt);
-        m.loglik = cnf_size_mul(Nv, sizeof *m.loglik, &bytes) ? NULL : malloc(bytes);
-        if (vopt.divergence != CNF_DIV_EXACT)
-            m.vrng = gsl_rng_alloc(gsl_rng_mt19937);
-        if (!m.vwork) {
-            train_mem_free(&m);
-            return work_failure("validation", chunk);
-        }
-        if (!m.loglik || (vopt.divergence != CNF_DIV_EXACT && !m.vrng)) {
-            train_mem_free(&m);
-            return cnf_error(CNF_ENOMEM, "out of memory for validation of %zu rows", Nv);
-        }
-    }
-    if (!m.Xb || !m.grad) {
-        train_mem_free(&m);
-        return cnf_error(CNF_ENOMEM, "out of memory for a batch of %zu rows", B);
-    }
-
-    double *p = cnf_flow_params(flow);             /* P */
-    if (state->iteration > 0)
-        memcpy(p, state->params, P * sizeof *p);   /* resume */
-    else
-        memcpy(state->params, p, P * sizeof *p);
-    /* the warm first steps, so that a resumed run continues bit for bit
-     * (flow matching solves nothing and keeps none) */
-    if (m.work && state->n_step_hints > 0
-        && (s = cnf_flow_work_set_step_hints(m.work, state->step_hints, state->n_step_hints))
-               != CNF_OK) {
-        train_mem_free(&m);
-        return cnf_error(s, "resuming: the training state's step hints: %s", cnf_last_error());
-    }
-    if (m.work && (s = resize_step_hints(state, cnf_flow_work_step_hints(m.work, NULL)))
-                      != CNF_OK) {
+    if (s != CNF_OK) {
         train_mem_free(&m);
         return s;
     }
-    if (m.work)
-        cnf_flow_work_step_hints(m.work, state->step_hints);
+    const size_t D = pl.D, P = pl.P, K = pl.K, B = pl.B, Nv = pl.Nv, nproc = pl.nproc;
+    const size_t b0 = pl.b0, Bp = pl.Bp;
+    const int fm = pl.fm, do_val = pl.do_val, val_nll = pl.val_nll;
+    double *p = cnf_flow_params(flow);             /* P */
 
     double window[TRAIN_NLL_WINDOW], lwindow[TRAIN_NLL_WINDOW];
     size_t n_window = 0;
@@ -585,8 +693,21 @@ cnf_status cnf_train_run(cnf_flow *flow, const double *Xtrain, size_t Ntrain, co
         if (fm)
             s = cnf_fm_loss_grad(flow, m.fm, m.Xb, B, state->rng, &loss, m.grad);
         else
-            s = cnf_flow_nll_grad(flow, m.work, m.Xb, B, state->rng, &nll, &loss, m.grad,
-                                  &stats);
+            s = cnf_flow_nll_grad_part(flow, m.work, m.Xb + b0 * D, Bp, b0, B, state->rng,
+                                       &nll, &loss, m.grad, &stats);
+        if (nproc > 1) {
+            /* the parts' shares add up to the batch's */
+            double *agg = m.agg;
+            agg[0] = nll;
+            agg[1] = loss;
+            memcpy(agg + 2, m.grad, P * sizeof *agg);
+            char what[48];
+            snprintf(what, sizeof what, "iteration %zu", it);
+            s = agree_sum(par, agg, P + 2, s, what);
+            nll = agg[0];
+            loss = agg[1];
+            memcpy(m.grad, agg + 2, P * sizeof *agg);
+        }
         if (s == CNF_OK && !(isfinite(loss) && (fm || isfinite(nll))))
             s = cnf_error(CNF_ENONFINITE, "iteration %zu: the training loss is not finite (%g)",
                           it, loss);
@@ -651,6 +772,17 @@ cnf_status cnf_train_run(cnf_flow *flow, const double *Xtrain, size_t Ntrain, co
         if (!stop && opt->max_seconds > 0.0 && now_seconds() - t_start >= opt->max_seconds) {
             res.timed_out = 1;
             stop = 1;
+        }
+        if (nproc > 1) {
+            /* the callback (Ctrl-C) and the clock speak for one process:
+             * all stop when any says so, or they would part ways */
+            m.agg[0] = res.interrupted;
+            m.agg[1] = res.timed_out;
+            if ((s = agree_sum(par, m.agg, 2, CNF_OK, "stopping")) != CNF_OK)
+                break;
+            res.interrupted = m.agg[0] > 0.0;
+            res.timed_out = !res.interrupted && m.agg[1] > 0.0;
+            stop = stop || res.interrupted || res.timed_out;
         }
         /* Cut short by the callback or the clock: the current parameters
          * compete with the best so far (an unvalidated last stretch would

@@ -127,6 +127,13 @@ typedef struct {
                                (cnf_ode_record_set_interp; cnf_flow sets its
                                records from this). The adjoint reads a record
                                as it was recorded. Default DENSE. */
+    cnf_ode_sum reduce;     /* the backward solves' reduction across the
+                               processes that each hold some of the rows
+                               of a and z (cnf_ode_solver_set_reduction),
+                               g being each one's partial sum: its last p
+                               components are summed. Default NULL (one
+                               process); cnf_flow sets it from its own */
+    void *reduce_ctx;       /* reduce's ctx (borrowed) */
 } cnf_adjoint_options;
 
 void cnf_adjoint_options_default(cnf_adjoint_options *opt);

@@ -197,6 +197,28 @@ typedef struct {
                                         cnf_train_run turns it on. Only the
                                         gradient's solves use it, and only
                                         when the adaptive methods run. */
+    cnf_ode_sum reduce;              /* data parallelism: the sum across the
+                                        processes among which every chunk's
+                                        (or batch's) rows are split, each
+                                        calling the same function on its
+                                        contiguous part with the same
+                                        options (cnf_flow_nll_grad_part, or
+                                        the evaluation calls on its rows of
+                                        each chunk). Installed on the forward
+                                        solves (the regularizers' integrals
+                                        summed, the rows distributed) and on
+                                        the adjoints (adjoint.reduce is set
+                                        from it, g summed), so that every
+                                        process takes the steps one process
+                                        takes on the whole chunk, and a
+                                        failing solve stops all of them
+                                        (cnf_ode_solver_set_reduction).
+                                        Default NULL: one process. The
+                                        processes' outputs (nll, loss, grad,
+                                        per-row values) are theirs to add or
+                                        gather. cnf/parallel.h fills it for
+                                        MPI. */
+    void *reduce_ctx;                /* reduce's ctx (borrowed) */
 } cnf_flow_options;
 
 void cnf_flow_options_default(cnf_flow_options *opt);
@@ -242,6 +264,29 @@ cnf_status cnf_flow_work_set_step_hints(cnf_flow_work *work, const double *hints
 cnf_status cnf_flow_log_likelihood(const cnf_flow *flow, cnf_flow_work *work,
                                    const double *X, size_t N, gsl_rng *rng,
                                    double *loglik, cnf_flow_stats *stats);
+
+/* Data parallelism (with opt.reduce set on every process's work): rows
+ * [row0, row0 + n) of a batch or chunk of B rows are the part of process
+ * rank of size, the contiguous split the parts' callers use (n returned;
+ * row0 may be NULL; 0 for a bad rank or size). */
+size_t cnf_flow_part_rows(size_t B, size_t rank, size_t size, size_t *row0);
+
+/* cnf_flow_log_likelihood, as process rank of size: the N rows are cut
+ * into chunks of chunk_rows (the last one shorter) as one process whose
+ * work has max_batch = chunk_rows cuts them, every chunk is split by
+ * cnf_flow_part_rows, and this process solves its part of each, drawing
+ * the whole chunk's Hutchinson noise and keeping its rows'. With the
+ * work's reduce summing across the processes, every process takes the
+ * chunks' steps of one process, so that the values equal one process's up
+ * to the order of summation in the error norms. loglik receives this
+ * process's rows only, in order: its part of chunk 0, then of chunk 1, ...
+ * Every chunk must give every process a row: CNF_EINVAL when chunk_rows or
+ * the last chunk has fewer than size rows (the same answer on every
+ * process, before any solve); CNF_EDIM when a part exceeds the work's
+ * max_batch. */
+cnf_status cnf_flow_log_likelihood_part(const cnf_flow *flow, cnf_flow_work *w, const double *X,
+                                        size_t N, size_t chunk_rows, size_t rank, size_t size,
+                                        gsl_rng *rng, double *loglik, cnf_flow_stats *stats);
 
 /* x -> z (preprocess, then blocks 0..K-1 forwards). Z: N x D. */
 cnf_status cnf_flow_encode(const cnf_flow *flow, cnf_flow_work *work, const double *X,

@@ -157,6 +157,32 @@ typedef struct {
  * with result->interrupted = 1, the flow holding the best parameters). */
 typedef int (*cnf_train_callback)(const cnf_train_progress *p, void *ctx);
 
+/* Data-parallel training: size processes (MPI ranks, threads) each run
+ * cnf_train_run with the same flow, data, options and state, and this setting
+ * naming their rank. Every iteration every process draws the same batch
+ * (the state's generator is the same everywhere), solves its contiguous
+ * part of it (cnf_flow_part_rows, cnf_flow_nll_grad_part) with sum
+ * installed on its solves (so that the steps are one process's), and the
+ * parts' NLL, loss and gradient are summed before every process takes the
+ * same optimizer step; validation splits every chunk's rows alike
+ * (cnf_flow_log_likelihood_part). The parameters then equal one process's
+ * up to the order of summation. Every iteration the processes also agree
+ * on whether any failed (a process that fails keeps its own status and
+ * message; the others return CNF_ERHS naming its rank) and on whether to
+ * stop (the callback's verdict and max_seconds, taken from the rank that
+ * says stop), so that they stop together and none waits. sum follows
+ * cnf_ode_sum (cnf/ode.h): in place, the same bits on every process; the
+ * caller owns ctx. Maximum likelihood only (flow matching is refused with
+ * CNF_ENOTIMPL); the batch needs at least size rows, and each validation
+ * chunk (val_batch, and the last one) too. size 0 or 1: one process (the
+ * default). cnf/parallel.h fills it for MPI. */
+typedef struct {
+    size_t rank;             /* 0 .. size - 1 */
+    size_t size;             /* processes; 0 or 1: one (default) */
+    cnf_ode_sum sum;         /* required when size > 1 */
+    void *ctx;
+} cnf_train_parallel;
+
 typedef struct {
     size_t iters;            /* total iterations to reach (a resumed state
                                 continues from state->iteration), default 1000 */
@@ -205,6 +231,7 @@ typedef struct {
                                 evaluation's 0.9); see src/train.c */
     cnf_train_callback callback;  /* may be NULL (default) */
     void *callback_ctx;
+    cnf_train_parallel parallel;  /* data parallelism; default one process */
 } cnf_train_options;
 
 void cnf_train_options_default(cnf_train_options *opt);

@@ -1,10 +1,14 @@
-/* test_reduction.c — the solver's reduction across processes
- * (cnf_ode_solver_set_reduction), without MPI: two threads each solve half
+/* test_parallel.c — data parallelism without MPI, with threads standing
+ * for processes. The solver's reduction across processes
+ * (cnf_ode_solver_set_reduction): two threads each solve half
  * the rows of a problem, their sums meeting at a pthread barrier, and take
  * exactly the steps (accepted, rejected, nfe) of one solver on all rows,
  * with the states equal up to the order of summation; a non-finite value on
  * one thread rejects the attempt on both; a fatal failure on one stops
- * both, each with its own message, and neither waits for the other. */
+ * both, each with its own message, and neither waits for the other. And
+ * cnf_train with cnf_train_parallel on two threads: the parameters,
+ * validation NLL and solver work of one process; a stop or a setup failure
+ * on one thread ends both. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <pthread.h>
@@ -13,6 +17,7 @@
 #include <string.h>
 
 #include "cnf/ode.h"
+#include "cnf/train.h"
 #include "testutil.h"
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -340,15 +345,218 @@ START_TEST(test_set_reduction_arguments)
 }
 END_TEST
 
+
+/* ---- training ------------------------------------------------------------ */
+
+enum { NTR = 200, NVAL = 40, TD = 2 };
+
+typedef struct {
+    int divergence;
+    size_t rank, size;      /* size 1: one process */
+    meeting *m;
+    int stop_at;            /* > 0: this rank's callback stops there */
+    int poison;             /* a NaN row in this rank's training data */
+    /* out */
+    cnf_status rc;
+    char msg[512];
+    double params[512];
+    size_t P, iters;
+    cnf_train_result res;
+} train_job;
+
+static void train_data(double *X, size_t n, unsigned long seed)
+{
+    gsl_rng *r = tu_rng(seed);
+    for (size_t i = 0; i < n; i++) {
+        double c = gsl_rng_uniform(r) < 0.5 ? -1.5 : 1.5;
+        X[2 * i] = c + 0.4 * (2.0 * gsl_rng_uniform(r) - 1.0);
+        X[2 * i + 1] = 0.5 * c + 0.6 * (2.0 * gsl_rng_uniform(r) - 1.0);
+    }
+    gsl_rng_free(r);
+}
+
+static int stop_cb(const cnf_train_progress *pr, void *ctx)
+{
+    return (int)pr->iteration == *(int *)ctx;
+}
+
+static void run_train(train_job *j)
+{
+    gsl_rng *rng = tu_rng(11);
+    double T = 0.5;
+    cnf_flow *flow = tu_flow(TD, 1, "8-8", CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH, &T, rng);
+    gsl_rng_free(rng);
+    size_t P = cnf_flow_num_params(flow);
+    ck_assert_uint_le(P, NELEM(j->params));
+    static double Xtr[NTR * TD], Xval[NVAL * TD];
+    double *X = malloc(sizeof Xtr);
+    train_data(X, NTR, 5);
+    train_data(Xval, NVAL, 6); /* the same on every call: written alike */
+    if (j->poison)
+        X[2 * 17 + 1] = NAN;
+    cnf_train_options opt;
+    cnf_train_options_default(&opt);
+    opt.iters = 30;
+    opt.batch = 21;       /* parts of 10 and 11 */
+    opt.val_every = 10;
+    opt.val_batch = 20;   /* two chunks of 20, parts of 10 */
+    opt.flow.divergence = (cnf_divergence)j->divergence;
+    opt.flow.solver.rtol = opt.flow.solver.atol = 1e-6;
+    opt.flow.adjoint.solver.rtol = opt.flow.adjoint.solver.atol = 1e-6;
+    member me = { j->m, (int)j->rank };
+    if (j->size > 1) {
+        opt.parallel.rank = j->rank;
+        opt.parallel.size = j->size;
+        opt.parallel.sum = barrier_sum;
+        opt.parallel.ctx = &me;
+    }
+    if (j->stop_at > 0) {
+        opt.callback = stop_cb;
+        opt.callback_ctx = &j->stop_at;
+    }
+    cnf_train_state *st = cnf_train_state_alloc(P, 3);
+    j->rc = cnf_train_run(flow, X, NTR, Xval, NVAL, &opt, st, &j->res);
+    snprintf(j->msg, sizeof j->msg, "%s", j->rc == CNF_OK ? "" : cnf_last_error());
+    memcpy(j->params, st->params, P * sizeof *j->params);
+    j->P = P;
+    j->iters = st->iteration;
+    cnf_train_state_free(st);
+    cnf_flow_free(flow);
+    free(X);
+    (void)Xtr;
+}
+
+static void *train_thread(void *p)
+{
+    run_train(p);
+    return NULL;
+}
+
+/* Two threads with the settings of tj[0] and tj[1]. */
+static void train_two(train_job tj[2], meeting *m)
+{
+    memset(m, 0, sizeof *m);
+    pthread_barrier_init(&m->bar, NULL, 2);
+    pthread_t th[2];
+    for (int r = 0; r < 2; r++) {
+        tj[r].rank = (size_t)r;
+        tj[r].size = 2;
+        tj[r].m = m;
+        ck_assert_int_eq(pthread_create(&th[r], NULL, train_thread, &tj[r]), 0);
+    }
+    for (int r = 0; r < 2; r++)
+        pthread_join(th[r], NULL);
+    pthread_barrier_destroy(&m->bar);
+}
+
+START_TEST(test_train_two_threads_equal_one)
+{
+    const int divs[2] = { CNF_DIV_EXACT, CNF_DIV_GAUSSIAN };
+    for (int d = 0; d < 2; d++) {
+        train_job one;
+        memset(&one, 0, sizeof one);
+        one.divergence = divs[d];
+        one.size = 1;
+        run_train(&one);
+        ck_assert_msg(one.rc == CNF_OK, "%s", one.msg);
+        train_job two[2];
+        memset(two, 0, sizeof two);
+        two[0].divergence = two[1].divergence = divs[d];
+        meeting m;
+        train_two(two, &m);
+        for (int r = 0; r < 2; r++) {
+            ck_assert_msg(two[r].rc == CNF_OK, "rank %d: %s", r, two[r].msg);
+            ck_assert_uint_eq(two[r].iters, 30);
+            /* the same steps as one process, forwards and backwards */
+            ck_assert_uint_eq(two[r].res.nfe_forward, one.res.nfe_forward);
+            ck_assert_uint_eq(two[r].res.nfe_backward, one.res.nfe_backward);
+            ck_assert_uint_eq(two[r].res.nfe_validation, one.res.nfe_validation);
+            double dmax = 0.0, pmax = 0.0;
+            for (size_t i = 0; i < one.P; i++) {
+                dmax = fmax(dmax, fabs(two[r].params[i] - one.params[i]));
+                pmax = fmax(pmax, fabs(one.params[i]));
+            }
+            ck_assert_msg(dmax <= 1e-9 * pmax, "divergence %d, rank %d: parameters differ by "
+                          "%.3g (largest %.3g)", divs[d], r, dmax, pmax);
+            ck_assert_msg(fabs(two[r].res.val_nll - one.res.val_nll) <=
+                              1e-9 * fabs(one.res.val_nll),
+                          "validation NLL %.17g against %.17g", two[r].res.val_nll,
+                          one.res.val_nll);
+            ck_assert(fabs(two[r].res.train_loss - one.res.train_loss) <=
+                      1e-9 * fabs(one.res.train_loss));
+        }
+        /* and every process holds the same parameters, bit for bit */
+        ck_assert(memcmp(two[0].params, two[1].params, one.P * sizeof(double)) == 0);
+    }
+}
+END_TEST
+
+START_TEST(test_train_stop_on_one_thread_stops_both)
+{
+    train_job two[2];
+    memset(two, 0, sizeof two);
+    two[1].stop_at = 7;
+    meeting m;
+    train_two(two, &m);
+    for (int r = 0; r < 2; r++) {
+        ck_assert_msg(two[r].rc == CNF_OK, "rank %d: %s", r, two[r].msg);
+        ck_assert_uint_eq(two[r].iters, 7);
+        ck_assert_int_eq(two[r].res.interrupted, 1);
+    }
+}
+END_TEST
+
+START_TEST(test_train_failure_on_one_thread_stops_both)
+{
+    train_job two[2];
+    memset(two, 0, sizeof two);
+    two[1].poison = 1;
+    meeting m;
+    train_two(two, &m);
+    ck_assert_int_eq(two[1].rc, CNF_EDATA);
+    ck_assert_msg(strstr(two[1].msg, "row 17") || strstr(two[1].msg, "row 18"), "%s",
+                  two[1].msg);
+    ck_assert_int_eq(two[0].rc, CNF_ERHS);
+    ck_assert_msg(strstr(two[0].msg, "rank 1 failed") != NULL, "%s", two[0].msg);
+    ck_assert_uint_eq(two[0].iters, 0);
+}
+END_TEST
+
+START_TEST(test_train_parallel_refusals)
+{
+    cnf_train_options opt;
+    cnf_train_options_default(&opt);
+    opt.parallel.size = 2;
+    opt.parallel.rank = 0;
+    ck_assert_int_eq(cnf_train_options_check(&opt), CNF_EINVAL); /* no sum */
+    opt.parallel.sum = barrier_sum;
+    ck_assert_int_eq(cnf_train_options_check(&opt), CNF_OK);
+    opt.parallel.rank = 2;
+    ck_assert_int_eq(cnf_train_options_check(&opt), CNF_EINVAL);
+    opt.parallel.rank = 1;
+    opt.batch = 1;
+    ck_assert_int_eq(cnf_train_options_check(&opt), CNF_EINVAL);
+    opt.batch = 100;
+    opt.objective = CNF_OBJ_FM;
+    opt.learn_T = 0;
+    ck_assert_int_eq(cnf_train_options_check(&opt), CNF_ENOTIMPL);
+    ck_assert(strstr(cnf_last_error(), "flow matching") != NULL);
+}
+END_TEST
+
 int main(void)
 {
-    Suite *s = suite_create("reduction");
+    Suite *s = suite_create("parallel");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_two_threads_take_one_solvers_steps);
     tcase_add_test(tc, test_nan_on_one_thread_rejects_on_both);
     tcase_add_test(tc, test_fatal_on_one_thread_stops_both);
     tcase_add_test(tc, test_set_reduction_arguments);
+    tcase_add_test(tc, test_train_two_threads_equal_one);
+    tcase_add_test(tc, test_train_stop_on_one_thread_stops_both);
+    tcase_add_test(tc, test_train_failure_on_one_thread_stops_both);
+    tcase_add_test(tc, test_train_parallel_refusals);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
