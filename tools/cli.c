@@ -25,9 +25,12 @@ int cli_quiet = 0;
 const char *cli_command = "";
 const char cli_required[] = "required";
 
+char cli_rank_tag[32] = "";
+
 static void vmessage(const char *kind, const char *fmt, va_list ap)
 {
-    fprintf(stderr, "cnf%s%s: %s", cli_command[0] ? " " : "", cli_command, kind);
+    fprintf(stderr, "cnf%s%s: %s%s", cli_command[0] ? " " : "", cli_command, cli_rank_tag,
+            kind);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
 }

@@ -54,6 +54,9 @@ extern const char cli_required[];
 
 /* Set by cli_parse from --quiet (every subcommand has it). */
 extern int cli_quiet;
+/* "rank R: " under mpirun with more than one rank (mpi_cli.c), so that
+ * every message says whose it is; "" otherwise. */
+extern char cli_rank_tag[32];
 /* The subcommand being run, for messages ("train"). */
 extern const char *cli_command;
 

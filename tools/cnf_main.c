@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "mpi_cli.h"
 
 #ifndef CNF_VERSION_STRING
 #define CNF_VERSION_STRING "0.1.0"
@@ -68,6 +69,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (!strcmp(cmd, commands[i].name)) {
             cli_command = commands[i].name;
+            cli_mpi_init(&argc, &argv, cmd);
             return commands[i].run(argc - 1, argv + 1);
         }
     fprintf(stderr, "cnf: error: unknown command '%s'\n", cmd);

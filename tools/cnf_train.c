@@ -36,6 +36,7 @@
 #include "commands.h"
 #include "config.h"
 #include "curve.h"
+#include "mpi_cli.h"
 #include "model_cli.h"
 #include "presets.h"
 #include "progress.h"
@@ -83,6 +84,9 @@ typedef struct {
  * atomically. */
 static cnf_status save_model(const model_saver *sv, double train_nll)
 {
+    /* under mpirun every rank holds the same model; rank 0 writes it */
+    if (cli_mpi_rank() != 0)
+        return CNF_OK;
     cnf_model_extra rec;
     cnf_model_extra_init(&rec);
     char buf[4096];
@@ -111,6 +115,11 @@ static cnf_status save_model(const model_saver *sv, double train_nll)
     snprintf(buf, sizeof buf, "%zu", st->best_iteration);
     if (s == CNF_OK)
         s = cnf_model_extra_set(&rec, "result_best_iteration", buf);
+    /* the ranks that trained it: a resumed run must use as many (see
+     * check_resume_ranks) */
+    snprintf(buf, sizeof buf, "%zu", cli_mpi_size());
+    if (s == CNF_OK)
+        s = cnf_model_extra_set(&rec, "ranks", buf);
     if (s == CNF_OK) {
         rec.state = sv->state;   /* borrowed: cleared before _clear */
         s = cnf_model_save_params(sv->out, sv->flow, cnf_train_state_best_so_far(st), &rec);
@@ -562,6 +571,14 @@ int cmd_train(int argc, char **argv)
                 cfg.objective, cfg.blocks, cfg.T, cfg.learn_T);
     cnf_train_options opt;
     run_config_resolve(&cfg, D, nets, T, &opt);
+    cli_mpi_parallel(&opt.parallel);
+    if (opt.parallel.size > 1 && fm_objective)
+        cli_usage("--objective %s does not train data parallel yet (the optimal-transport "
+                  "pairing works on whole batches): run it as one process, with --threads",
+                  cfg.objective);
+    if (opt.parallel.size > 1 && cfg.batch < opt.parallel.size)
+        cli_usage("--batch %zu is smaller than the %zu ranks: every rank needs a row",
+                  cfg.batch, opt.parallel.size);
     opt.flow.threads = threads;   /* validation copies these flow options */
     if (!Xval)
         opt.val_every = 0;
@@ -572,6 +589,15 @@ int cmd_train(int argc, char **argv)
     if (flow) {
         state = ex.state;
         ex.state = NULL;
+        /* Under the reduction every rank count takes the same steps, but the
+         * sums' order, and so the last bits, follow the count: the same run
+         * continues only with as many ranks as it had */
+        const char *was = cnf_model_extra_get(&ex, "ranks");
+        size_t had = was ? (size_t)strtoul(was, NULL, 10) : 1;
+        if (had != opt.parallel.size)
+            cli_usage("%s was trained on %zu rank(s); resume it with as many (mpirun -np %zu%s), "
+                      "since the order of the ranks' sums changes the last bits", resume, had,
+                      had, had == 1 ? ", or without mpirun" : "");
         if (state->iteration >= opt.iters)
             cli_usage("%s has already run %zu iterations; give --iters larger than that to continue",
                     resume, state->iteration);
@@ -626,6 +652,7 @@ int cmd_train(int argc, char **argv)
              cnf_flow_num_params(flow), Ntr, Nval, state->iteration + 1, opt.iters);
     cnf_train_result res;
     cnf_status s = cnf_train_run(flow, Xtr, Ntr, Xval, Nval, &opt, state, &res);
+    cli_mpi_agreed();   /* every rank got the same status, or its own failure */
     sigaction(SIGINT, &old, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (pc.line_open)
@@ -656,7 +683,7 @@ int cmd_train(int argc, char **argv)
             cli_die("training failed at %s: %s; no iteration completed, nothing saved "
                     "(%s not written)", when, why, out);
         cnf_status s2 = save_model(&sv, res.train_nll);
-        if (curve_out && s2 == CNF_OK)
+        if (curve_out && s2 == CNF_OK && cli_mpi_rank() == 0)
             write_curve(&curve, curve_out, train, pre, cfg.objective, pc.first_iter, pc.fm);
         if (s2 != CNF_OK)
             cli_die("training failed at %s: %s; saving %s also failed: %s", when, why, out,
@@ -664,7 +691,7 @@ int cmd_train(int argc, char **argv)
         cli_die("training failed at %s: %s; saved %s to %s", when, why, what, out);
     }
     cli_check(save_model(&sv, res.train_nll), out);
-    if (curve_out)
+    if (curve_out && cli_mpi_rank() == 0)
         write_curve(&curve, curve_out, train, pre, cfg.objective, pc.first_iter, pc.fm);
     train_curve_free(&curve);
 
@@ -679,7 +706,7 @@ int cmd_train(int argc, char **argv)
     else
         cli_info("saved %s: the last parameters (iteration %zu), as there was no validation (%s)\n",
                  out, res.iters, Xval ? "--val-every 0" : "no validation data");
-    if (json) {
+    if (json && cli_mpi_rank() == 0) {
         /* iters: the iteration the model reached (a resumed run's earlier
          * ones counted); iters_target: --iters; iters_run: this call's. */
         printf("{\"objective\": \"%s\", \"iters\": %zu, \"iters_target\": %zu, "

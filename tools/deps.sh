@@ -4,9 +4,10 @@
 # only when something is missing.
 set -euo pipefail
 
-# strace: tests/e2e_files.sh delivers signals at a chosen system call with it
+# strace: tests/e2e_files.sh delivers signals at a chosen system call with it;
+# Open MPI: mpirun -np N cnf train|eval (CMake's CNF_MPI=AUTO finds it)
 packages=(build-essential cmake pkg-config libgsl-dev libopenblas-dev libhdf5-dev
-          hdf5-tools check libpng-dev strace)
+          hdf5-tools check libpng-dev strace libopenmpi-dev openmpi-bin)
 
 missing=()
 for p in "${packages[@]}"; do
