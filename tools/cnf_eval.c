@@ -12,6 +12,7 @@
 #include "cnf/data.h"
 #include "commands.h"
 #include "model_cli.h"
+#include "mpi_cli.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -57,11 +58,38 @@ int cmd_eval(int argc, char **argv)
     const size_t D = m.D;
     size_t N;
     double *X = cli_read_data(data, "/test", D, &N, NULL);   /* N x D */
+    /* Under mpirun every rank solves its part of each chunk of --batch rows
+     * (with the reduction, in the steps of one process) and rank 0 gathers
+     * the values in the rows' order; every rank reads the data itself. */
+    cnf_train_parallel par;
+    cli_mpi_parallel(&par);
+    m.fo.reduce = par.sum;
+    m.fo.reduce_ctx = par.ctx;
     cli_model_prepare(&m, &sa, N, seed);
     double *ll = cli_malloc_array(N, 1, sizeof *ll, "the log-likelihoods");   /* N */
     cnf_flow_stats st;
     double t0 = cli_now();
-    cli_check(cnf_flow_log_likelihood(m.flow, m.w, X, N, m.rng, ll, &st), data);
+    if (par.size > 1) {
+        size_t chunk = sa.batch < N ? sa.batch : N, mine = 0;
+        for (size_t c0 = 0; c0 < N; c0 += chunk)
+            mine += cnf_flow_part_rows(N - c0 < chunk ? N - c0 : chunk, par.rank, par.size, NULL);
+        double *part = cli_malloc((mine ? mine : 1) * sizeof *part);
+        cnf_status s = cnf_flow_log_likelihood_part(m.flow, m.w, X, N, chunk, par.rank, par.size,
+                                                    m.rng, part, &st);
+        cli_mpi_agreed();   /* the status is the same on every rank, or a rank's own */
+        cli_check(s, data);
+        if (cli_mpi_gather_rows(part, mine, N, chunk, ll) != 0)
+            cli_die("gathering the ranks' log-likelihoods failed (MPI)");
+        free(part);
+        if (par.rank != 0) {
+            free(ll);
+            free(X);
+            cli_model_close(&m);
+            return 0;
+        }
+    } else {
+        cli_check(cnf_flow_log_likelihood(m.flow, m.w, X, N, m.rng, ll, &st), data);
+    }
     double secs = cli_now() - t0;
 
     /* Finite rows far outside the model (|x| ~ 1e200) have a log-density
