@@ -1,13 +1,14 @@
-/* train.c — training a flow: minibatch gradients from cnf_flow_nll_grad
- * (maximum likelihood by the integral-loss adjoint, docs/mathematics.md) or
+/* train.c — training a flow: minibatch gradients from cnf_flow_nll_grad_part
+ * (the whole batch, or this process's part under cnf_train_parallel;
+ * maximum likelihood by the integral-loss adjoint, docs/mathematics.md) or
  * cnf_fm_loss_grad (flow matching, cnf/fm.h), Adam
  * (Kingma and Ba 2015) with L2 weight decay exactly as torch.optim.Adam,
  * which FFJORD (Grathwohl et al. 2019, train_toy.py / train_tabular.py)
  * uses, learned end times through T = s^2 as FFJORD's sqrt_end_time,
  * gradient clipping as torch.nn.utils.clip_grad_norm_, validation with
- * best-parameter keeping and early stopping. The optimizer step is its own
- * function so that a data-parallel run can reduce gradients before it
- * (docs/architecture.md, "Room for data-parallel training"). Everything random comes from the state's gsl_rng. */
+ * best-parameter keeping and early stopping. Data parallel, the parts'
+ * sums meet before the optimizer step (docs/architecture.md, "Data
+ * parallelism"). Everything random comes from the state's gsl_rng. */
 #include "cnf/train.h"
 
 #include <math.h>

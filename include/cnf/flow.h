@@ -216,7 +216,7 @@ typedef struct {
                                         Default NULL: one process. The
                                         processes' outputs (nll, loss, grad,
                                         per-row values) are theirs to add or
-                                        gather. cnf/parallel.h fills it for
+                                        gather. cnf/mpi.h fills it for
                                         MPI. */
     void *reduce_ctx;                /* reduce's ctx (borrowed) */
 } cnf_flow_options;

@@ -222,9 +222,12 @@ cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *solver, size_t n_group
  * state) stops every solve after that attempt's reduction — never leaving
  * the others waiting — the failing process with its own status and
  * message, the others with CNF_ERHS saying another process failed.
- * Accepted, rejected and nfe are then those of one solver on the whole
- * state, and the states equal its own up to the order of summation in the
- * norms. sum = NULL removes the reduction (a new solver has none); ctx is
+ * Accepted and rejected are then those of one solver on the whole state,
+ * and so is nfe but in an attempt where a right-hand side returned > 0
+ * (one solver stops evaluating that attempt's stages there; a process
+ * whose rows did not fail evaluates all of its own); the states equal one
+ * solver's up to the order of summation in the norms, the step sizes to
+ * the rounding of the error estimates (about 1e-9 relative). sum = NULL removes the reduction (a new solver has none); ctx is
  * borrowed. CNF_EINVAL for n_summed > n, CNF_ENOMEM. Typical call, two
  * halves of a batch on two MPI ranks:
  *     cnf_ode_solver_set_reduction(solver, allreduce_sum, &comm, 0); */

@@ -175,7 +175,7 @@ typedef int (*cnf_train_callback)(const cnf_train_progress *p, void *ctx);
  * caller owns ctx. Maximum likelihood only (flow matching is refused with
  * CNF_ENOTIMPL); the batch needs at least size rows, and each validation
  * chunk (val_batch, and the last one) too. size 0 or 1: one process (the
- * default). cnf/parallel.h fills it for MPI. */
+ * default). cnf/mpi.h fills it for MPI. */
 typedef struct {
     size_t rank;             /* 0 .. size - 1 */
     size_t size;             /* processes; 0 or 1: one (default) */
