@@ -207,18 +207,26 @@ static void assert_same_steps(const job *whole, const job part[2], const char *w
 static const cnf_ode_method methods[] = { CNF_ODE_DOPRI5, CNF_ODE_RKF45, CNF_ODE_RK8PD,
                                           CNF_ODE_RK4 };
 
+/* A job on all rows with method m at rtol = atol = tol (fixed steps of
+ * 0.05), no bad row, no fatal time. */
+static void job_init(job *j, cnf_ode_method m, double tol)
+{
+    memset(j, 0, sizeof *j);
+    cnf_ode_options_default(&j->opt);
+    j->opt.method = m;
+    j->opt.rtol = j->opt.atol = tol;
+    if (!cnf_ode_method_is_adaptive(m))
+        j->opt.h0 = 0.05;
+    j->pb.bad_row = (size_t)-1;
+    j->pb.nrows = ROWS;
+}
+
 START_TEST(test_two_threads_take_one_solvers_steps)
 {
     for (size_t mi = 0; mi < NELEM(methods); mi++)
         for (int variant = 0; variant < 4; variant++) {
             job whole;
-            memset(&whole, 0, sizeof whole);
-            cnf_ode_options_default(&whole.opt);
-            whole.opt.method = methods[mi];
-            whole.opt.rtol = whole.opt.atol = 1e-7;
-            if (!cnf_ode_method_is_adaptive(methods[mi]))
-                whole.opt.h0 = 0.05;
-            whole.pb.bad_row = (size_t)-1;
+            job_init(&whole, methods[mi], 1e-7);
             whole.two_groups = variant & 1;
             whole.recorded = variant >= 2;
             whole.h_warm = variant == 3 ? 0.05 : 0.0;
@@ -256,10 +264,7 @@ START_TEST(test_nan_on_one_thread_rejects_on_both)
     for (int mode = 0; mode <= 1; mode++)
         for (size_t mi = 0; mi < 3; mi++) {
             job whole;
-            memset(&whole, 0, sizeof whole);
-            cnf_ode_options_default(&whole.opt);
-            whole.opt.method = methods[mi];
-            whole.opt.rtol = whole.opt.atol = 1e-6;
+            job_init(&whole, methods[mi], 1e-6);
             whole.opt.h0 = 1.5; /* the first step overshoots the bad row below 0 */
             whole.pb.bad_row = ROWS - 1; /* on thread 1 */
             whole.pb.mode = mode;
@@ -280,13 +285,7 @@ START_TEST(test_fatal_on_one_thread_stops_both)
 {
     for (size_t mi = 0; mi < NELEM(methods); mi++) {
         job whole;
-        memset(&whole, 0, sizeof whole);
-        cnf_ode_options_default(&whole.opt);
-        whole.opt.method = methods[mi];
-        if (!cnf_ode_method_is_adaptive(methods[mi]))
-            whole.opt.h0 = 0.05;
-        whole.pb.bad_row = (size_t)-1;
-        whole.pb.nrows = ROWS;
+        job_init(&whole, methods[mi], 1e-6);
         job part[2];
         meeting m;
         memset(&m, 0, sizeof m);
@@ -314,9 +313,7 @@ START_TEST(test_fatal_on_one_thread_stops_both)
     /* a non-finite initial state on one thread: its own message, the other
      * told that another process failed */
     job whole;
-    memset(&whole, 0, sizeof whole);
-    cnf_ode_options_default(&whole.opt);
-    whole.pb.bad_row = (size_t)-1;
+    job_init(&whole, CNF_ODE_DOPRI5, 1e-6);
     whole.poison_y0 = 1;
     job part[2];
     meeting m;
@@ -491,13 +488,21 @@ START_TEST(test_train_two_threads_equal_one)
 }
 END_TEST
 
+/* Two threads with the default settings but for rank 1's: its callback
+ * stopping at stop_at (> 0), or a NaN row in its copy of the data. */
+static void train_two_rank1(train_job two[2], int stop_at, int poison)
+{
+    memset(two, 0, 2 * sizeof *two);
+    two[1].stop_at = stop_at;
+    two[1].poison = poison;
+    meeting m;
+    train_two(two, &m);
+}
+
 START_TEST(test_train_stop_on_one_thread_stops_both)
 {
     train_job two[2];
-    memset(two, 0, sizeof two);
-    two[1].stop_at = 7;
-    meeting m;
-    train_two(two, &m);
+    train_two_rank1(two, 7, 0);
     for (int r = 0; r < 2; r++) {
         ck_assert_msg(two[r].rc == CNF_OK, "rank %d: %s", r, two[r].msg);
         ck_assert_uint_eq(two[r].iters, 7);
@@ -509,10 +514,7 @@ END_TEST
 START_TEST(test_train_failure_on_one_thread_stops_both)
 {
     train_job two[2];
-    memset(two, 0, sizeof two);
-    two[1].poison = 1;
-    meeting m;
-    train_two(two, &m);
+    train_two_rank1(two, 0, 1);
     ck_assert_int_eq(two[1].rc, CNF_EDATA);
     ck_assert_msg(strstr(two[1].msg, "row 17") || strstr(two[1].msg, "row 18"), "%s",
                   two[1].msg);
