@@ -77,11 +77,13 @@ size_t cnf_flow_part_rows(size_t B, size_t rank, size_t size, size_t *row0)
     return b1 - b0;
 }
 
-cnf_status cnf_flow_log_likelihood_part(const cnf_flow *flow, cnf_flow_work *w, const double *X,
-                                        size_t N, size_t chunk_rows, size_t rank, size_t size,
-                                        gsl_rng *rng, double *loglik, cnf_flow_stats *stats)
+/* eval_rows as process rank of size: its part of every chunk of
+ * chunk_rows, the outputs of its rows one after the other. */
+static cnf_status eval_rows_part(const cnf_flow *flow, cnf_flow_work *w, eval_kind kind,
+                                 const double *in, size_t N, size_t chunk_rows, size_t rank,
+                                 size_t size, gsl_rng *rng, double *out, cnf_flow_stats *stats,
+                                 const char *what)
 {
-    const char *what = "cnf_flow_log_likelihood_part";
     cnf_status s = flow_work_begin_call(flow, w, stats, what);
     if (s != CNF_OK)
         return s;
@@ -97,17 +99,33 @@ cnf_status cnf_flow_log_likelihood_part(const cnf_flow *flow, cnf_flow_work *w, 
     if (part_max > w->max_batch)
         return cnf_error(CNF_EDIM, "%s: a part of %zu rows exceeds the workspace's max_batch %zu",
                          what, part_max, w->max_batch);
-    size_t D = w->D, done = 0;
+    size_t D = w->D, done = 0, out_width = kind == EVAL_LOGLIK ? 1 : D;
     for (size_t c0 = 0; s == CNF_OK && c0 < N;) {
         size_t cb = N - c0 < chunk_rows ? N - c0 : chunk_rows, b0;
         size_t B = cnf_flow_part_rows(cb, rank, size, &b0);
         flow_rows rows = { c0 + b0, b0, cb - b0 - B };
-        s = eval_chunk(flow, w, EVAL_LOGLIK, X + (c0 + b0) * D, B, rows, rng, loglik + done,
-                       stats);
+        s = eval_chunk(flow, w, kind, in + (c0 + b0) * D, B, rows, rng,
+                       out + done * out_width, stats);
         done += B;
         c0 += cb;
     }
     return s;
+}
+
+cnf_status cnf_flow_log_likelihood_part(const cnf_flow *flow, cnf_flow_work *w, const double *X,
+                                        size_t N, size_t chunk_rows, size_t rank, size_t size,
+                                        gsl_rng *rng, double *loglik, cnf_flow_stats *stats)
+{
+    return eval_rows_part(flow, w, EVAL_LOGLIK, X, N, chunk_rows, rank, size, rng, loglik,
+                          stats, "cnf_flow_log_likelihood_part");
+}
+
+cnf_status cnf_flow_decode_part(const cnf_flow *flow, cnf_flow_work *w, const double *Z,
+                                size_t N, size_t chunk_rows, size_t rank, size_t size,
+                                double *X, cnf_flow_stats *stats)
+{
+    return eval_rows_part(flow, w, EVAL_DECODE, Z, N, chunk_rows, rank, size, NULL, X, stats,
+                          "cnf_flow_decode_part");
 }
 
 cnf_status cnf_flow_log_likelihood(const cnf_flow *flow, cnf_flow_work *w, const double *X,

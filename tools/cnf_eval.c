@@ -70,15 +70,13 @@ int cmd_eval(int argc, char **argv)
     cnf_flow_stats st;
     double t0 = cli_now();
     if (par.size > 1) {
-        size_t chunk = sa.batch < N ? sa.batch : N, mine = 0;
-        for (size_t c0 = 0; c0 < N; c0 += chunk)
-            mine += cnf_flow_part_rows(N - c0 < chunk ? N - c0 : chunk, par.rank, par.size, NULL);
+        size_t chunk = sa.batch < N ? sa.batch : N, mine = cli_mpi_my_rows(N, chunk);
         double *part = cli_malloc((mine ? mine : 1) * sizeof *part);
         cnf_status s = cnf_flow_log_likelihood_part(m.flow, m.w, X, N, chunk, par.rank, par.size,
                                                     m.rng, part, &st);
         cli_mpi_agreed();   /* the status is the same on every rank, or a rank's own */
         cli_check(s, data);
-        if (cli_mpi_gather_rows(part, mine, N, chunk, ll) != 0)
+        if (cli_mpi_gather_rows(part, mine, 1, N, chunk, ll) != 0)
             cli_die("gathering the ranks' log-likelihoods failed (MPI)");
         free(part);
         if (par.rank != 0) {

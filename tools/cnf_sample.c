@@ -8,6 +8,7 @@
 #include "cnf/data.h"
 #include "commands.h"
 #include "model_cli.h"
+#include "mpi_cli.h"
 
 int cmd_sample(int argc, char **argv)
 {
@@ -40,6 +41,13 @@ int cmd_sample(int argc, char **argv)
     cli_model_open(&m, model, &sa, opts, 1);
     const size_t D = m.D;
     double *Z = latent ? cli_read_data(latent, NULL, D, &n, NULL) : NULL;   /* N x D */
+    /* Under mpirun every rank draws (or reads) all of Z, decodes its part
+     * of each chunk of --batch rows (with the reduction, in the steps of one
+     * process) and rank 0 gathers the samples in order. */
+    cnf_train_parallel par;
+    cli_mpi_parallel(&par);
+    m.fo.reduce = par.sum;
+    m.fo.reduce_ctx = par.ctx;
     cli_model_prepare(&m, &sa, n, seed);
     if (!latent) {
         Z = cli_malloc_array(n, D, sizeof *Z, "--n");
@@ -48,7 +56,25 @@ int cmd_sample(int argc, char **argv)
     double *X = cli_malloc_array(n, D, sizeof *X, "--n");   /* N x D */
     cnf_flow_stats st;
     double t0 = cli_now();
-    cli_check(cnf_flow_decode(m.flow, m.w, Z, n, X, &st), "sampling");
+    if (par.size > 1) {
+        size_t chunk = sa.batch < n ? sa.batch : n, mine = cli_mpi_my_rows(n, chunk);
+        double *part = cli_malloc((mine ? mine : 1) * D * sizeof *part);
+        cnf_status s = cnf_flow_decode_part(m.flow, m.w, Z, n, chunk, par.rank, par.size, part,
+                                            &st);
+        cli_mpi_agreed();   /* the status is the same on every rank, or a rank's own */
+        cli_check(s, "sampling");
+        if (cli_mpi_gather_rows(part, mine, D, n, chunk, X) != 0)
+            cli_die("gathering the ranks' samples failed (MPI)");
+        free(part);
+        if (par.rank != 0) {
+            free(X);
+            free(Z);
+            cli_model_close(&m);
+            return 0;
+        }
+    } else {
+        cli_check(cnf_flow_decode(m.flow, m.w, Z, n, X, &st), "sampling");
+    }
     double secs = cli_now() - t0;
 
     cli_attr attrs[2] = {{"model", model, 0}, {"latent", latent, 0}};

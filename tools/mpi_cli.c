@@ -59,10 +59,10 @@ void cli_mpi_init(int *argc, char ***argv, const char *command)
         /* rank 0 speaks for the run; errors are every rank's own */
         if (rank_ != 0)
             cli_quiet = 1;
-        if (strcmp(command, "train") && strcmp(command, "eval")) {
+        if (strcmp(command, "train") && strcmp(command, "eval") && strcmp(command, "sample")) {
             agreed = 1; /* every rank refuses alike */
-            cli_usage("runs as one process; under mpirun only train and eval split their work "
-                      "(got %d ranks)", size_);
+            cli_usage("runs as one process; under mpirun only train, eval and sample split "
+                      "their work (got %d ranks)", size_);
         }
     }
 }
@@ -89,29 +89,41 @@ int cli_mpi_sum(double *buf, size_t n)
                ? 0 : -1;
 }
 
-int cli_mpi_gather_rows(const double *mine, size_t n_mine, size_t N, size_t chunk, double *out)
+static size_t rows_of(size_t N, size_t chunk, size_t rank, size_t size)
+{
+    size_t c = 0;
+    for (size_t c0 = 0; c0 < N; c0 += chunk)
+        c += cnf_flow_part_rows(N - c0 < chunk ? N - c0 : chunk, rank, size, NULL);
+    return c;
+}
+
+size_t cli_mpi_my_rows(size_t N, size_t chunk)
+{
+    return rows_of(N, chunk, (size_t)rank_, (size_t)size_);
+}
+
+int cli_mpi_gather_rows(const double *mine, size_t n_mine, size_t width, size_t N, size_t chunk,
+                        double *out)
 {
     if (!mpi_on || size_ < 2) {
-        memcpy(out, mine, n_mine * sizeof *out);
+        memcpy(out, mine, n_mine * width * sizeof *out);
         return 0;
     }
     /* every rank's count, then rank 0 places each rank's rows chunk by
      * chunk where one process has them */
     size_t P = (size_t)size_;
     int *counts = calloc(P, sizeof *counts), *displs = calloc(P, sizeof *displs);
-    double *all = rank_ == 0 ? malloc((N ? N : 1) * sizeof *all) : NULL;
+    double *all = rank_ == 0 ? malloc((N ? N * width : 1) * sizeof *all) : NULL;
     int ok = counts && displs && (rank_ != 0 || all);
     for (size_t r = 0, d = 0; ok && r < P; r++) {
-        size_t c = 0;
-        for (size_t c0 = 0; c0 < N; c0 += chunk)
-            c += cnf_flow_part_rows(N - c0 < chunk ? N - c0 : chunk, r, P, NULL);
+        size_t c = rows_of(N, chunk, r, P) * width;
         counts[r] = (int)c;
         displs[r] = (int)d;
         d += c;
     }
     int rc = -1;
-    if (ok && MPI_Gatherv(mine, (int)n_mine, MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, 0,
-                          comm) == MPI_SUCCESS) {
+    if (ok && MPI_Gatherv(mine, (int)(n_mine * width), MPI_DOUBLE, all, counts, displs,
+                          MPI_DOUBLE, 0, comm) == MPI_SUCCESS) {
         rc = 0;
         if (rank_ == 0) {
             size_t *at = calloc(P, sizeof *at);
@@ -120,8 +132,8 @@ int cli_mpi_gather_rows(const double *mine, size_t n_mine, size_t N, size_t chun
             for (size_t c0 = 0; at && c0 < N; c0 += chunk) {
                 size_t cb = N - c0 < chunk ? N - c0 : chunk;
                 for (size_t r = 0; r < P; r++) {
-                    size_t b0, n = cnf_flow_part_rows(cb, r, P, &b0);
-                    memcpy(out + c0 + b0, all + displs[r] + at[r], n * sizeof *out);
+                    size_t b0, n = cnf_flow_part_rows(cb, r, P, &b0) * width;
+                    memcpy(out + (c0 + b0) * width, all + displs[r] + at[r], n * sizeof *out);
                     at[r] += n;
                 }
             }
@@ -155,11 +167,17 @@ int cli_mpi_sum(double *buf, size_t n)
     (void)buf, (void)n;
     return 0;
 }
-int cli_mpi_gather_rows(const double *mine, size_t n_mine, size_t N, size_t chunk, double *out)
+int cli_mpi_gather_rows(const double *mine, size_t n_mine, size_t width, size_t N, size_t chunk,
+                        double *out)
 {
     (void)N, (void)chunk;
-    memcpy(out, mine, n_mine * sizeof *out);
+    memcpy(out, mine, n_mine * width * sizeof *out);
     return 0;
+}
+size_t cli_mpi_my_rows(size_t N, size_t chunk)
+{
+    (void)chunk;
+    return N;
 }
 
 #endif

@@ -288,6 +288,13 @@ cnf_status cnf_flow_log_likelihood_part(const cnf_flow *flow, cnf_flow_work *w, 
                                         size_t N, size_t chunk_rows, size_t rank, size_t size,
                                         gsl_rng *rng, double *loglik, cnf_flow_stats *stats);
 
+/* cnf_flow_decode split the same way: this process's rows of Z (its part of
+ * every chunk) into X (those rows x D, in the same order), with the same
+ * conditions and return codes. */
+cnf_status cnf_flow_decode_part(const cnf_flow *flow, cnf_flow_work *w, const double *Z,
+                                size_t N, size_t chunk_rows, size_t rank, size_t size,
+                                double *X, cnf_flow_stats *stats);
+
 /* x -> z (preprocess, then blocks 0..K-1 forwards). Z: N x D. */
 cnf_status cnf_flow_encode(const cnf_flow *flow, cnf_flow_work *work, const double *X,
                            size_t N, double *Z, cnf_flow_stats *stats);

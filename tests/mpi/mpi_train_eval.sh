@@ -3,7 +3,8 @@
 # 30 iterations of maximum likelihood with the exact and the Hutchinson
 # divergence give the same parameters (to 1e-9 relative), the same
 # validation NLL and the same solver work; eval's per-row log-likelihoods
-# agree to 1e-9 and come back in the rows' order; a NaN row stops every
+# agree to 1e-9 and come back in the rows' order, and so do samples; a
+# command that does not split refuses two ranks; a NaN row stops every
 # rank within seconds with its message and nothing written; a run resumes
 # under mpirun on as many ranks as it had and refuses another count.
 # Registered only when CMake found MPI; args: the build dir, mpiexec.
@@ -60,6 +61,24 @@ column l1.h5 /loglik > e1 && column l2.h5 /loglik > e2
 r=$(relmax e2 e1)
 awk -v r="$r" 'BEGIN { exit !(r <= 1e-9) }' || fail "eval: log-likelihoods differ by $r"
 echo "ok: eval agrees to $r"
+
+# sample: the same latent draw on every rank, each decoding its part of
+# every chunk, rank 0 writing them in order
+"$cnf" sample --model one-exact.h5 --n 500 --seed 2 --batch 128 --out s1.h5 --quiet
+mpi2 "$cnf" sample --model one-exact.h5 --n 500 --seed 2 --batch 128 --out s2.h5 --quiet
+column s1.h5 /samples > e1 && column s2.h5 /samples > e2
+[ "$(wc -l < e1)" = 1000 ] || fail "sample: $(wc -l < e1) values"
+r=$(relmax e2 e1)
+awk -v r="$r" 'BEGIN { exit !(r <= 1e-9) }' || fail "sample: samples differ by $r"
+echo "ok: sample agrees to $r"
+
+# the other commands refuse more than one rank, every rank alike (exit 2)
+set +e
+mpi2 "$cnf" toy moons --n 10 --out t.h5 > /dev/null 2> err.txt
+rc=$?
+set -e
+[ "$rc" -ne 0 ] && has "only train, eval and sample" err.txt || fail "toy under two ranks: $rc"
+[ ! -e t.h5 ] || fail "toy under two ranks wrote t.h5"
 
 # a NaN row (every rank reads the file, so every rank finds it): all exit
 # non-zero, quickly, with the message, and no model is written
