@@ -8,7 +8,9 @@
  * both, each with its own message, and neither waits for the other. And
  * cnf_train with cnf_train_parallel on two threads: the parameters,
  * validation NLL and solver work of one process; a stop or a setup failure
- * on one thread ends both. */
+ * on one thread ends both. The evaluation parts (log-likelihood with
+ * Hutchinson noise, decoding) on two threads: the values and steps of one
+ * call. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <pthread.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cnf/flow.h"
 #include "cnf/ode.h"
 #include "cnf/train.h"
 #include "testutil.h"
@@ -546,6 +549,103 @@ START_TEST(test_train_parallel_refusals)
 }
 END_TEST
 
+
+/* ---- evaluation ------------------------------------------------------------ */
+
+enum { NEV = 50, EVCHUNK = 20 };   /* chunks of 20, 20 and 10 rows */
+
+typedef struct {
+    size_t rank, size;
+    meeting *m;
+    int decode;
+    double out[NEV * TD];
+    size_t n, nfe;
+    cnf_status rc;
+} eval_job;
+
+static void run_eval(eval_job *j)
+{
+    gsl_rng *rng = tu_rng(11);
+    cnf_flow *flow = tu_flow(TD, 2, "8-8", CNF_LAYER_CONCATSQUASH, CNF_ACT_TANH,
+                             (double[]){ 0.5, 0.7 }, rng);
+    gsl_rng_free(rng);
+    double X[NEV * TD];
+    train_data(X, NEV, 8);
+    member me = { j->m, (int)j->rank };
+    cnf_flow_options fo;
+    cnf_flow_options_default(&fo);
+    fo.divergence = CNF_DIV_GAUSSIAN;   /* each part keeps its rows of the chunk's noise */
+    if (j->size > 1) {
+        fo.reduce = barrier_sum;
+        fo.reduce_ctx = &me;
+    }
+    cnf_flow_work *w = cnf_flow_work_alloc(flow, EVCHUNK, &fo);
+    ck_assert_ptr_nonnull(w);
+    gsl_rng *noise = tu_rng(21);
+    cnf_flow_stats st;
+    if (j->size > 1)
+        j->rc = j->decode ? cnf_flow_decode_part(flow, w, X, NEV, EVCHUNK, j->rank, j->size,
+                                                 j->out, &st)
+                          : cnf_flow_log_likelihood_part(flow, w, X, NEV, EVCHUNK, j->rank,
+                                                         j->size, noise, j->out, &st);
+    else
+        j->rc = j->decode ? cnf_flow_decode(flow, w, X, NEV, j->out, &st)
+                          : cnf_flow_log_likelihood(flow, w, X, NEV, noise, j->out, &st);
+    j->nfe = st.forward.nfe;
+    gsl_rng_free(noise);
+    cnf_flow_work_free(w);
+    cnf_flow_free(flow);
+}
+
+static void *eval_thread(void *p)
+{
+    run_eval(p);
+    return NULL;
+}
+
+START_TEST(test_eval_parts_equal_one)
+{
+    for (int decode = 0; decode <= 1; decode++) {
+        eval_job one;
+        memset(&one, 0, sizeof one);
+        one.size = 1;
+        one.decode = decode;
+        run_eval(&one);
+        ck_assert_int_eq(one.rc, CNF_OK);
+        eval_job two[2];
+        memset(two, 0, sizeof two);
+        meeting m;
+        memset(&m, 0, sizeof m);
+        pthread_barrier_init(&m.bar, NULL, 2);
+        pthread_t th[2];
+        for (int r = 0; r < 2; r++) {
+            two[r] = (eval_job){ .rank = (size_t)r, .size = 2, .m = &m, .decode = decode };
+            ck_assert_int_eq(pthread_create(&th[r], NULL, eval_thread, &two[r]), 0);
+        }
+        for (int r = 0; r < 2; r++)
+            pthread_join(th[r], NULL);
+        pthread_barrier_destroy(&m.bar);
+        /* rank r's rows, chunk by chunk, against the same rows of one call */
+        size_t width = decode ? TD : 1, at[2] = { 0, 0 };
+        for (size_t c0 = 0; c0 < NEV; c0 += EVCHUNK) {
+            size_t cb = NEV - c0 < EVCHUNK ? NEV - c0 : EVCHUNK;
+            for (int r = 0; r < 2; r++) {
+                ck_assert_int_eq(two[r].rc, CNF_OK);
+                ck_assert_uint_eq(two[r].nfe, one.nfe);
+                size_t b0, n = cnf_flow_part_rows(cb, (size_t)r, 2, &b0);
+                for (size_t i = 0; i < n * width; i++) {
+                    double a = two[r].out[at[r] + i], b = one.out[(c0 + b0) * width + i];
+                    ck_assert_msg(fabs(a - b) <= 1e-12 * (1.0 + fabs(b)),
+                                  "%s, chunk at %zu, rank %d, value %zu: %.17g vs %.17g",
+                                  decode ? "decode" : "log-likelihood", c0, r, i, a, b);
+                }
+                at[r] += n * width;
+            }
+        }
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("parallel");
@@ -559,6 +659,7 @@ int main(void)
     tcase_add_test(tc, test_train_stop_on_one_thread_stops_both);
     tcase_add_test(tc, test_train_failure_on_one_thread_stops_both);
     tcase_add_test(tc, test_train_parallel_refusals);
+    tcase_add_test(tc, test_eval_parts_equal_one);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
