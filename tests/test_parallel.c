@@ -6,7 +6,7 @@
  * with the states equal up to the order of summation; a non-finite value on
  * one thread rejects the attempt on both; a fatal failure on one stops
  * both, each with its own message, and neither waits for the other. And
- * cnf_train with cnf_train_parallel on two threads: the parameters,
+ * cnf_train_run with cnf_train_parallel on two threads: the parameters,
  * validation NLL and solver work of one process; a stop or a setup failure
  * on one thread ends both. The evaluation parts (log-likelihood with
  * Hutchinson noise, decoding) on two threads: the values and steps of one
