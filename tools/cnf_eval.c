@@ -71,7 +71,7 @@ int cmd_eval(int argc, char **argv)
     double t0 = cli_now();
     if (par.size > 1) {
         size_t chunk = sa.batch < N ? sa.batch : N, mine = cli_mpi_my_rows(N, chunk);
-        double *part = cli_malloc((mine ? mine : 1) * sizeof *part);
+        double *part = cli_malloc_array(mine ? mine : 1, 1, sizeof *part, "the rank's rows");
         cnf_status s = cnf_flow_log_likelihood_part(m.flow, m.w, X, N, chunk, par.rank, par.size,
                                                     m.rng, part, &st);
         cli_mpi_agreed();   /* the status is the same on every rank, or a rank's own */

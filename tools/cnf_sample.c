@@ -58,7 +58,7 @@ int cmd_sample(int argc, char **argv)
     double t0 = cli_now();
     if (par.size > 1) {
         size_t chunk = sa.batch < n ? sa.batch : n, mine = cli_mpi_my_rows(n, chunk);
-        double *part = cli_malloc((mine ? mine : 1) * D * sizeof *part);
+        double *part = cli_malloc_array(mine ? mine : 1, D, sizeof *part, "the rank's samples");
         cnf_status s = cnf_flow_decode_part(m.flow, m.w, Z, n, chunk, par.rank, par.size, part,
                                             &st);
         cli_mpi_agreed();   /* the status is the same on every rank, or a rank's own */
