@@ -227,8 +227,8 @@ cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *solver, size_t n_group
  * (one solver stops evaluating that attempt's stages there; a process
  * whose rows did not fail evaluates all of its own); the states equal one
  * solver's up to the order of summation in the norms, the step sizes to
- * the rounding of the error estimates (about 1e-9 relative). sum = NULL removes the reduction (a new solver has none); ctx is
- * borrowed. CNF_EINVAL for n_summed > n, CNF_ENOMEM. Typical call, two
+ * the rounding of the error estimates (about 1e-9 relative). sum = NULL
+ * removes the reduction (a new solver has none); ctx is borrowed. CNF_EINVAL for n_summed > n, CNF_ENOMEM. Typical call, two
  * halves of a batch on two MPI ranks:
  *     cnf_ode_solver_set_reduction(solver, allreduce_sum, &comm, 0); */
 typedef int (*cnf_ode_sum)(double *buf, size_t n, void *ctx);
