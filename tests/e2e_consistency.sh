@@ -7,16 +7,7 @@
 # --data, the meaning of --json's iters, cnf eval's robust summaries, the
 # progress line's width, and that the README's session writes only where
 # .gitignore covers. Usage: bash tests/e2e_consistency.sh BUILD_DIR.
-set -euo pipefail
-build=$(cd "${1:?usage: e2e_consistency.sh BUILD_DIR}" && pwd)
-cnf="$build/cnf"
-root=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-has() { grep "$@" >/dev/null; }
-json_num() { sed -n "s/.*\"$1\": \([-+0-9.eE]*\).*/\1/p" <<<"$2"; }
+source "$(dirname "$0")/e2e_lib.bash"
 status() { local rc=0; "$@" >/dev/null 2>err.txt || rc=$?; echo "$rc"; }
 
 "$cnf" toy 8gaussians --n 600 --seed 3 --out toy.h5 --quiet

@@ -8,7 +8,7 @@ build=$(cd "${1:?usage: bash $0 BUILD_DIR (holding cnf)}" && pwd)
 cnf="$build/cnf"
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT   # KEEP=1 keeps the files for a look
 cd "$tmp"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }

@@ -3,16 +3,8 @@
 # --samples, --trajectories, the D > 2 marginal grid, --dims, seeds) and
 # cnf train --curve, read back with the test helper pngprobe. A Gaussian
 # blob's mode must land on its pixel. Usage: bash tests/e2e_plot.sh BUILD_DIR.
-set -euo pipefail
-build=$(cd "${1:?usage: e2e_plot.sh BUILD_DIR}" && pwd)
-cnf="$build/cnf"
+source "$(dirname "$0")/e2e_lib.bash"
 probe="$build/pngprobe"
-root=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d)
-trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
-cd "$tmp"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-has() { grep "$@" >/dev/null; }
 [ -x "$probe" ] || { echo "e2e_plot: skipped (built without libpng)"; exit 0; }
 # field NAME TEXT: the numbers after "NAME [" in cnf plot's report, as "a b c d"
 box() { sed -n "s/.*$1 \[\([0-9]*\), \([0-9]*\)) x \[\([0-9]*\), \([0-9]*\)).*/\1 \2 \3 \4/p" <<<"$2"; }
