@@ -227,23 +227,35 @@ cnf_status cnf_adjoint_solve_warm(cnf_adjoint *adj, const cnf_adjoint_problem *p
     adj->inner = CNF_OK;
 
     /* End-time gradients first, so that a may alias a row of dz_obs. */
-    if (dt_obs) {
-        for (size_t i = 0; i < n_obs; i++) {
-            const double *zi = z_obs + i * n;
-            const double *ai = dz_obs ? dz_obs + i * n : NULL;
-            double l = 0.0;
-            int last = (i + 1 == n_obs);
-            int rc = prob->vjp(t_obs[i], zi, ai, adj->f, last ? &l : NULL, NULL, NULL, prob->ctx);
-            if (rc != 0)
-                return cnf_error(rc > 0 ? CNF_ENONFINITE : CNF_ERHS,
-                                 "adjoint: dynamics failed (%d) at observation time %g", rc, t_obs[i]);
-            double s = last ? l : 0.0;
-            if (ai)
-                for (size_t j = 0; j < n; j++)
-                    s += ai[j] * adj->f[j];
-            dt_obs[i] = s;
-        }
+    int end_rc = 0;
+    double end_t = 0.0;
+    for (size_t i = 0; dt_obs && i < n_obs && end_rc == 0; i++) {
+        const double *zi = z_obs + i * n;
+        const double *ai = dz_obs ? dz_obs + i * n : NULL;
+        double l = 0.0;
+        int last = (i + 1 == n_obs);
+        end_rc = prob->vjp(t_obs[i], zi, ai, adj->f, last ? &l : NULL, NULL, NULL, prob->ctx);
+        end_t = t_obs[i];
+        double s = last ? l : 0.0;
+        if (ai)
+            for (size_t j = 0; j < n; j++)
+                s += ai[j] * adj->f[j];
+        dt_obs[i] = s;
     }
+    /* Processes that share the solves (cnf_ode_solver_set_reduction) agree
+     * on this verdict before any solve: one that stopped here alone would
+     * leave the others waiting in the backward solve's first reduction. */
+    if (dt_obs && adj->opt.reduce) {
+        double failed = end_rc != 0;
+        if (adj->opt.reduce(&failed, 1, adj->opt.reduce_ctx) != 0)
+            return cnf_error(CNF_ERHS, "adjoint: the processes' reduction failed");
+        if (failed > 0.0 && end_rc == 0)
+            return cnf_error(CNF_ERHS, "adjoint: another process's dynamics failed at an "
+                             "observation time");
+    }
+    if (end_rc != 0)
+        return cnf_error(end_rc > 0 ? CNF_ENONFINITE : CNF_ERHS,
+                         "adjoint: dynamics failed (%d) at observation time %g", end_rc, end_t);
 
     double *y = adj->y;
     memset(y, 0, adj->nb * sizeof *y);
