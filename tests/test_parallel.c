@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cnf/adjoint.h"
 #include "cnf/flow.h"
 #include "cnf/ode.h"
 #include "cnf/train.h"
@@ -646,6 +647,88 @@ START_TEST(test_eval_parts_equal_one)
 }
 END_TEST
 
+/* ---- the adjoint's end-time verdict ------------------------------------- */
+
+/* dz_b/dt = -theta z_b on each thread's rows; bad makes f at the end time
+ * non-finite (return 1) on that thread alone. */
+typedef struct {
+    double theta, T;
+    int bad;
+    member me;
+    cnf_status rc;
+    char msg[512];
+} adjoint_job;
+
+static int decay_vjp(double t, const double *z, const double *a, double *f, double *l,
+                     double *zbar, double *thetabar, void *ctx)
+{
+    adjoint_job *j = ctx;
+    if (j->bad && t == j->T)
+        return 1;
+    for (size_t i = 0; i < HALF; i++) {
+        if (f)
+            f[i] = -j->theta * z[i];
+        if (a && zbar)
+            zbar[i] += -j->theta * a[i];
+        if (a && thetabar)
+            thetabar[0] += -a[i] * z[i];
+    }
+    if (l)
+        *l = 0.0;
+    return 0;
+}
+
+static void *adjoint_thread(void *p)
+{
+    adjoint_job *j = p;
+    cnf_adjoint_options ao;
+    cnf_adjoint_options_default(&ao);
+    ao.backsolve = 1;
+    ao.reduce = barrier_sum;
+    ao.reduce_ctx = &j->me;
+    cnf_adjoint *adj = cnf_adjoint_alloc(HALF, 1, &ao);
+    ck_assert_ptr_nonnull(adj);
+    cnf_adjoint_problem pb = { HALF, 1, decay_vjp, j };
+    double z[HALF], a[HALF], g[1], dT[1];
+    for (size_t i = 0; i < HALF; i++) {
+        z[i] = 1.0 + 0.1 * (double)(i + HALF * (size_t)j->me.rank);
+        a[i] = z[i];
+    }
+    j->rc = cnf_adjoint_solve(adj, &pb, NULL, 0.0, 1, &j->T, z, a, a, g, dT, NULL);
+    snprintf(j->msg, sizeof j->msg, "%s", j->rc == CNF_OK ? "" : cnf_last_error());
+    cnf_adjoint_free(adj);
+    return NULL;
+}
+
+/* One thread's dynamics fail at the end time, before any backward step:
+ * both threads return (neither waits in a reduction the other skipped),
+ * the failing one with its own status, the other told another failed. */
+START_TEST(test_adjoint_end_time_failure_on_one_thread)
+{
+    meeting m;
+    memset(&m, 0, sizeof m);
+    pthread_barrier_init(&m.bar, NULL, 2);
+    adjoint_job j[2];
+    pthread_t th[2];
+    for (int r = 0; r < 2; r++) {
+        memset(&j[r], 0, sizeof j[r]);
+        j[r].theta = 0.7;
+        j[r].T = 0.8;
+        j[r].bad = r == 1;
+        j[r].me = (member){ &m, r };
+        ck_assert_int_eq(pthread_create(&th[r], NULL, adjoint_thread, &j[r]), 0);
+    }
+    for (int r = 0; r < 2; r++)
+        pthread_join(th[r], NULL);
+    pthread_barrier_destroy(&m.bar);
+    ck_assert_int_eq(j[1].rc, CNF_ENONFINITE);
+    ck_assert_msg(strstr(j[1].msg, "observation time") != NULL, "%s", j[1].msg);
+    ck_assert_int_eq(j[0].rc, CNF_ERHS);
+    ck_assert_msg(strstr(j[0].msg, "another process") != NULL, "%s", j[0].msg);
+    ck_assert_uint_eq(m.calls[0], m.calls[1]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("parallel");
@@ -655,6 +738,7 @@ int main(void)
     tcase_add_test(tc, test_nan_on_one_thread_rejects_on_both);
     tcase_add_test(tc, test_fatal_on_one_thread_stops_both);
     tcase_add_test(tc, test_set_reduction_arguments);
+    tcase_add_test(tc, test_adjoint_end_time_failure_on_one_thread);
     tcase_add_test(tc, test_train_two_threads_equal_one);
     tcase_add_test(tc, test_train_stop_on_one_thread_stops_both);
     tcase_add_test(tc, test_train_failure_on_one_thread_stops_both);
