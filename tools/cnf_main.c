@@ -25,7 +25,7 @@ static const struct {
     {"sample", cmd_sample, "draw samples from a model (or push given latent points)"},
     {"grad", cmd_grad, "gradient of the mean NLL w.r.t. every parameter (--check: vs finite differences)"},
     {"info", cmd_info, "architecture, parameter count and training record of a model"},
-    {"plot", cmd_plot, "PNG heat map of a 2-D model's density, optionally with points"},
+    {"plot", cmd_plot, "pictures: a 2-D model's log-density with data, samples and paths; marginal grids for D > 2"},
     {"convert", cmd_convert, "CSV file to the toolkit's data layout (/train, /val, /test)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

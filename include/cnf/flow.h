@@ -328,9 +328,12 @@ cnf_status cnf_flow_nll_grad(const cnf_flow *flow, cnf_flow_work *work, const do
  * outputs add up to the whole batch's. Each part draws the whole batch's
  * Hutchinson noise from rng and keeps its rows' share, so every part must
  * be given a generator in the same state, and then sees the noise its rows
- * would see in the whole batch. Every part chooses its own adaptive steps,
- * so the sum equals cnf_flow_nll_grad's of the whole batch within the
- * solver's tolerances (with fixed-step methods, up to rounding).
+ * would see in the whole batch. With the work's reduce summing across the
+ * processes that solve the parts (cnf_flow_options.reduce), every part
+ * takes the steps of one solve of the whole batch, so the sum equals
+ * cnf_flow_nll_grad's up to the order of summation; without it each part
+ * chooses its own adaptive steps and the sum agrees within the solver's
+ * tolerances (with fixed-step methods, up to rounding).
  * cnf_flow_nll_grad is the part (0, B, B). CNF_EDIM unless the rows lie
  * inside the batch. */
 cnf_status cnf_flow_nll_grad_part(const cnf_flow *flow, cnf_flow_work *work, const double *X,
