@@ -50,19 +50,6 @@ static cnf_status eval_chunk(const cnf_flow *flow, cnf_flow_work *w, eval_kind k
     }
 }
 
-static cnf_status eval_rows(const cnf_flow *flow, cnf_flow_work *w, eval_kind kind,
-                            const double *in, size_t N, gsl_rng *rng, double *out,
-                            cnf_flow_stats *stats, const char *what)
-{
-    cnf_status s = flow_work_begin_call(flow, w, stats, what);
-    size_t D = w->D, out_width = kind == EVAL_LOGLIK ? 1 : D;
-    for (size_t row0 = 0, B; s == CNF_OK && (B = flow_work_chunk_rows(w, N, row0)) > 0;
-         row0 += B)
-        s = eval_chunk(flow, w, kind, in + row0 * D, B, (flow_rows){ row0, 0, 0 }, rng,
-                       out + row0 * out_width, stats);
-    return s;
-}
-
 size_t cnf_flow_part_rows(size_t B, size_t rank, size_t size, size_t *row0)
 {
     if (size == 0 || rank >= size) {
@@ -89,7 +76,7 @@ static cnf_status eval_rows_part(const cnf_flow *flow, cnf_flow_work *w, eval_ki
         return s;
     if (size == 0 || rank >= size)
         return cnf_error(CNF_EINVAL, "%s: process %zu of %zu", what, rank, size);
-    if (chunk_rows < size || (N % chunk_rows != 0 && N % chunk_rows < size) || N < size)
+    if (chunk_rows < size || (N % chunk_rows != 0 && N % chunk_rows < size))
         return cnf_error(CNF_EINVAL, "%s: %zu rows in chunks of %zu leave a chunk of fewer rows "
                          "than the %zu processes (every process needs a row of every chunk)",
                          what, N, chunk_rows, size);
@@ -110,6 +97,14 @@ static cnf_status eval_rows_part(const cnf_flow *flow, cnf_flow_work *w, eval_ki
         c0 += cb;
     }
     return s;
+}
+
+/* The whole call as one process: chunks of max_batch rows. */
+static cnf_status eval_rows(const cnf_flow *flow, cnf_flow_work *w, eval_kind kind,
+                            const double *in, size_t N, gsl_rng *rng, double *out,
+                            cnf_flow_stats *stats, const char *what)
+{
+    return eval_rows_part(flow, w, kind, in, N, w->max_batch, 0, 1, rng, out, stats, what);
 }
 
 cnf_status cnf_flow_log_likelihood_part(const cnf_flow *flow, cnf_flow_work *w, const double *X,

@@ -104,8 +104,6 @@ cnf_status flow_work_begin_call(const cnf_flow *flow, cnf_flow_work *w, cnf_flow
 /* The training parts for batches of B rows (gradient buffers, checkpoints,
  * adjoints, the training state's solver), so that no solve allocates. */
 cnf_status flow_work_ensure_train(cnf_flow_work *w, const cnf_flow *flow, size_t B);
-/* Rows of the chunk starting at row0 of N: at most max_batch, 0 at the end. */
-size_t flow_work_chunk_rows(const cnf_flow_work *w, size_t N, size_t row0);
 
 /* ---- flow_eval.c ---- */
 

@@ -383,8 +383,3 @@ cnf_status flow_work_begin_call(const cnf_flow *flow, cnf_flow_work *w, cnf_flow
         w->blocks[k].h_chunk = 0.0;
     return s;
 }
-
-size_t flow_work_chunk_rows(const cnf_flow_work *w, size_t N, size_t row0)
-{
-    return N - row0 < w->max_batch ? N - row0 : w->max_batch;
-}
