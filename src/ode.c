@@ -163,12 +163,16 @@ struct cnf_ode_solver {
     void *state;  /* the stepper's workspaces */
     size_t nread; /* components the rhs reads: all but the quadratures */
     /* the error norm's groups (cnf_ode_solver_set_norm_groups): group g is
-     * [gend[g-1], gend[g]) and counts when gin[g]; gacc holds each group's
-     * sum of squares and count while a norm is formed */
+     * [gend[g-1], gend[g]), gin[g] its cnf_ode_norm_mode; gacc holds each
+     * group's sum of squares and count while a norm is formed */
     size_t ng;
     size_t *gend;
     unsigned char *gin;
     double *gacc; /* 2 ng */
+    /* an integral group's projection to the end of the interval,
+     * |t1 - t0| / |tnew - t0| (>= 1), for the attempt being judged; 1
+     * outside a step attempt */
+    double projection;
     /* the reduction across processes (cnf_ode_solver_set_reduction): the
      * last nsum components are partial sums; rbuf holds one reduction's
      * doubles (group sums, the summed components' e, y, ynew, two flags) */
@@ -208,7 +212,7 @@ static cnf_status set_groups(cnf_ode_solver *s, size_t ng, const size_t *sizes,
     for (size_t g = 0; g < ng; g++) {
         end += sizes[g];
         gend[g] = end;
-        gin[g] = in_norm[g] != 0;
+        gin[g] = (unsigned char)in_norm[g];
     }
     if (s->sum) {
         double *rbuf = malloc(reduction_len(ng, s->nsum) * sizeof *rbuf);
@@ -243,6 +247,7 @@ cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt)
     if (!s)
         goto nomem;
     s->n = n;
+    s->projection = 1.0;
     s->type = stepper_of(opt->method);
     size_t bytes;
     s->ynew = cnf_size_mul3(4, n, sizeof(double), &bytes) ? NULL : malloc(bytes);
@@ -318,6 +323,19 @@ cnf_status cnf_ode_solver_set_quadratures(cnf_ode_solver *s, size_t nq, int in_e
     return rc;
 }
 
+/* Whether every integral group lies in [n0, n), among a reduction's summed
+ * components, where each process sees the whole of it: its size (an RMS
+ * over the group) would otherwise need a reduction of its own before the
+ * error could be scaled. */
+static int integrals_summed(size_t ng, const size_t *sizes, const int *mode, size_t n0)
+{
+    size_t i0 = 0;
+    for (size_t g = 0; g < ng; i0 += sizes[g], g++)
+        if (mode[g] == CNF_ODE_NORM_INTEGRAL && sizes[g] > 0 && i0 < n0)
+            return 0;
+    return 1;
+}
+
 cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *s, size_t n_groups,
                                           const size_t *sizes, const int *in_norm)
 {
@@ -326,6 +344,10 @@ cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *s, size_t n_groups,
                          "flags, or no group");
     size_t total = 0, counted = 0;
     for (size_t g = 0; g < n_groups; g++) {
+        if (in_norm[g] != CNF_ODE_NORM_OUT && in_norm[g] != CNF_ODE_NORM_IN
+            && in_norm[g] != CNF_ODE_NORM_INTEGRAL)
+            return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: group %zu has the "
+                             "unknown mode %d", g, in_norm[g]);
         if (sizes[g] > s->n - total)
             return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: the groups exceed "
                              "the state length %zu at group %zu", s->n, g);
@@ -338,6 +360,9 @@ cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *s, size_t n_groups,
     if (counted == 0)
         return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: no component in the "
                          "norm (every group left out or empty)");
+    if (s->sum && !integrals_summed(n_groups, sizes, in_norm, s->n - s->nsum))
+        return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: under a reduction an "
+                         "integral group must lie among the %zu summed components", s->nsum);
     return set_groups(s, n_groups, sizes, in_norm);
 }
 
@@ -349,6 +374,16 @@ cnf_status cnf_ode_solver_set_reduction(cnf_ode_solver *s, cnf_ode_sum sum, void
     if (n_summed > s->n)
         return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_reduction: %zu summed components in a "
                          "state of length %zu", n_summed, s->n);
+    if (sum && s->ng > 0) {
+        int summed = 1;
+        size_t i0 = 0;
+        for (size_t g = 0; g < s->ng; i0 = s->gend[g], g++)
+            if (s->gin[g] == CNF_ODE_NORM_INTEGRAL && s->gend[g] > i0 && i0 < s->n - n_summed)
+                summed = 0;
+        if (!summed)
+            return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_reduction: an integral norm group "
+                             "must lie among the %zu summed components", n_summed);
+    }
     if (sum == s->sum && n_summed == s->nsum) {
         s->sum_ctx = sum ? ctx : NULL; /* the same layout: no allocation */
         return CNF_OK;
@@ -621,12 +656,38 @@ static inline double scaled_error(double e, double a, double b, double atol, dou
  * fixed order at the end, so the result does not depend on how it
  * vectorised. */
 #define RMS_LANES 8
+
+/* An integral group's absolute scale atol * R: R is the RMS over
+ * [i0, m) of max(|a_i|, |b_i|), the integral's size so far, times the
+ * projection to the end of the interval. R = 0 (nothing integrated yet)
+ * gives atol itself, the scale of an ordinary group. */
+static double integral_atol(const cnf_ode_solver *s, const double *a, const double *b,
+                            size_t i0, size_t m)
+{
+    double lane[RMS_LANES] = {0.0};
+    size_t i = i0;
+    for (; i + RMS_LANES <= m; i += RMS_LANES)
+        for (size_t l = 0; l < RMS_LANES; l++) {
+            double fa = fabs(a[i + l]), fb = fabs(b[i + l]), x = fa > fb ? fa : fb;
+            lane[l] += x * x;
+        }
+    for (size_t l = 0; i < m; i++, l++) {
+        double fa = fabs(a[i]), fb = fabs(b[i]), x = fa > fb ? fa : fb;
+        lane[l] += x * x;
+    }
+    double sum = 0.0;
+    for (size_t l = 0; l < RMS_LANES; l++)
+        sum += lane[l];
+    double size = m > i0 ? sqrt(sum / (double)(m - i0)) * s->projection : 0.0;
+    return size > 0.0 ? s->opt.atol * size : s->opt.atol;
+}
+
 /* Components from end on are left out of the sums (the summed components
  * of a reduction, added once after it); end = n for the whole state. */
 static void norm_group_sums(const cnf_ode_solver *s, const double *e, const double *a,
                             const double *b, size_t end, double *acc)
 {
-    double atol = s->opt.atol, rtol = s->opt.rtol;
+    const double rtol = s->opt.rtol;
     size_t i0 = 0;
     for (size_t g = 0; g < s->ng; i0 = s->gend[g], g++) {
         size_t m = s->gend[g] < end ? s->gend[g] : end;
@@ -634,6 +695,8 @@ static void norm_group_sums(const cnf_ode_solver *s, const double *e, const doub
         acc[2 * g + 1] = 0.0;
         if (!s->gin[g] || m <= i0)
             continue;
+        const double atol = s->gin[g] == CNF_ODE_NORM_INTEGRAL ? integral_atol(s, a, b, i0, m)
+                                                               : s->opt.atol;
         double lane[RMS_LANES] = {0.0};
         size_t i = i0;
         for (; i + RMS_LANES <= m; i += RMS_LANES)
@@ -737,12 +800,17 @@ static double error_norm_agreed(const cnf_ode_solver *s, const double *e, const 
     *flag = agreed_flag(flags);
     if (*flag != ATTEMPT_OK)
         return NAN;
-    double atol = s->opt.atol, rtol = s->opt.rtol;
+    const double rtol = s->opt.rtol;
     size_t i0 = 0;
     for (size_t g = 0; g < ng; i0 = s->gend[g], g++) {
         size_t lo = i0 > n0 ? i0 : n0;
-        if (!s->gin[g])
+        if (!s->gin[g] || lo >= s->gend[g])
             continue;
+        /* an integral group lies wholly among the summed components */
+        const double atol = s->gin[g] == CNF_ODE_NORM_INTEGRAL
+                                ? integral_atol(s, ba + (lo - n0), bb + (lo - n0), 0,
+                                                s->gend[g] - lo)
+                                : s->opt.atol;
         for (size_t i = lo; i < s->gend[g]; i++) {
             double q = scaled_error(be[i - n0], ba[i - n0], bb[i - n0], atol, rtol);
             buf[2 * g] += q * q;
@@ -980,7 +1048,9 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
         }
         double err = 0.0;
         if (adaptive) {
+            s->projection = fmax(1.0, fabs(t1 - t0) / fabs(tnew - t0));
             err = error_norm_agreed(s, s->yerr, y, s->ynew, &flag);
+            s->projection = 1.0;
             if (flag == ATTEMPT_OK && !isfinite(err))
                 flag = ATTEMPT_FAILED;
         } else {

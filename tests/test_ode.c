@@ -508,7 +508,33 @@ START_TEST(test_norm_groups_hand_values)
     en[0] = NAN;
     ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, in_all), CNF_OK);
     ck_assert(isnan(cnf_ode_solver_error_norm(s, en, y, yn)));
+    /* an integral group: atol times its size R, the RMS of max(|y|, |ynew|)
+     * (the projection is 1 here): {3,4} has R = sqrt((16 + 4) / 2), scales
+     * R + 0.5 * 4 and R + 0.5 * 2, w = -6 / (R + 2), 0 */
+    double R = sqrt(10.0), w3 = 6.0 / (R + 2.0);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_OUT,
+                                                    CNF_ODE_NORM_INTEGRAL, CNF_ODE_NORM_OUT}),
+                     CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt(w3 * w3 / 2.0), 1e-15);
+    /* ... beside ordinary groups, the largest RMS as before: {0,1,2}'s
+     * sqrt(0.5) against {5}'s 3 and the integral's 0.82 */
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_IN,
+                                                    CNF_ODE_NORM_INTEGRAL, CNF_ODE_NORM_OUT}),
+                     CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt(w3 * w3 / 2.0), 1e-15);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_IN,
+                                                    CNF_ODE_NORM_INTEGRAL, CNF_ODE_NORM_IN}),
+                     CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), 3.0, 1e-15);
+    /* an integral of zeros so far (R = 0) keeps atol: {5} gives w = 3 */
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_OUT,
+                                                    CNF_ODE_NORM_OUT, CNF_ODE_NORM_INTEGRAL}),
+                     CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), 3.0, 1e-15);
     /* refusals leave the groups as they were */
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){1, 3, 1}), CNF_EINVAL);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){1, -1, 1}), CNF_EINVAL);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), 3.0, 1e-15);
     size_t bad[2] = {3, 2}, over[2] = {5, 5};
     int in2[2] = {1, 1}, none[3] = {0, 0, 0};
     ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, bad, in2), CNF_EINVAL);

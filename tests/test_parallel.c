@@ -109,7 +109,8 @@ static void initial_rows(double *y, size_t row0, size_t nrows)
 typedef struct {
     cnf_ode_options opt;
     problem pb;
-    int two_groups;     /* groups [rows | Q] rather than one RMS */
+    int two_groups;     /* groups [rows | Q] rather than one RMS; 2: Q an
+                           integral group (CNF_ODE_NORM_INTEGRAL) */
     int recorded;
     double h_warm;      /* > 0: a warm first step */
     int poison_y0;      /* a NaN in this thread's initial state */
@@ -127,17 +128,16 @@ static void run_job(job *j, cnf_ode_sum sum)
     size_t n = j->pb.nrows + 1;
     cnf_ode_solver *s = cnf_ode_solver_alloc(n, &j->opt);
     ck_assert_ptr_nonnull(s);
-    if (j->two_groups) {
-        size_t sz[2] = { j->pb.nrows, 1 };
-        ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, sz, (const int[]){1, 1}), CNF_OK);
-    }
+    const int modes[2] = { CNF_ODE_NORM_IN,
+                           j->two_groups == 2 ? CNF_ODE_NORM_INTEGRAL : CNF_ODE_NORM_IN };
+    size_t sz[2] = { j->pb.nrows, 1 };
+    if (j->two_groups)
+        ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, sz, modes), CNF_OK);
     /* after the groups, to check that changing them keeps the reduction */
     if (sum)
         ck_assert_int_eq(cnf_ode_solver_set_reduction(s, sum, &j->me, 1), CNF_OK);
-    if (j->two_groups && sum) {
-        size_t sz[2] = { j->pb.nrows, 1 };
-        ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, sz, (const int[]){1, 1}), CNF_OK);
-    }
+    if (j->two_groups && sum)
+        ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, sz, modes), CNF_OK);
     initial_rows(j->y, j->pb.row0, j->pb.nrows);
     j->y[j->pb.nrows] = j->pb.row0 == 0 ? 0.25 : 0.0; /* Q(0) = 0.25, held once */
     if (j->poison_y0)
@@ -228,10 +228,10 @@ static void job_init(job *j, cnf_ode_method m, double tol)
 START_TEST(test_two_threads_take_one_solvers_steps)
 {
     for (size_t mi = 0; mi < NELEM(methods); mi++)
-        for (int variant = 0; variant < 4; variant++) {
+        for (int variant = 0; variant < 5; variant++) {
             job whole;
             job_init(&whole, methods[mi], 1e-7);
-            whole.two_groups = variant & 1;
+            whole.two_groups = variant == 4 ? 2 : variant & 1;
             whole.recorded = variant >= 2;
             whole.h_warm = variant == 3 ? 0.05 : 0.0;
             job part[2];
@@ -338,6 +338,19 @@ START_TEST(test_set_reduction_arguments)
     ck_assert_int_eq(cnf_ode_solver_set_reduction(s, barrier_sum, NULL, 4), CNF_EINVAL);
     ck_assert_int_eq(cnf_ode_solver_set_reduction(s, barrier_sum, NULL, 3), CNF_OK);
     ck_assert_int_eq(cnf_ode_solver_set_reduction(s, NULL, NULL, 0), CNF_OK);
+    /* an integral group's size is an RMS over the whole group, so it must
+     * lie among the summed components, where every process sees all of it */
+    size_t sz[2] = { 2, 1 };
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, sz, (const int[]){ CNF_ODE_NORM_IN,
+                                                    CNF_ODE_NORM_INTEGRAL }), CNF_OK);
+    ck_assert_int_eq(cnf_ode_solver_set_reduction(s, barrier_sum, NULL, 1), CNF_OK);
+    ck_assert_int_eq(cnf_ode_solver_set_reduction(s, barrier_sum, NULL, 0), CNF_EINVAL);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, sz, (const int[]){
+                                                    CNF_ODE_NORM_INTEGRAL, CNF_ODE_NORM_IN }),
+                     CNF_EINVAL);
+    ck_assert_int_eq(cnf_ode_solver_set_reduction(s, NULL, NULL, 0), CNF_OK);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 1, (size_t[]){ 3 }, (const int[]){ 1 }),
+                     CNF_OK);
     /* removed: a solve needs no partner */
     problem pb = { 0, 2, (size_t)-1, 0, 0.0 };
     double y[3] = { 0.3, 0.4, 0.0 };

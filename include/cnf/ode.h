@@ -28,7 +28,21 @@
  * With one group this is the usual RMS norm (Hairer-Norsett-Wanner, scipy);
  * with one group per tensor it is torchdiffeq's default, the largest
  * per-tensor RMS, under which a long group's small errors cannot dilute a
- * short group's large ones. A state distributed over processes adds its
+ * short group's large ones.
+ *
+ * An integral group (CNF_ODE_NORM_INTEGRAL) is judged against its own
+ * size instead of atol alone: for it, atol above becomes atol * R with
+ *
+ *     R = RMS_{i in G_g} max(|y_i|, |ynew_i|) * max(1, |t1 - t0| / |tnew - t0|),
+ *
+ * the integral's size so far projected linearly to the end of the solve's
+ * interval [t0, t1] (tnew the attempt's end; R = 0, nothing integrated
+ * yet, leaves atol). It is meant for an integral that starts at 0, such as
+ * the adjoint's parameter gradient g: its entries may all be far below 1
+ * (1e-4 on an untrained flow), where an absolute atol would allow a
+ * relative error of atol / |g| however tight the tolerance, and the error
+ * would stop falling with it. With atol = rtol = tol its RMS error per
+ * step is then about tol times its size. A state distributed over processes adds its
  * S_g and N_g across them between the first two stages
  * (cnf_ode_solver_set_reduction). A step is accepted when err <= 1; the next step is
  * h * clamp(safety * err^(-1/(q+1)), min_factor, max_factor) with q the lower
@@ -178,10 +192,20 @@ size_t cnf_ode_solver_dim(const cnf_ode_solver *solver);
  * nq > n. */
 cnf_status cnf_ode_solver_set_quadratures(cnf_ode_solver *solver, size_t nq, int in_error_norm);
 
+/* How a norm group enters the error norm (see "Error control"). */
+enum {
+    CNF_ODE_NORM_OUT = 0,     /* left out */
+    CNF_ODE_NORM_IN = 1,      /* scaled by atol + rtol*max(|y_i|, |ynew_i|) */
+    CNF_ODE_NORM_INTEGRAL = 2 /* an integral from 0: atol relative to its
+                                 projected size R */
+};
+
 /* The error norm's groups (see "Error control"): n_groups >= 1 contiguous
  * groups of sizes[0], sizes[1], ... components in state order, summing to
- * n (a size may be 0); group g counts when in_norm[g] != 0, and at least
- * one counting group must be non-empty. The step's error is the largest
+ * n (a size may be 0); group g enters the norm as in_norm[g] says (a
+ * CNF_ODE_NORM_* mode; any other value is refused), and at least one
+ * counting group must be non-empty. Under a reduction an integral group
+ * must lie among the summed components. The step's error is the largest
  * RMS of the counting groups. Independent of the quadratures (which only
  * say what the right-hand side reads); the arrays are copied. CNF_EINVAL
  * (the solver unchanged) when the sizes do not sum to n or nothing
@@ -228,7 +252,9 @@ cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *solver, size_t n_group
  * whose rows did not fail evaluates all of its own); the states equal one
  * solver's up to the order of summation in the norms, the step sizes to
  * the rounding of the error estimates (about 1e-9 relative). sum = NULL
- * removes the reduction (a new solver has none); ctx is borrowed. CNF_EINVAL for n_summed > n, CNF_ENOMEM. Typical call, two
+ * removes the reduction (a new solver has none); ctx is borrowed. CNF_EINVAL
+ * for n_summed > n or an integral norm group not wholly among the summed
+ * components, CNF_ENOMEM. Typical call, two
  * halves of a batch on two MPI ranks:
  *     cnf_ode_solver_set_reduction(solver, allreduce_sum, &comm, 0); */
 typedef int (*cnf_ode_sum)(double *buf, size_t n, void *ctx);
@@ -237,7 +263,8 @@ cnf_status cnf_ode_solver_set_reduction(cnf_ode_solver *solver, cnf_ode_sum sum,
 
 /* The error norm a step with error estimate e (n) from y to ynew (n each)
  * gets under the solver's tolerances and groups, as the step controller
- * computes it (err above). NaN for a NULL argument. Not thread-safe on one
+ * computes it (err above; an integral group's projection taken as 1, a
+ * step that ends its interval). NaN for a NULL argument. Not thread-safe on one
  * solver (it uses the solver's scratch). */
 double cnf_ode_solver_error_norm(const cnf_ode_solver *solver, const double *e, const double *y,
                                  const double *ynew);
