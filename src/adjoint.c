@@ -35,6 +35,9 @@ void cnf_adjoint_options_default(cnf_adjoint_options *opt)
     /* the more accurate gradient at the same backward evaluations on every
      * model measured (bench_grad_accuracy, bench/README.md) */
     opt->norm = CNF_ADJOINT_NORM_GROUPS;
+    /* the error then falls with the tolerance on untrained flows too, at
+     * the backward evaluations of the trained ones' (bench/README.md) */
+    opt->gradient_tol = CNF_ADJOINT_GTOL_RELATIVE;
     opt->checkpoints = CNF_ODE_INTERP_DENSE;
     opt->reduce = NULL;
     opt->reduce_ctx = NULL;
@@ -76,7 +79,10 @@ static cnf_status adjoint_setup(cnf_adjoint *adj)
     if (s == CNF_OK && adj->opt.norm == CNF_ADJOINT_NORM_GROUPS) {
         /* a, then z (backsolve; an empty group otherwise), then g */
         size_t sizes[3] = { n, adj->opt.backsolve ? n : 0, p };
-        int in[3] = { 1, 1, !adj->opt.seminorm };
+        int g_mode = adj->opt.seminorm ? CNF_ODE_NORM_OUT
+                     : adj->opt.gradient_tol == CNF_ADJOINT_GTOL_RELATIVE ? CNF_ODE_NORM_INTEGRAL
+                                                                         : CNF_ODE_NORM_IN;
+        int in[3] = { CNF_ODE_NORM_IN, CNF_ODE_NORM_IN, g_mode };
         s = cnf_ode_solver_set_norm_groups(adj->solver, 3, sizes, in);
     }
     /* every process holds its own rows of a and z, and its share of the
@@ -90,6 +96,10 @@ static cnf_status check_options(const cnf_adjoint_options *opt)
 {
     if (opt->norm != CNF_ADJOINT_NORM_RMS && opt->norm != CNF_ADJOINT_NORM_GROUPS)
         return cnf_error(CNF_EINVAL, "adjoint options: unknown norm %d", (int)opt->norm);
+    if (opt->gradient_tol != CNF_ADJOINT_GTOL_ENTRYWISE
+        && opt->gradient_tol != CNF_ADJOINT_GTOL_RELATIVE)
+        return cnf_error(CNF_EINVAL, "adjoint options: unknown gradient tolerance %d",
+                         (int)opt->gradient_tol);
     if (opt->checkpoints != CNF_ODE_INTERP_HERMITE && opt->checkpoints != CNF_ODE_INTERP_DENSE)
         return cnf_error(CNF_EINVAL, "adjoint options: unknown checkpoint interpolation %d",
                          (int)opt->checkpoints);
@@ -257,8 +267,9 @@ cnf_status cnf_adjoint_solve_warm(cnf_adjoint *adj, const cnf_adjoint_problem *p
         return cnf_error(end_rc > 0 ? CNF_ENONFINITE : CNF_ERHS,
                          "adjoint: dynamics failed (%d) at observation time %g", end_rc, end_t);
 
-    double *y = adj->y;
+    double *y = adj->y, *gsum = grad; /* gsum adds up -g over the intervals */
     memset(y, 0, adj->nb * sizeof *y);
+    memset(gsum, 0, p * sizeof *gsum);
     for (size_t ii = n_obs; ii-- > 0;) {
         /* the jump at t_i, then the interval down to t_{i-1} (or t0) */
         if (dz_obs)
@@ -281,10 +292,15 @@ cnf_status cnf_adjoint_solve_warm(cnf_adjoint *adj, const cnf_adjoint_problem *p
         if (s != CNF_OK)
             return cnf_error(s, "adjoint: backward solve from t = %.17g to %.17g failed: %s", t_from, t_to,
                              cnf_last_error());
+        /* each interval integrates g from 0 (what an integral group's
+         * projection assumes) */
+        for (size_t i = 0; i < p; i++)
+            gsum[i] += y[adj->g_off + i];
+        memset(y + adj->g_off, 0, p * sizeof *y);
     }
     memcpy(a, y, n * sizeof *a);
-    /* the state holds -g; 0.0 - x rather than -x keeps a zero +0 */
+    /* the state held -g; 0.0 - x rather than -x keeps a zero +0 */
     for (size_t i = 0; i < p; i++)
-        grad[i] = 0.0 - y[adj->g_off + i];
+        grad[i] = 0.0 - gsum[i];
     return CNF_OK;
 }

@@ -51,7 +51,10 @@
  * or the largest RMS of its groups a, z, g (CNF_ADJOINT_NORM_GROUPS,
  * torchdiffeq's choice; cnf_ode_solver_set_norm_groups). Under one RMS the
  * p entries of g outnumber a's n and their small errors dilute a's: a's
- * error may be sqrt((n+p)/n) times the tolerance. The seminorm option
+ * error may be sqrt((n+p)/n) times the tolerance. Under the groups, g's
+ * absolute tolerance is by default relative to g's own size (gradient_tol,
+ * CNF_ODE_NORM_INTEGRAL): g starts at 0 on each interval between
+ * observations, and is added up over them outside the solver. The seminorm option
  * (Kidger, Chen and Lyons 2021) leaves g out of the norm: g never feeds back
  * into the dynamics, so its error need not limit the step size.
  *
@@ -115,6 +118,20 @@ typedef enum {
                                  seminorm), as torchdiffeq's per-tensor max */
 } cnf_adjoint_norm;
 
+/* How the grouped norm judges the error of g, the parameter gradient. */
+typedef enum {
+    CNF_ADJOINT_GTOL_ENTRYWISE = 0, /* each entry against atol + rtol*|g_i|, as
+                                       any state: where the gradient's entries
+                                       are far below atol (an untrained flow's
+                                       are ~5e-4) the relative error allowed is
+                                       atol / |g| and stops falling with the
+                                       tolerance */
+    CNF_ADJOINT_GTOL_RELATIVE       /* g as an integral group
+                                       (CNF_ODE_NORM_INTEGRAL): atol relative to
+                                       the size g is heading for, so that its
+                                       relative error follows the tolerance */
+} cnf_adjoint_gtol;
+
 typedef struct {
     cnf_ode_options solver; /* backward solves (own tolerances).
                                Default: cnf_ode_options_default */
@@ -122,6 +139,10 @@ typedef struct {
                                1: integrate z backwards with a */
     int seminorm;           /* 1: g left out of the error norm; default 0 */
     cnf_adjoint_norm norm;  /* default CNF_ADJOINT_NORM_GROUPS */
+    cnf_adjoint_gtol gradient_tol; /* default CNF_ADJOINT_GTOL_RELATIVE;
+                               for the grouped norm only (one RMS over
+                               [a, z, g] has no group of g's own and stays
+                               entrywise) and moot under the seminorm */
     cnf_ode_interp checkpoints; /* checkpoint mode: the interpolation the
                                forward record is to be made with
                                (cnf_ode_record_set_interp; cnf_flow sets its
