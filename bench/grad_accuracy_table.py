@@ -27,9 +27,10 @@ def main(argv):
     rows = [l for l in lines if l["bench"] == "grad_accuracy"]
     for r in refs:
         print("reference %s (%s at %g, NFE %d/%d): backsolve differs by %.1e (max %.1e), "
-              "Hermite one-RMS checkpoints by %.1e" % (
+              "Hermite one-RMS checkpoints by %.1e, dense-grp by %.1e" % (
                   r["label"], r["ref"], r["ref_tol"], r["nfe_fwd"], r["nfe_bwd"],
-                  r["backsolve_rel"], r["backsolve_maxabs"], r["ckpt_rms_rel"]))
+                  r["backsolve_rel"], r["backsolve_maxabs"], r["ckpt_rms_rel"],
+                  r.get("dense_grp_rel", float("nan"))))
     if variants is None:
         variants = []
         for r in rows:
