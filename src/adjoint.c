@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cnf/size.h"
+#include "names.h"
 
 struct cnf_adjoint {
     size_t n, p;               /* state, parameters */
@@ -42,6 +43,14 @@ void cnf_adjoint_options_default(cnf_adjoint_options *opt)
     opt->reduce = NULL;
     opt->reduce_ctx = NULL;
 }
+
+static const char *const norm_names[] = {"rms", "groups"};
+static const char *const gtol_names[] = {"entrywise", "relative"};
+
+CNF_ENUM_NAMES(cnf_adjoint_norm, cnf_adjoint_norm_name, cnf_adjoint_norm_from_name,
+               "adjoint norm", norm_names)
+CNF_ENUM_NAMES(cnf_adjoint_gtol, cnf_adjoint_gtol_name, cnf_adjoint_gtol_from_name,
+               "gradient tolerance", gtol_names)
 
 /* (Re)build the solver for the current options: the backward state's size
  * depends on backsolve, the quadratures' place in the norm on seminorm. */

@@ -22,6 +22,7 @@
 #include "cnf/size.h"
 
 #include "cnf/ode.h"
+#include "names.h"
 #include "ode_impl.h"
 
 /* ---- the stepper table ------------------------------------------------ */
@@ -447,6 +448,11 @@ void cnf_ode_record_free(cnf_ode_record *r)
     free(r->d);
     free(r);
 }
+
+static const char *const interp_names[] = {"hermite", "dense"};
+
+CNF_ENUM_NAMES(cnf_ode_interp, cnf_ode_interp_name, cnf_ode_interp_from_name, "interpolation",
+               interp_names)
 
 cnf_status cnf_ode_record_set_interp(cnf_ode_record *r, cnf_ode_interp interp)
 {

@@ -644,6 +644,30 @@ START_TEST(test_adjoint_rejects_bad_input)
 }
 END_TEST
 
+/* The names the command line and the presets give the options. */
+START_TEST(test_adjoint_option_names)
+{
+    for (int i = 0; i < 2; i++) {
+        cnf_adjoint_norm norm;
+        ck_assert_int_eq(cnf_adjoint_norm_from_name(cnf_adjoint_norm_name((cnf_adjoint_norm)i),
+                                                    &norm), CNF_OK);
+        ck_assert_int_eq(norm, i);
+        cnf_adjoint_gtol gtol;
+        ck_assert_int_eq(cnf_adjoint_gtol_from_name(cnf_adjoint_gtol_name((cnf_adjoint_gtol)i),
+                                                    &gtol), CNF_OK);
+        ck_assert_int_eq(gtol, i);
+    }
+    ck_assert_str_eq(cnf_adjoint_norm_name(CNF_ADJOINT_NORM_GROUPS), "groups");
+    ck_assert_str_eq(cnf_adjoint_gtol_name(CNF_ADJOINT_GTOL_RELATIVE), "relative");
+    cnf_adjoint_norm norm;
+    ck_assert_int_eq(cnf_adjoint_norm_from_name("max", &norm), CNF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "rms, groups"));
+    cnf_adjoint_gtol gtol;
+    ck_assert_int_eq(cnf_adjoint_gtol_from_name(NULL, &gtol), CNF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "entrywise, relative"));
+}
+END_TEST
+
 /* ---- the CNF mean-NLL gradient ---------------------------------------- */
 
 typedef struct {
@@ -959,6 +983,7 @@ int main(void)
     tcase_add_test(tg, test_affine_likelihood_closed_form);
     tcase_add_test(tg, test_relative_gradient_tolerance);
     tcase_add_test(tg, test_adjoint_rejects_bad_input);
+    tcase_add_test(tg, test_adjoint_option_names);
     suite_add_tcase(s, tg);
     TCase *tc = tcase_create("cnf");
     tcase_set_timeout(tc, 120);

@@ -125,6 +125,16 @@ START_TEST(test_names_and_options)
     cnf_ode_method m;
     ck_assert_int_eq(cnf_ode_method_from_name("rk45", &m), CNF_EINVAL);
     ck_assert_ptr_nonnull(strstr(cnf_last_error(), "dopri5"));
+    const cnf_ode_interp interps[] = {CNF_ODE_INTERP_HERMITE, CNF_ODE_INTERP_DENSE};
+    for (size_t i = 0; i < NELEM(interps); i++) {
+        cnf_ode_interp back;
+        ck_assert_int_eq(cnf_ode_interp_from_name(cnf_ode_interp_name(interps[i]), &back), CNF_OK);
+        ck_assert_int_eq(back, interps[i]);
+    }
+    ck_assert_str_eq(cnf_ode_interp_name(CNF_ODE_INTERP_DENSE), "dense");
+    cnf_ode_interp interp;
+    ck_assert_int_eq(cnf_ode_interp_from_name("cubic", &interp), CNF_EINVAL);
+    ck_assert_ptr_nonnull(strstr(cnf_last_error(), "hermite, dense"));
     ck_assert_int_eq(cnf_ode_method_order(CNF_ODE_DOPRI5), 5);
     ck_assert_int_eq(cnf_ode_method_order(CNF_ODE_RK8PD), 8);
     ck_assert_int_eq(cnf_ode_method_order(CNF_ODE_MIDPOINT), 2);

@@ -118,6 +118,11 @@ typedef enum {
                                  seminorm), as torchdiffeq's per-tensor max */
 } cnf_adjoint_norm;
 
+/* "rms", "groups"; from_name gives CNF_EINVAL with a message listing the
+ * names. */
+const char *cnf_adjoint_norm_name(cnf_adjoint_norm norm);
+cnf_status cnf_adjoint_norm_from_name(const char *name, cnf_adjoint_norm *norm);
+
 /* How the grouped norm judges the error of g, the parameter gradient. */
 typedef enum {
     CNF_ADJOINT_GTOL_ENTRYWISE = 0, /* each entry against atol + rtol*|g_i|, as
@@ -131,6 +136,11 @@ typedef enum {
                                        the size g is heading for, so that its
                                        relative error follows the tolerance */
 } cnf_adjoint_gtol;
+
+/* "entrywise", "relative"; from_name gives CNF_EINVAL with a message
+ * listing the names. */
+const char *cnf_adjoint_gtol_name(cnf_adjoint_gtol gtol);
+cnf_status cnf_adjoint_gtol_from_name(const char *name, cnf_adjoint_gtol *gtol);
 
 typedef struct {
     cnf_ode_options solver; /* backward solves (own tolerances).

@@ -282,6 +282,11 @@ typedef enum {
                                    without one */
 } cnf_ode_interp;
 
+/* "hermite", "dense" (as the checkpoints key of `cnf train` spells them);
+ * from_name gives CNF_EINVAL with a message listing the names. */
+const char *cnf_ode_interp_name(cnf_ode_interp interp);
+cnf_status cnf_ode_interp_from_name(const char *name, cnf_ode_interp *interp);
+
 cnf_ode_record *cnf_ode_record_alloc(size_t n);
 void cnf_ode_record_free(cnf_ode_record *record);   /* NULL is fine */
 /* Forget the points but keep the memory, so that repeated solves of the same
