@@ -227,8 +227,13 @@ int run_config_set(run_config *cfg, const char *key, const char *text, char *err
             snprintf(err, n, "%s needs a value", key);
             return -1;
         }
-        if (run_config_check(key, text, err, n))
+        /* the key first: the library's message names the value and its
+         * kind ("unknown interpolation"), not the line's key */
+        char msg[400];
+        if (run_config_check(k->key, text, msg, sizeof msg)) {
+            snprintf(err, n, "%s: %s", k->key, msg);
             return -1;
+        }
         size_t len = strlen(text);
         config_string *copy = malloc(sizeof *copy + len + 1);
         if (!copy) {
