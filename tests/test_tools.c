@@ -1,10 +1,14 @@
 /* test_tools.c — the command's own modules that can be checked without
  * running it: the progress line's time estimate and width fitting
  * (tools/progress.c), the figure module's ticks, labels and coordinates,
- * and the raster's font and heat map (tools/figure.c, raster.c). */
+ * the raster's font and heat map (tools/figure.c, raster.c), and keys of
+ * the run configuration (tools/config.c). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cnf/adjoint.h"
+#include "config.h"
 #include "figure.h"
 #include "progress.h"
 #include "raster.h"
@@ -156,6 +160,56 @@ START_TEST(test_heatmap_mode)
 }
 END_TEST
 
+/* The adjoint's enumerated keys: each starts at the library's default,
+ * answers to its option (--adjoint-norm, with the underscore as a dash),
+ * sets its field of the training options, and refuses an unknown name with
+ * the key and the valid names. */
+START_TEST(test_config_adjoint_keys)
+{
+    static const struct {
+        const char *key, *option, *good, *bad, *valid;
+    } keys[] = {
+        {"adjoint_norm", "adjoint-norm", "rms", "max", "rms, groups"},
+        {"checkpoints", "checkpoints", "hermite", "cubic", "hermite, dense"},
+        {"gradient_tol", "gradient-tol", "entrywise", "absolute", "entrywise, relative"},
+    };
+    cnf_train_options lib, opt;
+    cnf_train_options_default(&lib);
+    run_config cfg;
+    run_config_default(&cfg);
+    cnf_net_config net;
+    double T;
+    run_config_resolve(&cfg, 2, &net, &T, &opt);
+    ck_assert_int_eq(opt.flow.adjoint.norm, lib.flow.adjoint.norm);
+    ck_assert_int_eq(opt.flow.adjoint.checkpoints, lib.flow.adjoint.checkpoints);
+    ck_assert_int_eq(opt.flow.adjoint.gradient_tol, lib.flow.adjoint.gradient_tol);
+
+    cli_option *opts = calloc(config_num_keys, sizeof *opts);
+    char (*names)[32] = calloc(config_num_keys, sizeof *names);
+    ck_assert(opts && names);
+    run_config_options(&cfg, opts, names);
+    char err[600];
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        size_t j = 0;
+        while (j < config_num_keys && strcmp(config_keys[j].key, keys[i].key))
+            j++;
+        ck_assert_msg(j < config_num_keys, "no key %s", keys[i].key);
+        ck_assert_str_eq(opts[j].name, keys[i].option);
+        ck_assert_int_eq(run_config_set(&cfg, keys[i].key, keys[i].bad, err, sizeof err), -1);
+        ck_assert_msg(strstr(err, keys[i].key) && strstr(err, keys[i].bad)
+                      && strstr(err, keys[i].valid), "%s: %s", keys[i].key, err);
+        ck_assert_int_eq(run_config_set(&cfg, keys[i].key, keys[i].good, err, sizeof err), 0);
+    }
+    run_config_resolve(&cfg, 2, &net, &T, &opt);
+    ck_assert_int_eq(opt.flow.adjoint.norm, CNF_ADJOINT_NORM_RMS);
+    ck_assert_int_eq(opt.flow.adjoint.checkpoints, CNF_ODE_INTERP_HERMITE);
+    ck_assert_int_eq(opt.flow.adjoint.gradient_tol, CNF_ADJOINT_GTOL_ENTRYWISE);
+    run_config_clear(&cfg);
+    free(opts);
+    free(names);
+}
+END_TEST
+
 int main(void)
 {
     tu_program_setup();
@@ -166,6 +220,7 @@ int main(void)
     tcase_add_test(tc, test_ticks);
     tcase_add_test(tc, test_font_covers_ascii);
     tcase_add_test(tc, test_heatmap_mode);
+    tcase_add_test(tc, test_config_adjoint_keys);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnf/adjoint.h"
 #include "cnf/file.h"
 #include "cnf/ode.h"
 #include "model_cli.h"
@@ -46,6 +47,15 @@ const config_key config_keys[] = {
         "step-size safety factor of training's forward solves (<= 1; validation and eval: 0.9)"),
     OPTION_KEY(backsolve, flow.adjoint.backsolve, CLI_BOOL, "0|1", "adjoint recovers z(t) by integrating backwards"),
     OPTION_KEY(seminorm, flow.adjoint.seminorm, CLI_BOOL, "0|1", "leave the parameter gradient out of the backward error norm"),
+    KEY(adjoint_norm, CLI_STRING, "NAME",
+        "backward error norm: groups (the largest RMS of the adjoint, the state and the "
+        "gradient) or rms (one over them all)"),
+    KEY(checkpoints, CLI_STRING, "KIND",
+        "z(t) between the forward checkpoints: dense (the solver's own interpolant) or "
+        "hermite (cubic)"),
+    KEY(gradient_tol, CLI_STRING, "KIND",
+        "the grouped norm's tolerance of the gradient: relative (to its size) or entrywise "
+        "(atol + rtol |g_i| per entry)"),
     OPTION_KEY(warm_start, flow.warm_start, CLI_BOOL, "0|1",
         "start each iteration's solves with the first step the last iteration suggested"),
     KEY(divergence, CLI_STRING, "KIND", "training divergence: exact, gaussian, rademacher"),
@@ -139,6 +149,9 @@ void run_config_default(run_config *cfg)
     cfg->rtol = opt.flow.solver.rtol;
     cfg->atol = opt.flow.solver.atol;
     cfg->max_steps = opt.flow.solver.max_steps;
+    cfg->adjoint_norm = cnf_adjoint_norm_name(opt.flow.adjoint.norm);
+    cfg->checkpoints = cnf_ode_interp_name(opt.flow.adjoint.checkpoints);
+    cfg->gradient_tol = cnf_adjoint_gtol_name(opt.flow.adjoint.gradient_tol);
     cfg->divergence = cnf_divergence_name(opt.flow.divergence);
     cfg->val_divergence = cnf_train_val_divergence_name(opt.val_divergence);
     cfg->lr_schedule = cnf_lr_schedule_name(opt.lr_schedule);
@@ -166,6 +179,15 @@ int run_config_check(const char *key, const char *value, char *err, size_t n)
     } else if (!strcmp(key, "solver")) {
         cnf_ode_method m;
         s = cnf_ode_method_from_name(value, &m);
+    } else if (!strcmp(key, "adjoint_norm")) {
+        cnf_adjoint_norm norm;
+        s = cnf_adjoint_norm_from_name(value, &norm);
+    } else if (!strcmp(key, "checkpoints")) {
+        cnf_ode_interp interp;
+        s = cnf_ode_interp_from_name(value, &interp);
+    } else if (!strcmp(key, "gradient_tol")) {
+        cnf_adjoint_gtol gtol;
+        s = cnf_adjoint_gtol_from_name(value, &gtol);
     } else if (!strcmp(key, "divergence")) {
         cnf_divergence d;
         s = cnf_divergence_from_name(value, &d);
@@ -391,9 +413,10 @@ void run_config_resolve(const run_config *cfg, size_t D, cnf_net_config *nets,
     char err[600];
     /* Option values were checked when set; these re-checks catch values that
      * only the combination makes invalid. */
-    static const char *const enums[] = {"layer",     "act",        "solver",
-                                        "divergence", "val_divergence", "hidden",
-                                        "objective", "preprocess", "lr_schedule",
+    static const char *const enums[] = {"layer",        "act",         "solver",
+                                        "adjoint_norm", "checkpoints", "gradient_tol",
+                                        "divergence",   "val_divergence", "hidden",
+                                        "objective",    "preprocess",  "lr_schedule",
                                         "fm_time"};
     for (size_t i = 0; i < sizeof enums / sizeof enums[0]; i++) {
         char v[256];
@@ -421,6 +444,12 @@ void run_config_resolve(const run_config *cfg, size_t D, cnf_net_config *nets,
     cli_check(cnf_train_val_divergence_from_name(cfg->val_divergence, &opt->val_divergence),
               "val_divergence");
     cli_check(cnf_divergence_from_name(cfg->divergence, &opt->flow.divergence), "divergence");
+    cli_check(cnf_adjoint_norm_from_name(cfg->adjoint_norm, &opt->flow.adjoint.norm),
+              "adjoint_norm");
+    cli_check(cnf_ode_interp_from_name(cfg->checkpoints, &opt->flow.adjoint.checkpoints),
+              "checkpoints");
+    cli_check(cnf_adjoint_gtol_from_name(cfg->gradient_tol, &opt->flow.adjoint.gradient_tol),
+              "gradient_tol");
     cnf_ode_method method;
     cli_check(cnf_ode_method_from_name(cfg->solver, &method), "solver");
     if (!cnf_ode_method_is_adaptive(method))

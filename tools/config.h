@@ -36,6 +36,9 @@ typedef struct {
     size_t max_steps;           /* per solve */
     double safety;              /* step-size safety factor of the forward solves */
     int backsolve, seminorm, warm_start;
+    const char *adjoint_norm;   /* groups | rms (cnf/adjoint.h) */
+    const char *checkpoints;    /* dense | hermite (cnf/ode.h) */
+    const char *gradient_tol;   /* relative | entrywise (cnf/adjoint.h) */
     const char *divergence;     /* training: exact | gaussian | rademacher */
     const char *val_divergence; /* auto | exact | training */
     double reg_kinetic, reg_jacobian;
@@ -116,9 +119,9 @@ void run_config_options(run_config *cfg, cli_option *opts, char (*names)[32]);
 void run_config_resolve(const run_config *cfg, size_t D, cnf_net_config *nets,
                             double *T, cnf_train_options *opt);
 
-/* Check the value of an enumerated key (layer, act, solver, divergence,
- * val_divergence, hidden, objective, preprocess, lr_schedule, fm_time); 0
- * or -1 with a message. */
+/* Check the value of an enumerated key (layer, act, solver, adjoint_norm,
+ * checkpoints, gradient_tol, divergence, val_divergence, hidden, objective,
+ * preprocess, lr_schedule, fm_time); 0 or -1 with a message. */
 int run_config_check(const char *key, const char *value, char *err, size_t n);
 
 #endif /* CNF_TOOLS_CONFIG_H */
