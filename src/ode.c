@@ -164,16 +164,12 @@ struct cnf_ode_solver {
     void *state;  /* the stepper's workspaces */
     size_t nread; /* components the rhs reads: all but the quadratures */
     /* the error norm's groups (cnf_ode_solver_set_norm_groups): group g is
-     * [gend[g-1], gend[g]), gin[g] its cnf_ode_norm_mode; gacc holds each
+     * [gend[g-1], gend[g]), gin[g] its CNF_ODE_NORM_* mode; gacc holds each
      * group's sum of squares and count while a norm is formed */
     size_t ng;
     size_t *gend;
     unsigned char *gin;
     double *gacc; /* 2 ng */
-    /* an integral group's projection to the end of the interval,
-     * |t1 - t0| / |tnew - t0| (>= 1), for the attempt being judged; 1
-     * outside a step attempt */
-    double projection;
     /* the reduction across processes (cnf_ode_solver_set_reduction): the
      * last nsum components are partial sums; rbuf holds one reduction's
      * doubles (group sums, the summed components' e, y, ynew, two flags) */
@@ -248,7 +244,6 @@ cnf_ode_solver *cnf_ode_solver_alloc(size_t n, const cnf_ode_options *opt)
     if (!s)
         goto nomem;
     s->n = n;
-    s->projection = 1.0;
     s->type = stepper_of(opt->method);
     size_t bytes;
     s->ynew = cnf_size_mul3(4, n, sizeof(double), &bytes) ? NULL : malloc(bytes);
@@ -663,12 +658,14 @@ static inline double scaled_error(double e, double a, double b, double atol, dou
  * vectorised. */
 #define RMS_LANES 8
 
-/* An integral group's absolute scale atol * R: R is the RMS over
+/* An integral group's absolute scale atol * min(1, R): R is the RMS over
  * [i0, m) of max(|a_i|, |b_i|), the integral's size so far, times the
- * projection to the end of the interval. R = 0 (nothing integrated yet)
- * gives atol itself, the scale of an ordinary group. */
+ * projection to the end of the interval (|t1 - t0| / |tnew - t0| >= 1 for
+ * a step attempt, 1 otherwise). R = 0 (nothing integrated yet) gives atol
+ * itself, the scale of an ordinary group, and so does R >= 1: the group is
+ * never judged more loosely than an ordinary one (an overflowing R too). */
 static double integral_atol(const cnf_ode_solver *s, const double *a, const double *b,
-                            size_t i0, size_t m)
+                            size_t i0, size_t m, double projection)
 {
     double lane[RMS_LANES] = {0.0};
     size_t i = i0;
@@ -684,14 +681,15 @@ static double integral_atol(const cnf_ode_solver *s, const double *a, const doub
     double sum = 0.0;
     for (size_t l = 0; l < RMS_LANES; l++)
         sum += lane[l];
-    double size = m > i0 ? sqrt(sum / (double)(m - i0)) * s->projection : 0.0;
-    return size > 0.0 ? s->opt.atol * size : s->opt.atol;
+    double size = m > i0 ? sqrt(sum / (double)(m - i0)) * projection : 0.0;
+    return size > 0.0 && size < 1.0 ? s->opt.atol * size : s->opt.atol;
 }
 
 /* Components from end on are left out of the sums (the summed components
- * of a reduction, added once after it); end = n for the whole state. */
+ * of a reduction, added once after it); end = n for the whole state.
+ * projection: integral_atol's. */
 static void norm_group_sums(const cnf_ode_solver *s, const double *e, const double *a,
-                            const double *b, size_t end, double *acc)
+                            const double *b, size_t end, double projection, double *acc)
 {
     const double rtol = s->opt.rtol;
     size_t i0 = 0;
@@ -701,8 +699,9 @@ static void norm_group_sums(const cnf_ode_solver *s, const double *e, const doub
         acc[2 * g + 1] = 0.0;
         if (!s->gin[g] || m <= i0)
             continue;
-        const double atol = s->gin[g] == CNF_ODE_NORM_INTEGRAL ? integral_atol(s, a, b, i0, m)
-                                                               : s->opt.atol;
+        const double atol = s->gin[g] == CNF_ODE_NORM_INTEGRAL
+                                ? integral_atol(s, a, b, i0, m, projection)
+                                : s->opt.atol;
         double lane[RMS_LANES] = {0.0};
         size_t i = i0;
         for (; i + RMS_LANES <= m; i += RMS_LANES)
@@ -740,9 +739,9 @@ static double norm_groups_max(size_t ng, const double *acc)
 }
 
 static double error_norm(const cnf_ode_solver *s, const double *e, const double *a,
-                         const double *b)
+                         const double *b, double projection)
 {
-    norm_group_sums(s, e, a, b, s->n, s->gacc);
+    norm_group_sums(s, e, a, b, s->n, projection, s->gacc);
     return norm_groups_max(s->ng, s->gacc);
 }
 
@@ -777,20 +776,21 @@ static int agree(const cnf_ode_solver *s, int flag)
  * reductions and none waits for another forever. The distributed
  * components' sums of squares and counts add across processes; the summed
  * ones' e, y and ynew are summed first and then scaled and counted once,
- * by every process alike, so that all get the same err. */
+ * by every process alike, so that all get the same err. projection:
+ * integral_atol's. */
 static double error_norm_agreed(const cnf_ode_solver *s, const double *e, const double *a,
-                                const double *b, int *flag)
+                                const double *b, double projection, int *flag)
 {
     if (!s->sum) {
         if (*flag != ATTEMPT_OK)
             return NAN;
-        return error_norm(s, e, a, b);
+        return error_norm(s, e, a, b, projection);
     }
     const size_t ng = s->ng, n = s->n, ns = s->nsum, n0 = n - ns;
     double *buf = s->rbuf, *be = buf + 2 * ng, *ba = be + ns, *bb = ba + ns;
     double *flags = bb + ns;
     if (*flag == ATTEMPT_OK) {
-        norm_group_sums(s, e, a, b, n0, buf);
+        norm_group_sums(s, e, a, b, n0, projection, buf);
         memcpy(be, e + n0, ns * sizeof *be);
         memcpy(ba, a + n0, ns * sizeof *ba);
         memcpy(bb, b + n0, ns * sizeof *bb);
@@ -815,7 +815,7 @@ static double error_norm_agreed(const cnf_ode_solver *s, const double *e, const 
         /* an integral group lies wholly among the summed components */
         const double atol = s->gin[g] == CNF_ODE_NORM_INTEGRAL
                                 ? integral_atol(s, ba + (lo - n0), bb + (lo - n0), 0,
-                                                s->gend[g] - lo)
+                                                s->gend[g] - lo, projection)
                                 : s->opt.atol;
         for (size_t i = lo; i < s->gend[g]; i++) {
             double q = scaled_error(be[i - n0], ba[i - n0], bb[i - n0], atol, rtol);
@@ -831,7 +831,7 @@ double cnf_ode_solver_error_norm(const cnf_ode_solver *s, const double *e, const
 {
     if (!s || !e || !y || !ynew)
         return NAN;
-    return error_norm(s, e, y, ynew);
+    return error_norm(s, e, y, ynew, 1.0);
 }
 
 /* Starting step of Hairer-Norsett-Wanner (HINIT), as scipy's
@@ -847,8 +847,8 @@ static double initial_step(cnf_ode_solver *s, const cnf_ode_eval *ev, double t0,
     double *y1 = s->ynew, *f1 = s->fb, *w = s->yerr;
     double dir = t1 > t0 ? 1.0 : -1.0, span = fabs(t1 - t0);
     int f0flag = ATTEMPT_OK, f1flag = ATTEMPT_OK;
-    double d0 = error_norm_agreed(s, y0, y0, y0, &f0flag);
-    double d1 = f0flag == ATTEMPT_OK ? error_norm_agreed(s, f0, y0, y0, &f1flag) : 0.0;
+    double d0 = error_norm_agreed(s, y0, y0, y0, 1.0, &f0flag);
+    double d1 = f0flag == ATTEMPT_OK ? error_norm_agreed(s, f0, y0, y0, 1.0, &f1flag) : 0.0;
     *flag = f0flag != ATTEMPT_OK ? f0flag : f1flag;
     if (*flag != ATTEMPT_OK)
         return 0.0;
@@ -864,7 +864,7 @@ static double initial_step(cnf_ode_solver *s, const cnf_ode_eval *ev, double t0,
     if (probe == ATTEMPT_OK)
         for (size_t i = 0; i < s->n; i++)
             w[i] = f1[i] - f0[i];
-    double d2 = error_norm_agreed(s, w, y0, y0, &probe) / h0;
+    double d2 = error_norm_agreed(s, w, y0, y0, 1.0, &probe) / h0;
     if (probe == ATTEMPT_FAILED)
         return h0; /* no curvature estimate; the cautious probe step will do */
     if (probe != ATTEMPT_OK) {
@@ -1054,9 +1054,9 @@ cnf_status cnf_ode_solve_warm(cnf_ode_solver *s, cnf_ode_rhs rhs, void *params, 
         }
         double err = 0.0;
         if (adaptive) {
-            s->projection = fmax(1.0, fabs(t1 - t0) / fabs(tnew - t0));
-            err = error_norm_agreed(s, s->yerr, y, s->ynew, &flag);
-            s->projection = 1.0;
+            /* an integral group's size so far, projected to t1 */
+            const double projection = fmax(1.0, fabs(t1 - t0) / fabs(tnew - t0));
+            err = error_norm_agreed(s, s->yerr, y, s->ynew, projection, &flag);
             if (flag == ATTEMPT_OK && !isfinite(err))
                 flag = ATTEMPT_FAILED;
         } else {

@@ -63,16 +63,6 @@ printf 'hidden = 8\nlayers = concat\n' > bad.cfg
 expect_fail "bad.cfg:2: unknown key 'layers'" M.h5 -- "$cnf" train --data data.h5 --flow bad.cfg --out M.h5
 printf 'act = relu\n' > bad2.cfg
 expect_fail "bad2.cfg:1: .*relu" M.h5 -- "$cnf" train --data data.h5 --flow bad2.cfg --out M.h5
-# The adjoint's keys: a bad name, on the command line a usage error (exit
-# 2), in a preset one naming its line; both name the key and the valid names.
-expect_fail "gradient_tol: unknown gradient tolerance 'absolute' \(valid: entrywise, relative\)" \
-    M.h5 -- "$cnf" train --data data.h5 --gradient-tol absolute --out M.h5
-rc=0
-"$cnf" train --data data.h5 --gradient-tol absolute --out M.h5 2>/dev/null || rc=$?
-[ "$rc" = 2 ] || fail "--gradient-tol absolute: exit $rc, not 2 (a usage error)"
-printf 'checkpoints = cubic\n' > bad3.cfg
-expect_fail "bad3.cfg:1: checkpoints: unknown interpolation 'cubic' \(valid: hermite, dense\)" \
-    M.h5 -- "$cnf" train --data data.h5 --flow bad3.cfg --out M.h5
 # Missing output directory: refused before any work.
 expect_fail "nodir.*does not exist" - -- "$cnf" train --data data.h5 --out nodir/M.h5
 expect_fail "nodir.*does not exist" - -- "$cnf" toy moons --n 10 --out nodir/t.h5
@@ -83,13 +73,11 @@ expect_fail "underflow" S.h5 -- "$cnf" sample --model m.h5 --rtol 1e-300 --atol 
 expect_fail "max_steps|step limit.*nothing saved" M.h5 -- "$cnf" train --data data.h5 --batch 20 --max-steps 1 --out M.h5
 # A training solve that fails after an iteration completed: a huge learning
 # rate sends T from 1 to 81 in the first step, so the second iteration's
-# forward solve needs more than 25 steps (the first iteration's take 3 or 4;
-# the second's backward solve took more than 50 before the gradient's
-# tolerance was made relative to its size, issue 14). The last parameters
-# are saved (no validation ran yet), the exit is still non-zero.
+# solves need far more than 50 steps (the first takes about 20). The last
+# parameters are saved (no validation ran yet), the exit is still non-zero.
 rm -f M.h5
 rc=0
-"$cnf" train --data data.h5 --hidden 8-8 --batch 20 --iters 5 --val-every 3 --lr 10 --max-steps 25 \
+"$cnf" train --data data.h5 --hidden 8-8 --batch 20 --iters 5 --val-every 3 --lr 10 --max-steps 50 \
     --out M.h5 >stdout.txt 2>stderr.txt || rc=$?
 [ "$rc" -ne 0 ] || fail "train that fails at iteration 2 exited 0"
 grep -qE "failed at iteration 2: .*(max_steps|step limit).*saved the last parameters \(iteration 1" \

@@ -518,29 +518,36 @@ START_TEST(test_norm_groups_hand_values)
     en[0] = NAN;
     ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, in_all), CNF_OK);
     ck_assert(isnan(cnf_ode_solver_error_norm(s, en, y, yn)));
-    /* an integral group: atol times its size R, the RMS of max(|y|, |ynew|)
-     * (the projection is 1 here): {3,4} has R = sqrt((16 + 4) / 2), scales
-     * R + 0.5 * 4 and R + 0.5 * 2, w = -6 / (R + 2), 0 */
-    double R = sqrt(10.0), w3 = 6.0 / (R + 2.0);
+    /* an integral group of size R >= 1 is an ordinary one: {3,4} has R =
+     * sqrt((16 + 4) / 2) > 1, so atol stays 1 and w = -2, 0 as above */
     ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_OUT,
                                                     CNF_ODE_NORM_INTEGRAL, CNF_ODE_NORM_OUT}),
                      CNF_OK);
-    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt(w3 * w3 / 2.0), 1e-15);
-    /* ... beside ordinary groups, the largest RMS as before: {0,1,2}'s
-     * sqrt(0.5) against {5}'s 3 and the integral's 0.82 */
-    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_IN,
-                                                    CNF_ODE_NORM_INTEGRAL, CNF_ODE_NORM_OUT}),
-                     CNF_OK);
-    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt(w3 * w3 / 2.0), 1e-15);
-    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_IN,
-                                                    CNF_ODE_NORM_INTEGRAL, CNF_ODE_NORM_IN}),
-                     CNF_OK);
-    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), 3.0, 1e-15);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), sqrt(2.0), 1e-15);
     /* an integral of zeros so far (R = 0) keeps atol: {5} gives w = 3 */
     ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_OUT,
                                                     CNF_ODE_NORM_OUT, CNF_ODE_NORM_INTEGRAL}),
                      CNF_OK);
     ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, y, yn), 3.0, 1e-15);
+    /* a small integral: y, ynew a tenth of {3,4}'s, R = sqrt(0.1); atol
+     * becomes R, the scales R + 0.5 * 0.4 and R + 0.5 * 0.2, w = -6 / (R +
+     * 0.2), 0; beside {0,1,2} (sqrt(0.5)) it is the larger */
+    const double ys[6] = {1.0, -2.0, 0.0, 0.4, 0.0, 0.0};
+    const double yns[6] = {3.0, 1.0, 0.0, -0.2, 0.2, 0.0};
+    double R = sqrt(0.1), w3 = 6.0 / (R + 0.2);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_IN,
+                                                    CNF_ODE_NORM_INTEGRAL, CNF_ODE_NORM_OUT}),
+                     CNF_OK);
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, ys, yns), sqrt(w3 * w3 / 2.0),
+                            1e-14);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_IN,
+                                                    CNF_ODE_NORM_IN, CNF_ODE_NORM_OUT}),
+                     CNF_OK);
+    /* as an ordinary group: scales 1.2 and 1.1, w = -5, 0 */
+    ck_assert_double_eq_tol(cnf_ode_solver_error_norm(s, e, ys, yns), sqrt(25.0 / 2.0), 1e-14);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){CNF_ODE_NORM_OUT,
+                                                    CNF_ODE_NORM_OUT, CNF_ODE_NORM_INTEGRAL}),
+                     CNF_OK);
     /* refusals leave the groups as they were */
     ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){1, 3, 1}), CNF_EINVAL);
     ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, sz, (int[]){1, -1, 1}), CNF_EINVAL);

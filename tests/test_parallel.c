@@ -329,6 +329,84 @@ START_TEST(test_fatal_on_one_thread_stops_both)
 }
 END_TEST
 
+/* x' = -2 x (1 + sin 5t) / (1 + t), and two integrals of it, summed
+ * components under a reduction: Q1' = x^2 (in the norm as usual) and Q2' =
+ * 1e-4 x sin 20t (an integral group, small and oscillating: its atol is
+ * relative to its size, and it sets the steps).
+ * A reduction over one process (the sum of one is itself) takes the
+ * reduction's path through the norm, where the summed components are
+ * scaled after the sum, and must take exactly the steps of no reduction:
+ * were Q2's size read from Q1's place (the offset of the summed
+ * components), its scale, and the steps, would differ. */
+static int rhs_two_integrals(double t, const double *y, double *f, void *p)
+{
+    (void)p;
+    f[0] = -2.0 * y[0] * (1.0 + sin(5.0 * t)) / (1.0 + t);
+    f[1] = y[0] * y[0];
+    f[2] = 1e-4 * y[0] * sin(20.0 * t);
+    return 0;
+}
+
+static int sum_of_one(double *buf, size_t n, void *ctx)
+{
+    (void)buf;
+    (void)n;
+    (void)ctx;
+    return 0;
+}
+
+START_TEST(test_integral_group_among_summed)
+{
+    cnf_ode_stats st[2];
+    double y[2][3];
+    for (int reduced = 0; reduced < 2; reduced++) {
+        cnf_ode_options o;
+        cnf_ode_options_default(&o);
+        o.rtol = o.atol = 1e-8;
+        cnf_ode_solver *s = cnf_ode_solver_alloc(3, &o);
+        ck_assert_int_eq(cnf_ode_solver_set_quadratures(s, 2, 1), CNF_OK);
+        ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, (size_t[]){ 1, 1, 1 },
+                                                        (const int[]){ CNF_ODE_NORM_IN,
+                                                                       CNF_ODE_NORM_IN,
+                                                                       CNF_ODE_NORM_INTEGRAL }),
+                         CNF_OK);
+        if (reduced)
+            ck_assert_int_eq(cnf_ode_solver_set_reduction(s, sum_of_one, NULL, 2), CNF_OK);
+        y[reduced][0] = 1.0;
+        y[reduced][1] = y[reduced][2] = 0.0;
+        ck_assert_int_eq(cnf_ode_solve(s, rhs_two_integrals, NULL, 0.0, 3.0, y[reduced], NULL,
+                                       &st[reduced]), CNF_OK);
+        cnf_ode_solver_free(s);
+    }
+    ck_assert_uint_eq(st[1].accepted, st[0].accepted);
+    ck_assert_uint_eq(st[1].rejected, st[0].rejected);
+    ck_assert_uint_eq(st[1].nfe, st[0].nfe);
+    for (int i = 0; i < 3; i++)
+        ck_assert_double_eq_tol(y[1][i], y[0][i], 1e-15 * fabs(y[0][i]));
+    /* the integral group is what sets the steps here: as an ordinary
+     * group (atol against a Q2 of 1e-5) far fewer are needed */
+    cnf_ode_options o;
+    cnf_ode_options_default(&o);
+    o.rtol = o.atol = 1e-8;
+    cnf_ode_solver *s = cnf_ode_solver_alloc(3, &o);
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 3, (size_t[]){ 1, 1, 1 },
+                                                    (const int[]){ 1, 1, 1 }), CNF_OK);
+    double yo[3] = { 1.0, 0.0, 0.0 };
+    cnf_ode_stats so;
+    ck_assert_int_eq(cnf_ode_solve(s, rhs_two_integrals, NULL, 0.0, 3.0, yo, NULL, &so), CNF_OK);
+    printf("integral group among summed components: %zu steps (as an ordinary group %zu)\n",
+           st[0].accepted, so.accepted);
+    ck_assert_uint_lt(so.accepted, st[0].accepted);
+    /* a group across the boundary of the summed components is refused */
+    ck_assert_int_eq(cnf_ode_solver_set_norm_groups(s, 2, (size_t[]){ 1, 2 },
+                                                    (const int[]){ 1, CNF_ODE_NORM_INTEGRAL }),
+                     CNF_OK);
+    ck_assert_int_eq(cnf_ode_solver_set_reduction(s, sum_of_one, NULL, 1), CNF_EINVAL);
+    ck_assert_int_eq(cnf_ode_solver_set_reduction(s, sum_of_one, NULL, 2), CNF_OK);
+    cnf_ode_solver_free(s);
+}
+END_TEST
+
 START_TEST(test_set_reduction_arguments)
 {
     cnf_ode_options o;
@@ -751,6 +829,7 @@ int main(void)
     tcase_add_test(tc, test_nan_on_one_thread_rejects_on_both);
     tcase_add_test(tc, test_fatal_on_one_thread_stops_both);
     tcase_add_test(tc, test_set_reduction_arguments);
+    tcase_add_test(tc, test_integral_group_among_summed);
     tcase_add_test(tc, test_adjoint_end_time_failure_on_one_thread);
     tcase_add_test(tc, test_train_two_threads_equal_one);
     tcase_add_test(tc, test_train_stop_on_one_thread_stops_both);

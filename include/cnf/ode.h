@@ -31,18 +31,21 @@
  * short group's large ones.
  *
  * An integral group (CNF_ODE_NORM_INTEGRAL) is judged against its own
- * size instead of atol alone: for it, atol above becomes atol * R with
+ * size where that is below 1: for it, atol above becomes atol * min(1, R)
+ * with
  *
  *     R = RMS_{i in G_g} max(|y_i|, |ynew_i|) * max(1, |t1 - t0| / |tnew - t0|),
  *
  * the integral's size so far projected linearly to the end of the solve's
- * interval [t0, t1] (tnew the attempt's end; R = 0, nothing integrated
- * yet, leaves atol). It is meant for an integral that starts at 0, such as
- * the adjoint's parameter gradient g: its entries may all be far below 1
- * (1e-4 on an untrained flow), where an absolute atol would allow a
- * relative error of atol / |g| however tight the tolerance, and the error
- * would stop falling with it. With atol = rtol = tol its RMS error per
- * step is then about tol times its size. A state distributed over processes adds its
+ * interval [t0, t1] (tnew the attempt's end; the automatic first step and
+ * cnf_ode_solver_error_norm take the projection as 1; R = 0, nothing
+ * integrated yet, leaves atol). It is meant for an integral that starts at
+ * 0, such as the adjoint's parameter gradient g: its entries may all be
+ * far below 1 (an RMS of 5e-4 on an untrained flow), where an absolute
+ * atol would allow a relative error of atol / |g| however tight the
+ * tolerance, and the error would stop falling with it. With atol = rtol =
+ * tol its RMS error per step is then about tol times its size. Never
+ * looser than an ordinary group: from R = 1 up it is one. A state distributed over processes adds its
  * S_g and N_g across them between the first two stages
  * (cnf_ode_solver_set_reduction). A step is accepted when err <= 1; the next step is
  * h * clamp(safety * err^(-1/(q+1)), min_factor, max_factor) with q the lower
