@@ -21,6 +21,8 @@ struct cnf_adjoint {
     double *y;                 /* nb: [a | z | -g] (see adjoint_rhs) */
     double *z;                 /* n: z(t) interpolated from the record */
     double *f;                 /* n: f(z(t_i)) for the end-time gradients */
+    double *gsum;              /* p: -g added up over the intervals between
+                                  observations, each integrated from 0 */
     /* set per solve for the right-hand side */
     const cnf_adjoint_problem *prob;
     const cnf_ode_record *record;
@@ -139,9 +141,11 @@ cnf_adjoint *cnf_adjoint_alloc(size_t n, size_t p, const cnf_adjoint_options *op
     size_t bytes;
     adj->z = cnf_size_mul(n, sizeof *adj->z, &bytes) ? NULL : malloc(bytes);
     adj->f = adj->z ? malloc(bytes) : NULL;
-    if (!adj->z || !adj->f) {
+    /* one more than p, so that p = 0 still allocates */
+    adj->gsum = cnf_size_mul(p + 1, sizeof *adj->gsum, &bytes) ? NULL : malloc(bytes);
+    if (!adj->z || !adj->f || !adj->gsum) {
         cnf_adjoint_free(adj);
-        cnf_error(CNF_ENOMEM, "out of memory allocating an adjoint of n = %zu", n);
+        cnf_error(CNF_ENOMEM, "out of memory allocating an adjoint of n = %zu, p = %zu", n, p);
         return NULL;
     }
     if (adjoint_setup(adj) != CNF_OK) {
@@ -159,6 +163,7 @@ void cnf_adjoint_free(cnf_adjoint *adj)
     free(adj->y);
     free(adj->z);
     free(adj->f);
+    free(adj->gsum);
     free(adj);
 }
 
@@ -276,7 +281,7 @@ cnf_status cnf_adjoint_solve_warm(cnf_adjoint *adj, const cnf_adjoint_problem *p
         return cnf_error(end_rc > 0 ? CNF_ENONFINITE : CNF_ERHS,
                          "adjoint: dynamics failed (%d) at observation time %g", end_rc, end_t);
 
-    double *y = adj->y, *gsum = grad; /* gsum adds up -g over the intervals */
+    double *y = adj->y, *gsum = adj->gsum;
     memset(y, 0, adj->nb * sizeof *y);
     memset(gsum, 0, p * sizeof *gsum);
     for (size_t ii = n_obs; ii-- > 0;) {

@@ -63,6 +63,16 @@ printf 'hidden = 8\nlayers = concat\n' > bad.cfg
 expect_fail "bad.cfg:2: unknown key 'layers'" M.h5 -- "$cnf" train --data data.h5 --flow bad.cfg --out M.h5
 printf 'act = relu\n' > bad2.cfg
 expect_fail "bad2.cfg:1: .*relu" M.h5 -- "$cnf" train --data data.h5 --flow bad2.cfg --out M.h5
+# The adjoint's keys: a bad name, on the command line a usage error (exit
+# 2), in a preset one naming its line; both name the key and the valid names.
+expect_fail "gradient_tol: unknown gradient tolerance 'absolute' \(valid: entrywise, relative\)" \
+    M.h5 -- "$cnf" train --data data.h5 --gradient-tol absolute --out M.h5
+rc=0
+"$cnf" train --data data.h5 --gradient-tol absolute --out M.h5 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || fail "--gradient-tol absolute: exit $rc, not 2 (a usage error)"
+printf 'checkpoints = cubic\n' > bad3.cfg
+expect_fail "bad3.cfg:1: checkpoints: unknown interpolation 'cubic' \(valid: hermite, dense\)" \
+    M.h5 -- "$cnf" train --data data.h5 --flow bad3.cfg --out M.h5
 # Missing output directory: refused before any work.
 expect_fail "nodir.*does not exist" - -- "$cnf" train --data data.h5 --out nodir/M.h5
 expect_fail "nodir.*does not exist" - -- "$cnf" toy moons --n 10 --out nodir/t.h5

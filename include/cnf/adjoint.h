@@ -52,9 +52,14 @@
  * torchdiffeq's choice; cnf_ode_solver_set_norm_groups). Under one RMS the
  * p entries of g outnumber a's n and their small errors dilute a's: a's
  * error may be sqrt((n+p)/n) times the tolerance. Under the groups, g's
- * absolute tolerance is by default relative to g's own size (gradient_tol,
- * CNF_ODE_NORM_INTEGRAL): g starts at 0 on each interval between
- * observations, and is added up over them outside the solver. The seminorm option
+ * absolute tolerance is by default relative to g's own size where that is
+ * below 1 (gradient_tol, CNF_ODE_NORM_INTEGRAL). g starts at 0 on each
+ * interval between observations and is added up over them outside the
+ * solver, so that with several observations each interval's share is
+ * judged against its own size (shares that cancel across intervals are
+ * not controlled relative to their total), and the entrywise and one-RMS
+ * norms too see the interval's g rather than the running total (with one
+ * observation, all cnf_flow uses, nothing changes). The seminorm option
  * (Kidger, Chen and Lyons 2021) leaves g out of the norm: g never feeds back
  * into the dynamics, so its error need not limit the step size.
  *
