@@ -54,8 +54,8 @@ const config_key config_keys[] = {
         "z(t) between the forward checkpoints: dense (the solver's own interpolant) or "
         "hermite (cubic)"),
     KEY(gradient_tol, CLI_STRING, "KIND",
-        "the grouped norm's tolerance of the gradient: relative (to its size) or entrywise "
-        "(atol + rtol |g_i| per entry)"),
+        "the grouped norm's tolerance of the gradient: relative (to its size, if below 1) "
+        "or entrywise (atol + rtol |g_i| per entry)"),
     OPTION_KEY(warm_start, flow.warm_start, CLI_BOOL, "0|1",
         "start each iteration's solves with the first step the last iteration suggested"),
     KEY(divergence, CLI_STRING, "KIND", "training divergence: exact, gaussian, rademacher"),
