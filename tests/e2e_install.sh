@@ -36,8 +36,8 @@ for f in bin/cnf include/cnf/flow.h include/cnf/csv.h share/cnf/flows/toy2d.cfg 
     [ -e "$prefix/$f" ] || fail "the install has no $f"
 done
 if [ $shared = 1 ]; then
-    [ -e "$lib/libcnf.so.0" ] || fail "no shared libcnf.so.0 with its soname"
-    readelf -d "$lib/libcnf.so" | grep -q 'SONAME.*libcnf\.so\.0' || fail "libcnf.so: soname"
+    [ -e "$lib/libcnf.so.0.2" ] || fail "no shared libcnf.so.0.2 with its soname"
+    readelf -d "$lib/libcnf.so" | grep -q 'SONAME.*libcnf\.so\.0\.2\]' || fail "libcnf.so: soname"
 else
     [ -e "$lib/libcnf.a" ] || fail "no libcnf.a in a static build's install"
 fi
