@@ -355,6 +355,17 @@ START_TEST(test_linear_observations_closed_form)
 END_TEST
 
 
+/* ||a - b|| / ||b||, the relative 2-norm error of a against b. */
+static double norm_rel_error(const double *a, const double *b, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return sqrt(num / den);
+}
+
 /* ---- the gradient's relative tolerance: a small gradient ----------------
  *
  * dz/dt = sum_k theta_k phi_k(t) with phi = (e^{-8 (T - t)}, sin 3t, t^2)
@@ -417,15 +428,10 @@ static double quad_grad_error(double s, double tol, cnf_adjoint_gtol gtol, size_
     ck_assert_int_eq(cnf_adjoint_solve(adj, &pb, rec, 0.0, 1, &T, y, dz, a, g, NULL, &st),
                      CNF_OK);
     *nfe_bwd = st.nfe;
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < 3; i++) {
-        num += (g[i] - g_exact[i]) * (g[i] - g_exact[i]);
-        den += g_exact[i] * g_exact[i];
-    }
     cnf_adjoint_free(adj);
     cnf_ode_record_free(rec);
     cnf_ode_solver_free(solver);
-    return sqrt(num / den);
+    return norm_rel_error(g, g_exact, 3);
 }
 
 START_TEST(test_relative_gradient_tolerance)
@@ -555,15 +561,10 @@ static double aff_grad_error(const double *theta, double T, const double *z0, in
     cnf_ode_stats st;
     ck_assert_int_eq(cnf_adjoint_solve(adj, &pb, rec, 0.0, 1, &T, y, dz, a, g, &dT, &st), CNF_OK);
     *nfe_bwd = st.nfe;
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < 6; i++) {
-        num += (g[i] - g_exact[i]) * (g[i] - g_exact[i]);
-        den += g_exact[i] * g_exact[i];
-    }
     cnf_adjoint_free(adj);
     cnf_ode_record_free(rec);
     cnf_ode_solver_free(s);
-    return sqrt(num / den);
+    return norm_rel_error(g, g_exact, 6);
 }
 
 START_TEST(test_affine_likelihood_closed_form)
@@ -717,16 +718,6 @@ static double flow_fd_fn(const double *x, void *ctx)
     }
     gsl_rng_free(rng);
     return v;
-}
-
-static double norm_rel_error(const double *a, const double *b, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        num += (a[i] - b[i]) * (a[i] - b[i]);
-        den += b[i] * b[i];
-    }
-    return sqrt(num / den);
 }
 
 static double max_abs(const double *a, size_t n)
