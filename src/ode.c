@@ -319,17 +319,14 @@ cnf_status cnf_ode_solver_set_quadratures(cnf_ode_solver *s, size_t nq, int in_e
     return rc;
 }
 
-/* Whether every integral group lies in [n0, n), among a reduction's summed
- * components, where each process sees the whole of it: its size (an RMS
- * over the group) would otherwise need a reduction of its own before the
- * error could be scaled. */
-static int integrals_summed(size_t ng, const size_t *sizes, const int *mode, size_t n0)
+/* Whether a group [i0, end) of the given mode breaks the rule that an
+ * integral group lies in [n0, n), among a reduction's summed components,
+ * where each process sees the whole of it: its size (an RMS over the
+ * group) would otherwise need a reduction of its own before the error
+ * could be scaled. */
+static int integral_not_summed(int mode, size_t i0, size_t end, size_t n0)
 {
-    size_t i0 = 0;
-    for (size_t g = 0; g < ng; i0 += sizes[g], g++)
-        if (mode[g] == CNF_ODE_NORM_INTEGRAL && sizes[g] > 0 && i0 < n0)
-            return 0;
-    return 1;
+    return mode == CNF_ODE_NORM_INTEGRAL && end > i0 && i0 < n0;
 }
 
 cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *s, size_t n_groups,
@@ -356,9 +353,11 @@ cnf_status cnf_ode_solver_set_norm_groups(cnf_ode_solver *s, size_t n_groups,
     if (counted == 0)
         return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: no component in the "
                          "norm (every group left out or empty)");
-    if (s->sum && !integrals_summed(n_groups, sizes, in_norm, s->n - s->nsum))
-        return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: under a reduction an "
-                         "integral group must lie among the %zu summed components", s->nsum);
+    for (size_t g = 0, i0 = 0; s->sum && g < n_groups; i0 += sizes[g], g++)
+        if (integral_not_summed(in_norm[g], i0, i0 + sizes[g], s->n - s->nsum))
+            return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_norm_groups: under a reduction "
+                             "an integral group must lie among the %zu summed components",
+                             s->nsum);
     return set_groups(s, n_groups, sizes, in_norm);
 }
 
@@ -370,16 +369,10 @@ cnf_status cnf_ode_solver_set_reduction(cnf_ode_solver *s, cnf_ode_sum sum, void
     if (n_summed > s->n)
         return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_reduction: %zu summed components in a "
                          "state of length %zu", n_summed, s->n);
-    if (sum && s->ng > 0) {
-        int summed = 1;
-        size_t i0 = 0;
-        for (size_t g = 0; g < s->ng; i0 = s->gend[g], g++)
-            if (s->gin[g] == CNF_ODE_NORM_INTEGRAL && s->gend[g] > i0 && i0 < s->n - n_summed)
-                summed = 0;
-        if (!summed)
+    for (size_t g = 0, i0 = 0; sum && g < s->ng; i0 = s->gend[g], g++)
+        if (integral_not_summed(s->gin[g], i0, s->gend[g], s->n - n_summed))
             return cnf_error(CNF_EINVAL, "cnf_ode_solver_set_reduction: an integral norm group "
                              "must lie among the %zu summed components", n_summed);
-    }
     if (sum == s->sum && n_summed == s->nsum) {
         s->sum_ctx = sum ? ctx : NULL; /* the same layout: no allocation */
         return CNF_OK;
@@ -635,13 +628,19 @@ static int all_finite(const double *v, size_t n)
     return bad == 0;
 }
 
-/* One component's e_i / (atol + rtol*max(|a_i|, |b_i|)), 0 where e_i = 0
- * (even when the scale is 0 too). The comparison stands in for fmax, which
- * GCC leaves as a call; a NaN in e still propagates. */
-static inline double scaled_error(double e, double a, double b, double atol, double rtol)
+/* max(|a|, |b|); the comparison stands in for fmax, which GCC leaves as a
+ * call (the norm loops must vectorise). */
+static inline double larger_abs(double a, double b)
 {
     double fa = fabs(a), fb = fabs(b);
-    double q = e / (atol + rtol * (fa > fb ? fa : fb));
+    return fa > fb ? fa : fb;
+}
+
+/* One component's e_i / (atol + rtol*max(|a_i|, |b_i|)), 0 where e_i = 0
+ * (even when the scale is 0 too); a NaN in e still propagates. */
+static inline double scaled_error(double e, double a, double b, double atol, double rtol)
+{
+    double q = e / (atol + rtol * larger_abs(a, b));
     return e == 0.0 ? 0.0 : q;
 }
 
@@ -671,11 +670,11 @@ static double integral_atol(const cnf_ode_solver *s, const double *a, const doub
     size_t i = i0;
     for (; i + RMS_LANES <= m; i += RMS_LANES)
         for (size_t l = 0; l < RMS_LANES; l++) {
-            double fa = fabs(a[i + l]), fb = fabs(b[i + l]), x = fa > fb ? fa : fb;
+            double x = larger_abs(a[i + l], b[i + l]);
             lane[l] += x * x;
         }
     for (size_t l = 0; i < m; i++, l++) {
-        double fa = fabs(a[i]), fb = fabs(b[i]), x = fa > fb ? fa : fb;
+        double x = larger_abs(a[i], b[i]);
         lane[l] += x * x;
     }
     double sum = 0.0;
