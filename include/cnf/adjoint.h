@@ -138,8 +138,10 @@ typedef enum {
                                        tolerance */
     CNF_ADJOINT_GTOL_RELATIVE       /* g as an integral group
                                        (CNF_ODE_NORM_INTEGRAL): atol relative to
-                                       the size g is heading for, so that its
-                                       relative error follows the tolerance */
+                                       the size g is heading for where that is
+                                       below 1 (never looser than ENTRYWISE), so
+                                       that its relative error follows the
+                                       tolerance */
 } cnf_adjoint_gtol;
 
 /* "entrywise", "relative"; from_name gives CNF_EINVAL with a message
